@@ -104,6 +104,11 @@ class WorkerSession:
     def free_slots(self) -> int:
         return max(self.capacity - self.load, 0)
 
+    @property
+    def registered_by_peer(self) -> bool:
+        """The worker sent ``WorkerRegister`` (and so expects ``WorkerRegistered``)."""
+        return self._peer_registered
+
     def can_accept(self) -> bool:
         return (
             self.state is SessionState.ACTIVE

@@ -1,0 +1,817 @@
+"""The dispatcher: one object that owns the pool, the queue and every task handle,
+driven by the tasks of one nursery tree (see docs/architecture.md).
+
+Every state change happens synchronously inside one method call (Trio runs one task
+at a time, so a method without a checkpoint is atomic); the tasks of the tree only
+wait -- for frames, for deadlines, for backoff -- and then call into it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import random
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, NoReturn, TypeVar, overload
+
+import attrs
+import trio
+
+from .._errors import (
+    DispatcherClosed,
+    ErrorCode,
+    NoWorkerAvailable,
+    QueueFull,
+    TaskFailed,
+    WorkerNotFound,
+)
+from .._typed import TaskSpec
+from ..protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    Backpressure,
+    DispatcherMessage,
+    Heartbeat,
+    HeartbeatAck,
+    Kill,
+    Message,
+    Priority,
+    ProtocolError,
+    SessionState,
+    Shutdown,
+    Task,
+    TaskDispatch,
+    TaskError,
+    TaskResult,
+    TaskResultMessage,
+    TaskStatus,
+    WorkerRegister,
+    WorkerRegistered,
+    WorkerRegistration,
+    WorkerSession,
+    encode,
+)
+from ..transports import ChannelClosed, WorkerChannel, serve_websocket_workers
+from ._handle import Attempt, TaskHandle
+from ._pool import Pool, PoolStats, WorkerInfo, WorkerRecord, WorkerState
+from ._queue import QUEUED, Constraint, TaskQueue
+
+__all__ = ["Dispatcher", "open_dispatcher"]
+
+log = logging.getLogger("trio_pipe.dispatcher")
+
+R = TypeVar("R")
+
+
+def _identity(payload: Any) -> Any:
+    return payload
+
+
+class Dispatcher:
+    """Routes tasks to workers. Made by :func:`open_dispatcher`; do not construct."""
+
+    def __init__(
+        self,
+        *,
+        heartbeat_timeout: float = 15.0,
+        registration_timeout: float = 10.0,
+        send_timeout: float = 10.0,
+        close_timeout: float = 2.0,
+        shutdown_grace: float = 10.0,
+        max_queued: int = 100_000,
+        aging_interval: float = 10.0,
+        retry_backoff: float = 0.1,
+        retry_backoff_max: float = 10.0,
+        max_pool_size: int | None = None,
+        min_pool_size: int = 0,
+        on_below_minimum: Callable[[PoolStats], object] | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        if max_queued < 0 or min_pool_size < 0:
+            raise ValueError("max_queued and min_pool_size must be >= 0")
+        self.heartbeat_timeout = heartbeat_timeout
+        self.registration_timeout = registration_timeout
+        self.send_timeout = send_timeout
+        self.close_timeout = close_timeout
+        self.shutdown_grace = shutdown_grace
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.min_pool_size = min_pool_size
+        self.on_below_minimum = on_below_minimum
+        self.max_frame_size = max_frame_size
+        self._pool = Pool(max_size=max_pool_size)
+        self._queue = TaskQueue(max_queued=max_queued, aging_interval=aging_interval)
+        self._queue_space = trio.lowlevel.ParkingLot()
+        self._handles: dict[uuid.UUID, TaskHandle[Any]] = {}
+        self._deadlines: list[tuple[float, int, TaskHandle[Any]]] = []
+        self._deadline_scope = trio.CancelScope()
+        self._seq = itertools.count()
+        self._closing = False
+        self._drained = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._sessions: trio.Nursery | None = None
+        self._listener_scope = trio.CancelScope()
+        self._port: int | None = None
+        self._url: str | None = None
+        self._completed = 0
+        self._failed = 0
+        self._retried = 0
+
+    # ------------------------------------------------------------------ info
+
+    @property
+    def port(self) -> int:
+        """The TCP port WebSocket workers connect to (the real one if ``port=0``)."""
+        if self._port is None:
+            raise RuntimeError("this dispatcher does not listen for WebSocket workers")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` for WebSocket workers (host as given to open_dispatcher)."""
+        if self._url is None:
+            raise RuntimeError("this dispatcher does not listen for WebSocket workers")
+        return self._url
+
+    def workers(self) -> list[WorkerInfo]:
+        """Snapshots of every connected worker, then of remembered dead ones."""
+        return self._pool.infos()
+
+    def pool_stats(self) -> PoolStats:
+        return self._pool.stats(queued=len(self._queue), in_flight=len(self._handles))
+
+    # --------------------------------------------------------------- submit
+
+    @overload
+    async def submit(
+        self,
+        task: TaskSpec[R],
+        *,
+        timeout_ms: int | None = None,
+        priority: Priority | None = None,
+        max_retries: int | None = None,
+        trace_id: str | None = None,
+    ) -> TaskHandle[R]: ...
+    @overload
+    async def submit(self, task: Task) -> TaskHandle[Any]: ...
+    async def submit(self, task: Task | TaskSpec[Any], **options: Any) -> TaskHandle[Any]:
+        """Hand a task to the pool and return its handle at once; the task runs as soon
+        as a worker that supports its type has a free slot, highest priority first.
+
+        When the queue already holds ``max_queued`` tasks, this waits for room
+        (backpressure). The handle outlives the caller's scope: cancelling the caller
+        after ``submit`` returns does not stop the task (use :meth:`run`, or
+        :meth:`TaskHandle.cancel`). Raises :class:`DispatcherClosed` once shutdown began,
+        and ``TypeError``/``ValueError`` if the payload is not JSON.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        handle = self._new_handle(task, options)
+        while not self._place(handle):
+            await self._queue_space.park()
+            self._check_open()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return handle
+
+    @overload
+    def submit_nowait(
+        self,
+        task: TaskSpec[R],
+        *,
+        timeout_ms: int | None = None,
+        priority: Priority | None = None,
+        max_retries: int | None = None,
+        trace_id: str | None = None,
+    ) -> TaskHandle[R]: ...
+    @overload
+    def submit_nowait(self, task: Task) -> TaskHandle[Any]: ...
+    def submit_nowait(self, task: Task | TaskSpec[Any], **options: Any) -> TaskHandle[Any]:
+        """Like :meth:`submit`, but never waits: raises :class:`NoWorkerAvailable` when
+        no registered worker supports the task type, :class:`QueueFull` when the task
+        would have to wait for room in a full queue."""
+        handle = self._new_handle(task, options)
+        if not self._pool.supports(handle.task.task_type):
+            raise NoWorkerAvailable(
+                f"no worker supports task type {handle.task.task_type!r}"
+            )
+        if not self._place(handle):
+            raise QueueFull(f"the queue holds {self._queue.max_queued} tasks")
+        return handle
+
+    async def dispatch_to(self, worker_id: str, task: Task) -> TaskHandle[Any]:
+        """Submit *task* to run on one worker only (queued while it is busy). Raises
+        :class:`WorkerNotFound` if no connected worker has that id; if the worker goes
+        away, the task fails with ``WORKER_DISCONNECTED`` rather than move elsewhere."""
+        record = self._pool.get(worker_id)
+        if record is None or record.state is WorkerState.DEAD:
+            raise WorkerNotFound(f"no connected worker {worker_id!r}")
+        return await self._submit_constrained(task, ("worker", worker_id))
+
+    async def dispatch_with_tag(self, tag: str, task: Task) -> TaskHandle[Any]:
+        """Submit *task* to run only on workers registered with *tag*."""
+        return await self._submit_constrained(task, ("tag", tag))
+
+    async def _submit_constrained(
+        self, task: Task, constraint: Constraint
+    ) -> TaskHandle[Any]:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        handle = self._new_handle(task, {})
+        handle._constraint = constraint
+        while not self._place(handle):
+            await self._queue_space.park()
+            self._check_open()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return handle
+
+    @overload
+    async def run(
+        self,
+        task: TaskSpec[R],
+        *,
+        timeout_ms: int | None = None,
+        priority: Priority | None = None,
+        max_retries: int | None = None,
+        trace_id: str | None = None,
+    ) -> R: ...
+    @overload
+    async def run(self, task: Task) -> Any: ...
+    async def run(self, task: Task | TaskSpec[Any], **options: Any) -> Any:
+        """Submit *task*, wait for it, and return its result payload (structured to the
+        declared result type for a :class:`TaskSpec`).
+
+        Structured: the caller's deadline bounds the task -- the ``timeoutMs`` the
+        worker sees is the smaller of the task's own and the time left in the caller's
+        scope -- and if the caller is cancelled, the task is killed (``Kill`` sent to
+        its worker, handle resolved ``Cancelled``) before ``run`` returns.
+        Raises :class:`TaskFailed` (carrying the ``TaskResult``) unless it completed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        handle = self._new_handle(task, options, deadline=trio.current_effective_deadline())
+        try:
+            while not self._place(handle):
+                await self._queue_space.park()
+                self._check_open()
+            result = await handle.result()
+            if result.status is not TaskStatus.COMPLETED:
+                # If our own deadline is what ended it, let Trio say so.
+                await trio.lowlevel.checkpoint_if_cancelled()
+            return await handle.value()
+        except trio.Cancelled:
+            handle.cancel_nowait("the caller was cancelled")
+            raise
+
+    def _new_handle(
+        self,
+        task: Task | TaskSpec[Any],
+        options: dict[str, Any],
+        *,
+        deadline: float = math.inf,
+    ) -> TaskHandle[Any]:
+        self._check_open()
+        structure: Callable[[Any], Any] = _identity
+        if isinstance(task, TaskSpec):
+            structure = task.structure_result
+            task = task.to_task(**{k: v for k, v in options.items() if v is not None})
+        elif options:
+            raise TypeError("options apply to typed tasks; give a Task its own metadata")
+        encode(TaskDispatch(task))  # a payload that is not JSON fails here, not later
+        now = trio.current_time()
+        return TaskHandle(
+            task,
+            deadline=min(now + task.metadata.timeout_ms / 1000, deadline),
+            structure=structure,
+            cancel=self._cancel,
+        )
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise DispatcherClosed("the dispatcher is shutting down")
+
+    # ------------------------------------------------------------ placement
+
+    def _place(self, handle: TaskHandle[Any], *, force: bool = False) -> bool:
+        """Send *handle* to the best worker, or queue it. False if the queue is full
+        (unless *force*: a task already admitted, coming back for a retry)."""
+        kind, target = handle._constraint or (None, None)
+        avoid = frozenset(a.worker_id for a in handle.attempts)
+        record = self._pool.select(
+            handle.task.task_type,
+            worker_id=target if kind == "worker" else None,
+            tag=target if kind == "tag" else None,
+            avoid=avoid,
+        )
+        if record is None and self._queue.full and not force:
+            return False
+        if handle.id not in self._handles:
+            self._handles[handle.id] = handle
+            self._watch_deadline(handle)
+        if record is not None:
+            self._send_task(handle, record)
+        else:
+            handle.status = TaskStatus.PENDING
+            self._queue.push(handle, trio.current_time())
+        return True
+
+    def _send_task(self, handle: TaskHandle[Any], record: WorkerRecord) -> None:
+        task = handle.task
+        metadata = task.metadata
+        time_left_ms = math.ceil((handle.deadline - trio.current_time()) * 1000)
+        if time_left_ms < metadata.timeout_ms or handle.retry_count != metadata.retry_count:
+            task = attrs.evolve(
+                task,
+                metadata=attrs.evolve(
+                    metadata,
+                    timeout_ms=max(min(time_left_ms, metadata.timeout_ms), 1),
+                    retry_count=handle.retry_count,
+                ),
+            )
+        self._post(record, TaskDispatch(task))
+        handle._site = record
+        handle.worker_id = record.worker_id
+        handle.status = TaskStatus.DISPATCHED
+
+    def _post(self, record: WorkerRecord, message: DispatcherMessage) -> None:
+        """Queue *message* for the worker's writer, recording it in its session."""
+        frame = encode(message)
+        record.session.send(message)
+        try:
+            record.outbox.send_nowait(frame)
+        except trio.ClosedResourceError:
+            pass  # the writer is done: the session is ending and will account for it
+
+    def _fill(self, record: WorkerRecord) -> None:
+        """Give a worker with free slots the best-ranked queued tasks it can run."""
+        taken = False
+        while record.can_accept():
+            handle = self._queue.pop_for(
+                record.supported_tasks, record.worker_id, record.tags
+            )
+            if handle is None:
+                break
+            taken = True
+            try:
+                self._send_task(handle, record)
+            except (TypeError, ValueError) as exc:  # payload mutated after submit
+                self._resolve_error(
+                    handle, TaskStatus.FAILED, ErrorCode.INVALID_PAYLOAD, str(exc)
+                )
+        if taken:
+            self._queue_space.unpark(
+                count=max(self._queue.max_queued - len(self._queue), 0)
+            )
+
+    # ----------------------------------------------------------- resolution
+
+    def _resolve(self, handle: TaskHandle[Any], result: TaskResult) -> None:
+        if handle.done:
+            return
+        site = handle._site
+        if site is QUEUED:
+            self._queue.discard(handle)
+            self._queue_space.unpark()
+        elif isinstance(site, WorkerRecord):
+            site.session.abandon(handle.id)
+        handle._site = None
+        self._handles.pop(handle.id, None)
+        if result.status is TaskStatus.COMPLETED:
+            self._completed += 1
+        else:
+            self._failed += 1
+        handle._resolve(result)
+        if self._closing and not self._handles:
+            self._drained.set()
+
+    def _resolve_error(
+        self,
+        handle: TaskHandle[Any],
+        status: TaskStatus,
+        code: str,
+        message: str,
+        *,
+        retryable: bool = False,
+    ) -> None:
+        self._resolve(
+            handle,
+            TaskResult(
+                task_id=handle.id,
+                status=status,
+                error=TaskError(code=code, message=message, retryable=retryable),
+                worker_id=handle.worker_id or "",
+            ),
+        )
+
+    def _kill(self, handle: TaskHandle[Any], reason: str) -> None:
+        record = handle._site
+        if isinstance(record, WorkerRecord) and record.session.state in (
+            SessionState.ACTIVE,
+            SessionState.CLOSING,
+        ):
+            self._post(record, Kill(task_id=handle.id, reason=reason))
+
+    def _cancel(self, handle: TaskHandle[Any], reason: str) -> None:
+        self._kill(handle, reason)
+        self._resolve_error(handle, TaskStatus.CANCELLED, ErrorCode.CANCELLED, reason)
+
+    def _on_task_ended(self, handle: TaskHandle[Any], result: TaskResult) -> None:
+        """A try ended on a worker: retry it if it may be retried, else resolve."""
+        handle.attempts.append(Attempt(result.worker_id, result.status, result.error))
+        if (
+            result.status is TaskStatus.FAILED
+            and result.error is not None
+            and result.error.retryable
+            and self._may_retry(handle)
+        ):
+            self._retried += 1
+            handle._site = None
+            handle.status = TaskStatus.PENDING
+            delay = self._backoff(handle.retry_count)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._retry_after, handle, delay)
+        else:
+            self._resolve(handle, result)
+
+    def _may_retry(self, handle: TaskHandle[Any]) -> bool:
+        if self._closing or handle.retry_count > handle.task.metadata.max_retries:
+            return False
+        if trio.current_time() >= handle.deadline:
+            return False
+        kind, target = handle._constraint or (None, None)
+        return not (kind == "worker" and self._pool.get(target or "") is None)
+
+    def _backoff(self, retry_number: int) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        ceiling = min(
+            self.retry_backoff * 2.0 ** (retry_number - 1), self.retry_backoff_max
+        )
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    async def _retry_after(self, handle: TaskHandle[Any], delay: float) -> None:
+        await trio.sleep(delay)
+        if not handle.done:
+            self._place(handle, force=True)
+
+    # ------------------------------------------------------------ deadlines
+
+    def _watch_deadline(self, handle: TaskHandle[Any]) -> None:
+        if handle.deadline == math.inf:
+            return
+        heapq.heappush(self._deadlines, (handle.deadline, next(self._seq), handle))
+        if handle.deadline < self._deadline_scope.deadline:
+            self._deadline_scope.deadline = handle.deadline
+
+    async def _run_deadlines(self) -> NoReturn:
+        """One task enforces every task deadline: it sleeps in a cancel scope whose
+        deadline is always the earliest pending task deadline."""
+        while True:
+            with trio.CancelScope() as self._deadline_scope:
+                while self._deadlines and self._deadlines[0][2].done:
+                    heapq.heappop(self._deadlines)
+                if self._deadlines:
+                    self._deadline_scope.deadline = self._deadlines[0][0]
+                await trio.sleep_forever()
+            now = trio.current_time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                handle = heapq.heappop(self._deadlines)[2]
+                if not handle.done:
+                    self._expire(handle)
+
+    def _expire(self, handle: TaskHandle[Any]) -> None:
+        timeout_ms = handle.task.metadata.timeout_ms
+        where = "on its worker" if isinstance(handle._site, WorkerRecord) else "waiting"
+        message = f"no result within its deadline ({timeout_ms} ms timeout; {where})"
+        self._kill(handle, "timed out")
+        self._resolve_error(handle, TaskStatus.TIMED_OUT, ErrorCode.TIMEOUT, message)
+
+    # -------------------------------------------------------------- workers
+
+    def drain_worker(self, worker_id: str) -> None:
+        """Send *worker_id* no new tasks; its running tasks finish normally."""
+        record = self._connected(worker_id)
+        record.state = WorkerState.DRAINING
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Disconnect *worker_id* now; its unfinished tasks are retried elsewhere
+        (``WORKER_REMOVED``). A dead worker's record is forgotten."""
+        record = self._pool.get(worker_id)
+        if record is None:
+            if not self._pool.forget_dead(worker_id):
+                raise WorkerNotFound(f"no worker {worker_id!r}")
+            return
+        record.close_reason = "removed by the dispatcher"
+        record.cancel_scope.cancel()
+
+    def _connected(self, worker_id: str) -> WorkerRecord:
+        record = self._pool.get(worker_id)
+        if record is None:
+            raise WorkerNotFound(f"no connected worker {worker_id!r}")
+        return record
+
+    def attach_worker(
+        self,
+        channel: WorkerChannel,
+        *,
+        registration: WorkerRegistration | None = None,
+        transport: str = "custom",
+    ) -> None:
+        """Start :meth:`serve_worker` for *channel* in the dispatcher's nursery."""
+        self._check_open()
+        assert self._sessions is not None
+        self._sessions.start_soon(
+            partial(
+                self.serve_worker, channel, registration=registration, transport=transport
+            )
+        )
+
+    async def serve_worker(
+        self,
+        channel: WorkerChannel,
+        *,
+        registration: WorkerRegistration | None = None,
+        transport: str = "websocket",
+    ) -> None:
+        """Run one worker's session over *channel* until it ends.
+
+        Without *registration*, the worker must send ``WorkerRegister`` within
+        ``registration_timeout``. Its session is watched: no message within
+        ``heartbeat_timeout`` declares it dead, as does a closed connection or a
+        malformed frame (the connection is then closed with the reason). However the
+        session ends, its unfinished tasks are retried or resolved at once.
+        """
+        session = WorkerSession(registration)
+        if registration is None and not await self._await_registration(session, channel):
+            return
+        outbox, frames = trio.open_memory_channel[str](math.inf)
+        now = trio.current_time()
+        record = WorkerRecord(
+            session, outbox, trio.CancelScope(), transport, channel.peer, now, now
+        )
+        try:
+            self._check_open()
+            replaced = self._pool.add(record)
+        except Exception as exc:  # DispatcherClosed, PoolFull
+            await self._close(channel, str(exc), protocol_error=False)
+            return
+        if replaced is not None:
+            replaced.close_reason = "replaced by a new connection with the same id"
+            replaced.cancel_scope.cancel()
+        log.info("worker %s registered from %s", record.worker_id, channel.peer)
+        reason = "dispatcher closed"
+        try:
+            with record.cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop, record, channel, frames)
+                    if session.registered_by_peer:
+                        self._post(record, WorkerRegistered(worker_id=record.worker_id))
+                    self._fill(record)
+                    reason = await self._read_loop(record, channel)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._worker_gone(record, record.close_reason or reason)
+
+    async def _await_registration(
+        self, session: WorkerSession, channel: WorkerChannel
+    ) -> bool:
+        with trio.move_on_after(self.registration_timeout):
+            try:
+                session.receive(await channel.receive())
+                return True
+            except ProtocolError as exc:
+                await self._close(channel, exc.reason, protocol_error=True)
+                return False
+            except ChannelClosed:
+                return False
+        await self._close(channel, "no WorkerRegister in time", protocol_error=True)
+        return False
+
+    async def _read_loop(self, record: WorkerRecord, channel: WorkerChannel) -> str:
+        """Act on the worker's messages; return why the session ended."""
+        timeout = self.heartbeat_timeout
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as watchdog:
+            while True:
+                try:
+                    message = await channel.receive()
+                    record.last_seen = watchdog.deadline = trio.current_time()
+                    watchdog.deadline += timeout
+                    self._on_message(record, message)
+                except ProtocolError as exc:
+                    log.warning("worker %s broke the protocol: %s", record.worker_id, exc)
+                    await self._close(channel, exc.reason, protocol_error=True)
+                    return f"protocol error: {exc.reason}"
+                except ChannelClosed as exc:
+                    return f"connection closed: {exc}"
+        log.warning("worker %s silent for %s s: declared dead", record.worker_id, timeout)
+        return f"no heartbeat or message for {timeout} s"
+
+    async def _write_loop(
+        self,
+        record: WorkerRecord,
+        channel: WorkerChannel,
+        frames: trio.MemoryReceiveChannel[str],
+    ) -> None:
+        """Send everything queued for the worker, as many frames per write as are
+        pending; when the outbox is closed (graceful shutdown), close the connection."""
+        try:
+            async for frame in frames:
+                batch = [frame]
+                while True:
+                    try:
+                        batch.append(frames.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                with trio.move_on_after(self.send_timeout):
+                    await channel.send_all(batch)
+                    continue
+                record.close_reason = (
+                    f"a send did not complete within {self.send_timeout} s"
+                )
+                break
+            else:
+                record.close_reason = "closed by the dispatcher"
+                await self._close(channel, "dispatcher shutting down", protocol_error=False)
+        except ChannelClosed as exc:
+            record.close_reason = f"connection lost while sending: {exc}"
+        record.cancel_scope.cancel()
+
+    async def _close(
+        self, channel: WorkerChannel, reason: str, *, protocol_error: bool
+    ) -> None:
+        with trio.move_on_after(self.close_timeout):
+            try:
+                await channel.aclose(reason, protocol_error=protocol_error)
+            except ChannelClosed:
+                pass
+
+    def _on_message(self, record: WorkerRecord, message: Message) -> None:
+        session = record.session
+        accepted = session.receive(message)
+        if isinstance(accepted, TaskResultMessage):
+            result = accepted.result
+            handle = self._handles.get(result.task_id)
+            if handle is None or handle._site is not record:
+                pass  # resolved already (timeout, kill): the slot is free again
+            elif not result.status.is_terminal:
+                handle.status = TaskStatus.RUNNING
+            else:
+                handle._site = None
+                self._on_task_ended(handle, result)
+        elif isinstance(accepted, Heartbeat):
+            self._post(record, HeartbeatAck())
+        elif isinstance(accepted, Backpressure):
+            log.debug("worker %s backpressure %s", record.worker_id, accepted.signal)
+        elif isinstance(accepted, WorkerRegister):
+            self._pool.reindex(record)
+            if session.registered_by_peer:
+                self._post(record, WorkerRegistered(worker_id=record.worker_id))
+        self._fill(record)
+
+    def _worker_gone(self, record: WorkerRecord, reason: str) -> None:
+        """The session ended: retry or resolve what the worker held, then update the
+        pool (and warn if it fell below its minimum)."""
+        removed = record.close_reason == "removed by the dispatcher"
+        lost = record.session.close()
+        record.close_reason = reason
+        self._pool.remove(record, dead=not removed)
+        log.info("worker %s gone: %s", record.worker_id, reason)
+        if self._closing:
+            code, status = ErrorCode.DISPATCHER_CLOSED, TaskStatus.CANCELLED
+        else:
+            code = ErrorCode.WORKER_REMOVED if removed else ErrorCode.WORKER_DISCONNECTED
+            status = TaskStatus.FAILED
+        message = f"worker {record.worker_id}: {reason}"
+        for task_id in lost:
+            handle = self._handles.get(task_id)
+            if handle is not None and handle._site is record:
+                handle._site = None
+                error = TaskError(code=code, message=message, retryable=True)
+                self._on_task_ended(
+                    handle,
+                    TaskResult(task_id, status, error=error, worker_id=record.worker_id),
+                )
+        if self._pool.get(record.worker_id) is None:
+            for handle in self._queue.take_where(("worker", record.worker_id)):
+                self._resolve_error(handle, TaskStatus.FAILED, code, message)
+        self._check_minimum()
+
+    def _check_minimum(self) -> None:
+        stats = self.pool_stats()
+        if self.on_below_minimum is not None and stats.active < self.min_pool_size:
+            self.on_below_minimum(stats)
+
+    # -------------------------------------------------------------- shutdown
+
+    async def _shutdown(self) -> None:
+        """Graceful: take nothing new, tell workers, let in-flight tasks finish within
+        ``shutdown_grace``, then close every connection."""
+        self._closing = True
+        self._listener_scope.cancel()
+        self._queue_space.unpark_all()
+        for handle in self._queue.take_all():
+            self._resolve_error(
+                handle,
+                TaskStatus.CANCELLED,
+                ErrorCode.DISPATCHER_CLOSED,
+                "never dispatched",
+            )
+        for handle in list(self._handles.values()):
+            if handle._site is None:  # waiting to be retried
+                self._resolve_error(
+                    handle, TaskStatus.CANCELLED, ErrorCode.DISPATCHER_CLOSED, "not retried"
+                )
+        for record in self._pool:
+            if record.session.state is SessionState.ACTIVE:
+                self._post(record, Shutdown(graceful=True))
+        if not self._handles:
+            self._drained.set()
+        with trio.move_on_after(self.shutdown_grace):
+            await self._drained.wait()
+        for record in self._pool:
+            record.outbox.close()
+        with trio.move_on_after(self.close_timeout):
+            while len(self._pool):
+                await trio.sleep(0.01)
+
+    def _close_everything(self) -> None:
+        self._closing = True
+        self._queue_space.unpark_all()
+        for handle in list(self._handles.values()):
+            self._resolve_error(
+                handle,
+                TaskStatus.CANCELLED,
+                ErrorCode.DISPATCHER_CLOSED,
+                "dispatcher closed",
+            )
+        self._queue.take_all()
+
+
+async def _open_nursery_task(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def open_dispatcher(
+    host: str = "127.0.0.1",
+    port: int | None = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    **options: Any,
+) -> AsyncIterator[Dispatcher]:
+    """Open a dispatcher, listening for WebSocket workers on *host*:*port*.
+
+    ``port=0`` picks a free port (``dispatcher.port`` tells which); ``port=None``
+    listens nowhere (for spawned workers only). Keyword *options* are those of
+    :class:`Dispatcher` (timeouts in seconds, queue and pool limits, retry backoff).
+
+    Everything the dispatcher does runs in one nursery tree under this block::
+
+        open_dispatcher ── deadlines    one task: every task deadline
+                        ├─ listener     accepts WebSocket workers
+                        ├─ sessions     one task per worker: reader + watchdog, writer
+                        └─ retries      backoff sleeps of tasks waiting to retry
+
+    Leaving the block normally is a graceful shutdown: submissions stop (raising
+    :class:`DispatcherClosed`), queued tasks resolve ``Cancelled`` with
+    ``DISPATCHER_CLOSED``, workers get ``Shutdown{graceful:true}``, in-flight tasks
+    have ``shutdown_grace`` seconds to finish, then every connection is closed.
+    Leaving by an exception or cancellation skips the grace period. Either way, every
+    handle is resolved by the time the block has exited.
+    """
+    dispatcher = Dispatcher(**options)
+    try:
+        async with trio.open_nursery() as root:
+            dispatcher._nursery = root
+            root.start_soon(dispatcher._run_deadlines)
+            dispatcher._sessions = await root.start(_open_nursery_task)
+            if port is not None:
+                serve = partial(
+                    serve_websocket_workers,
+                    dispatcher.serve_worker,
+                    host,
+                    port,
+                    ssl_context=ssl_context,
+                    handler_nursery=dispatcher._sessions,
+                    max_frame_size=dispatcher.max_frame_size,
+                    close_timeout=dispatcher.close_timeout,
+                )
+
+                async def listen(*, task_status: trio.TaskStatus[Any]) -> None:
+                    with dispatcher._listener_scope:
+                        await serve(task_status=task_status)
+
+                server = await root.start(listen)
+                dispatcher._port = server.port
+                scheme = "wss" if ssl_context else "ws"
+                dispatcher._url = f"{scheme}://{host}:{server.port}"
+            try:
+                yield dispatcher
+                await dispatcher._shutdown()
+            finally:
+                dispatcher._closing = True
+                root.cancel_scope.cancel()
+    finally:
+        dispatcher._close_everything()

@@ -1,0 +1,124 @@
+"""TaskHandle: the caller's view of one submitted task."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from .._errors import TaskFailed
+from ..protocol import TaskError, TaskResult, TaskStatus
+from ..protocol._types import Task
+
+__all__ = ["Attempt", "TaskHandle"]
+
+R = TypeVar("R")
+
+
+@attrs.frozen
+class Attempt:
+    """One try of a task on a worker, and how it ended."""
+
+    worker_id: str
+    status: TaskStatus
+    error: TaskError | None
+
+
+class TaskHandle(Generic[R]):
+    """A submitted task. Outlives the scope that submitted it; resolves exactly once.
+
+    :meth:`result` never hangs: a worker's death, a timeout, a kill or the
+    dispatcher's close all resolve the handle with a terminal status and an error code.
+    """
+
+    __slots__ = (
+        "_cancel",
+        "_constraint",
+        "_queued_at",
+        "_site",
+        "_done",
+        "_result",
+        "_structure",
+        "attempts",
+        "deadline",
+        "status",
+        "task",
+        "worker_id",
+    )
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        deadline: float,
+        structure: Callable[[Any], R],
+        cancel: Callable[[TaskHandle[Any], str], None],
+    ) -> None:
+        self.task = task
+        self.deadline = deadline
+        #: Current lifecycle status (terminal once the handle is resolved).
+        self.status = TaskStatus.PENDING
+        #: The worker the task is on now (or finished on), if any.
+        self.worker_id: str | None = None
+        #: Failed tries that were retried, oldest first.
+        self.attempts: list[Attempt] = []
+        self._structure = structure
+        self._cancel = cancel
+        self._result: TaskResult | None = None
+        self._done = trio.Event()
+        # Dispatcher bookkeeping: where the task is (None, the queue, or a worker),
+        # what may run it, and when it first entered the queue (for aging).
+        self._site: object = None
+        self._constraint: tuple[str, str] | None = None
+        self._queued_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.task.task_type} {self.task.id} {self.status.value}>"
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.task.id
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None
+
+    @property
+    def retry_count(self) -> int:
+        return len(self.attempts)
+
+    async def result(self) -> TaskResult:
+        """Wait for the task to end and return its :class:`TaskResult`, whatever the
+        status. Cancelling the wait leaves the task running (see :meth:`cancel`)."""
+        await self._done.wait()
+        assert self._result is not None
+        return self._result
+
+    async def value(self) -> R:
+        """Wait for the task and return its result payload (structured to the result
+        type for typed tasks). Raises :class:`TaskFailed` unless it completed."""
+        result = await self.result()
+        if result.status is not TaskStatus.COMPLETED:
+            raise TaskFailed(result)
+        return self._structure(result.payload)
+
+    async def cancel(self, reason: str = "cancelled by the caller") -> None:
+        """Stop the task wherever it is: dequeue it, or send ``Kill`` to its worker.
+        The handle resolves ``Cancelled`` at once (no-op if already resolved)."""
+        await trio.lowlevel.checkpoint()
+        self.cancel_nowait(reason)
+
+    def cancel_nowait(self, reason: str = "cancelled by the caller") -> None:
+        """Synchronous :meth:`cancel`, for use where no checkpoint is allowed."""
+        if not self.done:
+            self._cancel(self, reason)
+
+    def _resolve(self, result: TaskResult) -> None:
+        if self._result is not None:
+            return
+        self._result = result
+        self.status = result.status
+        self._done.set()

@@ -1,0 +1,220 @@
+"""The pool: connected workers, their state, and least-loaded selection."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import attrs
+import trio
+
+from .._errors import PoolFull
+from ..protocol import WorkerSession
+
+__all__ = ["Pool", "PoolStats", "WorkerInfo", "WorkerRecord", "WorkerState"]
+
+
+class WorkerState(enum.Enum):
+    ACTIVE = "active"
+    DRAINING = "draining"  # connected, finishing its tasks, takes no new ones
+    DEAD = "dead"  # gone; kept for inspection until replaced or removed
+
+
+@attrs.frozen
+class WorkerInfo:
+    """A snapshot of one worker, as :meth:`Dispatcher.workers` reports it."""
+
+    worker_id: str
+    state: WorkerState
+    transport: str
+    peer: str
+    supported_tasks: tuple[str, ...]
+    tags: tuple[str, ...]
+    language: str
+    max_concurrency: int
+    active_tasks: int
+    throttled: bool
+    connected_at: float
+    last_seen: float
+    close_reason: str | None
+
+
+@attrs.frozen
+class PoolStats:
+    """Counts over the pool, as :meth:`Dispatcher.pool_stats` reports them."""
+
+    total: int  # connected workers (active + draining)
+    active: int  # taking tasks
+    busy: int  # active but at capacity or throttled
+    draining: int
+    dead: int  # remembered dead workers
+    total_capacity: int  # sum of max_concurrency over connected workers
+    used_capacity: int  # capacity units held by dispatched tasks
+    queued: int  # tasks waiting for a worker
+    in_flight: int  # tasks on workers that the dispatcher is waiting for
+
+
+@attrs.define(eq=False)
+class WorkerRecord:
+    """The dispatcher's record of one connected worker (owned by the dispatcher)."""
+
+    session: WorkerSession
+    outbox: trio.MemorySendChannel[str]
+    cancel_scope: trio.CancelScope
+    transport: str
+    peer: str
+    connected_at: float
+    last_seen: float
+    state: WorkerState = WorkerState.ACTIVE
+    close_reason: str | None = None
+
+    @property
+    def worker_id(self) -> str:
+        return self.session.worker_id
+
+    @property
+    def supported_tasks(self) -> tuple[str, ...]:
+        assert self.session.registration is not None
+        return self.session.registration.supported_tasks
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        assert self.session.registration is not None
+        return self.session.registration.tags
+
+    def can_accept(self) -> bool:
+        return self.state is WorkerState.ACTIVE and self.session.can_accept()
+
+    def info(self) -> WorkerInfo:
+        registration = self.session.registration
+        assert registration is not None
+        return WorkerInfo(
+            worker_id=registration.worker_id,
+            state=self.state,
+            transport=self.transport,
+            peer=self.peer,
+            supported_tasks=registration.supported_tasks,
+            tags=registration.tags,
+            language=registration.language,
+            max_concurrency=registration.max_concurrency,
+            active_tasks=self.session.load,
+            throttled=self.session.throttled,
+            connected_at=self.connected_at,
+            last_seen=self.last_seen,
+            close_reason=self.close_reason,
+        )
+
+
+class Pool:
+    """Connected workers indexed by id and by task type, plus remembered dead ones."""
+
+    def __init__(self, *, max_size: int | None, remembered_dead: int = 1024) -> None:
+        self.max_size = max_size
+        self._workers: dict[str, WorkerRecord] = {}
+        self._by_type: dict[str, list[WorkerRecord]] = {}
+        self._dead: OrderedDict[str, WorkerInfo] = OrderedDict()
+        self._remembered_dead = remembered_dead
+
+    def __iter__(self) -> Iterator[WorkerRecord]:
+        return iter(list(self._workers.values()))
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def get(self, worker_id: str) -> WorkerRecord | None:
+        return self._workers.get(worker_id)
+
+    def supports(self, task_type: str) -> bool:
+        return bool(self._by_type.get(task_type))
+
+    def add(self, record: WorkerRecord) -> WorkerRecord | None:
+        """Add *record*; return the connected record it replaces (same id), if any."""
+        replaced = self._workers.get(record.worker_id)
+        if replaced is None and self.max_size is not None and len(self) >= self.max_size:
+            raise PoolFull(f"the pool is full ({self.max_size} workers)")
+        if replaced is not None:
+            self._unindex(replaced)
+        self._workers[record.worker_id] = record
+        self._dead.pop(record.worker_id, None)
+        self._index(record)
+        return replaced
+
+    def reindex(self, record: WorkerRecord) -> None:
+        """The worker changed what it supports."""
+        self._unindex(record)
+        self._index(record)
+
+    def remove(self, record: WorkerRecord, *, dead: bool) -> None:
+        if self._workers.get(record.worker_id) is not record:
+            return  # already replaced by a newer connection with this id
+        del self._workers[record.worker_id]
+        self._unindex(record)
+        if dead:
+            record.state = WorkerState.DEAD
+            self._dead[record.worker_id] = record.info()
+            while len(self._dead) > self._remembered_dead:
+                self._dead.popitem(last=False)
+
+    def forget_dead(self, worker_id: str) -> bool:
+        return self._dead.pop(worker_id, None) is not None
+
+    def select(
+        self,
+        task_type: str,
+        *,
+        worker_id: str | None = None,
+        tag: str | None = None,
+        avoid: frozenset[str] = frozenset(),
+    ) -> WorkerRecord | None:
+        """The least-loaded worker that can take a task now, preferring ones not in
+        *avoid*; ``None`` if there is none."""
+        if worker_id is not None:
+            record = self._workers.get(worker_id)
+            ok = record and record.can_accept() and task_type in record.supported_tasks
+            return record if ok else None
+        best: WorkerRecord | None = None
+        best_key = (True, math.inf, 0)
+        for record in self._by_type.get(task_type, ()):
+            if not record.can_accept() or (tag is not None and tag not in record.tags):
+                continue
+            session = record.session
+            key = (
+                record.worker_id in avoid,
+                session.load / session.capacity,
+                -session.capacity,
+            )
+            if key < best_key:
+                best, best_key = record, key
+        return best
+
+    def infos(self) -> list[WorkerInfo]:
+        return [r.info() for r in self._workers.values()] + list(self._dead.values())
+
+    def stats(self, *, queued: int, in_flight: int) -> PoolStats:
+        connected = list(self._workers.values())
+        active = [r for r in connected if r.state is WorkerState.ACTIVE]
+        return PoolStats(
+            total=len(connected),
+            active=len(active),
+            busy=sum(not r.session.can_accept() for r in active),
+            draining=sum(r.state is WorkerState.DRAINING for r in connected),
+            dead=len(self._dead),
+            total_capacity=sum(r.session.capacity for r in connected),
+            used_capacity=sum(r.session.load for r in connected),
+            queued=queued,
+            in_flight=in_flight,
+        )
+
+    def _index(self, record: WorkerRecord) -> None:
+        for task_type in record.supported_tasks:
+            self._by_type.setdefault(task_type, []).append(record)
+
+    def _unindex(self, record: WorkerRecord) -> None:
+        # Scan every list: the record's supported tasks may have changed since indexing.
+        for task_type, workers in list(self._by_type.items()):
+            if record in workers:
+                workers.remove(record)
+                if not workers:
+                    del self._by_type[task_type]

@@ -1,0 +1,108 @@
+"""The wait queue: priority order, FIFO within a priority, aging against starvation.
+
+A queued task's rank is ``queued_at - priority * aging_interval`` (smaller runs first),
+fixed when it first enters the queue. So a task waits behind a task of higher priority
+only if that one arrived less than ``aging_interval`` seconds per priority level later:
+``Low`` cannot starve under a steady stream of ``High``, and within one priority order
+is first in, first out. A retried task keeps its original rank.
+
+Tasks are kept in one heap per (task type, constraint), where the constraint pins a
+task to one worker or to workers with a tag, so a worker that frees a slot looks only
+at the heads of the heaps it can serve. Resolved tasks are dropped lazily.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..protocol import Priority
+from ._handle import TaskHandle
+
+__all__ = ["QUEUED", "Constraint", "TaskQueue"]
+
+Constraint = tuple[str, str] | None
+QUEUED = "queued"
+_Item = tuple[float, int, TaskHandle[Any]]
+
+
+class TaskQueue:
+    def __init__(self, *, max_queued: int, aging_interval: float) -> None:
+        self.max_queued = max_queued
+        self.aging_interval = aging_interval
+        self._heaps: dict[tuple[str, Constraint], list[_Item]] = {}
+        self._seq = itertools.count()
+        self._depth = dict.fromkeys(Priority, 0)
+
+    def __len__(self) -> int:
+        return sum(self._depth.values())
+
+    @property
+    def full(self) -> bool:
+        return len(self) >= self.max_queued
+
+    def depth_by_priority(self) -> dict[Priority, int]:
+        return dict(self._depth)
+
+    def push(self, handle: TaskHandle[Any], now: float) -> None:
+        if handle._queued_at is None:
+            handle._queued_at = now
+        priority = handle.task.metadata.priority
+        rank = handle._queued_at - priority * self.aging_interval
+        key = (handle.task.task_type, handle._constraint)
+        heapq.heappush(self._heaps.setdefault(key, []), (rank, next(self._seq), handle))
+        handle._site = QUEUED
+        self._depth[priority] += 1
+
+    def discard(self, handle: TaskHandle[Any]) -> None:
+        """Forget a queued task (resolved while waiting); its heap entry goes lazily."""
+        if handle._site is QUEUED:
+            handle._site = None
+            self._depth[handle.task.metadata.priority] -= 1
+
+    def pop_for(
+        self, task_types: Iterable[str], worker_id: str, tags: Iterable[str]
+    ) -> TaskHandle[Any] | None:
+        """Take the best-ranked task a worker with these properties may run."""
+        constraints: list[Constraint] = [None, ("worker", worker_id)]
+        constraints += [("tag", tag) for tag in tags]
+        best: list[_Item] | None = None
+        for task_type in task_types:
+            for constraint in constraints:
+                heap = self._heaps.get((task_type, constraint))
+                if heap is None:
+                    continue
+                while heap and heap[0][2]._site is not QUEUED:
+                    heapq.heappop(heap)
+                if not heap:
+                    del self._heaps[(task_type, constraint)]
+                elif best is None or heap[0] < best[0]:
+                    best = heap
+        if best is None:
+            return None
+        handle = heapq.heappop(best)[2]
+        self.discard(handle)
+        return handle
+
+    def take_where(self, constraint: Constraint) -> list[TaskHandle[Any]]:
+        """Remove and return every live task queued under *constraint*."""
+        taken = []
+        for key in [k for k in self._heaps if k[1] == constraint]:
+            for _, _, handle in self._heaps.pop(key):
+                if handle._site is QUEUED:
+                    self.discard(handle)
+                    taken.append(handle)
+        return taken
+
+    def take_all(self) -> list[TaskHandle[Any]]:
+        taken = [h for _, _, h in self._iter_items() if h._site is QUEUED]
+        for handle in taken:
+            self.discard(handle)
+        self._heaps.clear()
+        return taken
+
+    def _iter_items(self) -> Iterator[_Item]:
+        for heap in self._heaps.values():
+            yield from heap

@@ -1,0 +1,6 @@
+"""Transports: adapters that turn a connection to a worker into a WorkerChannel."""
+
+from ._channel import ChannelClosed, WorkerChannel
+from ._websocket import WebSocketChannel, serve_websocket_workers
+
+__all__ = ["ChannelClosed", "WebSocketChannel", "WorkerChannel", "serve_websocket_workers"]
