@@ -28,7 +28,6 @@ from .._errors import (
     ErrorCode,
     NoWorkerAvailable,
     QueueFull,
-    TaskFailed,
     WorkerNotFound,
 )
 from .._typed import TaskSpec
@@ -112,7 +111,8 @@ class Dispatcher:
         self._deadline_scope = trio.CancelScope()
         self._seq = itertools.count()
         self._closing = False
-        self._drained = trio.Event()
+        self._drained = trio.Event()  # closing, and no task left in flight
+        self._all_gone = trio.Event()  # closing, and no worker left connected
         self._nursery: trio.Nursery | None = None
         self._sessions: trio.Nursery | None = None
         self._listener_scope = trio.CancelScope()
@@ -694,6 +694,8 @@ class Dispatcher:
         if self._pool.get(record.worker_id) is None:
             for handle in self._queue.take_where(("worker", record.worker_id)):
                 self._resolve_error(handle, TaskStatus.FAILED, code, message)
+        if self._closing and not len(self._pool):
+            self._all_gone.set()
         self._check_minimum()
 
     def _check_minimum(self) -> None:
@@ -730,9 +732,9 @@ class Dispatcher:
             await self._drained.wait()
         for record in self._pool:
             record.outbox.close()
-        with trio.move_on_after(self.close_timeout):
-            while len(self._pool):
-                await trio.sleep(0.01)
+        if len(self._pool):
+            with trio.move_on_after(self.close_timeout):
+                await self._all_gone.wait()
 
     def _close_everything(self) -> None:
         self._closing = True

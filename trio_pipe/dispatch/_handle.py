@@ -37,10 +37,10 @@ class TaskHandle(Generic[R]):
     __slots__ = (
         "_cancel",
         "_constraint",
-        "_queued_at",
-        "_site",
         "_done",
+        "_queued_at",
         "_result",
+        "_site",
         "_structure",
         "attempts",
         "deadline",
