@@ -10,7 +10,7 @@ vanished connection) injected exactly where a test wants them.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,7 +32,7 @@ from .protocol import (
 )
 from .transports import ChannelClosed
 
-__all__ = ["MemoryChannel", "MemoryWorker", "open_memory_worker"]
+__all__ = ["MemoryChannel", "MemoryWorker", "connect_memory_worker", "open_memory_worker"]
 
 
 class MemoryChannel:
@@ -134,23 +134,23 @@ class MemoryWorker:
         await self._incoming.aclose()
 
 
-@asynccontextmanager
-async def open_memory_worker(
+async def connect_memory_worker(
     dispatcher: Dispatcher,
     worker_id: str,
-    supported_tasks: tuple[str, ...] | list[str],
+    supported_tasks: Sequence[str],
     *,
     max_concurrency: int = 1,
     tags: tuple[str, ...] = (),
     register: bool = True,
     spawned: bool = False,
-) -> AsyncIterator[MemoryWorker]:
-    """Attach an in-memory worker to *dispatcher* and yield its end.
+) -> MemoryWorker:
+    """Attach an in-memory worker to *dispatcher* and return its end.
 
     With ``register=True`` (the default) it sends ``WorkerRegister`` and waits for
     ``WorkerRegistered``; with ``spawned=True`` the dispatcher registers it itself, as
     for a stdio worker, and nothing is exchanged. With neither, the test speaks first.
-    Leaving the block closes the worker's end (the dispatcher sees it disconnect).
+    The worker lives until it is closed (:meth:`MemoryWorker.aclose`) or the
+    dispatcher closes.
     """
     to_worker, worker_inbox = trio.open_memory_channel[str](math.inf)
     worker_outbox, from_worker = trio.open_memory_channel[str](math.inf)
@@ -171,6 +171,16 @@ async def open_memory_worker(
         reply = await worker.receive()
         if not isinstance(reply, WorkerRegistered):
             raise RuntimeError(f"expected WorkerRegistered, got {reply!r}")
+    return worker
+
+
+@asynccontextmanager
+async def open_memory_worker(
+    dispatcher: Dispatcher, worker_id: str, supported_tasks: Sequence[str], **options: Any
+) -> AsyncIterator[MemoryWorker]:
+    """:func:`connect_memory_worker` as a block: leaving it closes the worker's end,
+    as a worker that exits would (the dispatcher sees it disconnect)."""
+    worker = await connect_memory_worker(dispatcher, worker_id, supported_tasks, **options)
     try:
         yield worker
     finally:

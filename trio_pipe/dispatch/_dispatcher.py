@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TypeVar, overload
 
 import attrs
 import trio
+import trio_websocket
 
 from .._errors import (
     DispatcherClosed,
@@ -250,7 +251,9 @@ class Dispatcher:
         Raises :class:`TaskFailed` (carrying the ``TaskResult``) unless it completed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        handle = self._new_handle(task, options, deadline=trio.current_effective_deadline())
+        handle = self._new_handle(
+            task, options, caller_deadline=trio.current_effective_deadline()
+        )
         try:
             while not self._place(handle):
                 await self._queue_space.park()
@@ -269,7 +272,7 @@ class Dispatcher:
         task: Task | TaskSpec[Any],
         options: dict[str, Any],
         *,
-        deadline: float = math.inf,
+        caller_deadline: float = math.inf,
     ) -> TaskHandle[Any]:
         self._check_open()
         structure: Callable[[Any], Any] = _identity
@@ -279,13 +282,14 @@ class Dispatcher:
         elif options:
             raise TypeError("options apply to typed tasks; give a Task its own metadata")
         encode(TaskDispatch(task))  # a payload that is not JSON fails here, not later
-        now = trio.current_time()
-        return TaskHandle(
+        handle = TaskHandle(
             task,
-            deadline=min(now + task.metadata.timeout_ms / 1000, deadline),
+            deadline=trio.current_time() + task.metadata.timeout_ms / 1000,
             structure=structure,
             cancel=self._cancel,
         )
+        handle._caller_deadline = caller_deadline
+        return handle
 
     def _check_open(self) -> None:
         if self._closing:
@@ -319,7 +323,8 @@ class Dispatcher:
     def _send_task(self, handle: TaskHandle[Any], record: WorkerRecord) -> None:
         task = handle.task
         metadata = task.metadata
-        time_left_ms = math.ceil((handle.deadline - trio.current_time()) * 1000)
+        deadline = min(handle.deadline, handle._caller_deadline)
+        time_left_ms = math.ceil((deadline - trio.current_time()) * 1000)
         if time_left_ms < metadata.timeout_ms or handle.retry_count != metadata.retry_count:
             task = attrs.evolve(
                 task,
@@ -437,7 +442,7 @@ class Dispatcher:
     def _may_retry(self, handle: TaskHandle[Any]) -> bool:
         if self._closing or handle.retry_count > handle.task.metadata.max_retries:
             return False
-        if trio.current_time() >= handle.deadline:
+        if trio.current_time() >= min(handle.deadline, handle._caller_deadline):
             return False
         kind, target = handle._constraint or (None, None)
         return not (kind == "worker" and self._pool.get(target or "") is None)
@@ -784,36 +789,55 @@ async def open_dispatcher(
     handle is resolved by the time the block has exited.
     """
     dispatcher = Dispatcher(**options)
+    body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as root:
             dispatcher._nursery = root
             root.start_soon(dispatcher._run_deadlines)
             dispatcher._sessions = await root.start(_open_nursery_task)
             if port is not None:
-                serve = partial(
-                    serve_websocket_workers,
-                    dispatcher.serve_worker,
-                    host,
-                    port,
-                    ssl_context=ssl_context,
-                    handler_nursery=dispatcher._sessions,
-                    max_frame_size=dispatcher.max_frame_size,
-                    close_timeout=dispatcher.close_timeout,
-                )
-
-                async def listen(*, task_status: trio.TaskStatus[Any]) -> None:
-                    with dispatcher._listener_scope:
-                        await serve(task_status=task_status)
-
-                server = await root.start(listen)
+                server = await root.start(_listen, dispatcher, host, port, ssl_context)
                 dispatcher._port = server.port
                 scheme = "wss" if ssl_context else "ws"
                 dispatcher._url = f"{scheme}://{host}:{server.port}"
             try:
                 yield dispatcher
                 await dispatcher._shutdown()
+            except BaseException as exc:
+                body_error = exc
+                raise
             finally:
                 dispatcher._closing = True
                 root.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Re-raise an error of the caller's own block as itself, not wrapped in the
+        # group of the nursery it happened to run in.
+        _, rest = group.split(lambda exc: exc is body_error)
+        if body_error is not None and rest is None:
+            raise body_error from None
+        raise
     finally:
         dispatcher._close_everything()
+
+
+async def _listen(
+    dispatcher: Dispatcher,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    task_status: trio.TaskStatus[trio_websocket.WebSocketServer],
+) -> None:
+    """The listener: WebSocket workers, in a scope that shutdown cancels first."""
+    assert dispatcher._sessions is not None
+    with dispatcher._listener_scope:
+        await serve_websocket_workers(
+            dispatcher.serve_worker,
+            host,
+            port,
+            ssl_context=ssl_context,
+            handler_nursery=dispatcher._sessions,
+            max_frame_size=dispatcher.max_frame_size,
+            close_timeout=dispatcher.close_timeout,
+            task_status=task_status,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -35,6 +36,7 @@ class TaskHandle(Generic[R]):
     """
 
     __slots__ = (
+        "_caller_deadline",
         "_cancel",
         "_constraint",
         "_done",
@@ -74,6 +76,9 @@ class TaskHandle(Generic[R]):
         self._site: object = None
         self._constraint: tuple[str, str] | None = None
         self._queued_at: float | None = None
+        # The deadline of the scope waiting in Dispatcher.run (its expiry cancels the
+        # task through that scope); it shortens the timeout the worker is given.
+        self._caller_deadline = math.inf
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task.task_type} {self.task.id} {self.status.value}>"
