@@ -107,6 +107,7 @@ class Dispatcher:
         self._pool = Pool(max_size=max_pool_size)
         self._queue = TaskQueue(max_queued=max_queued, aging_interval=aging_interval)
         self._queue_space = trio.lowlevel.ParkingLot()
+        self._pool_changed = trio.lowlevel.ParkingLot()
         self._handles: dict[uuid.UUID, TaskHandle[Any]] = {}
         self._deadlines: list[tuple[float, int, TaskHandle[Any]]] = []
         self._deadline_scope = trio.CancelScope()
@@ -145,6 +146,23 @@ class Dispatcher:
 
     def pool_stats(self) -> PoolStats:
         return self._pool.stats(queued=len(self._queue), in_flight=len(self._handles))
+
+    async def wait_for_workers(
+        self, count: int = 1, *, task_type: str | None = None
+    ) -> None:
+        """Wait until at least *count* workers are active (supporting *task_type*, if
+        given). Bound it with the caller's own cancel scope, e.g. ``trio.fail_after``."""
+        await trio.lowlevel.checkpoint()
+        while self._count_active(task_type) < count:
+            self._check_open()
+            await self._pool_changed.park()
+
+    def _count_active(self, task_type: str | None) -> int:
+        return sum(
+            r.state is WorkerState.ACTIVE
+            and (task_type is None or task_type in r.supported_tasks)
+            for r in self._pool
+        )
 
     # --------------------------------------------------------------- submit
 
@@ -564,6 +582,7 @@ class Dispatcher:
             replaced.close_reason = "replaced by a new connection with the same id"
             replaced.cancel_scope.cancel()
         log.info("worker %s registered from %s", record.worker_id, channel.peer)
+        self._pool_changed.unpark_all()
         reason = "dispatcher closed"
         try:
             with record.cancel_scope:
@@ -669,6 +688,7 @@ class Dispatcher:
             log.debug("worker %s backpressure %s", record.worker_id, accepted.signal)
         elif isinstance(accepted, WorkerRegister):
             self._pool.reindex(record)
+            self._pool_changed.unpark_all()
             if session.registered_by_peer:
                 self._post(record, WorkerRegistered(worker_id=record.worker_id))
         self._fill(record)
@@ -716,6 +736,7 @@ class Dispatcher:
         self._closing = True
         self._listener_scope.cancel()
         self._queue_space.unpark_all()
+        self._pool_changed.unpark_all()
         for handle in self._queue.take_all():
             self._resolve_error(
                 handle,
@@ -744,6 +765,7 @@ class Dispatcher:
     def _close_everything(self) -> None:
         self._closing = True
         self._queue_space.unpark_all()
+        self._pool_changed.unpark_all()
         for handle in list(self._handles.values()):
             self._resolve_error(
                 handle,

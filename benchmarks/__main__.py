@@ -1,0 +1,64 @@
+"""Run the benchmark suite; print a markdown table and save JSON to benchmarks/results/.
+
+python -m benchmarks           # quick smoke run (small N; asserts nothing)
+python -m benchmarks --full    # the real numbers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import trio_pipe
+
+from . import ws_roundtrip
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "trio_pipe": trio_pipe.__version__,
+        "trio": trio.__version__,
+    }
+
+
+async def _run(full: bool) -> list[dict[str, Any]]:
+    n, n_latency = (10_000, 2_000) if full else (500, 200)
+    return [
+        await ws_roundtrip.measure(workers=1, tasks=n, latency_tasks=n_latency),
+        await ws_roundtrip.measure(workers=2, tasks=n, latency_tasks=n_latency),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--full", action="store_true", help="full-size runs")
+    args = parser.parse_args()
+    rows = trio.run(_run, args.full)
+    print("| scenario | tasks/s (256 in flight; median of 3, min-max) | p50 µs | p99 µs |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['scenario']} | {row['tasks_per_s']:,.0f} "
+            f"({row['tasks_per_s_min']:,.0f}-{row['tasks_per_s_max']:,.0f}) "
+            f"| {row['p50_us']:,.0f} | {row['p99_us']:,.0f} |"
+        )
+    out = Path(__file__).parent / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(
+        json.dumps({"machine": _machine(), "full": args.full, "runs": rows}, indent=2)
+    )
+    print(f"\nsaved {out}")
+
+
+if __name__ == "__main__":
+    main()

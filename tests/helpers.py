@@ -1,0 +1,56 @@
+"""Helpers shared by tests: real worker subprocesses and process accounting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def start_python_worker(
+    nursery: trio.Nursery,
+    url: str,
+    worker_id: str,
+    *,
+    max_concurrency: int = 10,
+    heartbeat_interval: float = 1.0,
+    extra: Sequence[str] = (),
+) -> trio.Process:
+    """Start ``trio-pipe worker`` with tests/worker_handlers.py as a real subprocess,
+    as a child of *nursery* (killed if the nursery is cancelled)."""
+    argv = [
+        sys.executable, "-m", "trio_pipe", "worker",
+        "--url", url,
+        "--handlers", "tests.worker_handlers:HANDLERS",
+        "--worker-id", worker_id,
+        "--max-concurrency", str(max_concurrency),
+        "--heartbeat-interval", str(heartbeat_interval),
+        *extra,
+    ]  # fmt: skip
+    process: trio.Process = await nursery.start(
+        partial(trio.run_process, argv, check=False, stdin=subprocess.DEVNULL, cwd=ROOT)
+    )
+    return process
+
+
+def child_processes() -> list[str]:
+    """Command lines of this process's living children (zombies excluded)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        state, ppid = fields[0], int(fields[1])
+        if ppid == os.getpid() and state != "Z":
+            children.append(
+                (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            )
+    return children
