@@ -1,0 +1,38 @@
+"""Every Python example under docs/examples runs and prints what its comments say."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs_and_prints_what_it_promises(example) -> None:  # type: ignore[no-untyped-def]
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    promised = re.findall(r"print\(.*\)\s+# (.+)", example.read_text())
+    assert promised, f"{example.name} promises no output"
+    for line in promised:
+        assert line.strip() in done.stdout, (line, done.stdout)
+
+
+@pytest.mark.parametrize("name", ["quickstart.py", "typed_tasks.py"])
+def test_getting_started_shows_the_example_as_it_is(name: str) -> None:
+    page = (ROOT / "docs" / "getting-started.md").read_text()
+    source = (ROOT / "docs" / "examples" / name).read_text().rstrip("\n")
+    assert source in page, f"docs/getting-started.md is out of date with {name}"
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^(python3 -m venv .+)$", readme, flags=re.MULTILINE)
+    assert len(commands) == 2, commands  # one for the demo, one for the tests
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
