@@ -18,20 +18,22 @@ async def word_count(payload: dict[str, str]) -> dict[str, int]:
 
 
 async def main() -> None:
-    async with trio_pipe.open_dispatcher(port=0) as dispatcher:
-        async with trio.open_nursery() as nursery:
-            # Usually a separate process: trio-pipe worker --url ... --handlers ...
-            await nursery.start(run_worker, dispatcher.url, handlers)
+    async with (
+        trio_pipe.open_dispatcher(port=0) as dispatcher,
+        trio.open_nursery() as nursery,
+    ):
+        # Usually a separate process: trio-pipe worker --url ... --handlers ...
+        await nursery.start(run_worker, dispatcher.url, handlers)
 
-            result = await dispatcher.run(Task.new("word-count", {"text": "a b c"}))
-            print(result)  # {'words': 3}
+        result = await dispatcher.run(Task.new("word-count", {"text": "a b c"}))
+        print(result)  # {'words': 3}
 
-            handle = await dispatcher.submit(
-                Task.new("word-count", {"text": "hello"}, priority=Priority.HIGH)
-            )
-            print((await handle.result()).status)  # TaskStatus.COMPLETED
-            print(dispatcher.pool_stats())
-            nursery.cancel_scope.cancel()
+        handle = await dispatcher.submit(
+            Task.new("word-count", {"text": "hello"}, priority=Priority.HIGH)
+        )
+        print((await handle.result()).status)  # TaskStatus.COMPLETED
+        print(dispatcher.pool_stats())
+        nursery.cancel_scope.cancel()
 
 
 if __name__ == "__main__":
