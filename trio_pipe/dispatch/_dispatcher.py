@@ -22,7 +22,6 @@ from typing import Any, NoReturn, TypeVar, overload
 
 import attrs
 import trio
-import trio_websocket
 
 from .._errors import (
     DispatcherClosed,
@@ -818,10 +817,11 @@ async def open_dispatcher(
             root.start_soon(dispatcher._run_deadlines)
             dispatcher._sessions = await root.start(_open_nursery_task)
             if port is not None:
-                server = await root.start(_listen, dispatcher, host, port, ssl_context)
-                dispatcher._port = server.port
+                dispatcher._port = await root.start(
+                    _listen, dispatcher, host, port, ssl_context
+                )
                 scheme = "wss" if ssl_context else "ws"
-                dispatcher._url = f"{scheme}://{host}:{server.port}"
+                dispatcher._url = f"{scheme}://{host}:{dispatcher._port}"
             try:
                 yield dispatcher
                 await dispatcher._shutdown()
@@ -848,7 +848,7 @@ async def _listen(
     port: int,
     ssl_context: ssl.SSLContext | None,
     *,
-    task_status: trio.TaskStatus[trio_websocket.WebSocketServer],
+    task_status: trio.TaskStatus[int],
 ) -> None:
     """The listener: WebSocket workers, in a scope that shutdown cancels first."""
     assert dispatcher._sessions is not None

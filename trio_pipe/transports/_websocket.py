@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import NoReturn
 
 import trio
 import trio_websocket
@@ -73,33 +72,50 @@ async def serve_websocket_workers(
     handshake_timeout: float = 10.0,
     close_timeout: float = 2.0,
     message_queue_size: int = 64,
-    task_status: trio.TaskStatus[trio_websocket.WebSocketServer] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Accept WebSocket workers on *host*:*port* until cancelled.
 
     Each accepted connection is wrapped in a :class:`WebSocketChannel` and passed to
     *handler*, which runs in *handler_nursery* (by default a nursery of this function)
-    and owns the connection until it returns. ``task_status.started()`` hands back
-    the ``WebSocketServer`` (its ``port`` is the bound port, useful with ``port=0``).
+    and owns the connection until it returns. ``task_status.started()`` reports the
+    bound port (useful with ``port=0``).
 
     Resource handling: cancelling this function stops accepting; connections whose
-    handlers run in an outside *handler_nursery* live on until that nursery ends.
-    Error handling: a failed handshake closes that connection only.
+    handlers run in an outside *handler_nursery* live on until that nursery ends. The
+    TCP stream of every connection is closed when its handler ends, however it ends
+    (trio-websocket alone can leave it to the garbage collector when the peer vanished).
+    Error handling: a failed or slow handshake closes that connection only.
     """
 
-    async def accept(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        await handler(WebSocketChannel(ws, max_frame_size=max_frame_size))
+    async def serve_stream(stream: trio.abc.Stream) -> None:
+        async with stream, trio.open_nursery() as nursery:
+            ws = None
+            with trio.move_on_after(handshake_timeout):
+                request = await trio_websocket.wrap_server_stream(
+                    nursery,
+                    stream,
+                    message_queue_size=message_queue_size,
+                    max_message_size=max_frame_size,
+                )
+                ws = await request.accept()
+            if ws is None:
+                nursery.cancel_scope.cancel()
+                return
+            try:
+                await handler(WebSocketChannel(ws, max_frame_size=max_frame_size))
+            finally:
+                with trio.move_on_after(close_timeout, shield=True):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
 
-    await trio_websocket.serve_websocket(
-        accept,
-        host,
-        port,
-        ssl_context,
-        handler_nursery=handler_nursery,
-        message_queue_size=message_queue_size,
-        max_message_size=max_frame_size,
-        connect_timeout=handshake_timeout,
-        disconnect_timeout=close_timeout,
-        task_status=task_status,
-    )
+    if ssl_context is None:
+        tcp = await trio.open_tcp_listeners(port, host=host)
+        task_status.started(tcp[0].socket.getsockname()[1])
+        await trio.serve_listeners(serve_stream, tcp, handler_nursery=handler_nursery)
+    else:
+        tls = await trio.open_ssl_over_tcp_listeners(port, ssl_context, host=host)
+        transport = tls[0].transport_listener
+        assert isinstance(transport, trio.SocketListener)
+        task_status.started(transport.socket.getsockname()[1])
+        await trio.serve_listeners(serve_stream, tls, handler_nursery=handler_nursery)
