@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
 import trio
+import trio_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,3 +57,21 @@ def child_processes() -> list[str]:
                 (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             )
     return children
+
+
+@asynccontextmanager
+async def open_raw_websocket(url: str) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """A bare WebSocket client for speaking the protocol by hand. Owns its TCP stream:
+    trio-websocket's own client leaves it open when the server closes first."""
+    parts = urllib.parse.urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await trio_websocket.wrap_client_stream(
+            nursery, stream, f"{parts.hostname}:{parts.port}", "/"
+        )
+        try:
+            yield ws
+        finally:
+            await ws.aclose()
+            nursery.cancel_scope.cancel()

@@ -6,14 +6,13 @@ Real time and real processes: every wait is bounded generously with trio.fail_af
 from __future__ import annotations
 
 import collections
-import gc
 import signal
 from pathlib import Path
 
 import pytest
 import trio
 import trio_websocket
-from helpers import child_processes, start_python_worker
+from helpers import child_processes, open_raw_websocket, start_python_worker
 
 import trio_pipe
 from trio_pipe import (
@@ -94,15 +93,12 @@ async def test_a_frozen_worker_is_declared_dead_within_the_heartbeat_timeout() -
         n.cancel_scope.cancel()
 
 
-# trio-websocket's client waits for the server's TCP close after a close handshake and
-# may drop its socket unclosed when the block exits first: collect it here, not later.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_malformed_frames_close_that_connection_only() -> None:
     async with trio_pipe.open_dispatcher() as d, trio.open_nursery() as n:
         await start_python_worker(n, d.url, "good")
         with trio.fail_after(30):
             await d.wait_for_workers(1)
-            async with trio_websocket.open_websocket_url(d.url) as ws:
+            async with open_raw_websocket(d.url) as ws:
                 registration = WorkerRegistration("garbage", ("echo",), 1, "Python")
                 await ws.send_message(encode(WorkerRegister(registration)))
                 assert decode(await ws.get_message()) == WorkerRegistered("garbage")
@@ -115,7 +111,6 @@ async def test_malformed_frames_close_that_connection_only() -> None:
             assert reason.reason is not None and "Heartbeat" in reason.reason
             assert await d.run(Task.new("echo", "still fine")) == "still fine"
         n.cancel_scope.cancel()
-    gc.collect()
 
 
 async def test_a_raising_handler_fails_with_its_message() -> None:
@@ -183,7 +178,7 @@ async def test_two_hundred_simultaneous_connections_are_held() -> None:
         done = trio.Event()
 
         async def connect(i: int) -> None:
-            async with trio_websocket.open_websocket_url(d.url) as ws:
+            async with open_raw_websocket(d.url) as ws:
                 registration = WorkerRegistration(f"conn-{i}", ("echo",), 1, "Python")
                 await ws.send_message(encode(WorkerRegister(registration)))
                 assert isinstance(decode(await ws.get_message()), WorkerRegistered)

@@ -710,7 +710,7 @@ class Dispatcher:
             handle = self._handles.get(task_id)
             if handle is not None and handle._site is record:
                 handle._site = None
-                error = TaskError(code=code, message=message, retryable=True)
+                error = TaskError(code=code, message=message, retryable=not self._closing)
                 self._on_task_ended(
                     handle,
                     TaskResult(task_id, status, error=error, worker_id=record.worker_id),
