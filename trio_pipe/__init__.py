@@ -4,6 +4,9 @@ Open a dispatcher with ``async with trio_pipe.open_dispatcher() as d:``, attach
 workers, and ``await d.run(task)``.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     DispatcherClosed,
     ErrorCode,
@@ -16,15 +19,6 @@ from ._errors import (
 )
 from ._typed import TaskSpec
 from ._version import __version__
-from .dispatch import (
-    Attempt,
-    Dispatcher,
-    PoolStats,
-    TaskHandle,
-    WorkerInfo,
-    WorkerState,
-    open_dispatcher,
-)
 from .protocol import (
     Priority,
     ProtocolError,
@@ -61,3 +55,36 @@ __all__ = [
     "__version__",
     "open_dispatcher",
 ]
+
+if TYPE_CHECKING:
+    from .dispatch import (
+        Attempt,
+        Dispatcher,
+        PoolStats,
+        TaskHandle,
+        WorkerInfo,
+        WorkerState,
+        open_dispatcher,
+    )
+
+# The Trio layer is imported on first use, so that `import trio_pipe.protocol` (which
+# imports this package first) stays free of Trio, as a sans-IO layer must.
+_FROM_DISPATCH = frozenset(
+    {
+        "Attempt",
+        "Dispatcher",
+        "PoolStats",
+        "TaskHandle",
+        "WorkerInfo",
+        "WorkerState",
+        "open_dispatcher",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _FROM_DISPATCH:
+        raise AttributeError(f"module 'trio_pipe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(".dispatch", __name__), name)
+    globals()[name] = value
+    return value

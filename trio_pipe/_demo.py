@@ -57,43 +57,47 @@ def _make_task(i: int) -> Task:
 
 async def main(tasks: int = 300, workers: int = 3) -> None:
     print(f"trio_pipe demo: {workers} worker processes, {tasks} tasks\n")
-    async with open_dispatcher(heartbeat_timeout=3.0, retry_backoff=0.02) as dispatcher:
-        processes = []
-        async with trio.open_nursery() as nursery:
-            for n in range(workers):
-                argv = [
-                    sys.executable, "-m", "trio_pipe", "worker",
-                    "--url", dispatcher.url,
-                    "--handlers", "trio_pipe._demo:HANDLERS",
-                    "--worker-id", f"demo-{n}",
-                    "--max-concurrency", "8",
-                    "--heartbeat-interval", "1",
-                ]  # fmt: skip
-                process = await nursery.start(
-                    partial(trio.run_process, argv, check=False, stdin=subprocess.DEVNULL)
-                )
-                processes.append(process)
-            with trio.fail_after(30):
-                await dispatcher.wait_for_workers(workers)
-            print(f"{workers} workers registered at {dispatcher.url}")
+    processes = []
+    # The worker processes outlive the dispatcher block: they exit when its graceful
+    # shutdown tells them to, and the nursery waits for that.
+    async with (
+        trio.open_nursery() as nursery,
+        open_dispatcher(heartbeat_timeout=3.0, retry_backoff=0.02) as dispatcher,
+    ):
+        for n in range(workers):
+            argv = [
+                sys.executable, "-m", "trio_pipe", "--log-level", "ERROR", "worker",
+                "--url", dispatcher.url,
+                "--handlers", "trio_pipe._demo:HANDLERS",
+                "--worker-id", f"demo-{n}",
+                "--max-concurrency", "8",
+                "--heartbeat-interval", "1",
+            ]  # fmt: skip
+            process = await nursery.start(
+                partial(trio.run_process, argv, check=False, stdin=subprocess.DEVNULL)
+            )
+            processes.append(process)
+        with trio.fail_after(30):
+            await dispatcher.wait_for_workers(workers)
+        print(f"{workers} workers registered at {dispatcher.url}")
 
-            started = trio.current_time()
-            handles: list[TaskHandle[object]] = []
-            for i in range(tasks):
-                handles.append(await dispatcher.submit(_make_task(i)))
-            print(f"submitted {tasks} tasks (mixed priorities)")
+        started = trio.current_time()
+        handles: list[TaskHandle[object]] = []
+        for i in range(tasks):
+            handles.append(await dispatcher.submit(_make_task(i)))
+        print(f"submitted {tasks} tasks (mixed priorities)")
 
-            victim = processes[0]
-            results = []
-            for handle in handles:
-                results.append(await handle.result())
-                if len(results) == tasks // 3 and victim.returncode is None:
-                    print(f"killing worker demo-0 (pid {victim.pid}) with SIGKILL...")
-                    victim.send_signal(signal.SIGKILL)
-            elapsed = trio.current_time() - started
-            _report(handles, results, elapsed)
-            print(f"\npool: {dispatcher.pool_stats()}")
-            print("\nleaving the dispatcher block: graceful shutdown of the other workers")
+        victim = processes[0]
+        results = []
+        for handle in handles:
+            results.append(await handle.result())
+            if len(results) == tasks // 10 and victim.returncode is None:
+                print(f"killing worker demo-0 (pid {victim.pid}) with SIGKILL...")
+                victim.send_signal(signal.SIGKILL)
+        elapsed = trio.current_time() - started
+        _report(handles, results, elapsed)
+        print(f"\npool: {dispatcher.pool_stats()}")
+        print("\nleaving the dispatcher block: graceful shutdown of the other workers")
     for process in processes:
         assert process.returncode is not None
     print("all worker processes have exited. Done.")

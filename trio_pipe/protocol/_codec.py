@@ -8,6 +8,7 @@ exact on output (camelCase fields, PascalCase enums, every field written).
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -115,7 +116,7 @@ def _structure_datetime(value: Any, _: Any) -> datetime:
     if not isinstance(value, str):
         raise TypeError(f"expected an RFC 3339 timestamp, got {_type_name(value)}")
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"
     except ValueError:
         raise ValueError(f"not an RFC 3339 timestamp: {value[:64]!r}") from None
     if parsed.tzinfo is None:
@@ -176,7 +177,7 @@ _NORMALISERS: Final[dict[type, Callable[[dict[str, Any]], dict[str, Any]]]] = {
 
 
 def _protocol_structure_factory(cls: type[T]) -> Callable[[Any, Any], T]:
-    renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+    renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}  # type: ignore[arg-type]
     generated = make_dict_structure_fn(cls, converter, **renames)  # type: ignore[arg-type]
     normalise = _NORMALISERS.get(cls)
 
@@ -191,7 +192,7 @@ def _protocol_structure_factory(cls: type[T]) -> Callable[[Any, Any], T]:
 
 
 def _protocol_unstructure_factory(cls: type[T]) -> Callable[[T], dict[str, Any]]:
-    renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+    renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}  # type: ignore[arg-type]
     return make_dict_unstructure_fn(cls, converter, **renames)  # type: ignore[arg-type]
 
 
@@ -226,14 +227,27 @@ def encode(message: Message) -> str:
     )
 
 
+def _camel_path(error: str) -> str:
+    """camelCase the path after the last " @ " (not the quoted value before it)."""
+    message, at, path = error.rpartition(" @ ")
+    return message + at + _SNAKE_SEGMENT.sub(lambda m: _camel(m.group()), path)
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
 
 
 def _format_error(exc: BaseException, _type: Any) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
-    if isinstance(exc, TypeError | ValueError) and str(exc):
+    if isinstance(exc, TypeError | ValueError | OverflowError) and str(exc):
         return str(exc)
     return cattrs.v.format_exception(exc, _type)
 
@@ -243,7 +257,7 @@ def decode(data: str | bytes, *, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> Mess
     if len(data) > max_size:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_size}")
     try:
-        obj = json.loads(data, parse_constant=_reject_constant)
+        obj = json.loads(data, parse_constant=_reject_constant, parse_float=_parse_float)
     except RecursionError:
         raise ProtocolError("not JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -264,7 +278,5 @@ def decode(data: str | bytes, *, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> Mess
         raise ProtocolError(f"invalid {cls.TYPE}: nested too deeply") from None
     except Exception as exc:
         errors = cattrs.transform_error(exc, path="$", format_exception=_format_error)
-        details = "; ".join(
-            _SNAKE_SEGMENT.sub(lambda m: _camel(m.group()), e) for e in errors
-        )
+        details = "; ".join(_camel_path(e) for e in errors)
         raise ProtocolError(f"invalid {cls.TYPE}: {details}") from None

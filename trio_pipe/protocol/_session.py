@@ -186,6 +186,7 @@ class WorkerSession:
     def _finish(self, task_id: uuid.UUID) -> None:
         del self._slots[task_id]
         self._finished[task_id] = None
+        self._finished.move_to_end(task_id)  # a retried id may already be remembered
         if len(self._finished) > self._remembered:
             self._finished.popitem(last=False)
 
@@ -193,9 +194,7 @@ class WorkerSession:
         excess = self.load - reported_active
         if excess <= 0:
             return
-        for task_id in [t for t, s in self._slots.items() if s is _Slot.ABANDONED][
-            :excess
-        ]:
+        for task_id in [t for t, s in self._slots.items() if s is _Slot.ABANDONED][:excess]:
             self._finish(task_id)
 
     # -- our messages ------------------------------------------------------
@@ -221,6 +220,7 @@ class WorkerSession:
             self._require(SessionState.ACTIVE, SessionState.CLOSING, message=message)
             self.state = SessionState.CLOSING
         elif isinstance(message, WorkerRegistered):
+            self._require(SessionState.ACTIVE, SessionState.CLOSING, message=message)
             if not self._peer_registered or self._acked:
                 raise LocalProtocolError("WorkerRegistered answers one WorkerRegister")
             self._acked = True

@@ -1,0 +1,162 @@
+"""``trio-pipe worker``: load handlers from a module and serve them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import trio
+from _scripted_dispatcher import ScriptedDispatcher
+
+from trio_pipe.cli import main
+from trio_pipe.protocol import Shutdown, TaskStatus, WorkerRegistration
+
+WAIT = 20  # seconds: a subprocess has to start Python and import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HANDLERS_MODULE = textwrap.dedent(
+    """
+    from trio_pipe.worker import Handlers
+
+    HANDLERS = Handlers()
+
+    @HANDLERS.handler("upper")
+    async def upper(payload):
+        return payload.upper()
+
+    async def _reverse(payload):
+        return payload[::-1]
+
+    AS_DICT = {"reverse": _reverse}
+    NOT_HANDLERS = 42
+    """
+)
+
+
+@pytest.fixture
+def handlers_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory holding ``cli_worker_handlers.py``, made the current directory;
+    ``sys.path`` and ``sys.modules`` are restored afterwards."""
+    (tmp_path / "cli_worker_handlers.py").write_text(HANDLERS_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "cli_worker_handlers", raising=False)
+    return tmp_path
+
+
+async def test_worker_command_serves_a_module_s_handlers(
+    nursery: trio.Nursery, handlers_dir: Path
+) -> None:
+    dispatcher = ScriptedDispatcher()
+    url = await dispatcher.serve(nursery)
+    argv = [
+        sys.executable,
+        "-m",
+        "trio_pipe",
+        "worker",
+        "--url",
+        url,
+        "--handlers",
+        "cli_worker_handlers:HANDLERS",
+        "--worker-id",
+        "cli-1",
+        "--max-concurrency",
+        "2",
+        "--tag",
+        "a",
+        "--tag",
+        "b",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    exited = trio.Event()
+    returncode: list[int] = []
+
+    async def run_cli() -> None:
+        process = await trio.run_process(argv, cwd=handlers_dir, env=env, check=False)
+        returncode.append(process.returncode)
+        exited.set()
+
+    with trio.fail_after(WAIT):
+        nursery.start_soon(run_cli)
+        peer = await dispatcher.peers.receive()
+        result = await peer.run("upper", "shout")
+        await peer.send(Shutdown(graceful=True))
+        await exited.wait()
+    assert peer.registration == WorkerRegistration(
+        worker_id="cli-1",
+        supported_tasks=("upper",),
+        max_concurrency=2,
+        language="Python",
+        tags=("a", "b"),
+    )
+    assert (result.status, result.payload, result.worker_id) == (
+        TaskStatus.COMPLETED,
+        "SHOUT",
+        "cli-1",
+    )
+    assert returncode == [0]
+
+
+def test_bad_handlers_module_exits_2_with_a_message(
+    handlers_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["worker", "--url", "ws://127.0.0.1:1", "--handlers", "no_such_module_xyz:H"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot import module 'no_such_module_xyz'" in err
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("cli_worker_handlers", "expects MODULE:NAME"),
+        ("cli_worker_handlers:MISSING", "has no attribute 'MISSING'"),
+        ("cli_worker_handlers:NOT_HANDLERS", "is a int, expected"),
+    ],
+)
+def test_unusable_handlers_spec_exits_2_with_a_message(
+    handlers_dir: Path, capsys: pytest.CaptureFixture[str], spec: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["worker", "--url", "ws://127.0.0.1:1", "--handlers", spec])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_dict_of_handlers_is_loaded(handlers_dir: Path) -> None:
+    from trio_pipe.cli import load_handlers
+
+    assert list(load_handlers("cli_worker_handlers:AS_DICT")) == ["reverse"]
+
+
+def test_python_dash_m_reports_a_bad_handlers_spec_with_status_2(
+    handlers_dir: Path,
+) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trio_pipe",
+            "worker",
+            "--url",
+            "ws://127.0.0.1:1",
+            "--handlers",
+            "no_such_module_xyz:H",
+        ],
+        cwd=handlers_dir,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "trio-pipe worker: error: cannot import module 'no_such_module_xyz'" in (
+        completed.stderr
+    )

@@ -1,0 +1,821 @@
+"""The codec: ``encode``/``decode`` between the nine messages and JSON text.
+
+Exact on output (compact JSON, camelCase keys, PascalCase enums, every field written),
+liberal on input (case-insensitive enums, defaults for missing optional fields, snake_case
+aliases), and ``decode`` raises nothing but ``ProtocolError``, with a reason that says
+precisely what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import (
+    MESSAGE_STRATEGIES,
+    as_frame,
+    json_values,
+    messages,
+    mutated_objects,
+    tagged_objects,
+)
+
+from trio_pipe.protocol import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_MS,
+    Backpressure,
+    BackpressureSignal,
+    Heartbeat,
+    HeartbeatAck,
+    HeartbeatPayload,
+    Kill,
+    Message,
+    Priority,
+    ProtocolError,
+    Shutdown,
+    Task,
+    TaskDispatch,
+    TaskError,
+    TaskMetadata,
+    TaskResult,
+    TaskResultMessage,
+    TaskStatus,
+    WorkerRegister,
+    WorkerRegistered,
+    WorkerRegistration,
+    decode,
+    encode,
+)
+
+U = "6f1c2a4e-9b3d-4c8a-a1e2-3b4c5d6e7f80"
+TASK_ID = uuid.UUID(U)
+CREATED = "2024-05-06T07:08:09.123456Z"
+CREATED_AT = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+MESSAGE_TYPES = list(MESSAGE_STRATEGIES)
+
+fuzz = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def decodes_or_raises_protocol_error(frame: str | bytes) -> Message | None:
+    """Decode *frame*; ``None`` if it was rejected. Any other exception propagates."""
+    try:
+        return decode(frame)
+    except ProtocolError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Round trip
+
+
+@pytest.mark.parametrize("message_type", MESSAGE_TYPES, ids=lambda cls: cls.__name__)
+@settings(deadline=None)
+@given(data=st.data())
+def test_decode_inverts_encode_for_every_message_type(
+    message_type: type[Message], data: st.DataObject
+) -> None:
+    message = data.draw(MESSAGE_STRATEGIES[message_type])
+    assert decode(encode(message)) == message
+
+
+@settings(deadline=None)
+@given(messages)
+def test_decode_accepts_encoded_frames_as_utf8_bytes(message: Message) -> None:
+    assert decode(encode(message).encode("utf-8")) == message
+
+
+@settings(deadline=None)
+@given(messages)
+def test_encoding_is_canonical(message: Message) -> None:
+    text = encode(message)
+    assert encode(decode(text)) == text
+
+
+# ---------------------------------------------------------------------------
+# Decode fuzzing: nothing but ProtocolError, whatever arrives
+
+
+@fuzz
+@given(st.binary())
+def test_decoding_arbitrary_bytes_raises_only_protocol_error(frame: bytes) -> None:
+    decodes_or_raises_protocol_error(frame)
+
+
+@fuzz
+@given(st.text())
+def test_decoding_arbitrary_text_raises_only_protocol_error(frame: str) -> None:
+    decodes_or_raises_protocol_error(frame)
+
+
+@fuzz
+@given(json_values(max_leaves=30))
+def test_decoding_arbitrary_json_raises_only_protocol_error(value: Any) -> None:
+    decodes_or_raises_protocol_error(as_frame(value))
+
+
+@fuzz
+@given(tagged_objects())
+def test_decoding_a_valid_type_tag_with_garbage_fields_raises_only_protocol_error(
+    value: dict[str, Any],
+) -> None:
+    decodes_or_raises_protocol_error(as_frame(value))
+
+
+@fuzz
+@given(mutated_objects())
+def test_decoding_a_mutated_valid_message_raises_only_protocol_error(value: Any) -> None:
+    decodes_or_raises_protocol_error(as_frame(value))
+
+
+@fuzz
+@given(st.one_of(mutated_objects(), tagged_objects()))
+def test_whatever_decode_accepts_encodes_back_to_the_same_message(value: Any) -> None:
+    message = decodes_or_raises_protocol_error(as_frame(value))
+    if message is not None:
+        assert decode(encode(message)) == message
+
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "[" * DEEP,
+        "[" * DEEP + "]" * DEEP,
+        '{"a":' * DEEP + "1" + "}" * DEEP,
+        '{"type":"TaskDispatch","task":{"id":"%s","taskType":"t","payload":%s}}'
+        % (U, "[" * DEEP + "]" * DEEP),
+    ],
+    ids=["unclosed-arrays", "closed-arrays", "objects", "in-a-payload"],
+)
+def test_deeply_nested_json_is_a_protocol_error(frame: str) -> None:
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        decode(frame)
+
+
+# ---------------------------------------------------------------------------
+# Precise reasons
+
+
+def _dispatch(task: str) -> str:
+    return '{"type":"TaskDispatch","task":%s}' % task
+
+
+def _metadata(fields: str) -> str:
+    return _dispatch('{"id":"%s","taskType":"t","metadata":{%s}}' % (U, fields))
+
+
+def _result(fields: str) -> str:
+    return '{"type":"TaskResult","result":{"taskId":"%s",%s}}' % (U, fields)
+
+
+def _register(fields: str) -> str:
+    return '{"type":"WorkerRegister","registration":{"workerId":"w1",%s}}' % fields
+
+
+def bad(name: str, frame: str | bytes, reason: str, max_size: int | None = None) -> Any:
+    return pytest.param(frame, reason, max_size, id=name)
+
+
+BAD_FRAMES = [
+    # framing
+    bad("not-json", "hello from the worker's logger", "not JSON"),
+    bad("not-utf8", b'{"type":"\xff"}', "not JSON"),
+    bad("nan-literal", _result('"status":"Completed","payload":NaN'), "not JSON"),
+    bad(
+        "infinity-literal", _result('"status":"Completed","payload":-Infinity'), "not JSON"
+    ),
+    bad("number-beyond-float", _result('"status":"Completed","payload":1e400'), "not JSON"),
+    bad("array", "[]", "expected a JSON object, got list"),
+    bad("string", '"TaskDispatch"', "expected a JSON object, got str"),
+    bad("null", "null", "expected a JSON object, got null"),
+    bad("missing-type", '{"task":{}}', "missing message type"),
+    bad("null-type", '{"type":null}', "missing message type"),
+    bad("type-not-string", '{"type":["Kill"]}', "message type must be a string"),
+    bad("unknown-type", '{"type":"Progress"}', "unknown message type 'Progress'"),
+    bad("too-large-str", '{"type":"HeartbeatAck"}', "exceeds the limit of 22", max_size=22),
+    bad("too-large-bytes", b'{"type":"HeartbeatAck"}', "frame of 23 bytes", max_size=10),
+    # missing required fields
+    bad("missing-task", '{"type":"TaskDispatch"}', "required field missing @ $.task"),
+    bad(
+        "missing-taskType",
+        _dispatch('{"id":"%s"}' % U),
+        "invalid TaskDispatch: required field missing @ $.task.taskType",
+    ),
+    bad("missing-taskId", '{"type":"Kill"}', "required field missing @ $.taskId"),
+    bad(
+        "missing-status", _result('"payload":1'), "required field missing @ $.result.status"
+    ),
+    bad(
+        "missing-error-message",
+        _result('"status":"Failed","error":{"code":"HANDLER_ERROR"}'),
+        "required field missing @ $.result.error.message",
+    ),
+    bad(
+        "missing-workerId",
+        '{"type":"WorkerRegister","registration":{"supportedTasks":[]}}',
+        "required field missing @ $.registration.workerId",
+    ),
+    bad(
+        "missing-signal-workerId",
+        '{"type":"Backpressure","signal":{}}',
+        "required field missing @ $.signal.workerId",
+    ),
+    # mistyped fields
+    bad(
+        "timeoutMs-string",
+        _metadata('"timeoutMs":"5000"'),
+        "expected int, got str @ $.task.metadata.timeoutMs",
+    ),
+    bad(
+        "timeoutMs-bool",
+        _metadata('"timeoutMs":true'),
+        "expected int, got bool @ $.task.metadata.timeoutMs",
+    ),
+    bad(
+        "activeTasks-float",
+        '{"type":"Heartbeat","payload":{"workerId":"w1","activeTasks":1.0}}',
+        "expected int, got float @ $.payload.activeTasks",
+    ),
+    bad(
+        "graceful-int",
+        '{"type":"Shutdown","graceful":1}',
+        "expected bool, got int @ $.graceful",
+    ),
+    bad(
+        "currentLoad-string",
+        '{"type":"Backpressure","signal":{"workerId":"w1","currentLoad":"0.5"}}',
+        "expected float, got str @ $.signal.currentLoad",
+    ),
+    bad(
+        "currentLoad-beyond-float",
+        '{"type":"Backpressure","signal":{"workerId":"w1","currentLoad":1%s}}'
+        % ("0" * 400),
+        "too large to convert to float @ $.signal.currentLoad",
+    ),
+    bad(
+        "retryable-string",
+        _result('"status":"Failed","error":{"code":"E","message":"m","retryable":"yes"}'),
+        "expected bool, got str @ $.result.error.retryable",
+    ),
+    bad(
+        "taskType-null",
+        _dispatch('{"id":"%s","taskType":null}' % U),
+        "got null @ $.task.taskType",
+    ),
+    bad("task-not-object", _dispatch("[]"), "expected an object, got list @ $.task"),
+    bad(
+        "metadata-null",
+        _dispatch('{"id":"%s","taskType":"t","metadata":null}' % U),
+        "$.task.metadata",
+    ),
+    bad(
+        "supportedTasks-string",
+        _register('"supportedTasks":"echo"'),
+        "expected a list of strings, got str @ $.registration.supportedTasks",
+    ),
+    bad(
+        "tags-of-numbers",
+        _register('"supportedTasks":[],"tags":[1]'),
+        "expected a list of strings, got list @ $.registration.tags",
+    ),
+    bad(
+        "language-object-of-number",
+        _register('"supportedTasks":[],"language":{"Other":5}'),
+        "expected str, got int @ $.registration.language",
+    ),
+    # out-of-range numbers
+    bad(
+        "negative-timeoutMs", _metadata('"timeoutMs":-1'), "timeoutMs must be >= 0, got -1"
+    ),
+    bad(
+        "negative-retryCount",
+        _metadata('"retryCount":-2'),
+        "retryCount must be >= 0, got -2",
+    ),
+    bad(
+        "negative-durationMs",
+        _result('"status":"Failed","durationMs":-5'),
+        "durationMs must be >= 0",
+    ),
+    bad(
+        "negative-activeTasks",
+        '{"type":"Heartbeat","payload":{"workerId":"w1","activeTasks":-1}}',
+        "activeTasks must be >= 0, got -1 @ $.payload",
+    ),
+    bad(
+        "zero-maxConcurrency",
+        _register('"supportedTasks":[],"maxConcurrency":0'),
+        "maxConcurrency must be >= 1, got 0 @ $.registration",
+    ),
+    # identifiers, enums and timestamps
+    bad(
+        "bad-uuid", _dispatch('{"id":"42","taskType":"t"}'), "not a UUID: '42' @ $.task.id"
+    ),
+    bad(
+        "uuid-number",
+        '{"type":"Kill","taskId":42}',
+        "expected a UUID string, got int @ $.taskId",
+    ),
+    bad(
+        "bad-worker-id",
+        '{"type":"WorkerRegister","registration":{"workerId":"w1;rm -rf","supportedTasks":[]}}',
+        "invalid worker id 'w1;rm -rf'",
+    ),
+    bad("unknown-status", _result('"status":"Exploded"'), "unknown task status 'Exploded'"),
+    bad("status-number", _result('"status":3'), "expected a task status string, got int"),
+    bad(
+        "unknown-priority",
+        _metadata('"priority":"urgent"'),
+        "unknown priority 'urgent' @ $.task.metadata.priority",
+    ),
+    bad(
+        "bad-timestamp",
+        _metadata('"createdAt":"yesterday"'),
+        "not an RFC 3339 timestamp: 'yesterday' @ $.task.metadata.createdAt",
+    ),
+    bad(
+        "timestamp-number",
+        _metadata('"createdAt":1714979289'),
+        "expected an RFC 3339 timestamp, got int @ $.task.metadata.createdAt",
+    ),
+    bad(
+        "timestamp-beyond-range",
+        _metadata('"createdAt":"0001-01-01T00:00:00+01:00"'),
+        "out of range @ $.task.metadata.createdAt",
+    ),
+]
+
+
+@pytest.mark.parametrize(("frame", "reason", "max_size"), BAD_FRAMES)
+def test_each_kind_of_bad_frame_is_rejected_with_a_precise_reason(
+    frame: str | bytes, reason: str, max_size: int | None
+) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        if max_size is None:
+            decode(frame)
+        else:
+            decode(frame, max_size=max_size)
+    assert reason in caught.value.reason
+    assert "unknown error" not in caught.value.reason
+    assert str(caught.value) == caught.value.reason
+
+
+def test_every_problem_in_a_frame_is_reported_not_only_the_first() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode('{"type":"TaskResult","result":{"taskId":"42","durationMs":"1"}}')
+    reason = caught.value.reason
+    assert "$.result.taskId" in reason
+    assert "$.result.status" in reason
+    assert "$.result.durationMs" in reason
+
+
+def test_a_reason_quotes_the_offending_value_verbatim() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(_register('"workerId":"-svc.worker_one","supportedTasks":[]'))
+    assert "'-svc.worker_one'" in caught.value.reason
+
+
+def test_a_frame_exactly_at_the_size_limit_is_accepted() -> None:
+    frame = '{"type":"HeartbeatAck"}'
+    assert decode(frame, max_size=len(frame)) == HeartbeatAck()
+
+
+# ---------------------------------------------------------------------------
+# Liberal input
+
+
+def _task_result(status: TaskStatus, **fields: Any) -> TaskResultMessage:
+    return TaskResultMessage(TaskResult(task_id=TASK_ID, status=status, **fields))
+
+
+def _task_dispatch(**metadata: Any) -> TaskDispatch:
+    fields = {"created_at": CREATED_AT, **metadata}
+    return TaskDispatch(Task(id=TASK_ID, task_type="t", metadata=TaskMetadata(**fields)))
+
+
+def good(name: str, frame: str, expected: Message) -> Any:
+    return pytest.param(frame, expected, id=name)
+
+
+LIBERAL_FRAMES = [
+    # enums in any case, with or without underscores
+    good(
+        "status-lowercase",
+        _result('"status":"completed"'),
+        _task_result(TaskStatus.COMPLETED),
+    ),
+    good(
+        "status-uppercase",
+        _result('"status":"COMPLETED"'),
+        _task_result(TaskStatus.COMPLETED),
+    ),
+    good(
+        "status-snake", _result('"status":"timed_out"'), _task_result(TaskStatus.TIMED_OUT)
+    ),
+    good(
+        "status-screaming",
+        _result('"status":"TIMED_OUT"'),
+        _task_result(TaskStatus.TIMED_OUT),
+    ),
+    good(
+        "priority-lowercase",
+        _metadata('"createdAt":"%s","priority":"critical"' % CREATED),
+        _task_dispatch(priority=Priority.CRITICAL),
+    ),
+    good(
+        "priority-uppercase",
+        _metadata('"createdAt":"%s","priority":"LOW"' % CREATED),
+        _task_dispatch(priority=Priority.LOW),
+    ),
+    good("type-tag-any-case", '{"type":"heartbeatack"}', HeartbeatAck()),
+    # missing optional fields take their defaults
+    good(
+        "result-without-durationMs-and-workerId",
+        _result('"status":"Completed","payload":{"ok":true}'),
+        _task_result(
+            TaskStatus.COMPLETED, payload={"ok": True}, duration_ms=0, worker_id=""
+        ),
+    ),
+    good(
+        "heartbeat-without-uptimeSeconds",
+        '{"type":"Heartbeat","payload":{"workerId":"w1","activeTasks":2,"capacity":4}}',
+        Heartbeat(HeartbeatPayload("w1", active_tasks=2, capacity=4, uptime_seconds=0)),
+    ),
+    good(
+        "metadata-with-only-createdAt",
+        _metadata('"createdAt":"%s"' % CREATED),
+        _task_dispatch(
+            timeout_ms=DEFAULT_TIMEOUT_MS,
+            priority=Priority.NORMAL,
+            retry_count=0,
+            max_retries=DEFAULT_MAX_RETRIES,
+            trace_id=None,
+        ),
+    ),
+    good("kill-without-reason", '{"type":"Kill","taskId":"%s"}' % U, Kill(TASK_ID, "")),
+    good("shutdown-without-graceful", '{"type":"Shutdown"}', Shutdown(graceful=True)),
+    # snake_case aliases from the Rust side
+    good(
+        "kill-task_id",
+        '{"type":"Kill","task_id":"%s","reason":"r"}' % U,
+        Kill(TASK_ID, "r"),
+    ),
+    good(
+        "kill-taskId-wins-over-task_id",
+        '{"type":"Kill","task_id":"%s","taskId":"%s"}' % (uuid.UUID(int=0), U),
+        Kill(TASK_ID),
+    ),
+    good(
+        "registered-worker_id",
+        '{"type":"WorkerRegistered","worker_id":"w1"}',
+        WorkerRegistered("w1"),
+    ),
+    # the two shapes of language, and null tags
+    good(
+        "language-string",
+        _register('"supportedTasks":["echo"],"language":"TypeScript"'),
+        WorkerRegister(WorkerRegistration("w1", ("echo",), language="TypeScript")),
+    ),
+    good(
+        "language-other",
+        _register('"supportedTasks":["echo"],"language":{"Other":"wasm"}'),
+        WorkerRegister(WorkerRegistration("w1", ("echo",), language="wasm")),
+    ),
+    good(
+        "tags-null",
+        _register('"supportedTasks":[],"maxConcurrency":3,"tags":null'),
+        WorkerRegister(WorkerRegistration("w1", (), max_concurrency=3, tags=())),
+    ),
+    # unknown fields, anywhere, are ignored
+    good(
+        "extra-top-level-field", '{"type":"HeartbeatAck","seq":7,"v":[1]}', HeartbeatAck()
+    ),
+    good(
+        "extra-nested-fields",
+        _result(
+            '"status":"Failed","error":{"code":"E","message":"m","hint":1},"progress":0.5'
+        ),
+        _task_result(TaskStatus.FAILED, error=TaskError("E", "m")),
+    ),
+    # numbers: an integer is a fine float
+    good(
+        "integer-currentLoad",
+        '{"type":"Backpressure","signal":{"workerId":"w1","currentLoad":1,"shouldThrottle":true}}',
+        Backpressure(BackpressureSignal("w1", current_load=1.0, should_throttle=True)),
+    ),
+    good(
+        "uppercase-uuid",
+        '{"type":"Kill","taskId":"%s"}' % U.upper(),
+        Kill(TASK_ID),
+    ),
+]
+
+
+@pytest.mark.parametrize(("frame", "expected"), LIBERAL_FRAMES)
+def test_liberal_input_is_understood(frame: str, expected: Message) -> None:
+    assert decode(frame) == expected
+
+
+def test_task_dispatch_without_metadata_takes_the_default_metadata() -> None:
+    before = datetime.now(UTC)
+    message = decode(_dispatch('{"id":"%s","taskType":"echo","payload":[1]}' % U))
+    assert isinstance(message, TaskDispatch)
+    metadata = message.task.metadata
+    assert (metadata.timeout_ms, metadata.priority) == (DEFAULT_TIMEOUT_MS, Priority.NORMAL)
+    assert (metadata.retry_count, metadata.max_retries) == (0, DEFAULT_MAX_RETRIES)
+    assert metadata.trace_id is None
+    assert before <= metadata.created_at <= datetime.now(UTC)
+
+
+def _created_at(timestamp: str) -> datetime:
+    message = decode(_metadata('"createdAt":"%s"' % timestamp))
+    assert isinstance(message, TaskDispatch)
+    return message.task.metadata.created_at
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        ("2024-05-06T07:08:09Z", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        ("2024-05-06T07:08:09.5Z", datetime(2024, 5, 6, 7, 8, 9, 500000, tzinfo=UTC)),
+        (
+            "2024-05-06T07:08:09.123456789Z",
+            datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+        ),
+        ("2024-05-06T09:08:09.123456789+02:00", CREATED_AT.replace(microsecond=123456)),
+        ("2024-05-06T01:38:09-05:30", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        ("2024-05-06T07:08:09-00:00", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        ("2024-05-06t07:08:09z", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        ("2024-05-06 07:08:09+00:00", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        ("2024-05-06T07:08:09", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+    ],
+    ids=[
+        "zulu",
+        "fraction",
+        "nanoseconds-truncated",
+        "nanoseconds-with-offset",
+        "negative-offset",
+        "unknown-offset",
+        "lowercase-t-and-z",
+        "space-separator",
+        "no-offset-taken-as-utc",
+    ],
+)
+def test_rfc3339_timestamps_are_normalised_to_utc(
+    timestamp: str, expected: datetime
+) -> None:
+    created_at = _created_at(timestamp)
+    assert created_at == expected
+    assert created_at.utcoffset() == timedelta(0)
+
+
+# ---------------------------------------------------------------------------
+# Exact output
+
+
+EXACT_OUTPUT = [
+    pytest.param(
+        TaskDispatch(
+            Task(
+                id=TASK_ID,
+                task_type="resize",
+                payload={"w": 640, "h": 480.5, "tags": ["é", None]},
+                metadata=TaskMetadata(
+                    created_at=CREATED_AT,
+                    timeout_ms=5000,
+                    priority=Priority.HIGH,
+                    retry_count=1,
+                    max_retries=4,
+                    trace_id="abc",
+                ),
+            )
+        ),
+        '{"type":"TaskDispatch","task":{"id":"%s","taskType":"resize",'
+        '"payload":{"w":640,"h":480.5,"tags":["é",null]},'
+        '"metadata":{"createdAt":"%s","timeoutMs":5000,"priority":"High",'
+        '"retryCount":1,"maxRetries":4,"traceId":"abc"}}}' % (U, CREATED),
+        id="TaskDispatch",
+    ),
+    pytest.param(
+        TaskDispatch(
+            Task(
+                id=TASK_ID,
+                task_type="t",
+                metadata=TaskMetadata(created_at=datetime(2024, 5, 6, 9, 8, 9, tzinfo=UTC)),
+            )
+        ),
+        '{"type":"TaskDispatch","task":{"id":"%s","taskType":"t","payload":null,'
+        '"metadata":{"createdAt":"2024-05-06T09:08:09Z","timeoutMs":300000,'
+        '"priority":"Normal","retryCount":0,"maxRetries":3,"traceId":null}}}' % U,
+        id="TaskDispatch-defaults",
+    ),
+    pytest.param(
+        Kill(TASK_ID, "timed out"),
+        '{"type":"Kill","taskId":"%s","reason":"timed out"}' % U,
+        id="Kill",
+    ),
+    pytest.param(
+        Shutdown(graceful=False), '{"type":"Shutdown","graceful":false}', id="Shutdown"
+    ),
+    pytest.param(
+        WorkerRegistered("w-1"),
+        '{"type":"WorkerRegistered","workerId":"w-1"}',
+        id="Registered",
+    ),
+    pytest.param(HeartbeatAck(), '{"type":"HeartbeatAck"}', id="HeartbeatAck"),
+    pytest.param(
+        WorkerRegister(WorkerRegistration("w-1", ("echo", "sum"), 8, "Go")),
+        '{"type":"WorkerRegister","registration":{"workerId":"w-1",'
+        '"supportedTasks":["echo","sum"],"maxConcurrency":8,"language":"Go","tags":[]}}',
+        id="WorkerRegister",
+    ),
+    pytest.param(
+        Heartbeat(HeartbeatPayload("w-1", active_tasks=2, capacity=8, uptime_seconds=60)),
+        '{"type":"Heartbeat","payload":{"workerId":"w-1","activeTasks":2,"capacity":8,'
+        '"uptimeSeconds":60}}',
+        id="Heartbeat",
+    ),
+    pytest.param(
+        TaskResultMessage(TaskResult(TASK_ID, TaskStatus.TIMED_OUT)),
+        '{"type":"TaskResult","result":{"taskId":"%s","status":"TimedOut","payload":null,'
+        '"error":null,"durationMs":0,"workerId":""}}' % U,
+        id="TaskResult-nulls",
+    ),
+    pytest.param(
+        TaskResultMessage(
+            TaskResult(
+                TASK_ID,
+                TaskStatus.FAILED,
+                error=TaskError("HANDLER_ERROR", "boom", retryable=True),
+                duration_ms=12,
+                worker_id="w-1",
+            )
+        ),
+        '{"type":"TaskResult","result":{"taskId":"%s","status":"Failed","payload":null,'
+        '"error":{"code":"HANDLER_ERROR","message":"boom","retryable":true},'
+        '"durationMs":12,"workerId":"w-1"}}' % U,
+        id="TaskResult-error",
+    ),
+    pytest.param(
+        Backpressure(BackpressureSignal("w-1", current_load=0.75, should_throttle=True)),
+        '{"type":"Backpressure","signal":{"workerId":"w-1","currentLoad":0.75,'
+        '"shouldThrottle":true}}',
+        id="Backpressure",
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "expected"), EXACT_OUTPUT)
+def test_encode_writes_the_exact_expected_json(message: Message, expected: str) -> None:
+    assert encode(message) == expected
+
+
+# Every object on the wire, by message type: where it is, and exactly which keys it has.
+WIRE_SHAPES: dict[str, dict[tuple[str, ...], set[str]]] = {
+    "TaskDispatch": {
+        (): {"type", "task"},
+        ("task",): {"id", "taskType", "payload", "metadata"},
+        ("task", "metadata"): {
+            "createdAt", "timeoutMs", "priority", "retryCount", "maxRetries", "traceId"
+        },
+    },
+    "Kill": {(): {"type", "taskId", "reason"}},
+    "Shutdown": {(): {"type", "graceful"}},
+    "WorkerRegistered": {(): {"type", "workerId"}},
+    "HeartbeatAck": {(): {"type"}},
+    "WorkerRegister": {
+        (): {"type", "registration"},
+        ("registration",): {
+            "workerId", "supportedTasks", "maxConcurrency", "language", "tags"
+        },
+    },
+    "Heartbeat": {
+        (): {"type", "payload"},
+        ("payload",): {"workerId", "activeTasks", "capacity", "uptimeSeconds"},
+    },
+    "TaskResult": {
+        (): {"type", "result"},
+        ("result",): {"taskId", "status", "payload", "error", "durationMs", "workerId"},
+        ("result", "error"): {"code", "message", "retryable"},
+    },
+    "Backpressure": {
+        (): {"type", "signal"},
+        ("signal",): {"workerId", "currentLoad", "shouldThrottle"},
+    },
+}  # fmt: skip
+
+
+@settings(deadline=None)
+@given(messages)
+def test_every_field_is_written_under_its_camel_case_name(message: Message) -> None:
+    document = json.loads(encode(message))
+    for path, keys in WIRE_SHAPES[message.TYPE].items():
+        node = document
+        for key in path:
+            node = node[key]
+        if node is None and path == ("result", "error"):
+            continue  # the one nullable object: written as null
+        assert set(node) == keys, path
+
+
+@settings(deadline=None)
+@given(messages)
+def test_output_is_compact_json_with_the_type_tag_first(message: Message) -> None:
+    text = encode(message)
+    assert text == json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+    assert text.startswith('{"type":"%s"' % message.TYPE)
+
+
+@pytest.mark.parametrize(
+    ("priority", "wire"),
+    [
+        (Priority.LOW, "Low"),
+        (Priority.NORMAL, "Normal"),
+        (Priority.HIGH, "High"),
+        (Priority.CRITICAL, "Critical"),
+    ],
+)
+def test_priorities_are_written_in_pascal_case(priority: Priority, wire: str) -> None:
+    text = encode(_task_dispatch(priority=priority))
+    assert json.loads(text)["task"]["metadata"]["priority"] == wire
+
+
+@pytest.mark.parametrize(
+    ("status", "wire"),
+    [
+        (TaskStatus.PENDING, "Pending"),
+        (TaskStatus.DISPATCHED, "Dispatched"),
+        (TaskStatus.RUNNING, "Running"),
+        (TaskStatus.COMPLETED, "Completed"),
+        (TaskStatus.FAILED, "Failed"),
+        (TaskStatus.TIMED_OUT, "TimedOut"),
+        (TaskStatus.CANCELLED, "Cancelled"),
+    ],
+)
+def test_statuses_are_written_in_pascal_case(status: TaskStatus, wire: str) -> None:
+    assert json.loads(encode(_task_result(status)))["result"]["status"] == wire
+
+
+def test_timestamps_are_written_in_utc_with_a_z() -> None:
+    in_paris = datetime(2024, 5, 6, 11, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
+    text = encode(_task_dispatch(created_at=in_paris))
+    assert (
+        json.loads(text)["task"]["metadata"]["createdAt"] == "2024-05-06T09:08:09.123456Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [(float("nan"), ValueError), (float("inf"), ValueError), (object(), TypeError)],
+)
+def test_encode_refuses_a_payload_json_cannot_carry(
+    payload: Any, error: type[Exception]
+) -> None:
+    message = TaskDispatch(Task(id=TASK_ID, task_type="t", payload=payload))
+    with pytest.raises(error):
+        encode(message)
+
+
+# ---------------------------------------------------------------------------
+# Sans-IO
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_importing_trio_pipe_protocol_does_not_import_trio() -> None:
+    code = "import sys, trio_pipe.protocol; assert 'trio' not in sys.modules"
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+
+
+def test_the_protocol_package_itself_imports_no_trio_module() -> None:
+    # Import trio_pipe.protocol under an empty parent package, so that only the
+    # protocol package's own imports count.
+    code = (
+        "import sys, types\n"
+        "parent = types.ModuleType('trio_pipe')\n"
+        f"parent.__path__ = [{str(REPO / 'trio_pipe')!r}]\n"
+        "sys.modules['trio_pipe'] = parent\n"
+        "import trio_pipe.protocol\n"
+        "loaded = sorted(m for m in sys.modules\n"
+        "                if m.split('.')[0] in ('trio', 'trio_websocket', 'wsproto'))\n"
+        "assert not loaded, loaded\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr

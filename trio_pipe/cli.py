@@ -1,0 +1,249 @@
+"""The ``trio-pipe`` command line, over the public API only.
+
+Each subcommand is a pair of functions: ``_add_<name>_parser`` declares its arguments
+and ``_cmd_<name>`` runs it and returns the exit status. Add a subcommand by writing
+the pair and listing the first in ``_SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import trio
+
+from .protocol import validate_worker_id
+from .worker import Handlers, WorkerConnectionError, run_worker
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A command-line value is wrong; the message says which and why (exit 2)."""
+
+
+# -- argument types ----------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds, got {text}"
+        )
+    return value
+
+
+def _websocket_url(text: str) -> str:
+    if not text.startswith(("ws://", "wss://")):
+        raise argparse.ArgumentTypeError(f"expected a ws:// or wss:// URL, got {text!r}")
+    return text
+
+
+def _worker_id(text: str) -> str:
+    try:
+        return validate_worker_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- worker --------------------------------------------------------------------------
+
+
+def load_handlers(spec: str) -> Mapping[str, Any]:
+    """Import ``package.module:NAME`` (``NAME`` may be dotted) and return the handlers
+    it names: a :class:`~trio_pipe.worker.Handlers` or a mapping of task type to
+    async handler. The current directory is importable, as with ``python -m``.
+
+    Raises :class:`UsageError` with a precise message for every way this can fail.
+    """
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise UsageError(
+            f"--handlers expects MODULE:NAME (e.g. my_pkg.tasks:HANDLERS), got {spec!r}"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        raise UsageError(
+            f"importing module {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    target: Any = module
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise UsageError(
+                f"module {module_name!r} has no attribute {attr_path!r}"
+            ) from None
+    if not isinstance(target, Mapping):
+        raise UsageError(
+            f"{spec} is a {type(target).__name__}, expected a trio_pipe.worker.Handlers "
+            "or a dict of task type -> async handler"
+        )
+    try:
+        return Handlers(target)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{spec}: {exc}") from exc
+
+
+def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "worker",
+        help="run a Python worker that serves handlers to a dispatcher",
+        description=(
+            "Connect to a dispatcher over WebSocket and serve the handlers named by "
+            "--handlers until the dispatcher shuts the worker down. Reconnects with "
+            "backoff when the connection is lost."
+        ),
+    )
+    parser.add_argument(
+        "--url", required=True, type=_websocket_url, help="dispatcher URL, ws://HOST:PORT"
+    )
+    parser.add_argument(
+        "--handlers",
+        required=True,
+        metavar="MODULE:NAME",
+        help="a Handlers object or dict of handlers, e.g. my_pkg.tasks:HANDLERS",
+    )
+    parser.add_argument("--worker-id", type=_worker_id, help="default: py-<host>-<random>")
+    parser.add_argument(
+        "--max-concurrency", type=_positive_int, default=10, metavar="N", help="default 10"
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=_positive_seconds,
+        default=5.0,
+        metavar="S",
+        help="seconds between heartbeats, default 5",
+    )
+    parser.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="T",
+        help="a tag for task routing (repeatable)",
+    )
+    parser.add_argument(
+        "--no-reconnect",
+        dest="reconnect",
+        action="store_false",
+        help="exit with status 1 instead of reconnecting when the connection fails",
+    )
+    parser.set_defaults(run=_cmd_worker)
+    return parser
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    handlers = load_handlers(args.handlers)
+    worker = partial(
+        run_worker,
+        args.url,
+        handlers,
+        worker_id=args.worker_id,
+        max_concurrency=args.max_concurrency,
+        heartbeat_interval=args.heartbeat_interval,
+        tags=tuple(args.tags),
+        reconnect=args.reconnect,
+    )
+    try:
+        trio.run(worker)
+    except WorkerConnectionError as exc:
+        print(f"trio-pipe worker: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="watch a dispatcher at work: worker processes, tasks, a worker killed",
+        description=(
+            "Start a dispatcher and a few Python worker processes, dispatch tasks of "
+            "mixed priority, kill one worker on purpose, and summarise what happened."
+        ),
+    )
+    parser.add_argument("--tasks", type=_positive_int, default=300, metavar="N")
+    parser.add_argument("--workers", type=_positive_int, default=3, metavar="N")
+    parser.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import _demo
+
+    _demo.run(tasks=args.tasks, workers=args.workers)
+    return EXIT_OK
+
+
+# -- main ------------------------------------------------------------------------------
+
+_SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
+    _add_worker_parser,
+    _add_demo_parser,
+)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-pipe", description="Typed task dispatch from Trio to workers."
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level on stderr (default INFO)",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in _SUBCOMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``trio-pipe`` with *argv* (default ``sys.argv[1:]``); return the exit status.
+
+    Bad arguments, including a ``--handlers`` that cannot be loaded, print a message
+    and exit with status 2 (``SystemExit``); Ctrl-C returns 130.
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"trio-pipe {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

@@ -1,0 +1,31 @@
+"""The Python worker SDK: serve task handlers to a trio_pipe (or rust-pipe) dispatcher.
+
+::
+
+    import trio
+    from trio_pipe.worker import Handlers, run_worker
+
+    handlers = Handlers()
+
+    @handlers.handler("echo")
+    async def echo(payload):
+        return payload
+
+    trio.run(run_worker, "ws://127.0.0.1:9876", handlers)
+
+The worker is itself Trio: each task runs in its own task under a cancel scope that
+carries its deadline and answers ``Kill``; see :func:`run_worker`.
+"""
+
+from ._handlers import HandlerFunc, Handlers, TaskFailure, current_task
+from ._worker import WorkerConnectionError, default_worker_id, run_worker
+
+__all__ = [
+    "HandlerFunc",
+    "Handlers",
+    "TaskFailure",
+    "WorkerConnectionError",
+    "current_task",
+    "default_worker_id",
+    "run_worker",
+]

@@ -1,0 +1,454 @@
+"""The worker's per-connection logic, independent of the transport.
+
+:func:`serve_connection` serves one established, registered :class:`Connection`:
+
+```
+serve_connection                 connection nursery (closing deadline set on shutdown)
+├── writer                       the only task that writes: drains the outgoing
+│                                channel, coalesces, adds Backpressure when it changed
+└── io nursery                   cancelled once the work nursery has drained
+    ├── reader                   decodes frames; dispatch, Kill, Shutdown
+    ├── heartbeats               every heartbeat_interval
+    └── work nursery             one task per running handler, each in its own
+                                 CancelScope (deadline = receipt + timeoutMs)
+```
+
+Handlers and the reader only put encoded frames on the outgoing memory channel.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from ..protocol import (
+    Backpressure,
+    BackpressureSignal,
+    Heartbeat,
+    HeartbeatAck,
+    HeartbeatPayload,
+    Kill,
+    Message,
+    ProtocolError,
+    Shutdown,
+    Task,
+    TaskDispatch,
+    TaskError,
+    TaskResult,
+    TaskResultMessage,
+    TaskStatus,
+    WorkerRegister,
+    WorkerRegistered,
+    WorkerRegistration,
+    decode,
+    encode,
+)
+from ._handlers import HandlerFunc, TaskFailure, _current_task
+from ._transport import Connection, TransportClosed
+
+__all__ = ["SessionEnd", "WorkerConfig", "register", "serve_connection"]
+
+logger = logging.getLogger("trio_pipe.worker")
+
+LANGUAGE = "Python"
+
+
+@attrs.frozen
+class WorkerConfig:
+    """Validated settings shared by every connection of one worker."""
+
+    worker_id: str
+    max_concurrency: int
+    heartbeat_interval: float
+    tags: tuple[str, ...]
+    connect_timeout: float
+    """Bounds each network step: registration, one write, and the closing flush."""
+
+
+@attrs.frozen
+class SessionEnd:
+    """How :func:`serve_connection` ended."""
+
+    shutdown: bool
+    """The dispatcher sent ``Shutdown``: do not reconnect."""
+    reason: str
+
+
+class _Wake(enum.Enum):
+    """Put on the outgoing channel to make the writer re-check backpressure."""
+
+    BACKPRESSURE = "backpressure"
+
+
+_Outgoing = str | _Wake
+
+
+@attrs.define(eq=False)
+class _Running:
+    task: Task
+    received_at: float
+    scope: trio.CancelScope
+    # Set when we cancel the scope ourselves (Kill, non-graceful Shutdown).
+    stop: TaskError | None = None
+
+
+async def register(
+    conn: Connection, config: WorkerConfig, supported_tasks: tuple[str, ...]
+) -> None:
+    """Send ``WorkerRegister`` and wait for ``WorkerRegistered``.
+
+    Malformed frames and other messages before the answer are logged and ignored.
+    Raises :class:`TransportClosed` if the connection fails or no answer comes within
+    ``config.connect_timeout`` seconds. Cancellation leaves the connection unusable.
+    """
+    registration = WorkerRegistration(
+        worker_id=config.worker_id,
+        supported_tasks=supported_tasks,
+        max_concurrency=config.max_concurrency,
+        language=LANGUAGE,
+        tags=config.tags,
+    )
+    with trio.move_on_after(config.connect_timeout):
+        await conn.send_all([encode(WorkerRegister(registration))])
+        while True:
+            frame = await conn.receive()
+            try:
+                message = decode(frame)
+            except ProtocolError as exc:
+                logger.warning("ignoring a malformed frame from the dispatcher: %s", exc)
+                continue
+            if isinstance(message, WorkerRegistered):
+                if message.worker_id != config.worker_id:
+                    logger.warning(
+                        "dispatcher acknowledged worker id %r, we registered %r",
+                        message.worker_id,
+                        config.worker_id,
+                    )
+                return
+            logger.warning("ignoring %s received before WorkerRegistered", message.TYPE)
+    raise TransportClosed(
+        f"the dispatcher did not answer WorkerRegister within {config.connect_timeout:g} s"
+    )
+
+
+async def serve_connection(
+    conn: Connection,
+    handlers: Mapping[str, HandlerFunc],
+    config: WorkerConfig,
+    *,
+    started_at: float,
+) -> SessionEnd:
+    """Serve tasks on one registered connection until shutdown or disconnection.
+
+    Returns a :class:`SessionEnd`: ``shutdown=True`` after the dispatcher's
+    ``Shutdown`` (graceful: in-flight handlers finished and their results were
+    flushed; non-graceful: handlers were cancelled and reported ``Cancelled``, best
+    effort), ``shutdown=False`` when the connection was lost; in-flight handlers are
+    then cancelled and their results dropped. Closing (after ``Shutdown``) is bounded
+    by ``config.connect_timeout``. Does not close *conn*.
+
+    *started_at* (``trio.current_time()``) is where heartbeat uptime counts from.
+    Cancellation cancels every handler and propagates. Errors in handlers become
+    task results; anything else raised here is a bug.
+    """
+    return await _Session(conn, handlers, config, started_at).run()
+
+
+class _Session:
+    _work: trio.Nursery
+    _conn_scope: trio.CancelScope
+
+    def __init__(
+        self,
+        conn: Connection,
+        handlers: Mapping[str, HandlerFunc],
+        config: WorkerConfig,
+        started_at: float,
+    ) -> None:
+        self._conn = conn
+        self._handlers = handlers
+        self._config = config
+        self._started_at = started_at
+        self._active: dict[uuid.UUID, _Running] = {}
+        self._throttle_sent = False
+        self._shutting_down = False
+        self._shutdown_requested = trio.Event()
+        self._lost: str | None = None
+        # Bounded, but never full in practice: results, rejections and heartbeats.
+        self._send, self._receive = trio.open_memory_channel[_Outgoing](
+            max(64, 2 * config.max_concurrency)
+        )
+
+    async def run(self) -> SessionEnd:
+        async with trio.open_nursery() as conn_nursery:
+            self._conn_scope = conn_nursery.cancel_scope
+            conn_nursery.start_soon(self._writer)
+            async with trio.open_nursery() as io:
+                async with trio.open_nursery() as work:
+                    self._work = work
+                    io.start_soon(self._reader)
+                    io.start_soon(self._heartbeats)
+                    await self._shutdown_requested.wait()
+                # Every handler is done and has queued its result.
+                self._begin_closing()
+                io.cancel_scope.cancel()
+            await self._send.aclose()  # the writer flushes what is queued, then ends
+        if self._lost is not None:
+            return SessionEnd(shutdown=self._shutting_down, reason=self._lost)
+        if self._conn_scope.cancelled_caught:
+            logger.warning(
+                "could not flush results within %g s of shutdown",
+                self._config.connect_timeout,
+            )
+        return SessionEnd(shutdown=True, reason="shut down by the dispatcher")
+
+    def _lose(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = reason
+        self._conn_scope.cancel()
+
+    def _begin_closing(self) -> None:
+        deadline = trio.current_time() + self._config.connect_timeout
+        self._conn_scope.deadline = min(self._conn_scope.deadline, deadline)
+
+    # -- writing -------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        async with self._receive:
+            while True:
+                try:
+                    batch = [await self._receive.receive()]
+                except trio.EndOfChannel:
+                    return
+                ended = False
+                while True:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                    except trio.EndOfChannel:
+                        ended = True
+                        break
+                frames = [item for item in batch if isinstance(item, str)]
+                signal = self._backpressure_frame()
+                if signal is not None:
+                    frames.append(signal)
+                if frames and not await self._write(frames):
+                    return
+                if ended:
+                    return
+
+    async def _write(self, frames: list[str]) -> bool:
+        with trio.move_on_after(self._config.connect_timeout):
+            try:
+                await self._conn.send_all(frames)
+            except TransportClosed as exc:
+                self._lose(str(exc))
+                return False
+            return True
+        self._lose(f"a write did not complete within {self._config.connect_timeout:g} s")
+        return False
+
+    def _backpressure_frame(self) -> str | None:
+        """The Backpressure frame to send if the throttle state differs from the last
+        one sent (checked at write time, so a slot freed and refilled between two
+        writes sends nothing)."""
+        active = len(self._active)
+        throttled = active >= self._config.max_concurrency
+        if throttled == self._throttle_sent:
+            return None
+        self._throttle_sent = throttled
+        signal = BackpressureSignal(
+            worker_id=self._config.worker_id,
+            current_load=active / self._config.max_concurrency,
+            should_throttle=throttled,
+        )
+        return encode(Backpressure(signal))
+
+    async def _heartbeats(self) -> None:
+        interval = self._config.heartbeat_interval
+        next_beat = trio.current_time() + interval
+        while True:
+            await trio.sleep_until(next_beat)
+            now = trio.current_time()
+            payload = HeartbeatPayload(
+                worker_id=self._config.worker_id,
+                active_tasks=len(self._active),
+                capacity=self._config.max_concurrency,
+                uptime_seconds=max(0, int(now - self._started_at)),
+            )
+            await self._send.send(encode(Heartbeat(payload)))
+            next_beat += interval
+            if next_beat <= trio.current_time():  # fell behind: do not burst
+                next_beat = trio.current_time() + interval
+
+    # -- reading -------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        while True:
+            try:
+                frame = await self._conn.receive()
+            except TransportClosed as exc:
+                self._lose(str(exc))
+                return
+            received_at = trio.current_time()
+            try:
+                message = decode(frame)
+            except ProtocolError as exc:
+                logger.warning("ignoring a malformed frame from the dispatcher: %s", exc)
+                continue
+            await self._handle(message, received_at)
+
+    async def _handle(self, message: Message, received_at: float) -> None:
+        if isinstance(message, TaskDispatch):
+            await self._on_dispatch(message.task, received_at)
+        elif isinstance(message, Kill):
+            self._on_kill(message)
+        elif isinstance(message, Shutdown):
+            self._on_shutdown(graceful=message.graceful)
+        elif isinstance(message, HeartbeatAck | WorkerRegistered):
+            pass
+        else:
+            logger.debug("ignoring %s: not a dispatcher message", message.TYPE)
+
+    async def _on_dispatch(self, task: Task, received_at: float) -> None:
+        if task.id in self._active:
+            logger.warning("ignoring a second dispatch of running task %s", task.id)
+            return
+        if self._shutting_down:
+            error = TaskError("WORKER_SHUTTING_DOWN", "the worker is shutting down", True)
+            await self._reject(task, error)
+            return
+        handler = self._handlers.get(task.task_type)
+        if handler is None:
+            message = f"no handler for task type {task.task_type!r}"
+            await self._reject(task, TaskError("UNKNOWN_TASK_TYPE", message, False))
+            return
+        if len(self._active) >= self._config.max_concurrency:
+            message = f"the worker is running {len(self._active)} tasks, its maximum"
+            await self._reject(task, TaskError("WORKER_SATURATED", message, True))
+            return
+        deadline = received_at + task.metadata.timeout_ms / 1000
+        running = _Running(task, received_at, trio.CancelScope(deadline=deadline))
+        self._active[task.id] = running
+        self._work.start_soon(self._run_task, running, handler)
+        if len(self._active) >= self._config.max_concurrency:
+            await self._send.send(_Wake.BACKPRESSURE)
+
+    def _on_kill(self, kill: Kill) -> None:
+        running = self._active.get(kill.task_id)
+        if running is None or running.stop is not None:
+            logger.debug("ignoring Kill for task %s: not running", kill.task_id)
+            return
+        running.stop = TaskError("KILLED", kill.reason or "killed by the dispatcher", False)
+        running.scope.cancel()
+
+    def _on_shutdown(self, *, graceful: bool) -> None:
+        self._shutting_down = True
+        if not graceful:
+            stop = TaskError("SHUTDOWN", "the worker was shut down (not gracefully)", True)
+            for running in self._active.values():
+                if running.stop is None:
+                    running.stop = stop
+                    running.scope.cancel()
+            self._begin_closing()
+        logger.info(
+            "dispatcher requested %s shutdown; %d tasks in flight",
+            "graceful" if graceful else "immediate",
+            len(self._active),
+        )
+        self._shutdown_requested.set()
+
+    # -- running tasks ---------------------------------------------------------
+
+    async def _run_task(self, running: _Running, handler: HandlerFunc) -> None:
+        task = running.task
+        _current_task.set(task)  # this Trio task's own context copy
+        value: Any = None
+        error: Exception | None = None
+        try:
+            try:
+                with running.scope:
+                    value = await handler(task.payload)
+            except Exception as exc:
+                error = exc
+        finally:
+            # Free the slot before the result is queued: when the dispatcher reads
+            # the result, the slot is free. Also runs when cancelled from outside.
+            del self._active[task.id]
+        await self._send.send(self._outcome(running, value, error))
+
+    def _outcome(self, running: _Running, value: Any, error: Exception | None) -> str:
+        task = running.task
+        if running.stop is not None:
+            return self._result_frame(running, TaskStatus.CANCELLED, error=running.stop)
+        if running.scope.cancel_called:
+            timeout = TaskError(
+                "TIMEOUT",
+                f"task exceeded its timeout of {task.metadata.timeout_ms} ms",
+                True,
+            )
+            return self._result_frame(running, TaskStatus.TIMED_OUT, error=timeout)
+        if error is not None:
+            return self._failure_frame(running, error)
+        try:
+            return self._result_frame(running, TaskStatus.COMPLETED, payload=value)
+        except Exception as exc:  # TypeError, ValueError, RecursionError, hooks' own
+            logger.warning(
+                "task %s (%s) returned a non-JSON result", task.id, task.task_type
+            )
+            failure = TaskError("PARSE_ERROR", f"result payload is not JSON: {exc}", False)
+            return self._result_frame(running, TaskStatus.FAILED, error=failure)
+
+    def _failure_frame(self, running: _Running, error: Exception) -> str:
+        task = running.task
+        if isinstance(error, TaskFailure):
+            logger.info("task %s (%s) failed: %s", task.id, task.task_type, error)
+            failure = TaskError(error.code, error.message, error.retryable)
+        else:
+            logger.warning("task %s (%s) raised", task.id, task.task_type, exc_info=error)
+            failure = TaskError("HANDLER_ERROR", f"{type(error).__name__}: {error}", True)
+        return self._result_frame(running, TaskStatus.FAILED, error=failure)
+
+    def _result_frame(
+        self,
+        running: _Running,
+        status: TaskStatus,
+        *,
+        payload: Any = None,
+        error: TaskError | None = None,
+    ) -> str:
+        elapsed = trio.current_time() - running.received_at
+        return self._encode_result(running.task, status, payload, error, elapsed)
+
+    def _encode_result(
+        self,
+        task: Task,
+        status: TaskStatus,
+        payload: Any,
+        error: TaskError | None,
+        elapsed: float,
+    ) -> str:
+        duration_ms = max(0, round(elapsed * 1000)) if math.isfinite(elapsed) else 0
+        result = TaskResult(
+            task_id=task.id,
+            status=status,
+            payload=payload,
+            error=error,
+            duration_ms=duration_ms,
+            worker_id=self._config.worker_id,
+        )
+        return encode(TaskResultMessage(result))
+
+    async def _reject(self, task: Task, error: TaskError) -> None:
+        logger.info("rejecting task %s (%s): %s", task.id, task.task_type, error.code)
+        await self._send.send(
+            self._encode_result(task, TaskStatus.FAILED, None, error, 0.0)
+        )

@@ -1,0 +1,233 @@
+"""``run_worker``: connect, register, serve, reconnect with backoff."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import re
+import secrets
+import socket
+from collections.abc import Iterable, Mapping
+
+import trio
+
+from ..protocol import validate_worker_id
+from ._core import SessionEnd, WorkerConfig, register, serve_connection
+from ._handlers import HandlerFunc
+from ._transport import Connector, TransportClosed
+from ._websocket import check_websocket_url, open_websocket_connection
+
+__all__ = ["WorkerConnectionError", "default_worker_id", "run_worker", "run_worker_on"]
+
+logger = logging.getLogger("trio_pipe.worker")
+
+_NOT_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class WorkerConnectionError(Exception):
+    """A worker that may not reconnect (``reconnect=False``) could not connect or
+    register, or lost its connection. The message says why; ``__cause__`` holds the
+    transport's error when there is one."""
+
+
+def default_worker_id() -> str:
+    """A fresh valid worker id, ``py-<hostname>-<8 hex digits>``."""
+    host = _NOT_ID_CHARS.sub("-", socket.gethostname()).strip("-.")[:64] or "host"
+    return validate_worker_id(f"py-{host}-{secrets.token_hex(4)}")
+
+
+def backoff_delay(
+    attempt: int, initial: float, maximum: float, rng: random.Random
+) -> float:
+    """Full jitter: uniform in ``[0, min(maximum, initial * 2**attempt)]``."""
+    cap = min(maximum, initial * 2.0 ** min(attempt, 64))
+    return rng.uniform(0.0, cap)
+
+
+async def run_worker(
+    url: str,
+    handlers: Mapping[str, HandlerFunc],
+    *,
+    worker_id: str | None = None,
+    max_concurrency: int = 10,
+    heartbeat_interval: float = 5.0,
+    tags: Iterable[str] = (),
+    reconnect: bool = True,
+    backoff_initial: float = 0.1,
+    backoff_max: float = 10.0,
+    connect_timeout: float = 10.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve *handlers* to the dispatcher at *url* (``ws://`` or ``wss://``).
+
+    Connects, registers as *worker_id* (default: :func:`default_worker_id`,
+    generated once and kept across reconnections) supporting the task types of
+    *handlers*, and calls ``task_status.started()`` once the first registration is
+    acknowledged. Then runs each dispatched task in its own Trio task, at most
+    *max_concurrency* at once, each cancelled at its ``timeoutMs`` deadline
+    (counted from receipt) or on ``Kill``; sends a heartbeat every
+    *heartbeat_interval* seconds and ``Backpressure`` when it fills up or frees up.
+
+    Returns after the dispatcher's ``Shutdown``: graceful, once in-flight tasks have
+    finished and their results are flushed; not graceful, once they have been
+    cancelled (each reported ``Cancelled``, best effort).
+
+    Connection handling: *connect_timeout* (seconds) bounds opening the connection,
+    waiting for ``WorkerRegistered``, each write, and the closing flush. If the
+    connection cannot be made, or is lost or closed by the dispatcher without
+    ``Shutdown``, in-flight handlers are cancelled (their results cannot be
+    delivered; the dispatcher re-queues the tasks) and, with *reconnect*, the worker
+    reconnects after a delay drawn uniformly from ``[0, cap]`` where the cap starts
+    at *backoff_initial* and doubles per failed attempt up to *backoff_max*; a
+    successful registration resets it. Without *reconnect* it raises
+    :class:`WorkerConnectionError` instead.
+
+    Error handling: a handler's exception fails its task (``HANDLER_ERROR``) and
+    nothing else; malformed frames from the dispatcher are logged and ignored.
+    Invalid arguments raise :class:`ValueError` or :class:`TypeError` before any I/O.
+
+    Cancellation: cancelling the caller cancels every handler (no results are sent)
+    and closes the connection.
+    """
+    check_websocket_url(url)
+    connect = functools.partial(
+        open_websocket_connection, url, connect_timeout=connect_timeout
+    )
+    await run_worker_on(
+        connect,
+        handlers,
+        worker_id=worker_id,
+        max_concurrency=max_concurrency,
+        heartbeat_interval=heartbeat_interval,
+        tags=tags,
+        reconnect=reconnect,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        connect_timeout=connect_timeout,
+        task_status=task_status,
+    )
+
+
+def _make_config(
+    worker_id: str | None,
+    max_concurrency: int,
+    heartbeat_interval: float,
+    tags: Iterable[str],
+    backoff_initial: float,
+    backoff_max: float,
+    connect_timeout: float,
+) -> WorkerConfig:
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+        raise TypeError(f"max_concurrency must be an int, got {max_concurrency!r}")
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    for name, value in (
+        ("heartbeat_interval", heartbeat_interval),
+        ("backoff_initial", backoff_initial),
+        ("connect_timeout", connect_timeout),
+    ):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    if not backoff_max >= backoff_initial:
+        raise ValueError(
+            f"backoff_max ({backoff_max!r}) must be >= "
+            f"backoff_initial ({backoff_initial!r})"
+        )
+    if isinstance(tags, str):
+        raise TypeError("tags must be an iterable of strings, not a string")
+    tag_tuple = tuple(tags)
+    if not all(isinstance(tag, str) for tag in tag_tuple):
+        raise TypeError(f"tags must be strings, got {tag_tuple!r}")
+    return WorkerConfig(
+        worker_id=validate_worker_id(
+            worker_id if worker_id is not None else default_worker_id()
+        ),
+        max_concurrency=max_concurrency,
+        heartbeat_interval=heartbeat_interval,
+        tags=tag_tuple,
+        connect_timeout=connect_timeout,
+    )
+
+
+async def run_worker_on(
+    connect: Connector,
+    handlers: Mapping[str, HandlerFunc],
+    *,
+    worker_id: str | None = None,
+    max_concurrency: int = 10,
+    heartbeat_interval: float = 5.0,
+    tags: Iterable[str] = (),
+    reconnect: bool = True,
+    backoff_initial: float = 0.1,
+    backoff_max: float = 10.0,
+    connect_timeout: float = 10.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """:func:`run_worker` over any transport: *connect* opens one connection per call.
+
+    Same arguments and behaviour as :func:`run_worker`, except that opening the
+    connection is *connect*'s business (and its own timeout).
+    """
+    if not isinstance(handlers, Mapping):
+        raise TypeError(f"handlers must be a Handlers or a Mapping, got {handlers!r}")
+    table = dict(handlers)
+    if not table:
+        raise ValueError("a worker needs at least one handler")
+    for task_type, fn in table.items():
+        if not isinstance(task_type, str) or not task_type or not callable(fn):
+            raise TypeError(f"bad handler entry {task_type!r}: {fn!r}")
+    config = _make_config(
+        worker_id,
+        max_concurrency,
+        heartbeat_interval,
+        tags,
+        backoff_initial,
+        backoff_max,
+        connect_timeout,
+    )
+    supported = tuple(table)
+    started_at = trio.current_time()
+    rng = random.Random()
+    failures = 0
+    registered_once = False
+    while True:
+        end: SessionEnd | None = None
+        try:
+            async with connect() as conn:
+                # Nothing here raises TransportClosed: a connector that runs a nursery
+                # would wrap it in an ExceptionGroup on the way out.
+                try:
+                    await register(conn, config, supported)
+                except TransportClosed as exc:
+                    end = SessionEnd(shutdown=False, reason=str(exc))
+                else:
+                    logger.info(
+                        "registered as %s for %s", config.worker_id, list(supported)
+                    )
+                    failures = 0
+                    if not registered_once:
+                        registered_once = True
+                        task_status.started()
+                    end = await serve_connection(conn, table, config, started_at=started_at)
+                    if end.shutdown:
+                        with trio.move_on_after(connect_timeout):
+                            await conn.aclose()
+        except TransportClosed as exc:  # opening failed, or closing did
+            if end is None:
+                end = SessionEnd(shutdown=False, reason=str(exc))
+            cause: TransportClosed | None = exc
+        else:
+            cause = None
+        assert end is not None
+        if end.shutdown:
+            logger.info("worker %s shut down: %s", config.worker_id, end.reason)
+            return
+        if not reconnect:
+            raise WorkerConnectionError(
+                f"worker {config.worker_id}: {end.reason}"
+            ) from cause
+        delay = backoff_delay(failures, backoff_initial, backoff_max, rng)
+        failures += 1
+        logger.warning("%s; reconnecting in %.2f s", end.reason, delay)
+        await trio.sleep(delay)
