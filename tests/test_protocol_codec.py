@@ -154,8 +154,9 @@ DEEP = 100_000
         "[" * DEEP,
         "[" * DEEP + "]" * DEEP,
         '{"a":' * DEEP + "1" + "}" * DEEP,
-        '{"type":"TaskDispatch","task":{"id":"%s","taskType":"t","payload":%s}}'
-        % (U, "[" * DEEP + "]" * DEEP),
+        '{{"type":"TaskDispatch","task":{{"id":"{}","taskType":"t","payload":{}}}}}'.format(
+            U, "[" * DEEP + "]" * DEEP
+        ),
     ],
     ids=["unclosed-arrays", "closed-arrays", "objects", "in-a-payload"],
 )
@@ -169,19 +170,19 @@ def test_deeply_nested_json_is_a_protocol_error(frame: str) -> None:
 
 
 def _dispatch(task: str) -> str:
-    return '{"type":"TaskDispatch","task":%s}' % task
+    return f'{{"type":"TaskDispatch","task":{task}}}'
 
 
 def _metadata(fields: str) -> str:
-    return _dispatch('{"id":"%s","taskType":"t","metadata":{%s}}' % (U, fields))
+    return _dispatch(f'{{"id":"{U}","taskType":"t","metadata":{{{fields}}}}}')
 
 
 def _result(fields: str) -> str:
-    return '{"type":"TaskResult","result":{"taskId":"%s",%s}}' % (U, fields)
+    return f'{{"type":"TaskResult","result":{{"taskId":"{U}",{fields}}}}}'
 
 
 def _register(fields: str) -> str:
-    return '{"type":"WorkerRegister","registration":{"workerId":"w1",%s}}' % fields
+    return f'{{"type":"WorkerRegister","registration":{{"workerId":"w1",{fields}}}}}'
 
 
 def bad(name: str, frame: str | bytes, reason: str, max_size: int | None = None) -> Any:
@@ -210,7 +211,7 @@ BAD_FRAMES = [
     bad("missing-task", '{"type":"TaskDispatch"}', "required field missing @ $.task"),
     bad(
         "missing-taskType",
-        _dispatch('{"id":"%s"}' % U),
+        _dispatch(f'{{"id":"{U}"}}'),
         "invalid TaskDispatch: required field missing @ $.task.taskType",
     ),
     bad("missing-taskId", '{"type":"Kill"}', "required field missing @ $.taskId"),
@@ -271,13 +272,13 @@ BAD_FRAMES = [
     ),
     bad(
         "taskType-null",
-        _dispatch('{"id":"%s","taskType":null}' % U),
+        _dispatch(f'{{"id":"{U}","taskType":null}}'),
         "got null @ $.task.taskType",
     ),
     bad("task-not-object", _dispatch("[]"), "expected an object, got list @ $.task"),
     bad(
         "metadata-null",
-        _dispatch('{"id":"%s","taskType":"t","metadata":null}' % U),
+        _dispatch(f'{{"id":"{U}","taskType":"t","metadata":null}}'),
         "$.task.metadata",
     ),
     bad(
@@ -431,12 +432,12 @@ LIBERAL_FRAMES = [
     ),
     good(
         "priority-lowercase",
-        _metadata('"createdAt":"%s","priority":"critical"' % CREATED),
+        _metadata(f'"createdAt":"{CREATED}","priority":"critical"'),
         _task_dispatch(priority=Priority.CRITICAL),
     ),
     good(
         "priority-uppercase",
-        _metadata('"createdAt":"%s","priority":"LOW"' % CREATED),
+        _metadata(f'"createdAt":"{CREATED}","priority":"LOW"'),
         _task_dispatch(priority=Priority.LOW),
     ),
     good("type-tag-any-case", '{"type":"heartbeatack"}', HeartbeatAck()),
@@ -455,7 +456,7 @@ LIBERAL_FRAMES = [
     ),
     good(
         "metadata-with-only-createdAt",
-        _metadata('"createdAt":"%s"' % CREATED),
+        _metadata(f'"createdAt":"{CREATED}"'),
         _task_dispatch(
             timeout_ms=DEFAULT_TIMEOUT_MS,
             priority=Priority.NORMAL,
@@ -464,17 +465,21 @@ LIBERAL_FRAMES = [
             trace_id=None,
         ),
     ),
-    good("kill-without-reason", '{"type":"Kill","taskId":"%s"}' % U, Kill(TASK_ID, "")),
+    good(
+        "kill-without-reason",
+        f'{{"type":"Kill","taskId":"{U}"}}',
+        Kill(TASK_ID, ""),
+    ),
     good("shutdown-without-graceful", '{"type":"Shutdown"}', Shutdown(graceful=True)),
     # snake_case aliases from the Rust side
     good(
         "kill-task_id",
-        '{"type":"Kill","task_id":"%s","reason":"r"}' % U,
+        f'{{"type":"Kill","task_id":"{U}","reason":"r"}}',
         Kill(TASK_ID, "r"),
     ),
     good(
         "kill-taskId-wins-over-task_id",
-        '{"type":"Kill","task_id":"%s","taskId":"%s"}' % (uuid.UUID(int=0), U),
+        f'{{"type":"Kill","task_id":"{uuid.UUID(int=0)}","taskId":"{U}"}}',
         Kill(TASK_ID),
     ),
     good(
@@ -517,7 +522,7 @@ LIBERAL_FRAMES = [
     ),
     good(
         "uppercase-uuid",
-        '{"type":"Kill","taskId":"%s"}' % U.upper(),
+        f'{{"type":"Kill","taskId":"{U.upper()}"}}',
         Kill(TASK_ID),
     ),
 ]
@@ -530,7 +535,7 @@ def test_liberal_input_is_understood(frame: str, expected: Message) -> None:
 
 def test_task_dispatch_without_metadata_takes_the_default_metadata() -> None:
     before = datetime.now(UTC)
-    message = decode(_dispatch('{"id":"%s","taskType":"echo","payload":[1]}' % U))
+    message = decode(_dispatch(f'{{"id":"{U}","taskType":"echo","payload":[1]}}'))
     assert isinstance(message, TaskDispatch)
     metadata = message.task.metadata
     assert (metadata.timeout_ms, metadata.priority) == (DEFAULT_TIMEOUT_MS, Priority.NORMAL)
@@ -540,7 +545,7 @@ def test_task_dispatch_without_metadata_takes_the_default_metadata() -> None:
 
 
 def _created_at(timestamp: str) -> datetime:
-    message = decode(_metadata('"createdAt":"%s"' % timestamp))
+    message = decode(_metadata(f'"createdAt":"{timestamp}"'))
     assert isinstance(message, TaskDispatch)
     return message.task.metadata.created_at
 
@@ -602,10 +607,10 @@ EXACT_OUTPUT = [
                 ),
             )
         ),
-        '{"type":"TaskDispatch","task":{"id":"%s","taskType":"resize",'
+        f'{{"type":"TaskDispatch","task":{{"id":"{U}","taskType":"resize",'
         '"payload":{"w":640,"h":480.5,"tags":["é",null]},'
-        '"metadata":{"createdAt":"%s","timeoutMs":5000,"priority":"High",'
-        '"retryCount":1,"maxRetries":4,"traceId":"abc"}}}' % (U, CREATED),
+        f'"metadata":{{"createdAt":"{CREATED}","timeoutMs":5000,"priority":"High",'
+        '"retryCount":1,"maxRetries":4,"traceId":"abc"}}}',
         id="TaskDispatch",
     ),
     pytest.param(
@@ -616,14 +621,14 @@ EXACT_OUTPUT = [
                 metadata=TaskMetadata(created_at=datetime(2024, 5, 6, 9, 8, 9, tzinfo=UTC)),
             )
         ),
-        '{"type":"TaskDispatch","task":{"id":"%s","taskType":"t","payload":null,'
+        f'{{"type":"TaskDispatch","task":{{"id":"{U}","taskType":"t","payload":null,'
         '"metadata":{"createdAt":"2024-05-06T09:08:09Z","timeoutMs":300000,'
-        '"priority":"Normal","retryCount":0,"maxRetries":3,"traceId":null}}}' % U,
+        '"priority":"Normal","retryCount":0,"maxRetries":3,"traceId":null}}}',
         id="TaskDispatch-defaults",
     ),
     pytest.param(
         Kill(TASK_ID, "timed out"),
-        '{"type":"Kill","taskId":"%s","reason":"timed out"}' % U,
+        f'{{"type":"Kill","taskId":"{U}","reason":"timed out"}}',
         id="Kill",
     ),
     pytest.param(
@@ -649,8 +654,8 @@ EXACT_OUTPUT = [
     ),
     pytest.param(
         TaskResultMessage(TaskResult(TASK_ID, TaskStatus.TIMED_OUT)),
-        '{"type":"TaskResult","result":{"taskId":"%s","status":"TimedOut","payload":null,'
-        '"error":null,"durationMs":0,"workerId":""}}' % U,
+        f'{{"type":"TaskResult","result":{{"taskId":"{U}","status":"TimedOut","payload":null,'
+        '"error":null,"durationMs":0,"workerId":""}}',
         id="TaskResult-nulls",
     ),
     pytest.param(
@@ -663,9 +668,9 @@ EXACT_OUTPUT = [
                 worker_id="w-1",
             )
         ),
-        '{"type":"TaskResult","result":{"taskId":"%s","status":"Failed","payload":null,'
+        f'{{"type":"TaskResult","result":{{"taskId":"{U}","status":"Failed","payload":null,'
         '"error":{"code":"HANDLER_ERROR","message":"boom","retryable":true},'
-        '"durationMs":12,"workerId":"w-1"}}' % U,
+        '"durationMs":12,"workerId":"w-1"}}',
         id="TaskResult-error",
     ),
     pytest.param(
@@ -735,7 +740,7 @@ def test_every_field_is_written_under_its_camel_case_name(message: Message) -> N
 def test_output_is_compact_json_with_the_type_tag_first(message: Message) -> None:
     text = encode(message)
     assert text == json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
-    assert text.startswith('{"type":"%s"' % message.TYPE)
+    assert text.startswith(f'{{"type":"{message.TYPE}"')
 
 
 @pytest.mark.parametrize(

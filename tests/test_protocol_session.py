@@ -51,7 +51,9 @@ TERMINAL = [s for s in TaskStatus if s.is_terminal]
 
 
 def registration(
-    max_concurrency: int = 2, worker_id: str = WORKER_ID, supported: tuple[str, ...] = ("echo",)
+    max_concurrency: int = 2,
+    worker_id: str = WORKER_ID,
+    supported: tuple[str, ...] = ("echo",),
 ) -> WorkerRegistration:
     return WorkerRegistration(worker_id, supported, max_concurrency=max_concurrency)
 
@@ -75,7 +77,9 @@ def dispatch(session: WorkerSession, task_id: uuid.UUID | None = None) -> uuid.U
 
 
 def result(
-    task_id: uuid.UUID, status: TaskStatus = TaskStatus.COMPLETED, worker_id: str = WORKER_ID
+    task_id: uuid.UUID,
+    status: TaskStatus = TaskStatus.COMPLETED,
+    worker_id: str = WORKER_ID,
 ) -> TaskResultMessage:
     return TaskResultMessage(TaskResult(task_id, status, worker_id=worker_id))
 
@@ -365,7 +369,9 @@ def test_a_result_for_an_abandoned_task_frees_its_slot() -> None:
     assert session.load == 0
 
 
-def test_a_heartbeat_reporting_fewer_active_tasks_frees_abandoned_slots_oldest_first() -> None:
+def test_a_heartbeat_reporting_fewer_active_tasks_frees_abandoned_slots_oldest_first() -> (
+    None
+):
     session = spawned_session(max_concurrency=4)
     oldest, older, kept = dispatch(session), dispatch(session), dispatch(session)
     for task_id in (oldest, older, kept):
@@ -502,7 +508,9 @@ def test_a_closed_session_rejects_every_worker_message(message: WorkerMessage) -
 
 
 @pytest.mark.parametrize("message", DISPATCHER_SIDE, ids=_type_of)
-def test_a_closed_session_refuses_every_dispatcher_message(message: DispatcherMessage) -> None:
+def test_a_closed_session_refuses_every_dispatcher_message(
+    message: DispatcherMessage,
+) -> None:
     session = registered_session()
     session.close()
     with pytest.raises(LocalProtocolError):
@@ -539,7 +547,9 @@ class SessionModel:
     """What a session should know, kept in the plainest possible form."""
 
     def __init__(self, registered_as: str | None = None, capacity: int = 0) -> None:
-        self.state = SessionState.ACTIVE if registered_as else SessionState.AWAITING_REGISTRATION
+        self.state = (
+            SessionState.ACTIVE if registered_as else SessionState.AWAITING_REGISTRATION
+        )
         self.worker_id = registered_as
         self.capacity = capacity
         self.slots: dict[uuid.UUID, str] = {}  # in dispatch order
@@ -634,7 +644,11 @@ class WorkerSessionMachine(RuleBasedStateMachine):
             assert accepted == message
             model.register(WORKER_ID, capacity)
 
-    @rule(task_id=tasks | some_task, status=st.sampled_from(TaskStatus), worker=reported_worker_ids)
+    @rule(
+        task_id=tasks | some_task,
+        status=st.sampled_from(TaskStatus),
+        worker=reported_worker_ids,
+    )
     def worker_reports(self, task_id: uuid.UUID, status: TaskStatus, worker: str) -> None:
         self._report(task_id, status, worker)
 
@@ -649,7 +663,9 @@ class WorkerSessionMachine(RuleBasedStateMachine):
     @rule(data=st.data(), status=st.sampled_from(TaskStatus))
     def worker_repeats_a_result(self, data: st.DataObject, status: TaskStatus) -> None:
         # Remembered (a harmless repeat), forgotten (unknown), or dispatched again.
-        task_id = data.draw(st.sampled_from(self.model.ever_finished), label="finished task")
+        task_id = data.draw(
+            st.sampled_from(self.model.ever_finished), label="finished task"
+        )
         self._report(task_id, status, WORKER_ID)
 
     def _report(self, task_id: uuid.UUID, status: TaskStatus, worker: str) -> None:
@@ -792,7 +808,9 @@ class WorkerSessionMachine(RuleBasedStateMachine):
     def load_is_the_number_of_held_slots(self) -> None:
         assert self.session.load == len(self.model.slots)
         assert self.session.capacity == self.model.capacity
-        assert self.session.free_slots == max(self.model.capacity - len(self.model.slots), 0)
+        assert self.session.free_slots == max(
+            self.model.capacity - len(self.model.slots), 0
+        )
 
     @invariant()
     def load_never_exceeds_capacity(self) -> None:
