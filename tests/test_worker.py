@@ -573,7 +573,7 @@ async def test_non_graceful_shutdown_cancels_in_flight_tasks_then_returns(
         await returned.wait()
     assert {r.task_id for r in results} == {t.id for t in tasks}
     assert {r.status for r in results} == {TaskStatus.CANCELLED}
-    assert {r.error.code for r in results if r.error} == {"SHUTDOWN"}
+    assert {r.error.code for r in results if r.error} == {"WORKER_SHUTTING_DOWN"}
     assert block.cancelled["a"].is_set() and block.cancelled["b"].is_set()
 
 

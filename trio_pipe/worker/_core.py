@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._errors import ErrorCode
 from ..protocol import (
     Backpressure,
     BackpressureSignal,
@@ -353,7 +354,11 @@ class _Session:
     def _on_shutdown(self, *, graceful: bool) -> None:
         self._shutting_down = True
         if not graceful:
-            stop = TaskError("SHUTDOWN", "the worker was shut down (not gracefully)", True)
+            stop = TaskError(
+                ErrorCode.WORKER_SHUTTING_DOWN,
+                "the worker was shut down (not gracefully)",
+                True,
+            )
             for running in self._active.values():
                 if running.stop is None:
                     running.stop = stop
