@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -30,9 +32,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on trio_pipe/."""
+    """mypy --strict on trio_pipe/ and on the typed examples in docs/."""
     session.install("-e", ".[test]", *TYPE_TOOLS)
     session.run("mypy", "--strict", "trio_pipe")
+    session.run("mypy", "--strict", *sorted(map(str, Path("docs/examples").glob("*.py"))))
 
 
 @nox.session
