@@ -189,9 +189,7 @@ class Dispatcher:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         handle = self._new_handle(task, options)
-        while not self._place(handle):
-            await self._queue_space.park()
-            self._check_open()
+        await self._admit(handle)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return handle
 
@@ -239,9 +237,7 @@ class Dispatcher:
         await trio.lowlevel.checkpoint_if_cancelled()
         handle = self._new_handle(task, {})
         handle._constraint = constraint
-        while not self._place(handle):
-            await self._queue_space.park()
-            self._check_open()
+        await self._admit(handle)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return handle
 
@@ -272,9 +268,7 @@ class Dispatcher:
             task, options, caller_deadline=trio.current_effective_deadline()
         )
         try:
-            while not self._place(handle):
-                await self._queue_space.park()
-                self._check_open()
+            await self._admit(handle)
             result = await handle.result()
             if result.status is not TaskStatus.COMPLETED:
                 # If our own deadline is what ended it, let Trio say so.
@@ -307,6 +301,12 @@ class Dispatcher:
         )
         handle._caller_deadline = caller_deadline
         return handle
+
+    async def _admit(self, handle: TaskHandle[Any]) -> None:
+        """Place *handle*, waiting for room in a full queue (backpressure)."""
+        while not self._place(handle):
+            await self._queue_space.park()
+            self._check_open()
 
     def _check_open(self) -> None:
         if self._closing:
