@@ -27,6 +27,7 @@ from .._errors import (
     DispatcherClosed,
     ErrorCode,
     NoWorkerAvailable,
+    PoolFull,
     QueueFull,
     WorkerNotFound,
 )
@@ -187,11 +188,7 @@ class Dispatcher:
         :meth:`TaskHandle.cancel`). Raises :class:`DispatcherClosed` once shutdown began,
         and ``TypeError``/``ValueError`` if the payload is not JSON.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        handle = self._new_handle(task, options)
-        await self._admit(handle)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return handle
+        return await self._submit(task, options)
 
     @overload
     def submit_nowait(
@@ -225,17 +222,21 @@ class Dispatcher:
         record = self._pool.get(worker_id)
         if record is None or record.state is WorkerState.DEAD:
             raise WorkerNotFound(f"no connected worker {worker_id!r}")
-        return await self._submit_constrained(task, ("worker", worker_id))
+        return await self._submit(task, {}, constraint=("worker", worker_id))
 
     async def dispatch_with_tag(self, tag: str, task: Task) -> TaskHandle[Any]:
         """Submit *task* to run only on workers registered with *tag*."""
-        return await self._submit_constrained(task, ("tag", tag))
+        return await self._submit(task, {}, constraint=("tag", tag))
 
-    async def _submit_constrained(
-        self, task: Task, constraint: Constraint
+    async def _submit(
+        self,
+        task: Task | TaskSpec[Any],
+        options: dict[str, Any],
+        *,
+        constraint: Constraint = None,
     ) -> TaskHandle[Any]:
         await trio.lowlevel.checkpoint_if_cancelled()
-        handle = self._new_handle(task, {})
+        handle = self._new_handle(task, options)
         handle._constraint = constraint
         await self._admit(handle)
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -523,6 +524,7 @@ class Dispatcher:
             if not self._pool.forget_dead(worker_id):
                 raise WorkerNotFound(f"no worker {worker_id!r}")
             return
+        record.removed = True
         record.close_reason = "removed by the dispatcher"
         record.cancel_scope.cancel()
 
@@ -574,7 +576,7 @@ class Dispatcher:
         try:
             self._check_open()
             replaced = self._pool.add(record)
-        except Exception as exc:  # DispatcherClosed, PoolFull
+        except (DispatcherClosed, PoolFull) as exc:
             await self._close(channel, str(exc), protocol_error=False)
             return
         if replaced is not None:
@@ -617,8 +619,8 @@ class Dispatcher:
             while True:
                 try:
                     message = await channel.receive()
-                    record.last_seen = watchdog.deadline = trio.current_time()
-                    watchdog.deadline += timeout
+                    record.last_seen = trio.current_time()
+                    watchdog.deadline = record.last_seen + timeout
                     self._on_message(record, message)
                 except ProtocolError as exc:
                     log.warning("worker %s broke the protocol: %s", record.worker_id, exc)
@@ -695,15 +697,18 @@ class Dispatcher:
     def _worker_gone(self, record: WorkerRecord, reason: str) -> None:
         """The session ended: retry or resolve what the worker held, then update the
         pool (and warn if it fell below its minimum)."""
-        removed = record.close_reason == "removed by the dispatcher"
         lost = record.session.close()
         record.close_reason = reason
-        self._pool.remove(record, dead=not removed)
+        self._pool.remove(record, dead=not record.removed)
         log.info("worker %s gone: %s", record.worker_id, reason)
         if self._closing:
             code, status = ErrorCode.DISPATCHER_CLOSED, TaskStatus.CANCELLED
         else:
-            code = ErrorCode.WORKER_REMOVED if removed else ErrorCode.WORKER_DISCONNECTED
+            code = (
+                ErrorCode.WORKER_REMOVED
+                if record.removed
+                else ErrorCode.WORKER_DISCONNECTED
+            )
             status = TaskStatus.FAILED
         message = f"worker {record.worker_id}: {reason}"
         for task_id in lost:
@@ -772,7 +777,6 @@ class Dispatcher:
                 ErrorCode.DISPATCHER_CLOSED,
                 "dispatcher closed",
             )
-        self._queue.take_all()
 
 
 async def _open_nursery_task(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:

@@ -69,6 +69,7 @@ class WorkerRecord:
     last_seen: float
     state: WorkerState = WorkerState.ACTIVE
     close_reason: str | None = None
+    removed: bool = False  # by Dispatcher.remove_worker, not by its own failure
 
     @property
     def worker_id(self) -> str:

@@ -3,7 +3,14 @@
 Nothing here imports Trio or touches a socket; the Trio layer drives it.
 """
 
-from ._codec import DEFAULT_MAX_FRAME_SIZE, ProtocolError, converter, decode, encode
+from ._codec import (
+    DEFAULT_MAX_FRAME_SIZE,
+    ProtocolError,
+    converter,
+    decode,
+    describe_structure_error,
+    encode,
+)
 from ._messages import (
     DISPATCHER_MESSAGES,
     WORKER_MESSAGES,
@@ -69,6 +76,7 @@ __all__ = [
     "WorkerSession",
     "converter",
     "decode",
+    "describe_structure_error",
     "encode",
     "validate_worker_id",
 ]

@@ -23,7 +23,14 @@ from . import _messages, _types
 from ._messages import DISPATCHER_MESSAGES, WORKER_MESSAGES, Message
 from ._types import Priority, TaskStatus, _camel
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "ProtocolError", "converter", "decode", "encode"]
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "ProtocolError",
+    "converter",
+    "decode",
+    "describe_structure_error",
+    "encode",
+]
 
 DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 """Largest frame :func:`decode` accepts by default, in bytes (or characters for ``str``)."""
@@ -252,6 +259,12 @@ def _format_error(exc: BaseException, _type: Any) -> str:
     return cattrs.v.format_exception(exc, _type)
 
 
+def describe_structure_error(exc: Exception, *, path: str = "$") -> list[str]:
+    """What :data:`converter` found wrong, one line per problem, each ending with the
+    path of the bad value (``expected int, got str @ $.depth``)."""
+    return cattrs.transform_error(exc, path=path, format_exception=_format_error)
+
+
 def decode(data: str | bytes, *, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> Message:
     """Parse one frame into a message. Raises only :class:`ProtocolError`."""
     if len(data) > max_size:
@@ -277,6 +290,5 @@ def decode(data: str | bytes, *, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> Mess
     except RecursionError:
         raise ProtocolError(f"invalid {cls.TYPE}: nested too deeply") from None
     except Exception as exc:
-        errors = cattrs.transform_error(exc, path="$", format_exception=_format_error)
-        details = "; ".join(_camel_path(e) for e in errors)
+        details = "; ".join(_camel_path(e) for e in describe_structure_error(exc))
         raise ProtocolError(f"invalid {cls.TYPE}: {details}") from None

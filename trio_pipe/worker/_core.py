@@ -324,17 +324,19 @@ class _Session:
             logger.warning("ignoring a second dispatch of running task %s", task.id)
             return
         if self._shutting_down:
-            error = TaskError("WORKER_SHUTTING_DOWN", "the worker is shutting down", True)
+            error = TaskError(
+                ErrorCode.WORKER_SHUTTING_DOWN, "the worker is shutting down", True
+            )
             await self._reject(task, error)
             return
         handler = self._handlers.get(task.task_type)
         if handler is None:
             message = f"no handler for task type {task.task_type!r}"
-            await self._reject(task, TaskError("UNKNOWN_TASK_TYPE", message, False))
+            await self._reject(task, TaskError(ErrorCode.UNKNOWN_TASK_TYPE, message, False))
             return
         if len(self._active) >= self._config.max_concurrency:
             message = f"the worker is running {len(self._active)} tasks, its maximum"
-            await self._reject(task, TaskError("WORKER_SATURATED", message, True))
+            await self._reject(task, TaskError(ErrorCode.WORKER_SATURATED, message, True))
             return
         deadline = received_at + task.metadata.timeout_ms / 1000
         running = _Running(task, received_at, trio.CancelScope(deadline=deadline))
@@ -348,7 +350,9 @@ class _Session:
         if running is None or running.stop is not None:
             logger.debug("ignoring Kill for task %s: not running", kill.task_id)
             return
-        running.stop = TaskError("KILLED", kill.reason or "killed by the dispatcher", False)
+        running.stop = TaskError(
+            ErrorCode.KILLED, kill.reason or "killed by the dispatcher", False
+        )
         running.scope.cancel()
 
     def _on_shutdown(self, *, graceful: bool) -> None:
@@ -396,7 +400,7 @@ class _Session:
             return self._result_frame(running, TaskStatus.CANCELLED, error=running.stop)
         if running.scope.cancel_called:
             timeout = TaskError(
-                "TIMEOUT",
+                ErrorCode.TIMEOUT,
                 f"task exceeded its timeout of {task.metadata.timeout_ms} ms",
                 True,
             )
@@ -409,7 +413,9 @@ class _Session:
             logger.warning(
                 "task %s (%s) returned a non-JSON result", task.id, task.task_type
             )
-            failure = TaskError("PARSE_ERROR", f"result payload is not JSON: {exc}", False)
+            failure = TaskError(
+                ErrorCode.PARSE_ERROR, f"result payload is not JSON: {exc}", False
+            )
             return self._result_frame(running, TaskStatus.FAILED, error=failure)
 
     def _failure_frame(self, running: _Running, error: Exception) -> str:
@@ -419,7 +425,9 @@ class _Session:
             failure = TaskError(error.code, error.message, error.retryable)
         else:
             logger.warning("task %s (%s) raised", task.id, task.task_type, exc_info=error)
-            failure = TaskError("HANDLER_ERROR", f"{type(error).__name__}: {error}", True)
+            failure = TaskError(
+                ErrorCode.HANDLER_ERROR, f"{type(error).__name__}: {error}", True
+            )
         return self._result_frame(running, TaskStatus.FAILED, error=failure)
 
     def _result_frame(

@@ -7,10 +7,9 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-import cattrs
-
+from .._errors import ErrorCode
 from .._typed import TaskSpec
-from ..protocol import Task, converter
+from ..protocol import Task, converter, describe_structure_error
 
 __all__ = ["HandlerFunc", "Handlers", "TaskFailure", "current_task"]
 
@@ -49,28 +48,21 @@ class TaskFailure(Exception):
         self.retryable = retryable
 
 
-def _format_error(exc: BaseException, type_: Any) -> str:
-    if isinstance(exc, KeyError):
-        return "required field missing"
-    if isinstance(exc, TypeError | ValueError) and str(exc):
-        return str(exc)
-    return cattrs.v.format_exception(exc, type_)
-
-
 def _structure_payload(payload: Any, spec: type[S]) -> S:
     """Build *spec* from a payload, or raise TaskFailure(PARSE_ERROR) saying why."""
     if not isinstance(payload, dict):
         kind = "null" if payload is None else type(payload).__name__
         raise TaskFailure(
-            "PARSE_ERROR",
+            ErrorCode.PARSE_ERROR,
             f"payload does not match {spec.__name__}: expected a JSON object, got {kind}",
         )
     try:
         value: S = converter.structure(payload, spec)
     except Exception as exc:
-        errors = cattrs.transform_error(exc, path="payload", format_exception=_format_error)
+        errors = describe_structure_error(exc, path="payload")
         raise TaskFailure(
-            "PARSE_ERROR", f"payload does not match {spec.__name__}: {'; '.join(errors)}"
+            ErrorCode.PARSE_ERROR,
+            f"payload does not match {spec.__name__}: {'; '.join(errors)}",
         ) from None
     return value
 
