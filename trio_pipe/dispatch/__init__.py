@@ -1,14 +1,33 @@
 """The Trio layer: pool, queue, task handles and the dispatcher's nursery tree."""
 
 from ._dispatcher import Dispatcher, open_dispatcher
-from ._handle import Attempt, TaskHandle
+from ._events import (
+    LEGAL_TASK_TRANSITIONS,
+    Event,
+    EventsDropped,
+    EventStream,
+    TaskEvent,
+    TaskEventKind,
+    WorkerEvent,
+    WorkerEventKind,
+)
+from ._handle import Attempt, BatchResult, TaskHandle
 from ._pool import PoolStats, WorkerInfo, WorkerState
 
 __all__ = [
+    "LEGAL_TASK_TRANSITIONS",
     "Attempt",
+    "BatchResult",
     "Dispatcher",
+    "Event",
+    "EventStream",
+    "EventsDropped",
     "PoolStats",
+    "TaskEvent",
+    "TaskEventKind",
     "TaskHandle",
+    "WorkerEvent",
+    "WorkerEventKind",
     "WorkerInfo",
     "WorkerState",
     "open_dispatcher",

@@ -15,7 +15,7 @@ import math
 import random
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, NoReturn, TypeVar, overload
@@ -34,6 +34,8 @@ from .._errors import (
 from .._typed import TaskSpec
 from ..protocol import (
     DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_MS,
     Backpressure,
     DispatcherMessage,
     Heartbeat,
@@ -57,7 +59,15 @@ from ..protocol import (
     encode,
 )
 from ..transports import ChannelClosed, WorkerChannel, serve_websocket_workers
-from ._handle import Attempt, TaskHandle
+from ._events import (
+    Event,
+    EventStream,
+    TaskEvent,
+    TaskEventKind,
+    WorkerEvent,
+    WorkerEventKind,
+)
+from ._handle import Attempt, BatchResult, TaskHandle
 from ._pool import Pool, PoolStats, WorkerInfo, WorkerRecord, WorkerState
 from ._queue import QUEUED, Constraint, TaskQueue
 
@@ -120,6 +130,7 @@ class Dispatcher:
         self._listener_scope = trio.CancelScope()
         self._port: int | None = None
         self._url: str | None = None
+        self._listeners: list[EventStream] = []
         self._completed = 0
         self._failed = 0
         self._retried = 0
@@ -145,7 +156,53 @@ class Dispatcher:
         return self._pool.infos()
 
     def pool_stats(self) -> PoolStats:
-        return self._pool.stats(queued=len(self._queue), in_flight=len(self._handles))
+        return self._pool.stats(
+            queued_by_priority=self._queue.depth_by_priority(),
+            completed=self._completed,
+            failed=self._failed,
+            retried=self._retried,
+        )
+
+    def events(self, *, buffer: int = 1024) -> EventStream:
+        """Listen to task and worker lifecycle events from now on.
+
+        Returns an :class:`EventStream`: iterate it (``async for``) and close it when
+        done, best as ``async with dispatcher.events() as events:``. Each listener
+        buffers up to *buffer* events; one that falls further behind loses the newest
+        and is told how many with an :class:`EventsDropped` -- the dispatcher never
+        waits for a listener. Iteration ends when the dispatcher closes.
+        """
+        stream = EventStream(buffer, self._listeners)
+        self._listeners.append(stream)
+        if self._closing:
+            stream.close()
+        return stream
+
+    def _emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener._deliver(event)
+
+    def _task_event(
+        self, handle: TaskHandle[Any], kind: TaskEventKind, error: TaskError | None = None
+    ) -> None:
+        if self._listeners:
+            self._emit(
+                TaskEvent(
+                    kind,
+                    handle.id,
+                    handle.task.task_type,
+                    trio.current_time(),
+                    handle.worker_id,
+                    handle.retry_count,
+                    error,
+                )
+            )
+
+    def _worker_event(
+        self, record: WorkerRecord, kind: WorkerEventKind, reason: str | None = None
+    ) -> None:
+        if self._listeners:
+            self._emit(WorkerEvent(kind, record.worker_id, trio.current_time(), reason))
 
     async def wait_for_workers(
         self, count: int = 1, *, task_type: str | None = None
@@ -279,6 +336,59 @@ class Dispatcher:
             handle.cancel_nowait("the caller was cancelled")
             raise
 
+    async def map(
+        self,
+        task_type: str,
+        payloads: Iterable[Any],
+        *,
+        concurrency: int = 16,
+        priority: Priority = Priority.NORMAL,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        trace_id: str | None = None,
+    ) -> AsyncIterator[BatchResult]:
+        """Run one task per payload, at most *concurrency* at a time, and yield a
+        :class:`BatchResult` for each as it ends (completion order; ``index`` tells
+        which payload). A failed task is a result, not an exception: the batch goes on.
+
+        Payloads are read lazily, as room frees up. The caller's deadline bounds every
+        task, as in :meth:`run`. Leaving the iteration early cancels the tasks still
+        in flight -- close it promptly with ``contextlib.aclosing`` if you may break.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        done, finished = trio.open_memory_channel[TaskHandle[Any]](math.inf)
+        in_flight: dict[TaskHandle[Any], tuple[int, Any]] = {}
+        items = enumerate(payloads)
+        try:
+            while True:
+                while len(in_flight) < concurrency:
+                    item = next(items, None)
+                    if item is None:
+                        break
+                    task = Task.new(
+                        task_type,
+                        item[1],
+                        priority=priority,
+                        timeout_ms=timeout_ms,
+                        max_retries=max_retries,
+                        trace_id=trace_id,
+                    )
+                    handle = self._new_handle(
+                        task, {}, caller_deadline=trio.current_effective_deadline()
+                    )
+                    handle._on_done = done.send_nowait
+                    in_flight[handle] = item
+                    await self._admit(handle)
+                if not in_flight:
+                    return
+                handle = await finished.receive()
+                index, payload = in_flight.pop(handle)
+                yield BatchResult(index, payload, await handle.result())
+        finally:
+            for handle in in_flight:
+                handle.cancel_nowait("the batch was abandoned")
+
     def _new_handle(
         self,
         task: Task | TaskSpec[Any],
@@ -328,9 +438,12 @@ class Dispatcher:
         )
         if record is None and self._queue.full and not force:
             return False
-        if handle.id not in self._handles:
+        admitted = handle.id not in self._handles
+        if admitted:
             self._handles[handle.id] = handle
             self._watch_deadline(handle)
+        if admitted or record is None:
+            self._task_event(handle, TaskEventKind.PENDING)
         if record is not None:
             self._send_task(handle, record)
         else:
@@ -356,6 +469,7 @@ class Dispatcher:
         handle._site = record
         handle.worker_id = record.worker_id
         handle.status = TaskStatus.DISPATCHED
+        self._task_event(handle, TaskEventKind.DISPATCHED)
 
     def _post(self, record: WorkerRecord, message: DispatcherMessage) -> None:
         """Queue *message* for the worker's writer, recording it in its session."""
@@ -405,6 +519,7 @@ class Dispatcher:
         else:
             self._failed += 1
         handle._resolve(result)
+        self._task_event(handle, TaskEventKind.for_status(result.status), result.error)
         if self._closing and not self._handles:
             self._drained.set()
 
@@ -451,6 +566,7 @@ class Dispatcher:
             self._retried += 1
             handle._site = None
             handle.status = TaskStatus.PENDING
+            self._task_event(handle, TaskEventKind.RETRYING, result.error)
             delay = self._backoff(handle.retry_count)
             assert self._nursery is not None
             self._nursery.start_soon(self._retry_after, handle, delay)
@@ -515,6 +631,7 @@ class Dispatcher:
         """Send *worker_id* no new tasks; its running tasks finish normally."""
         record = self._connected(worker_id)
         record.state = WorkerState.DRAINING
+        self._worker_event(record, WorkerEventKind.DRAINING)
 
     def remove_worker(self, worker_id: str) -> None:
         """Disconnect *worker_id* now; its unfinished tasks are retried elsewhere
@@ -583,6 +700,7 @@ class Dispatcher:
             replaced.close_reason = "replaced by a new connection with the same id"
             replaced.cancel_scope.cancel()
         log.info("worker %s registered from %s", record.worker_id, channel.peer)
+        self._worker_event(record, WorkerEventKind.REGISTERED, channel.peer)
         self._pool_changed.unpark_all()
         reason = "dispatcher closed"
         try:
@@ -672,14 +790,24 @@ class Dispatcher:
 
     def _on_message(self, record: WorkerRecord, message: Message) -> None:
         session = record.session
+        was_throttled = session.throttled
         accepted = session.receive(message)
+        if session.throttled != was_throttled:
+            kind = (
+                WorkerEventKind.THROTTLED
+                if session.throttled
+                else WorkerEventKind.UNTHROTTLED
+            )
+            self._worker_event(record, kind)
         if isinstance(accepted, TaskResultMessage):
             result = accepted.result
             handle = self._handles.get(result.task_id)
             if handle is None or handle._site is not record:
                 pass  # resolved already (timeout, kill): the slot is free again
             elif not result.status.is_terminal:
-                handle.status = TaskStatus.RUNNING
+                if handle.status is not TaskStatus.RUNNING:
+                    handle.status = TaskStatus.RUNNING
+                    self._task_event(handle, TaskEventKind.RUNNING)
             else:
                 handle._site = None
                 self._on_task_ended(handle, result)
@@ -701,6 +829,8 @@ class Dispatcher:
         record.close_reason = reason
         self._pool.remove(record, dead=not record.removed)
         log.info("worker %s gone: %s", record.worker_id, reason)
+        kind = WorkerEventKind.REMOVED if record.removed else WorkerEventKind.DEAD
+        self._worker_event(record, kind, reason)
         if self._closing:
             code, status = ErrorCode.DISPATCHER_CLOSED, TaskStatus.CANCELLED
         else:
@@ -777,6 +907,8 @@ class Dispatcher:
                 ErrorCode.DISPATCHER_CLOSED,
                 "dispatcher closed",
             )
+        for listener in list(self._listeners):
+            listener.close()
 
 
 async def _open_nursery_task(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:

@@ -14,7 +14,7 @@ from .._errors import TaskFailed
 from ..protocol import TaskError, TaskResult, TaskStatus
 from ..protocol._types import Task
 
-__all__ = ["Attempt", "TaskHandle"]
+__all__ = ["Attempt", "BatchResult", "TaskHandle"]
 
 R = TypeVar("R")
 
@@ -40,6 +40,7 @@ class TaskHandle(Generic[R]):
         "_cancel",
         "_constraint",
         "_done",
+        "_on_done",
         "_queued_at",
         "_result",
         "_site",
@@ -79,6 +80,8 @@ class TaskHandle(Generic[R]):
         # The deadline of the scope waiting in Dispatcher.run (its expiry cancels the
         # task through that scope); it shortens the timeout the worker is given.
         self._caller_deadline = math.inf
+        # Called once the handle resolves (Dispatcher.map listens this way).
+        self._on_done: Callable[[TaskHandle[Any]], object] | None = None
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task.task_type} {self.task.id} {self.status.value}>"
@@ -127,3 +130,25 @@ class TaskHandle(Generic[R]):
         self._result = result
         self.status = result.status
         self._done.set()
+        if self._on_done is not None:
+            self._on_done(self)
+
+
+@attrs.frozen
+class BatchResult:
+    """One item of :meth:`Dispatcher.map`: which payload, and how its task ended."""
+
+    index: int
+    payload: Any
+    result: TaskResult
+
+    @property
+    def ok(self) -> bool:
+        return self.result.status is TaskStatus.COMPLETED
+
+    @property
+    def value(self) -> Any:
+        """The result payload; raises :class:`TaskFailed` unless the task completed."""
+        if not self.ok:
+            raise TaskFailed(self.result)
+        return self.result.payload

@@ -5,13 +5,13 @@ from __future__ import annotations
 import enum
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import attrs
 import trio
 
 from .._errors import PoolFull
-from ..protocol import WorkerSession
+from ..protocol import Priority, WorkerSession
 
 __all__ = ["Pool", "PoolStats", "WorkerInfo", "WorkerRecord", "WorkerState"]
 
@@ -53,7 +53,11 @@ class PoolStats:
     total_capacity: int  # sum of max_concurrency over connected workers
     used_capacity: int  # capacity units held by dispatched tasks
     queued: int  # tasks waiting for a worker
+    queued_by_priority: Mapping[Priority, int]
     in_flight: int  # tasks on workers that the dispatcher is waiting for
+    completed: int  # tasks resolved Completed since the dispatcher opened
+    failed: int  # tasks resolved any other way (Failed, TimedOut, Cancelled)
+    retried: int  # retries scheduled (a task retried twice counts twice)
 
 
 @attrs.define(eq=False)
@@ -193,7 +197,14 @@ class Pool:
     def infos(self) -> list[WorkerInfo]:
         return [r.info() for r in self._workers.values()] + list(self._dead.values())
 
-    def stats(self, *, queued: int, in_flight: int) -> PoolStats:
+    def stats(
+        self,
+        *,
+        queued_by_priority: Mapping[Priority, int],
+        completed: int,
+        failed: int,
+        retried: int,
+    ) -> PoolStats:
         connected = list(self._workers.values())
         active = [r for r in connected if r.state is WorkerState.ACTIVE]
         return PoolStats(
@@ -204,8 +215,12 @@ class Pool:
             dead=len(self._dead),
             total_capacity=sum(r.session.capacity for r in connected),
             used_capacity=sum(r.session.load for r in connected),
-            queued=queued,
-            in_flight=in_flight,
+            queued=sum(queued_by_priority.values()),
+            queued_by_priority=queued_by_priority,
+            in_flight=sum(len(r.session.in_flight()) for r in connected),
+            completed=completed,
+            failed=failed,
+            retried=retried,
         )
 
     def _index(self, record: WorkerRecord) -> None:
