@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import trio
 
-from trio_pipe.worker import Handlers
+from trio_pipe.worker import Handlers, current_task
 
 HANDLERS = Handlers()
 
@@ -35,3 +36,24 @@ async def hang(payload: dict[str, Any]) -> None:
     finally:
         with trio.CancelScope(shield=True):
             await trio.Path(payload["marker"]).write_text("cancelled")
+
+
+@HANDLERS.handler("metadata")
+async def metadata(payload: Any) -> dict[str, int]:
+    """What the worker was told about the task it is running (after sleeping
+    ``first_try_seconds`` if this is the task's first try)."""
+    meta = current_task().metadata
+    if meta.retry_count == 0:
+        await trio.sleep(payload.get("first_try_seconds", 0))
+    return {"retry_count": meta.retry_count, "timeout_ms": meta.timeout_ms}
+
+
+_started = itertools.count()
+
+
+@HANDLERS.handler("order")
+async def order(payload: Any) -> int:
+    """The order in which this worker process started its "order" tasks."""
+    position = next(_started)
+    await trio.sleep(0.05)
+    return position
