@@ -24,11 +24,18 @@ def test_example_runs_and_prints_what_it_promises(example) -> None:  # type: ign
         assert line.strip() in done.stdout, (line, done.stdout)
 
 
-@pytest.mark.parametrize("name", ["quickstart.py", "typed_tasks.py"])
-def test_getting_started_shows_the_example_as_it_is(name: str) -> None:
-    page = (ROOT / "docs" / "getting-started.md").read_text()
+@pytest.mark.parametrize(
+    ("page_name", "name"),
+    [
+        ("getting-started.md", "quickstart.py"),
+        ("getting-started.md", "typed_tasks.py"),
+        ("scheduling.md", "scheduling.py"),
+    ],
+)
+def test_a_page_shows_its_example_as_it_is(page_name: str, name: str) -> None:
+    page = (ROOT / "docs" / page_name).read_text()
     source = (ROOT / "docs" / "examples" / name).read_text().rstrip("\n")
-    assert source in page, f"docs/getting-started.md is out of date with {name}"
+    assert source in page, f"docs/{page_name} is out of date with {name}"
 
 
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
@@ -36,3 +43,17 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     commands = re.findall(r"^(python3 -m venv .+)$", readme, flags=re.MULTILINE)
     assert len(commands) == 2, commands  # one for the demo, one for the tests
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_scheduling_snippets_are_lines_of_the_example() -> None:
+    page = (ROOT / "docs" / "scheduling.md").read_text()
+    source = {
+        line.strip()
+        for line in (ROOT / "docs/examples/scheduling.py").read_text().splitlines()
+    }
+    snippets = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)[:-1]  # last: whole
+    assert len(snippets) >= 7
+    for snippet in snippets:
+        for line in snippet.splitlines():
+            if line.strip() and not line.strip().startswith("# ..."):
+                assert line.strip() in source, line

@@ -15,7 +15,7 @@ import math
 import random
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, NoReturn, TypeVar, overload
@@ -346,7 +346,7 @@ class Dispatcher:
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         max_retries: int = DEFAULT_MAX_RETRIES,
         trace_id: str | None = None,
-    ) -> AsyncIterator[BatchResult]:
+    ) -> AsyncGenerator[BatchResult, None]:
         """Run one task per payload, at most *concurrency* at a time, and yield a
         :class:`BatchResult` for each as it ends (completion order; ``index`` tells
         which payload). A failed task is a result, not an exception: the batch goes on.
