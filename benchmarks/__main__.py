@@ -19,7 +19,7 @@ import trio
 
 import trio_pipe
 
-from . import ws_roundtrip
+from . import inprocess, ws_roundtrip
 
 
 def _machine() -> dict[str, Any]:
@@ -32,7 +32,7 @@ def _machine() -> dict[str, Any]:
     }
 
 
-async def _run(full: bool) -> list[dict[str, Any]]:
+async def _round_trips(full: bool) -> list[dict[str, Any]]:
     n, n_latency = (10_000, 2_000) if full else (500, 200)
     return [
         await ws_roundtrip.measure(workers=1, tasks=n, latency_tasks=n_latency),
@@ -44,7 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--full", action="store_true", help="full-size runs")
     args = parser.parse_args()
-    rows = trio.run(_run, args.full)
+    rows = trio.run(_round_trips, args.full)
+    overhead = trio.run(inprocess.dispatch_overhead, 10_000 if args.full else 2_000)
+    memory = inprocess.memory_per_queued_task(100_000 if args.full else 20_000)
     print("| scenario | tasks/s (256 in flight; median of 3, min-max) | p50 µs | p99 µs |")
     print("|---|---|---|---|")
     for row in rows:
@@ -53,6 +55,14 @@ def main() -> None:
             f"({row['tasks_per_s_min']:,.0f}-{row['tasks_per_s_max']:,.0f}) "
             f"| {row['p50_us']:,.0f} | {row['p99_us']:,.0f} |"
         )
+    print("\n| in-process scenario | figure |")
+    print("|---|---|")
+    print(
+        f"| {overhead['scenario']} | submit {overhead['submit_us_per_task']:.1f} µs/task, "
+        f"through the scheduler {overhead['round_trip_us_per_task']:.1f} µs/task |"
+    )
+    print(f"| {memory['scenario']} | {memory['bytes_per_queued_task']:,.0f} bytes/task |")
+    rows += [overhead, memory]
     out = Path(__file__).parent / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(
         json.dumps({"machine": _machine(), "full": args.full, "runs": rows}, indent=2)

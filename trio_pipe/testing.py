@@ -97,7 +97,11 @@ class MemoryWorker:
     async def receive(self) -> Message:
         """The next message from the dispatcher; raises ``trio.EndOfChannel`` once the
         dispatcher has closed the connection."""
-        return decode(await self._incoming.receive())
+        return decode(await self.receive_frame())
+
+    async def receive_frame(self) -> str:
+        """The next frame from the dispatcher, undecoded."""
+        return await self._incoming.receive()
 
     async def receive_task(self) -> TaskDispatch:
         """The next ``TaskDispatch``, skipping heartbeat acks and the like."""
