@@ -94,9 +94,8 @@ async def main() -> None:
         print(cancelled)  # ['slow', 'abandoned']
 
         # 4. submit() is fire-and-forget until you cancel the handle.
-        handle = await dispatcher.submit(
-            Task.new("job", {"name": "dropped", "seconds": 10})
-        )
+        dropped = Task.new("job", {"name": "dropped", "seconds": 10})
+        handle = await dispatcher.submit(dropped)
         await handle.cancel("changed my mind")
         print((await handle.result()).status.value)  # Cancelled
 
