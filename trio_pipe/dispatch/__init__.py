@@ -13,6 +13,7 @@ from ._events import (
 )
 from ._handle import Attempt, BatchResult, TaskHandle
 from ._pool import PoolStats, WorkerInfo, WorkerState
+from ._supervisor import Restart, RestartPolicy
 
 __all__ = [
     "LEGAL_TASK_TRANSITIONS",
@@ -23,6 +24,8 @@ __all__ = [
     "EventStream",
     "EventsDropped",
     "PoolStats",
+    "Restart",
+    "RestartPolicy",
     "TaskEvent",
     "TaskEventKind",
     "TaskHandle",

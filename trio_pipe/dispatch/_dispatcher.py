@@ -12,10 +12,19 @@ import heapq
 import itertools
 import logging
 import math
+import os
 import random
+import re
 import ssl
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, NoReturn, TypeVar, overload
@@ -32,6 +41,7 @@ from .._errors import (
     WorkerNotFound,
 )
 from .._typed import TaskSpec
+from .._validation import validate_argv, validate_env, validate_path, validate_worker_id
 from ..protocol import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_RETRIES,
@@ -70,6 +80,7 @@ from ._events import (
 from ._handle import Attempt, BatchResult, TaskHandle
 from ._pool import Pool, PoolStats, WorkerInfo, WorkerRecord, WorkerState
 from ._queue import QUEUED, Constraint, TaskQueue
+from ._supervisor import DEFAULT_RESTART, ProcessSpec, RestartPolicy, supervise
 
 __all__ = ["Dispatcher", "open_dispatcher"]
 
@@ -127,6 +138,8 @@ class Dispatcher:
         self._all_gone = trio.Event()  # closing, and no worker left connected
         self._nursery: trio.Nursery | None = None
         self._sessions: trio.Nursery | None = None
+        self._supervisor_nursery: trio.Nursery | None = None
+        self._supervisors: dict[str, trio.CancelScope] = {}
         self._listener_scope = trio.CancelScope()
         self._port: int | None = None
         self._url: str | None = None
@@ -199,10 +212,10 @@ class Dispatcher:
             )
 
     def _worker_event(
-        self, record: WorkerRecord, kind: WorkerEventKind, reason: str | None = None
+        self, worker_id: str, kind: WorkerEventKind, reason: str | None = None
     ) -> None:
         if self._listeners:
-            self._emit(WorkerEvent(kind, record.worker_id, trio.current_time(), reason))
+            self._emit(WorkerEvent(kind, worker_id, trio.current_time(), reason))
 
     async def wait_for_workers(
         self, count: int = 1, *, task_type: str | None = None
@@ -627,23 +640,103 @@ class Dispatcher:
 
     # -------------------------------------------------------------- workers
 
+    async def spawn_stdio(
+        self,
+        argv: Sequence[str],
+        tasks: Sequence[str],
+        *,
+        worker_id: str | None = None,
+        max_concurrency: int = 1,
+        tags: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        restart: RestartPolicy = DEFAULT_RESTART,
+        stop_grace: float = 5.0,
+    ) -> str:
+        """Start *argv* as a worker for *tasks*, speaking newline-delimited JSON on its
+        stdin and stdout, and return its worker id.
+
+        The process needs no SDK and no registration: the dispatcher registers it
+        (``max_concurrency`` slots). Lines on its stdout that are not protocol messages
+        are logged; its stderr is logged under its worker id. A supervisor in the
+        dispatcher's nursery tree restarts it when it exits, as *restart* says; its
+        unfinished tasks are retried or resolved at once. It is stopped -- stdin
+        closed, then SIGTERM, then SIGKILL, ``stop_grace`` seconds apart, its whole
+        process group -- when it is removed or the dispatcher closes (after a graceful
+        ``Shutdown`` line, if the dispatcher closes normally).
+
+        *argv* is executed directly, never through a shell. Raises ``InvalidSpec`` for
+        an invalid argument and ``OSError`` if the process cannot be started.
+        """
+        self._check_open()
+        argv = validate_argv(argv)
+        if worker_id is None:
+            name = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.basename(argv[0])) or "worker"
+            worker_id = f"{name[:64]}-{uuid.uuid4().hex[:8]}"
+        registration = WorkerRegistration(
+            worker_id=validate_worker_id(worker_id),
+            supported_tasks=tuple(tasks),
+            max_concurrency=max_concurrency,
+            tags=tuple(tags),
+        )
+        spec = ProcessSpec(
+            argv,
+            registration,
+            env=None if env is None else validate_env(env),
+            cwd=None if cwd is None else validate_path(cwd),
+            stop_grace=stop_grace,
+        )
+        await self._start_supervisor(spec, restart)
+        return worker_id
+
+    async def _start_supervisor(self, spec: ProcessSpec, policy: RestartPolicy) -> None:
+        if spec.worker_id in self._supervisors:
+            raise ValueError(f"a worker {spec.worker_id!r} is already supervised")
+        assert self._supervisor_nursery is not None
+        await self._supervisor_nursery.start(self._run_supervisor, spec, policy)
+
+    async def _run_supervisor(
+        self,
+        spec: ProcessSpec,
+        policy: RestartPolicy,
+        *,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        with trio.CancelScope() as scope:
+            self._supervisors[spec.worker_id] = scope
+            try:
+                await supervise(
+                    spec,
+                    policy,
+                    self.serve_worker,
+                    lambda: self._closing,
+                    partial(self._worker_event, spec.worker_id),
+                    task_status=task_status,
+                )
+            finally:
+                del self._supervisors[spec.worker_id]
+
     def drain_worker(self, worker_id: str) -> None:
         """Send *worker_id* no new tasks; its running tasks finish normally."""
         record = self._connected(worker_id)
         record.state = WorkerState.DRAINING
-        self._worker_event(record, WorkerEventKind.DRAINING)
+        self._worker_event(record.worker_id, WorkerEventKind.DRAINING)
 
     def remove_worker(self, worker_id: str) -> None:
         """Disconnect *worker_id* now; its unfinished tasks are retried elsewhere
         (``WORKER_REMOVED``). A dead worker's record is forgotten."""
+        supervisor = self._supervisors.get(worker_id)
         record = self._pool.get(worker_id)
-        if record is None:
+        if record is None and supervisor is None:
             if not self._pool.forget_dead(worker_id):
                 raise WorkerNotFound(f"no worker {worker_id!r}")
             return
-        record.removed = True
-        record.close_reason = "removed by the dispatcher"
-        record.cancel_scope.cancel()
+        if record is not None:
+            record.removed = True
+            record.close_reason = "removed by the dispatcher"
+            record.cancel_scope.cancel()
+        if supervisor is not None:  # a spawned worker: stop its process for good
+            supervisor.cancel()
 
     def _connected(self, worker_id: str) -> WorkerRecord:
         record = self._pool.get(worker_id)
@@ -679,8 +772,10 @@ class Dispatcher:
         Without *registration*, the worker must send ``WorkerRegister`` within
         ``registration_timeout``. Its session is watched: no message within
         ``heartbeat_timeout`` declares it dead, as does a closed connection or a
-        malformed frame (the connection is then closed with the reason). However the
-        session ends, its unfinished tasks are retried or resolved at once.
+        malformed frame (the connection is then closed with the reason). A worker
+        registered by the dispatcher (a spawned process, which may never heartbeat) is
+        watched from its first heartbeat on; until then its process is its liveness.
+        However the session ends, its unfinished tasks are retried or resolved at once.
         """
         session = WorkerSession(registration)
         if registration is None and not await self._await_registration(session, channel):
@@ -690,6 +785,7 @@ class Dispatcher:
         record = WorkerRecord(
             session, outbox, trio.CancelScope(), transport, channel.peer, now, now
         )
+        record.watched = registration is None
         try:
             self._check_open()
             replaced = self._pool.add(record)
@@ -700,7 +796,7 @@ class Dispatcher:
             replaced.close_reason = "replaced by a new connection with the same id"
             replaced.cancel_scope.cancel()
         log.info("worker %s registered from %s", record.worker_id, channel.peer)
-        self._worker_event(record, WorkerEventKind.REGISTERED, channel.peer)
+        self._worker_event(record.worker_id, WorkerEventKind.REGISTERED, channel.peer)
         self._pool_changed.unpark_all()
         reason = "dispatcher closed"
         try:
@@ -733,12 +829,14 @@ class Dispatcher:
     async def _read_loop(self, record: WorkerRecord, channel: WorkerChannel) -> str:
         """Act on the worker's messages; return why the session ended."""
         timeout = self.heartbeat_timeout
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as watchdog:
+        with trio.CancelScope() as watchdog:
             while True:
+                if record.watched:
+                    watchdog.deadline = record.last_seen + timeout
                 try:
                     message = await channel.receive()
                     record.last_seen = trio.current_time()
-                    watchdog.deadline = record.last_seen + timeout
+                    record.watched = record.watched or isinstance(message, Heartbeat)
                     self._on_message(record, message)
                 except ProtocolError as exc:
                     log.warning("worker %s broke the protocol: %s", record.worker_id, exc)
@@ -798,7 +896,7 @@ class Dispatcher:
                 if session.throttled
                 else WorkerEventKind.UNTHROTTLED
             )
-            self._worker_event(record, kind)
+            self._worker_event(record.worker_id, kind)
         if isinstance(accepted, TaskResultMessage):
             result = accepted.result
             handle = self._handles.get(result.task_id)
@@ -830,7 +928,7 @@ class Dispatcher:
         self._pool.remove(record, dead=not record.removed)
         log.info("worker %s gone: %s", record.worker_id, reason)
         kind = WorkerEventKind.REMOVED if record.removed else WorkerEventKind.DEAD
-        self._worker_event(record, kind, reason)
+        self._worker_event(record.worker_id, kind, reason)
         if self._closing:
             code, status = ErrorCode.DISPATCHER_CLOSED, TaskStatus.CANCELLED
         else:
@@ -952,6 +1050,7 @@ async def open_dispatcher(
             dispatcher._nursery = root
             root.start_soon(dispatcher._run_deadlines)
             dispatcher._sessions = await root.start(_open_nursery_task)
+            dispatcher._supervisor_nursery = await root.start(_open_nursery_task)
             if port is not None:
                 dispatcher._port = await root.start(
                     _listen, dispatcher, host, port, ssl_context

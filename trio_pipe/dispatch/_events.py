@@ -76,6 +76,8 @@ class WorkerEventKind(enum.Enum):
     UNTHROTTLED = "unthrottled"
     REMOVED = "removed"
     DEAD = "dead"
+    RESTARTING = "restarting"  # a spawned worker's process exited; restart scheduled
+    GAVE_UP = "gave up"  # a spawned worker's supervisor stopped restarting it
 
 
 @attrs.frozen

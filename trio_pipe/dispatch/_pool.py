@@ -74,6 +74,7 @@ class WorkerRecord:
     state: WorkerState = WorkerState.ACTIVE
     close_reason: str | None = None
     removed: bool = False  # by Dispatcher.remove_worker, not by its own failure
+    watched: bool = True  # by the heartbeat watchdog
 
     @property
     def worker_id(self) -> str:

@@ -1,6 +1,13 @@
 """Transports: adapters that turn a connection to a worker into a WorkerChannel."""
 
 from ._channel import ChannelClosed, WorkerChannel
+from ._stdio import StdioChannel
 from ._websocket import WebSocketChannel, serve_websocket_workers
 
-__all__ = ["ChannelClosed", "WebSocketChannel", "WorkerChannel", "serve_websocket_workers"]
+__all__ = [
+    "ChannelClosed",
+    "StdioChannel",
+    "WebSocketChannel",
+    "WorkerChannel",
+    "serve_websocket_workers",
+]
