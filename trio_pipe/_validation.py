@@ -50,6 +50,7 @@ __all__ = [
     "SHELL_METACHARACTERS",
     "validate_argv",
     "validate_cpus",
+    "validate_docker_user",
     "validate_env",
     "validate_hostname",
     "validate_image",
@@ -536,4 +537,16 @@ def validate_network(value: object, *, field: str = "network") -> str:
     _check_length(text, field, MAX_NETWORK_LENGTH)
     _check_no_leading_dash(text, field, "a docker option")
     _check_allowed(text, field, _NAME_CHARS, "[A-Za-z0-9_.-]")
+    return text
+
+
+def validate_docker_user(value: object, *, field: str = "user") -> str:
+    """Return *value* if it is a docker ``--user``: ``USER`` or ``USER:GROUP``, each a
+    portable user name or a numeric id (see :func:`validate_username`)."""
+    text = _require_str(value, field)
+    parts = text.split(":")
+    if len(parts) > 2:
+        raise _fail(field, "must be USER or USER:GROUP", text)
+    for part in parts:
+        validate_username(part, field=field)
     return text

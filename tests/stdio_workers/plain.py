@@ -19,5 +19,9 @@ for line in sys.stdin:
         os._exit(3)
     if payload == "hang":
         continue
-    result = {"taskId": task["id"], "status": "Completed", "payload": {"echo": payload, "pid": os.getpid()}}
+    result = {
+        "taskId": task["id"],
+        "status": "Completed",
+        "payload": {"echo": payload, "pid": os.getpid()},
+    }
     print(json.dumps({"type": "TaskResult", "result": result}), flush=True)

@@ -78,6 +78,9 @@ class ProcessSpec:
     env: Mapping[str, str] | None = None
     cwd: str | None = None
     stop_grace: float = 5.0
+    # Run before each start and after each stop (e.g. ``docker rm -f NAME``: a
+    # container outlives a killed ``docker run`` client). Its failure is ignored.
+    cleanup: Sequence[str] | None = None
 
     @property
     def worker_id(self) -> str:
@@ -145,6 +148,7 @@ async def _run_once(
     """Start the process, serve it until its session ends, and make sure it is gone
     (however this ends: normally, by error or by cancellation)."""
     env = None if spec.env is None else {**os.environ, **spec.env}
+    await _cleanup(spec)
     process = await trio.lowlevel.open_process(
         list(spec.argv),
         stdin=subprocess.PIPE,
@@ -168,7 +172,21 @@ async def _run_once(
     finally:
         with trio.CancelScope(shield=True):
             await _stop(process, grace=spec.stop_grace)
+            await _cleanup(spec)
     return process.returncode
+
+
+async def _cleanup(spec: ProcessSpec) -> None:
+    if spec.cleanup is None:
+        return
+    with trio.move_on_after(spec.stop_grace + 10):
+        done = await trio.run_process(
+            list(spec.cleanup), capture_stdout=True, capture_stderr=True, check=False
+        )
+        if done.returncode:
+            log.debug(
+                "worker %s: cleanup %s: %s", spec.worker_id, spec.cleanup, done.stderr
+            )
 
 
 async def _stop(process: trio.Process, *, grace: float) -> None:
