@@ -57,3 +57,11 @@ async def order(payload: Any) -> int:
     position = next(_started)
     await trio.sleep(0.05)
     return position
+
+
+@HANDLERS.handler("print")
+async def print_(payload: Any) -> Any:
+    """Print *payload* with ``print()`` (which must not reach a stdio worker's stdout),
+    and return it."""
+    print(payload, flush=True)
+    return payload

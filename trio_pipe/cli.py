@@ -14,14 +14,16 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from .protocol import validate_worker_id
-from .worker import Handlers, WorkerConnectionError, run_worker
+from .worker import Handlers, WorkerConnectionError, run_worker, serve_stdio
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -115,18 +117,33 @@ def load_handlers(spec: str) -> Mapping[str, Any]:
         raise UsageError(f"{spec}: {exc}") from exc
 
 
+# Defaults of run_worker and serve_stdio, which the options follow.
+_URL_MAX_CONCURRENCY = 10
+_URL_HEARTBEAT = 5.0
+_STDIO_MAX_CONCURRENCY = 1
+
+
 def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "worker",
         help="run a Python worker that serves handlers to a dispatcher",
         description=(
-            "Connect to a dispatcher over WebSocket and serve the handlers named by "
-            "--handlers until the dispatcher shuts the worker down. Reconnects with "
-            "backoff when the connection is lost."
+            "Serve the handlers named by --handlers until the dispatcher shuts the "
+            "worker down. With --url, connect to a dispatcher over WebSocket, and "
+            "reconnect with backoff when the connection is lost. With --stdio, be a "
+            "worker that a dispatcher spawned: read messages from stdin and write "
+            "them to stdout, one JSON object per line (logs go to stderr); exit when "
+            "stdin is closed."
         ),
     )
-    parser.add_argument(
-        "--url", required=True, type=_websocket_url, help="dispatcher URL, ws://HOST:PORT"
+    transport = parser.add_mutually_exclusive_group(required=True)
+    transport.add_argument(
+        "--url", type=_websocket_url, help="dispatcher URL, ws://HOST:PORT"
+    )
+    transport.add_argument(
+        "--stdio",
+        action="store_true",
+        help="serve over stdin/stdout as a process spawned by the dispatcher",
     )
     parser.add_argument(
         "--handlers",
@@ -136,14 +153,16 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--worker-id", type=_worker_id, help="default: py-<host>-<random>")
     parser.add_argument(
-        "--max-concurrency", type=_positive_int, default=10, metavar="N", help="default 10"
+        "--max-concurrency",
+        type=_positive_int,
+        metavar="N",
+        help=f"default {_URL_MAX_CONCURRENCY} ({_STDIO_MAX_CONCURRENCY} with --stdio)",
     )
     parser.add_argument(
         "--heartbeat-interval",
         type=_positive_seconds,
-        default=5.0,
         metavar="S",
-        help="seconds between heartbeats, default 5",
+        help=f"seconds between heartbeats, default {_URL_HEARTBEAT:g} (none with --stdio)",
     )
     parser.add_argument(
         "--tag",
@@ -151,30 +170,53 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="T",
-        help="a tag for task routing (repeatable)",
+        help="a tag for task routing (repeatable; not with --stdio)",
     )
     parser.add_argument(
         "--no-reconnect",
         dest="reconnect",
         action="store_false",
-        help="exit with status 1 instead of reconnecting when the connection fails",
+        help=(
+            "exit with status 1 instead of reconnecting when the connection fails "
+            "(not with --stdio)"
+        ),
     )
     parser.set_defaults(run=_cmd_worker)
     return parser
 
 
+def _given(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     handlers = load_handlers(args.handlers)
-    worker = partial(
-        run_worker,
-        args.url,
-        handlers,
-        worker_id=args.worker_id,
-        max_concurrency=args.max_concurrency,
-        heartbeat_interval=args.heartbeat_interval,
-        tags=tuple(args.tags),
-        reconnect=args.reconnect,
-    )
+    worker: Callable[[], Any]
+    if args.stdio:
+        # The dispatcher registers a spawned worker: there is nothing to tag, and
+        # nothing to reconnect to.
+        if args.tags:
+            raise UsageError("--tag applies to --url workers only")
+        if not args.reconnect:
+            raise UsageError("--no-reconnect applies to --url workers only")
+        worker = partial(
+            serve_stdio,
+            handlers,
+            worker_id=args.worker_id,
+            max_concurrency=_given(args.max_concurrency, _STDIO_MAX_CONCURRENCY),
+            heartbeat_interval=args.heartbeat_interval,
+        )
+    else:
+        worker = partial(
+            run_worker,
+            args.url,
+            handlers,
+            worker_id=args.worker_id,
+            max_concurrency=_given(args.max_concurrency, _URL_MAX_CONCURRENCY),
+            heartbeat_interval=_given(args.heartbeat_interval, _URL_HEARTBEAT),
+            tags=tuple(args.tags),
+            reconnect=args.reconnect,
+        )
     try:
         trio.run(worker)
     except WorkerConnectionError as exc:
@@ -237,8 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(  # stderr: stdout is the protocol of a --stdio worker
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     run: Callable[[argparse.Namespace], int] = args.run
     try:

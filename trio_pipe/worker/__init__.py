@@ -14,10 +14,13 @@
     trio.run(run_worker, "ws://127.0.0.1:9876", handlers)
 
 The worker is itself Trio: each task runs in its own task under a cancel scope that
-carries its deadline and answers ``Kill``; see :func:`run_worker`.
+carries its deadline and answers ``Kill``; see :func:`run_worker`. A process that a
+dispatcher spawns serves the same handlers over its stdin and stdout with
+:func:`serve_stdio`.
 """
 
 from ._handlers import HandlerFunc, Handlers, TaskFailure, current_task
+from ._stdio import serve_stdio
 from ._worker import WorkerConnectionError, default_worker_id, run_worker
 
 __all__ = [
@@ -28,4 +31,5 @@ __all__ = [
     "current_task",
     "default_worker_id",
     "run_worker",
+    "serve_stdio",
 ]

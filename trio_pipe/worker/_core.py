@@ -52,7 +52,7 @@ from ..protocol import (
     encode,
 )
 from ._handlers import HandlerFunc, TaskFailure, _current_task
-from ._transport import Connection, TransportClosed
+from ._transport import Connection, InputClosed, TransportClosed
 
 __all__ = ["SessionEnd", "WorkerConfig", "register", "serve_connection"]
 
@@ -67,7 +67,8 @@ class WorkerConfig:
 
     worker_id: str
     max_concurrency: int
-    heartbeat_interval: float
+    heartbeat_interval: float | None
+    """Seconds between heartbeats; ``None`` sends none (a spawned stdio worker)."""
     tags: tuple[str, ...]
     connect_timeout: float
     """Bounds each network step: registration, one write, and the closing flush."""
@@ -152,8 +153,9 @@ async def serve_connection(
     ``Shutdown`` (graceful: in-flight handlers finished and their results were
     flushed; non-graceful: handlers were cancelled and reported ``Cancelled``, best
     effort), ``shutdown=False`` when the connection was lost; in-flight handlers are
-    then cancelled and their results dropped. Closing (after ``Shutdown``) is bounded
-    by ``config.connect_timeout``. Does not close *conn*.
+    then cancelled and their results dropped. Input ending (:class:`InputClosed`)
+    after ``Shutdown`` is not a loss: the drain goes on. Closing (after ``Shutdown``)
+    is bounded by ``config.connect_timeout``. Does not close *conn*.
 
     *started_at* (``trio.current_time()``) is where heartbeat uptime counts from.
     Cancellation cancels every handler and propagates. Errors in handlers become
@@ -275,6 +277,8 @@ class _Session:
 
     async def _heartbeats(self) -> None:
         interval = self._config.heartbeat_interval
+        if interval is None:
+            return
         next_beat = trio.current_time() + interval
         while True:
             await trio.sleep_until(next_beat)
@@ -296,6 +300,13 @@ class _Session:
         while True:
             try:
                 frame = await self._conn.receive()
+            except InputClosed as exc:
+                if self._shutting_down:
+                    # The dispatcher closed its side after Shutdown: keep draining.
+                    logger.debug("%s after Shutdown; finishing in-flight tasks", exc)
+                else:
+                    self._lose(str(exc))
+                return
             except TransportClosed as exc:
                 self._lose(str(exc))
                 return

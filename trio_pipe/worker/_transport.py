@@ -1,8 +1,8 @@
 """What the worker core needs from a transport: send frames, receive frames, close.
 
 The per-connection logic (:mod:`._core`) sees only :class:`Connection`; each transport
-(WebSocket here, newline-delimited stdio later) is a small adapter that turns its own
-errors into :class:`TransportClosed`.
+(WebSocket, newline-delimited stdio) is a small adapter that turns its own errors into
+:class:`TransportClosed`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,20 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-__all__ = ["Connection", "Connector", "TransportClosed"]
+__all__ = ["Connection", "Connector", "InputClosed", "TransportClosed"]
 
 
 class TransportClosed(Exception):
     """The connection is gone: closed by the peer, broken, or never established."""
+
+
+class InputClosed(TransportClosed):
+    """No more frames will arrive, but sending may still work: the peer closed its
+    half of a half-closable stream (stdin at end of file).
+
+    Raised by :meth:`Connection.receive` only. Before ``Shutdown`` it means the same
+    as :class:`TransportClosed`; after ``Shutdown`` the worker keeps draining and
+    sending results."""
 
 
 class Connection(Protocol):

@@ -109,6 +109,19 @@ async def run_worker(
     )
 
 
+def _check_handlers(handlers: Mapping[str, HandlerFunc]) -> dict[str, HandlerFunc]:
+    """A copy of *handlers* as a dict; raise TypeError/ValueError if it is unusable."""
+    if not isinstance(handlers, Mapping):
+        raise TypeError(f"handlers must be a Handlers or a Mapping, got {handlers!r}")
+    table = dict(handlers)
+    if not table:
+        raise ValueError("a worker needs at least one handler")
+    for task_type, fn in table.items():
+        if not isinstance(task_type, str) or not task_type or not callable(fn):
+            raise TypeError(f"bad handler entry {task_type!r}: {fn!r}")
+    return table
+
+
 def _make_config(
     worker_id: str | None,
     max_concurrency: int,
@@ -169,14 +182,7 @@ async def run_worker_on(
     Same arguments and behaviour as :func:`run_worker`, except that opening the
     connection is *connect*'s business (and its own timeout).
     """
-    if not isinstance(handlers, Mapping):
-        raise TypeError(f"handlers must be a Handlers or a Mapping, got {handlers!r}")
-    table = dict(handlers)
-    if not table:
-        raise ValueError("a worker needs at least one handler")
-    for task_type, fn in table.items():
-        if not isinstance(task_type, str) or not task_type or not callable(fn):
-            raise TypeError(f"bad handler entry {task_type!r}: {fn!r}")
+    table = _check_handlers(handlers)
     config = _make_config(
         worker_id,
         max_concurrency,
