@@ -206,3 +206,31 @@ async def test_a_program_that_cannot_start_is_an_error_at_once() -> None:
             await d.spawn_stdio(["/nonexistent/worker"], ["x"])
         with pytest.raises(ValueError, match="argv"):
             await d.spawn_stdio("python worker.py", ["x"])  # type: ignore[arg-type]
+
+
+SDK_WORKER = [
+    sys.executable, "-m", "trio_pipe", "--log-level", "WARNING",
+    "worker", "--stdio", "--handlers", "tests.worker_handlers:HANDLERS",
+]  # fmt: skip
+
+
+async def test_a_python_stdio_worker_runs_the_same_handlers(tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled"
+    async with trio_pipe.open_dispatcher(port=None) as d:
+        await d.spawn_stdio(
+            [*SDK_WORKER, "--max-concurrency", "8"], ["echo", "fail", "hang", "sleep"],
+            max_concurrency=8, cwd=str(ROOT),
+        )  # fmt: skip
+        with trio.fail_after(30):
+            async with trio.open_nursery() as n:
+                for _ in range(8):  # eight at once: the worker's whole capacity
+                    n.start_soon(d.run, Task.new("sleep", {"seconds": 0.2}))
+            assert [await d.run(Task.new("echo", i)) for i in range(5)] == list(range(5))
+            with pytest.raises(TaskFailed) as failed:
+                await d.run(Task.new("fail", {"message": "nope"}, max_retries=0))
+            assert failed.value.code == ErrorCode.HANDLER_ERROR
+            with pytest.raises(TaskFailed) as timed_out:
+                await d.run(Task.new("hang", {"marker": str(marker)}, timeout_ms=300))
+            assert timed_out.value.result.status is TaskStatus.TIMED_OUT
+            while not await trio.Path(marker).exists():  # noqa: ASYNC110  (another process)
+                await trio.sleep(0.05)
