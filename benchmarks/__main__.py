@@ -19,7 +19,7 @@ import trio
 
 import trio_pipe
 
-from . import inprocess, ws_roundtrip
+from . import docker_start, inprocess, stdio_roundtrip, ws_roundtrip
 
 
 def _machine() -> dict[str, Any]:
@@ -37,6 +37,8 @@ async def _round_trips(full: bool) -> list[dict[str, Any]]:
     return [
         await ws_roundtrip.measure(workers=1, tasks=n, latency_tasks=n_latency),
         await ws_roundtrip.measure(workers=2, tasks=n, latency_tasks=n_latency),
+        await stdio_roundtrip.measure(concurrency=1, tasks=n, latency_tasks=n_latency),
+        await stdio_roundtrip.measure(concurrency=8, tasks=n, latency_tasks=n_latency),
     ]
 
 
@@ -63,6 +65,16 @@ def main() -> None:
     )
     print(f"| {memory['scenario']} | {memory['bytes_per_queued_task']:,.0f} bytes/task |")
     rows += [overhead, memory]
+    if docker_start.available():
+        docker_start.build_image()
+        docker = trio.run(docker_start.measure, 10 if args.full else 2)
+        print(
+            f"| {docker['scenario']} | median {docker['start_ms_median']:.0f} ms "
+            f"({docker['start_ms_min']:.0f}-{docker['start_ms_max']:.0f}) |"
+        )
+        rows.append(docker)
+    else:
+        print("| docker worker start | skipped: no Docker engine or no Go |")
     out = Path(__file__).parent / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(
         json.dumps({"machine": _machine(), "full": args.full, "runs": rows}, indent=2)
