@@ -30,6 +30,8 @@ def test_example_runs_and_prints_what_it_promises(example) -> None:  # type: ign
         ("getting-started.md", "quickstart.py"),
         ("getting-started.md", "typed_tasks.py"),
         ("scheduling.md", "scheduling.py"),
+        ("stdio.md", "stdio_workers.py"),
+        ("stdio.md", "bash-worker.sh"),
     ],
 )
 def test_a_page_shows_its_example_as_it_is(page_name: str, name: str) -> None:
