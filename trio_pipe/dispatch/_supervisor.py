@@ -180,9 +180,13 @@ async def _cleanup(spec: ProcessSpec) -> None:
     if spec.cleanup is None:
         return
     with trio.move_on_after(spec.stop_grace + 10):
-        done = await trio.run_process(
-            list(spec.cleanup), capture_stdout=True, capture_stderr=True, check=False
-        )
+        try:
+            done = await trio.run_process(
+                list(spec.cleanup), capture_stdout=True, capture_stderr=True, check=False
+            )
+        except OSError as exc:  # e.g. no docker executable: the start will say so
+            log.debug("worker %s: cleanup %s: %s", spec.worker_id, spec.cleanup, exc)
+            return
         if done.returncode:
             log.debug(
                 "worker %s: cleanup %s: %s", spec.worker_id, spec.cleanup, done.stderr
