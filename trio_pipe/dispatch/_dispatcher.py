@@ -427,7 +427,9 @@ class Dispatcher:
             task = task.to_task(**{k: v for k, v in options.items() if v is not None})
         elif options:
             raise TypeError("options apply to typed tasks; give a Task its own metadata")
-        encode(TaskDispatch(task))  # a payload that is not JSON fails here, not later
+        # A payload that is not JSON fails here, not later; and a task sent at once
+        # goes out as this very frame.
+        frame = encode(TaskDispatch(task))
         handle = TaskHandle(
             task,
             deadline=trio.current_time() + task.metadata.timeout_ms / 1000,
@@ -435,6 +437,7 @@ class Dispatcher:
             cancel=self._cancel,
         )
         handle._caller_deadline = caller_deadline
+        handle._frame = frame
         return handle
 
     async def _admit(self, handle: TaskHandle[Any]) -> None:
@@ -472,6 +475,7 @@ class Dispatcher:
             self._send_task(handle, record)
         else:
             handle.status = TaskStatus.PENDING
+            handle._frame = None  # it will have waited: its timeout will differ
             self._queue.push(handle, trio.current_time())
         return True
 
@@ -480,7 +484,9 @@ class Dispatcher:
         metadata = task.metadata
         deadline = min(handle.deadline, handle._caller_deadline)
         time_left_ms = math.ceil((deadline - trio.current_time()) * 1000)
+        frame, handle._frame = handle._frame, None
         if time_left_ms < metadata.timeout_ms or handle.retry_count != metadata.retry_count:
+            frame = None
             task = attrs.evolve(
                 task,
                 metadata=attrs.evolve(
@@ -489,15 +495,19 @@ class Dispatcher:
                     retry_count=handle.retry_count,
                 ),
             )
-        self._post(record, TaskDispatch(task))
+        self._post(record, TaskDispatch(task), frame)
         handle._site = record
         handle.worker_id = record.worker_id
         handle.status = TaskStatus.DISPATCHED
         self._task_event(handle, TaskEventKind.DISPATCHED)
 
-    def _post(self, record: WorkerRecord, message: DispatcherMessage) -> None:
-        """Queue *message* for the worker's writer, recording it in its session."""
-        frame = encode(message)
+    def _post(
+        self, record: WorkerRecord, message: DispatcherMessage, frame: str | None = None
+    ) -> None:
+        """Queue *message* (already encoded as *frame*, if given) for the worker's
+        writer, recording it in its session."""
+        if frame is None:
+            frame = encode(message)
         record.session.send(message)
         try:
             record.outbox.send_nowait(frame)

@@ -40,6 +40,7 @@ class TaskHandle(Generic[R]):
         "_cancel",
         "_constraint",
         "_done",
+        "_frame",
         "_on_done",
         "_queued_at",
         "_result",
@@ -82,6 +83,8 @@ class TaskHandle(Generic[R]):
         self._caller_deadline = math.inf
         # Called once the handle resolves (Dispatcher.map listens this way).
         self._on_done: Callable[[TaskHandle[Any]], object] | None = None
+        # The encoded TaskDispatch, while it may still be sent as it is.
+        self._frame: str | None = None
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task.task_type} {self.task.id} {self.status.value}>"
