@@ -96,7 +96,12 @@ async def main(tasks: int = 300, workers: int = 3) -> None:
                 victim.send_signal(signal.SIGKILL)
         elapsed = trio.current_time() - started
         _report(handles, results, elapsed)
-        print(f"\npool: {dispatcher.pool_stats()}")
+        stats = dispatcher.pool_stats()
+        print(
+            f"\npool: {stats.active} active workers, {stats.dead} dead; "
+            f"{stats.completed} tasks completed, {stats.failed} failed, "
+            f"{stats.retried} retries"
+        )
         print("\nleaving the dispatcher block: graceful shutdown of the other workers")
     for process in processes:
         assert process.returncode is not None
