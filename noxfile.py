@@ -18,7 +18,7 @@ TYPE_TOOLS = ["mypy==2.4.1"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite (pass pytest arguments after --)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,ssh]")
     session.run("pytest", *session.posargs)
 
 
@@ -33,9 +33,11 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on trio_pipe/ and on the typed examples in docs/."""
-    session.install("-e", ".[test]", *TYPE_TOOLS)
+    session.install("-e", ".[test,ssh]", *TYPE_TOOLS)
     session.run("mypy", "--strict", "trio_pipe")
-    session.run("mypy", "--strict", *sorted(map(str, Path("docs/examples").glob("*.py"))))
+    examples = sorted(map(str, Path("docs/examples").glob("*.py")))
+    examples += sorted(map(str, Path("docs/examples/ssh").glob("*.py")))
+    session.run("mypy", "--strict", *examples)
 
 
 @nox.session

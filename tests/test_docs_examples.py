@@ -32,6 +32,7 @@ def test_example_runs_and_prints_what_it_promises(example) -> None:  # type: ign
         ("scheduling.md", "scheduling.py"),
         ("stdio.md", "stdio_workers.py"),
         ("stdio.md", "bash-worker.sh"),
+        ("ssh.md", "ssh/ssh_workers.py"),
     ],
 )
 def test_a_page_shows_its_example_as_it_is(page_name: str, name: str) -> None:

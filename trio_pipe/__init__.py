@@ -84,6 +84,11 @@ if TYPE_CHECKING:
         WorkerState,
         open_dispatcher,
     )
+    from .transports._ssh import (
+        INSECURE_ACCEPT_ANY_HOST_KEY as INSECURE_ACCEPT_ANY_HOST_KEY,
+    )
+    from .transports._ssh import HostKeyError as HostKeyError
+    from .transports._ssh import SshError as SshError
 
 # The Trio layer is imported on first use, so that `import trio_pipe.protocol` (which
 # imports this package first) stays free of Trio, as a sans-IO layer must.
@@ -109,9 +114,19 @@ _FROM_DISPATCH = frozenset(
 )
 
 
+# The SSH names need the optional ``ssh`` extra (asyncssh, trio-asyncio), so they are
+# imported on first use too, and left out of __all__ (``from trio_pipe import *`` must
+# work without the extra).
+_FROM_SSH = frozenset({"HostKeyError", "INSECURE_ACCEPT_ANY_HOST_KEY", "SshError"})
+
+
 def __getattr__(name: str) -> Any:
-    if name not in _FROM_DISPATCH:
+    if name in _FROM_DISPATCH:
+        module = ".dispatch"
+    elif name in _FROM_SSH:
+        module = ".transports._ssh"
+    else:
         raise AttributeError(f"module 'trio_pipe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(".dispatch", __name__), name)
+    value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value

@@ -15,6 +15,7 @@ import math
 import os
 import random
 import re
+import shlex
 import ssl
 import uuid
 from collections.abc import (
@@ -27,7 +28,7 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 import attrs
 import trio
@@ -42,14 +43,18 @@ from .._errors import (
 )
 from .._typed import TaskSpec
 from .._validation import (
+    InvalidSpec,
     validate_argv,
     validate_cpus,
     validate_docker_user,
     validate_env,
+    validate_hostname,
     validate_image,
     validate_memory,
     validate_network,
     validate_path,
+    validate_remote_command,
+    validate_username,
     validate_volume,
     validate_worker_id,
 )
@@ -91,7 +96,10 @@ from ._events import (
 from ._handle import Attempt, BatchResult, TaskHandle
 from ._pool import Pool, PoolStats, WorkerInfo, WorkerRecord, WorkerState
 from ._queue import QUEUED, Constraint, TaskQueue
-from ._supervisor import DEFAULT_RESTART, ProcessSpec, RestartPolicy, supervise
+from ._supervisor import DEFAULT_RESTART, Launcher, ProcessSpec, RestartPolicy, supervise
+
+if TYPE_CHECKING:
+    from ..transports._ssh import KnownHosts, SshConnectionPool
 
 __all__ = ["Dispatcher", "open_dispatcher"]
 
@@ -151,6 +159,8 @@ class Dispatcher:
         self._sessions: trio.Nursery | None = None
         self._supervisor_nursery: trio.Nursery | None = None
         self._supervisors: dict[str, trio.CancelScope] = {}
+        self._ssh_pool: SshConnectionPool | None = None  # made on the first spawn_ssh
+        self._ssh_pool_lock = trio.Lock()
         self._listener_scope = trio.CancelScope()
         self._port: int | None = None
         self._url: str | None = None
@@ -777,15 +787,114 @@ class Dispatcher:
         await self._start_supervisor(spec, restart)
         return worker_id
 
-    async def _start_supervisor(self, spec: ProcessSpec, policy: RestartPolicy) -> None:
+    async def spawn_ssh(
+        self,
+        host: str,
+        command: str | Sequence[str],
+        tasks: Sequence[str],
+        *,
+        user: str,
+        port: int = 22,
+        known_hosts: KnownHosts | None,
+        client_keys: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        connect_timeout: float = 10.0,
+        keepalive_interval: float = 15.0,
+        keepalive_count_max: int = 3,
+        worker_id: str | None = None,
+        max_concurrency: int = 1,
+        tags: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        restart: RestartPolicy = DEFAULT_RESTART,
+        stop_grace: float = 5.0,
+    ) -> str:
+        """Run *command* on *host* over SSH as a stdio worker for *tasks*, and return
+        its worker id.
+
+        The remote command's stdin and stdout carry the stdio contract (one JSON
+        message per line) and its stderr is logged under the worker id, under the same
+        supervision as :meth:`spawn_stdio`: restarted (reconnecting if need be) as
+        *restart* says. Workers on the same (host, port, user, known_hosts,
+        client_keys) share one SSH connection, closed when the last of them stops;
+        keepalives (every ``keepalive_interval`` s, dead after ``keepalive_count_max``
+        unanswered) detect a dead link, which ends the session of every worker on it.
+
+        Host keys are checked strictly against *known_hosts* (a file path or an
+        ``asyncssh.SSHKnownHosts``): an unknown or changed key raises
+        ``HostKeyError`` and nothing is sent to that host. ``None`` is refused;
+        ``INSECURE_ACCEPT_ANY_HOST_KEY`` turns checking off, for tests only. Only the
+        private keys in *client_keys* are offered (no agent, no ``~/.ssh/config``).
+
+        *command* is a command line for the remote shell (``str``) or a list of
+        arguments (each quoted); *env* entries are passed as ``env K='V' ...`` before
+        it. Every value is validated before any connection (``InvalidSpec``). Needs
+        the ``ssh`` extra (``pip install 'trio-pipe[ssh]'``). Raises ``SshError`` (an
+        ``OSError``) if the first connection or process start fails.
+        """
+        self._check_open()
+        host = validate_hostname(host)
+        user = validate_username(user)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise InvalidSpec("port", "must be an int from 1 to 65535", repr(port)[:64])
+        remote = _remote_command(command, env)
+        keys = _client_key_paths(client_keys)
+        if not connect_timeout > 0 or not keepalive_interval > 0:
+            raise ValueError("connect_timeout and keepalive_interval must be > 0")
+        if keepalive_count_max < 1:
+            raise ValueError("keepalive_count_max must be >= 1")
+        if worker_id is None:
+            name = re.sub(r"[^A-Za-z0-9.-]", "-", host)[:64]
+            worker_id = f"ssh-{name}-{uuid.uuid4().hex[:8]}"
+        registration = WorkerRegistration(
+            worker_id=validate_worker_id(worker_id),
+            supported_tasks=tuple(tasks),
+            max_concurrency=max_concurrency,
+            tags=tuple(tags),
+        )
+        try:
+            from ..transports import _ssh as ssh
+        except ImportError as exc:
+            raise ImportError(
+                f"spawn_ssh needs asyncssh and trio-asyncio ({exc}); "
+                "install them with: pip install 'trio-pipe[ssh]'"
+            ) from exc
+        target = ssh.SshTarget(
+            host,
+            port,
+            user,
+            ssh.checked_known_hosts(known_hosts),
+            keys,
+            connect_timeout=connect_timeout,
+            keepalive_interval=keepalive_interval,
+            keepalive_count_max=keepalive_count_max,
+        )
+        pool = await self._get_ssh_pool()
+        spec = ssh.SshSpec(target, remote, registration, pool, stop_grace=stop_grace)
+        await self._start_supervisor(spec, restart, nursery=pool.nursery)
+        return worker_id
+
+    async def _get_ssh_pool(self) -> SshConnectionPool:
+        """The SSH pool, started on first use in the supervisors' nursery."""
+        async with self._ssh_pool_lock:
+            if self._ssh_pool is None:
+                from ..transports._ssh import serve_ssh_pool
+
+                assert self._supervisor_nursery is not None
+                self._ssh_pool = await self._supervisor_nursery.start(serve_ssh_pool)
+            return self._ssh_pool
+
+    async def _start_supervisor(
+        self, spec: Launcher, policy: RestartPolicy, *, nursery: trio.Nursery | None = None
+    ) -> None:
         if spec.worker_id in self._supervisors:
             raise ValueError(f"a worker {spec.worker_id!r} is already supervised")
-        assert self._supervisor_nursery is not None
-        await self._supervisor_nursery.start(self._run_supervisor, spec, policy)
+        if nursery is None:
+            nursery = self._supervisor_nursery
+        assert nursery is not None
+        await nursery.start(self._run_supervisor, spec, policy)
 
     async def _run_supervisor(
         self,
-        spec: ProcessSpec,
+        spec: Launcher,
         policy: RestartPolicy,
         *,
         task_status: trio.TaskStatus[None],
@@ -1095,6 +1204,42 @@ class Dispatcher:
             )
         for listener in list(self._listeners):
             listener.close()
+
+
+def _remote_command(command: object, env: Mapping[str, str] | None) -> str:
+    """The command line for the remote shell: validated *command* (a ``str``, or a
+    list of arguments quoted one by one), after ``env K='V' ...`` for *env*."""
+    if isinstance(command, str):
+        line = validate_remote_command(command, field="command")
+    else:
+        args = validate_argv(command, field="command")
+        line = " ".join(
+            shlex.quote(validate_remote_command(arg, field=f"command[{index}]"))
+            for index, arg in enumerate(args)
+        )
+    if env:
+        assignments = (
+            f"{key}={shlex.quote(value)}" for key, value in validate_env(env).items()
+        )
+        line = f"env {' '.join(assignments)} {line}"
+    return line
+
+
+def _client_key_paths(keys: object) -> tuple[str, ...]:
+    """Private key file paths: one path, or a non-empty sequence of them, validated and
+    made absolute (a restart must not depend on the working directory of the day)."""
+    if isinstance(keys, str | os.PathLike):
+        keys = [keys]
+    if isinstance(keys, bytes | bytearray) or not isinstance(keys, Sequence):
+        raise InvalidSpec(
+            "client_keys", f"must be a path or a list of paths, not {type(keys).__name__}"
+        )
+    if not keys:
+        raise InvalidSpec("client_keys", "must name at least one private key file")
+    return tuple(
+        os.path.abspath(validate_path(key, field=f"client_keys[{index}]"))
+        for index, key in enumerate(keys)
+    )
 
 
 async def _open_nursery_task(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:

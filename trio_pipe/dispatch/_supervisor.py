@@ -1,14 +1,21 @@
 """Supervision of spawned worker processes: run, watch, restart, stop.
 
-One supervisor task per spawned worker lives in the dispatcher's nursery tree. It runs
-the process with ``trio.run_process`` (so cancelling the supervisor stops the process),
-serves it as a worker session over its stdin/stdout, and when the process exits decides
-by its :class:`RestartPolicy` whether to start it again, after a backoff.
+One supervisor task per spawned worker lives in the dispatcher's nursery tree. It
+starts the worker through its :class:`Launcher`, serves it as a worker session over the
+channel the launcher gives, and when the process exits decides by its
+:class:`RestartPolicy` whether to start it again, after a backoff.
 
-Stopping a process, whether its session ended or the supervisor was cancelled, goes:
-close stdin (after a graceful ``Shutdown`` line when the dispatcher is closing), wait
-``stop_grace`` seconds, SIGTERM the process group, wait again, SIGKILL the group. The
-process runs in its own session, so a shell worker's children go with it.
+A launcher is what differs between kinds of spawned workers: :class:`ProcessSpec`
+starts a local process (stdio and Docker workers); the SSH bridge
+(``trio_pipe.transports._ssh``) starts a remote command over a shared SSH connection.
+Its :meth:`~Launcher.launch` is an async context manager that yields the process's
+channel and, on exit however it happens (session over, error, cancellation), stops the
+process, shielded; the channel then tells the process's return code.
+
+Stopping a local process goes: close stdin (after a graceful ``Shutdown`` line when the
+dispatcher is closing), wait ``stop_grace`` seconds, SIGTERM the process group, wait
+again, SIGKILL the group. The process runs in its own session, so a shell worker's
+children go with it.
 """
 
 from __future__ import annotations
@@ -20,16 +27,26 @@ import os
 import random
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 import attrs
 import trio
 
 from ..protocol import WorkerRegistration
 from ..transports import StdioChannel, WorkerChannel
+from ..transports._stdio import log_stderr
 from ._events import WorkerEventKind
 
-__all__ = ["ProcessSpec", "Restart", "RestartPolicy", "supervise"]
+__all__ = [
+    "Launcher",
+    "ProcessChannel",
+    "ProcessSpec",
+    "Restart",
+    "RestartPolicy",
+    "supervise",
+]
 
 log = logging.getLogger("trio_pipe.supervisor")
 
@@ -68,9 +85,45 @@ class RestartPolicy:
 DEFAULT_RESTART = RestartPolicy()
 
 
+class ProcessChannel(WorkerChannel, Protocol):
+    """The channel to a spawned process, which knows how the process ended."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has exited (negative: killed by that
+        signal); ``None`` while it runs, or if it is unknown (its connection was lost)."""
+        ...
+
+
+class Launcher(Protocol):
+    """How to start one spawned worker, and how it registers.
+
+    ``launch()`` starts the process and yields its channel; leaving the context stops
+    the process (shielded, bounded by ``stop_grace``), however the context is left.
+    A failure to start raises ``OSError`` (the supervisor counts it as a failed run,
+    except on the very first start, where it propagates to the caller).
+    """
+
+    @property
+    def registration(self) -> WorkerRegistration: ...
+
+    @property
+    def transport(self) -> str: ...
+
+    @property
+    def worker_id(self) -> str: ...
+
+    @property
+    def program(self) -> str:
+        """What is run, for logs."""
+        ...
+
+    def launch(self) -> AbstractAsyncContextManager[ProcessChannel]: ...
+
+
 @attrs.frozen
 class ProcessSpec:
-    """What to run for one spawned worker, and how it registers."""
+    """What to run for one spawned local process worker, and how it registers."""
 
     argv: Sequence[str]
     registration: WorkerRegistration
@@ -86,12 +139,42 @@ class ProcessSpec:
     def worker_id(self) -> str:
         return self.registration.worker_id
 
+    @property
+    def program(self) -> str:
+        return self.argv[0]
+
+    @asynccontextmanager
+    async def launch(self) -> AsyncIterator[StdioChannel]:
+        """Start the process; on exit make sure it is gone (however this ends:
+        normally, by error or by cancellation)."""
+        env = None if self.env is None else {**os.environ, **self.env}
+        await _cleanup(self)
+        process = await trio.lowlevel.open_process(
+            list(self.argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=self.cwd,
+            start_new_session=True,  # its own process group, so children go with it
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                assert process.stderr is not None
+                nursery.start_soon(log_stderr, process.stderr, self.worker_id)
+                yield StdioChannel(process, worker_id=self.worker_id)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(process, grace=self.stop_grace)
+                await _cleanup(self)
+
 
 ServeWorker = Callable[..., Awaitable[None]]
 
 
 async def supervise(
-    spec: ProcessSpec,
+    spec: Launcher,
     policy: RestartPolicy,
     serve_worker: ServeWorker,
     is_closing: Callable[[], bool],
@@ -115,7 +198,7 @@ async def supervise(
             if first:
                 raise
             log.error(
-                "worker %s: could not start %s: %s", spec.worker_id, spec.argv[0], exc
+                "worker %s: could not start %s: %s", spec.worker_id, spec.program, exc
             )
             returncode = None
         first = False
@@ -141,39 +224,19 @@ async def supervise(
 
 
 async def _run_once(
-    spec: ProcessSpec,
+    spec: Launcher,
     serve_worker: ServeWorker,
     task_status: trio.TaskStatus[None] | None,
 ) -> int | None:
     """Start the process, serve it until its session ends, and make sure it is gone
-    (however this ends: normally, by error or by cancellation)."""
-    env = None if spec.env is None else {**os.environ, **spec.env}
-    await _cleanup(spec)
-    process = await trio.lowlevel.open_process(
-        list(spec.argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=spec.cwd,
-        start_new_session=True,  # its own process group, so children go with it
-    )
-    try:
+    (the launcher's context sees to that, however this ends)."""
+    async with spec.launch() as channel:
         if task_status is not None:
             task_status.started()
-        async with trio.open_nursery() as nursery:
-            assert process.stderr is not None
-            nursery.start_soon(_log_stderr, process.stderr, spec.worker_id)
-            channel: WorkerChannel = StdioChannel(process, worker_id=spec.worker_id)
-            await serve_worker(
-                channel, registration=spec.registration, transport=spec.transport
-            )
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await _stop(process, grace=spec.stop_grace)
-            await _cleanup(spec)
-    return process.returncode
+        await serve_worker(
+            channel, registration=spec.registration, transport=spec.transport
+        )
+    return channel.returncode
 
 
 async def _cleanup(spec: ProcessSpec) -> None:
@@ -215,20 +278,3 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-async def _log_stderr(stream: trio.abc.ReceiveStream, worker_id: str) -> None:
-    """The worker's stderr, line by line, into the log under its id."""
-    worker_log = logging.getLogger(f"trio_pipe.worker.{worker_id}")
-    buffer = b""
-    async with stream:
-        async for chunk in stream:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            if len(buffer) > 65536:  # no newline in sight: log what there is
-                lines.append(buffer)
-                buffer = b""
-            for line in lines:
-                worker_log.info("%s", line.decode(errors="replace"))
-    if buffer:
-        worker_log.info("%s", buffer.decode(errors="replace"))

@@ -1,11 +1,12 @@
 """Transports: adapters that turn a connection to a worker into a WorkerChannel."""
 
 from ._channel import ChannelClosed, WorkerChannel
-from ._stdio import StdioChannel
+from ._stdio import LineChannel, StdioChannel
 from ._websocket import WebSocketChannel, serve_websocket_workers
 
 __all__ = [
     "ChannelClosed",
+    "LineChannel",
     "StdioChannel",
     "WebSocketChannel",
     "WorkerChannel",

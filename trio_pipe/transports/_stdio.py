@@ -6,6 +6,10 @@ goes to the log. A line that looks like a message but is malformed is logged and
 skipped too -- a script that answers a ``Shutdown`` line with a half-filled result must
 not take the session down -- while a well-formed message that breaks the session rules
 still ends the session, as on any transport.
+
+:class:`LineChannel` holds these semantics over any pair of byte streams;
+:class:`StdioChannel` is it over a local process's pipes, and the SSH bridge's
+``SshChannel`` over a remote process's channel.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import trio
 from ..protocol import DEFAULT_MAX_FRAME_SIZE, Message, ProtocolError, decode
 from ._channel import ChannelClosed
 
-__all__ = ["LineReader", "StdioChannel"]
+__all__ = ["LineChannel", "LineReader", "StdioChannel", "log_stderr"]
 
 log = logging.getLogger("trio_pipe.stdio")
 
@@ -63,22 +67,30 @@ class LineReader:
             self._buffer += chunk
 
 
-class StdioChannel:
-    """A :class:`WorkerChannel` over a child process's stdin and stdout."""
+class LineChannel:
+    """A :class:`WorkerChannel` over a pair of byte streams carrying newline-delimited
+    JSON: *send_stream* is the worker's input, *receive_stream* its output.
+
+    The line semantics of every process-like transport (stdio, Docker, SSH) live here
+    once; a transport only supplies the two streams (raising
+    ``trio.BrokenResourceError`` / ``trio.ClosedResourceError`` when they fail) and a
+    *peer* description.
+    """
 
     def __init__(
         self,
-        process: trio.Process,
+        send_stream: trio.abc.SendStream,
+        receive_stream: trio.abc.ReceiveStream,
         *,
         worker_id: str,
+        peer: str,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     ) -> None:
-        assert process.stdin is not None and process.stdout is not None
-        self._stdin = process.stdin
-        self._lines = LineReader(process.stdout, max_line=max_frame_size, name=worker_id)
+        self._stdin = send_stream
+        self._lines = LineReader(receive_stream, max_line=max_frame_size, name=worker_id)
         self._worker_id = worker_id
         self._max_frame_size = max_frame_size
-        self.peer = f"pid {process.pid}"
+        self.peer = peer
 
     async def receive(self) -> Message:
         while True:
@@ -111,3 +123,54 @@ class StdioChannel:
         if reason:
             log.info("%s: closing stdin (%s)", self._worker_id, reason)
         await self._stdin.aclose()
+
+
+class StdioChannel(LineChannel):
+    """A :class:`WorkerChannel` over a child process's stdin and stdout."""
+
+    def __init__(
+        self,
+        process: trio.Process,
+        *,
+        worker_id: str,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        assert process.stdin is not None and process.stdout is not None
+        self._process = process
+        super().__init__(
+            process.stdin,
+            process.stdout,
+            worker_id=worker_id,
+            peer=f"pid {process.pid}",
+            max_frame_size=max_frame_size,
+        )
+
+    @property
+    def returncode(self) -> int | None:
+        """The process's exit status (negative: the signal that killed it), once it
+        has exited."""
+        return self._process.returncode
+
+
+async def log_stderr(stream: trio.abc.ReceiveStream, worker_id: str) -> None:
+    """A worker's stderr, line by line, into the log under ``trio_pipe.worker.<id>``,
+    until end of stream (a broken stream ends it too: a log must not end a worker)."""
+    worker_log = logging.getLogger(f"trio_pipe.worker.{worker_id}")
+    buffer = b""
+    async with stream:
+        while True:
+            try:
+                chunk = await stream.receive_some()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                break
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            if len(buffer) > 65536:  # no newline in sight: log what there is
+                lines.append(buffer)
+                buffer = b""
+            for line in lines:
+                worker_log.info("%s", line.decode(errors="replace"))
+    if buffer:
+        worker_log.info("%s", buffer.decode(errors="replace"))
