@@ -37,6 +37,7 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict", "trio_pipe")
     examples = sorted(map(str, Path("docs/examples").glob("*.py")))
     examples += sorted(map(str, Path("docs/examples/ssh").glob("*.py")))
+    examples += sorted(map(str, Path("docs/examples/docker").glob("*.py")))
     session.run("mypy", "--strict", *examples)
 
 

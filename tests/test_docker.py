@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 
@@ -177,4 +178,17 @@ async def test_options_reach_docker_run_and_bad_ones_never_do(image: str) -> Non
             with pytest.raises(ValueError):
                 await d.spawn_docker(tasks=["x"], **bad)  # type: ignore[arg-type]
         assert _containers() == ["trio-pipe-opts"]
+    assert _containers() == []
+
+
+def test_the_docs_example_runs(image: str) -> None:
+    example = ROOT / "docs" / "examples" / "docker" / "docker_worker.py"
+    done = subprocess.run(
+        [sys.executable, str(example), image, "/worker"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "True {'from': 'a container'}" in done.stdout
     assert _containers() == []

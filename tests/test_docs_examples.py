@@ -32,6 +32,7 @@ def test_example_runs_and_prints_what_it_promises(example) -> None:  # type: ign
         ("scheduling.md", "scheduling.py"),
         ("stdio.md", "stdio_workers.py"),
         ("stdio.md", "bash-worker.sh"),
+        ("docker.md", "docker/docker_worker.py"),
         ("ssh.md", "ssh/ssh_workers.py"),
     ],
 )
