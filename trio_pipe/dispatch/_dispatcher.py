@@ -704,12 +704,7 @@ class Dispatcher:
         if worker_id is None:
             name = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.basename(argv[0])) or "worker"
             worker_id = f"{name[:64]}-{uuid.uuid4().hex[:8]}"
-        registration = WorkerRegistration(
-            worker_id=validate_worker_id(worker_id),
-            supported_tasks=tuple(tasks),
-            max_concurrency=max_concurrency,
-            tags=tuple(tags),
-        )
+        registration = _spawned(worker_id, tasks, max_concurrency, tags)
         spec = ProcessSpec(
             argv,
             registration,
@@ -771,12 +766,7 @@ class Dispatcher:
         argv = [docker, "run", "-i", "--rm", "--name", name, *options, image]
         if command is not None:
             argv += validate_argv(command, field="command")
-        registration = WorkerRegistration(
-            worker_id=worker_id,
-            supported_tasks=tuple(tasks),
-            max_concurrency=max_concurrency,
-            tags=tuple(tags),
-        )
+        registration = _spawned(worker_id, tasks, max_concurrency, tags)
         spec = ProcessSpec(
             argv,
             registration,
@@ -844,12 +834,7 @@ class Dispatcher:
         if worker_id is None:
             name = re.sub(r"[^A-Za-z0-9.-]", "-", host)[:64]
             worker_id = f"ssh-{name}-{uuid.uuid4().hex[:8]}"
-        registration = WorkerRegistration(
-            worker_id=validate_worker_id(worker_id),
-            supported_tasks=tuple(tasks),
-            max_concurrency=max_concurrency,
-            tags=tuple(tags),
-        )
+        registration = _spawned(worker_id, tasks, max_concurrency, tags)
         try:
             from ..transports import _ssh as ssh
         except ImportError as exc:
@@ -1239,6 +1224,18 @@ def _client_key_paths(keys: object) -> tuple[str, ...]:
     return tuple(
         os.path.abspath(validate_path(key, field=f"client_keys[{index}]"))
         for index, key in enumerate(keys)
+    )
+
+
+def _spawned(
+    worker_id: str, tasks: Sequence[str], max_concurrency: int, tags: Sequence[str]
+) -> WorkerRegistration:
+    """The registration the dispatcher makes for a worker it spawns."""
+    return WorkerRegistration(
+        worker_id=validate_worker_id(worker_id),
+        supported_tasks=tuple(tasks),
+        max_concurrency=max_concurrency,
+        tags=tuple(tags),
     )
 
 
