@@ -19,7 +19,7 @@ import trio
 
 import trio_pipe
 
-from . import docker_start, inprocess, stdio_roundtrip, ws_roundtrip
+from . import docker_start, inprocess, raw_echo, stdio_roundtrip, ws_roundtrip
 
 
 def _machine() -> dict[str, Any]:
@@ -33,13 +33,25 @@ def _machine() -> dict[str, Any]:
 
 
 async def _round_trips(full: bool) -> list[dict[str, Any]]:
+    """Each scenario with the raw limit of its transport, measured in the same run;
+    ``ratio`` is the scenario's throughput over the raw limit's."""
     n, n_latency = (10_000, 2_000) if full else (500, 200)
-    return [
-        await ws_roundtrip.measure(workers=1, tasks=n, latency_tasks=n_latency),
-        await ws_roundtrip.measure(workers=2, tasks=n, latency_tasks=n_latency),
-        await stdio_roundtrip.measure(concurrency=1, tasks=n, latency_tasks=n_latency),
-        await stdio_roundtrip.measure(concurrency=8, tasks=n, latency_tasks=n_latency),
-    ]
+    sizes = {"tasks": n, "latency_tasks": n_latency}
+    raw_ws = await raw_echo.measure_websocket(**sizes)
+    raw_stdio = await raw_echo.measure_stdio(**sizes)
+    rows = [raw_ws]
+    for workers in (1, 2):
+        rows.append({**await ws_roundtrip.measure(workers=workers, **sizes), "raw": raw_ws})
+    rows.append(raw_stdio)
+    for concurrency in (1, 8):
+        row = await stdio_roundtrip.measure(concurrency=concurrency, **sizes)
+        rows.append({**row, "raw": raw_stdio})
+    for row in rows:
+        if "raw" in row:
+            raw = row.pop("raw")
+            row["ratio_to_raw"] = row["tasks_per_s"] / raw["tasks_per_s"]
+            row["p50_ratio_to_raw"] = row["p50_us"] / raw["p50_us"]
+    return rows
 
 
 def main() -> None:
@@ -49,13 +61,18 @@ def main() -> None:
     rows = trio.run(_round_trips, args.full)
     overhead = trio.run(inprocess.dispatch_overhead, 10_000 if args.full else 2_000)
     memory = inprocess.memory_per_queued_task(100_000 if args.full else 20_000)
-    print("| scenario | tasks/s (256 in flight; median of 3, min-max) | p50 µs | p99 µs |")
-    print("|---|---|---|---|")
+    print(
+        "| scenario | tasks/s (256 in flight; median of 3, min-max) | x raw "
+        "| p50 µs | p50 x raw | p99 µs |"
+    )
+    print("|---|---|---|---|---|---|")
     for row in rows:
+        ratio = f"{row['ratio_to_raw']:.2f}" if "ratio_to_raw" in row else "—"
+        p50_ratio = f"{row['p50_ratio_to_raw']:.2f}" if "p50_ratio_to_raw" in row else "—"
         print(
             f"| {row['scenario']} | {row['tasks_per_s']:,.0f} "
-            f"({row['tasks_per_s_min']:,.0f}-{row['tasks_per_s_max']:,.0f}) "
-            f"| {row['p50_us']:,.0f} | {row['p99_us']:,.0f} |"
+            f"({row['tasks_per_s_min']:,.0f}-{row['tasks_per_s_max']:,.0f}) | {ratio} "
+            f"| {row['p50_us']:,.0f} | {p50_ratio} | {row['p99_us']:,.0f} |"
         )
     print("\n| in-process scenario | figure |")
     print("|---|---|")
