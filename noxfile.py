@@ -18,7 +18,7 @@ TYPE_TOOLS = ["mypy==2.4.1"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite (pass pytest arguments after --)."""
-    session.install("-e", ".[test,ssh]")
+    session.install("-e", ".[test,ssh,wasm]")
     session.run("pytest", *session.posargs)
 
 
@@ -33,7 +33,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on trio_pipe/ and on the typed examples in docs/."""
-    session.install("-e", ".[test,ssh]", *TYPE_TOOLS)
+    session.install("-e", ".[test,ssh,wasm]", *TYPE_TOOLS)
     session.run("mypy", "--strict", "trio_pipe")
     examples = sorted(map(str, Path("docs/examples").glob("*.py")))
     examples += sorted(map(str, Path("docs/examples/ssh").glob("*.py")))

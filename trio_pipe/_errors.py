@@ -33,6 +33,12 @@ class ErrorCode:
     WORKER_SHUTTING_DOWN: Final = "WORKER_SHUTTING_DOWN"
     DISPATCHER_CLOSED: Final = "DISPATCHER_CLOSED"
     INVALID_PAYLOAD: Final = "INVALID_PAYLOAD"
+    # WASM workers (spawn_wasm): how a module's run failed.
+    WASM_TRAP: Final = "WASM_TRAP"  # a trap; the message is the trap's
+    WASM_EXIT: Final = "WASM_EXIT"  # a non-zero exit status; the message has stderr
+    WASM_MEMORY_LIMIT: Final = "WASM_MEMORY_LIMIT"  # failed at max_memory_bytes
+    WASM_FUEL_EXHAUSTED: Final = "WASM_FUEL_EXHAUSTED"  # used up its fuel budget
+    WASM_OUTPUT_LIMIT: Final = "WASM_OUTPUT_LIMIT"  # wrote more than max_output_bytes
 
 
 class TrioPipeError(Exception):

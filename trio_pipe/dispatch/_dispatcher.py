@@ -100,6 +100,7 @@ from ._supervisor import DEFAULT_RESTART, Launcher, ProcessSpec, RestartPolicy, 
 
 if TYPE_CHECKING:
     from ..transports._ssh import KnownHosts, SshConnectionPool
+    from ..transports._wasm import WasmSpec
 
 __all__ = ["Dispatcher", "open_dispatcher"]
 
@@ -776,6 +777,103 @@ class Dispatcher:
         )
         await self._start_supervisor(spec, restart)
         return worker_id
+
+    async def spawn_wasm(
+        self,
+        module_path: str | os.PathLike[str],
+        tasks: Sequence[str],
+        *,
+        worker_id: str | None = None,
+        max_concurrency: int = 2,
+        max_memory_bytes: int = 64 * 1024 * 1024,
+        timeout_ms: int | None = None,
+        fuel: int | None = None,
+        env_allow: Sequence[str] = (),
+        preopen_dirs: Mapping[str, str | os.PathLike[str]] | None = None,
+        preopen_writable: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        tags: Sequence[str] = (),
+    ) -> str:
+        """Run the WASI command module at *module_path* (``.wasm``, or WAT text) as an
+        in-process worker for *tasks*, and return its worker id.
+
+        Each task runs in a **new** wasmtime store and instance, on a thread (at most
+        *max_concurrency* at once): the Task JSON on its stdin, its stdout parsed as
+        the result payload. The module is compiled once (and cached in *cache_dir*,
+        keyed by content and wasmtime version, if given: a directory only you can
+        write). Limits: *max_memory_bytes* of linear memory; a deadline of the task's
+        ``timeoutMs`` (capped by *timeout_ms*), after which it is interrupted and
+        ``TimedOut``; *fuel* units of fuel, if given (``WASM_FUEL_EXHAUSTED``). It
+        sees only the environment variables named in *env_allow* (values read now)
+        and no filesystem but *preopen_dirs* (guest path -> host directory; read-only
+        unless *preopen_writable*). ``Kill`` and caller cancellation interrupt a
+        running instance. See docs/wasm.md for the outcomes and their codes.
+
+        The worker lives in the dispatcher's nursery tree until it is removed or the
+        dispatcher closes. Needs the ``wasm`` extra (``pip install 'trio-pipe[wasm]'``).
+        Raises ``InvalidSpec`` for an invalid option, ``OSError`` if the module cannot
+        be read, ``ValueError`` if it is not a WASI command.
+        """
+        self._check_open()
+        try:
+            from ..transports import _wasm as wasm
+        except ImportError as exc:
+            raise ImportError(
+                f"spawn_wasm needs wasmtime ({exc}); "
+                "install it with: pip install 'trio-pipe[wasm]'"
+            ) from exc
+        if worker_id is None:
+            stem = os.path.splitext(os.path.basename(str(module_path)))[0]
+            name = re.sub(r"[^A-Za-z0-9._-]", "-", stem)[:64] or "module"
+            worker_id = f"wasm-{name}-{uuid.uuid4().hex[:8]}"
+        spec = wasm.wasm_spec(
+            module_path,
+            worker_id=validate_worker_id(worker_id),
+            max_concurrency=max_concurrency,
+            max_memory_bytes=max_memory_bytes,
+            timeout_ms=timeout_ms,
+            fuel=fuel,
+            env_allow=env_allow,
+            preopen_dirs=preopen_dirs,
+            preopen_writable=preopen_writable,
+            cache_dir=cache_dir,
+            max_output_bytes=self.max_frame_size,
+        )
+        registration = WorkerRegistration(
+            worker_id=spec.worker_id,
+            supported_tasks=tuple(tasks),
+            max_concurrency=spec.max_concurrency,
+            language="wasm",
+            tags=tuple(tags),
+        )
+        assert self._supervisor_nursery is not None
+        await self._supervisor_nursery.start(self._serve_wasm, spec, registration)
+        return spec.worker_id
+
+    async def _serve_wasm(
+        self,
+        spec: WasmSpec,
+        registration: WorkerRegistration,
+        *,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        """A WASM worker's lifetime, in the supervisors' nursery: its channel (the
+        compiled module, one runner per task, the epoch ticker) around one session.
+        ``remove_worker`` cancels it; its instances are interrupted on the way out."""
+        from ..transports._wasm import open_wasm_channel
+
+        if spec.worker_id in self._supervisors:
+            raise ValueError(f"a worker {spec.worker_id!r} is already supervised")
+        with trio.CancelScope() as scope:
+            self._supervisors[spec.worker_id] = scope
+            try:
+                async with open_wasm_channel(spec) as channel:
+                    task_status.started()
+                    await self.serve_worker(
+                        channel, registration=registration, transport="wasm"
+                    )
+            finally:
+                del self._supervisors[spec.worker_id]
 
     async def spawn_ssh(
         self,

@@ -160,13 +160,21 @@ converter.register_structure_hook(TaskStatus, _enum_hook(_STATUSES, "task status
 converter.register_unstructure_hook(TaskStatus, lambda s: s.value)
 
 
-def _alias(old: str, new: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    def normalise(data: dict[str, Any]) -> dict[str, Any]:
-        if new not in data and old in data:
-            data = {**data, new: data[old]}
+@attrs.frozen
+class _Alias:
+    """Normaliser: read the member *old* as *new* when *new* is absent."""
+
+    old: str
+    new: str
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.new not in data and self.old in data:
+            data = {**data, self.new: data[self.old]}
         return data
 
-    return normalise
+
+def _alias(old: str, new: str) -> _Alias:
+    return _Alias(old, new)
 
 
 def _normalise_registration(data: dict[str, Any]) -> dict[str, Any]:

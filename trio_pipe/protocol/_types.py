@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,12 +95,19 @@ def _camel(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
-def _at_least(minimum: int) -> Callable[[object, attrs.Attribute[int], int], None]:
-    def check(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-        if value < minimum:
-            raise ValueError(f"{_camel(attr.name)} must be >= {minimum}, got {value}")
+@attrs.frozen
+class _AtLeast:
+    """Validator of an integer field's lower bound (the JSON Schema's ``minimum``)."""
 
-    return check
+    minimum: int
+
+    def __call__(self, _inst: object, attr: attrs.Attribute[int], value: int) -> None:
+        if value < self.minimum:
+            raise ValueError(f"{_camel(attr.name)} must be >= {self.minimum}, got {value}")
+
+
+def _at_least(minimum: int) -> _AtLeast:
+    return _AtLeast(minimum)
 
 
 _non_negative = _at_least(0)

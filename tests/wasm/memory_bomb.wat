@@ -1,0 +1,8 @@
+;; Grows its memory one page at a time until growing fails, then traps, as a program
+;; whose allocation failed would (abort()).
+(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (loop $grow
+      (br_if $grow (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))
+    unreachable))
