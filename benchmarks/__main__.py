@@ -19,7 +19,7 @@ import trio
 
 import trio_pipe
 
-from . import docker_start, inprocess, raw_echo, stdio_roundtrip, ws_roundtrip
+from . import docker_start, inprocess, raw_echo, stdio_roundtrip, wasm, ws_roundtrip
 
 
 def _machine() -> dict[str, Any]:
@@ -92,6 +92,16 @@ def main() -> None:
         rows.append(docker)
     else:
         print("| docker worker start | skipped: no Docker engine or no Go |")
+    wasm_row = trio.run(wasm.measure, 2000 if args.full else 200, 300 if args.full else 50)
+    print(
+        f"| wasm, trivial module: per task (p50) / tasks/s at max_concurrency=2 "
+        f"| {wasm_row['per_task_us_p50']:,.0f} µs / {wasm_row['tasks_per_s']:,.0f} "
+        f"(baseline {wasm_row['baseline']}: "
+        f"{wasm_row['baseline_per_task_us_p50']:,.0f} µs / "
+        f"{wasm_row['baseline_tasks_per_s']:,.0f}; x{wasm_row['per_task_speedup']:.1f} "
+        f"per task, x{wasm_row['tasks_per_s_ratio']:.1f} tasks/s) |"
+    )
+    rows.append(wasm_row)
     out = Path(__file__).parent / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(
         json.dumps({"machine": _machine(), "full": args.full, "runs": rows}, indent=2)
