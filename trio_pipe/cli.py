@@ -133,7 +133,9 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
             "reconnect with backoff when the connection is lost. With --stdio, be a "
             "worker that a dispatcher spawned: read messages from stdin and write "
             "them to stdout, one JSON object per line (logs go to stderr); exit when "
-            "stdin is closed."
+            "stdin is closed. TRIO_PIPE_WORKER_ID, TRIO_PIPE_MAX_CONCURRENCY and "
+            "TRIO_PIPE_HEARTBEAT_MS (milliseconds) in the environment stand for the "
+            "options of the same meaning when those are not given."
         ),
     )
     transport = parser.add_mutually_exclusive_group(required=True)
@@ -189,7 +191,31 @@ def _given(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
+# Environment variables that supply options not given on the command line, as the
+# conformance kit (docs/conformance.md) sets them for a worker under test.
+_ENV_OPTIONS = (
+    ("worker_id", "TRIO_PIPE_WORKER_ID", _worker_id),
+    ("max_concurrency", "TRIO_PIPE_MAX_CONCURRENCY", _positive_int),
+    (
+        "heartbeat_interval",
+        "TRIO_PIPE_HEARTBEAT_MS",
+        lambda ms: _positive_seconds(ms) / 1000,
+    ),
+)
+
+
+def _apply_environment(args: argparse.Namespace) -> None:
+    for option, variable, parse in _ENV_OPTIONS:
+        text = os.environ.get(variable)
+        if getattr(args, option) is None and text:
+            try:
+                setattr(args, option, parse(text))
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"{variable}: {exc}") from None
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
+    _apply_environment(args)
     handlers = load_handlers(args.handlers)
     worker: Callable[[], Any]
     if args.stdio:
@@ -225,6 +251,66 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_conformance_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from .conformance import CASE_NAMES
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "conformance",
+        help="check that a worker in any language speaks the protocol",
+        description=(
+            "Launch the worker command given after '--' and play a scripted dispatcher "
+            "to it: each named case checks one rule of the protocol. In WebSocket mode "
+            "the dispatcher URL is appended to the command and set in TRIO_PIPE_URL; "
+            "the worker also gets TRIO_PIPE_WORKER_ID, TRIO_PIPE_MAX_CONCURRENCY and "
+            "TRIO_PIPE_HEARTBEAT_MS. See docs/conformance.md. Exit status 1 if a "
+            "case failed."
+        ),
+    )
+    parser.add_argument(
+        "--stdio",
+        action="store_true",
+        help="the worker speaks on its stdin/stdout (default: it connects over WebSocket)",
+    )
+    parser.add_argument(
+        "--case",
+        dest="cases",
+        action="append",
+        choices=CASE_NAMES,
+        metavar="NAME",
+        help=f"run only this case (repeatable): {', '.join(CASE_NAMES)}",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--time-scale",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="F",
+        help="multiply every time limit by F (default 1)",
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- WORKER COMMAND...")
+    parser.set_defaults(run=_cmd_conformance)
+    return parser
+
+
+def _cmd_conformance(args: argparse.Namespace) -> int:
+    from .conformance import run_conformance
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UsageError("give the worker command after '--'")
+    report = trio.run(
+        partial(
+            run_conformance,
+            command,
+            stdio=args.stdio,
+            cases=args.cases,
+            time_scale=args.time_scale,
+        )
+    )
+    print(report.to_json() if args.json else report.table())
+    return EXIT_OK if report.passed else EXIT_FAILURE
+
+
 def _add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "demo",
@@ -251,6 +337,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 _SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
     _add_worker_parser,
+    _add_conformance_parser,
     _add_demo_parser,
 )
 

@@ -1,0 +1,373 @@
+"""The kit's scripted dispatcher: one worker process under test, and everything it says.
+
+The harness launches the worker command, serves it (a WebSocket listener on
+127.0.0.1, or the process's stdin/stdout), and records every frame the worker writes
+as a :class:`Received` entry in one list, together with connection and process
+events. Cases send what they like and wait for entries matching a predicate. The
+harness answers ``WorkerRegister`` and ``Heartbeat`` itself, as the dispatcher does.
+
+It uses trio-websocket directly rather than trio_pipe's own transports: the kit checks
+workers against the protocol, not against one implementation of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+import trio_websocket
+
+from ..protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    Heartbeat,
+    HeartbeatAck,
+    Message,
+    Task,
+    TaskDispatch,
+    TaskMetadata,
+    TaskResult,
+    TaskResultMessage,
+    WorkerRegister,
+    WorkerRegistered,
+    encode,
+)
+from ._canonical import check_canonical
+
+__all__ = ["CaseFailed", "Harness", "Received"]
+
+MAX_CONCURRENCY = 2
+HEARTBEAT_MS = 250
+_SERVICE_RESTART = 1012
+_LOG_TAIL = 40
+_MAX_LINE = 16 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+class CaseFailed(Exception):
+    """A case's expectation did not hold; the message says what and what came."""
+
+
+@attrs.frozen
+class Received:
+    """One thing the harness saw: a worker message, or an event (``message`` None)."""
+
+    at: float
+    message: Message | None = None
+    event: str = ""
+    problems: tuple[str, ...] = ()
+
+    @property
+    def result(self) -> TaskResult | None:
+        """The task result this entry carries, if it is one."""
+        return self.message.result if isinstance(self.message, TaskResultMessage) else None
+
+    def result_of(self, task: Task) -> TaskResult | None:
+        result = self.result
+        return result if result is not None and result.task_id == task.id else None
+
+
+class Harness:
+    """The scripted dispatcher for one run of the kit."""
+
+    def __init__(self, command: Sequence[str], *, stdio: bool, time_scale: float) -> None:
+        if not command:
+            raise ValueError("no worker command given")
+        self.command = list(command)
+        self.stdio = stdio
+        self.time_scale = time_scale
+        self.worker_id = f"conformance-{uuid.uuid4().hex[:8]}"
+        self.received: list[Received] = []
+        self.exit_status: int | None = None
+        self.log: deque[str] = deque(maxlen=_LOG_TAIL)
+        self.port = 0
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._process: trio.Process | None = None
+        self._ws: trio_websocket.WebSocketConnection | None = None
+        self._listener_scope: trio.CancelScope | None = None
+        self._stdin_lock = trio.Lock()
+
+    # -- running ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def seconds(self, limit: float) -> float:
+        """A time limit of the contract, stretched by ``--time-scale``."""
+        return limit * self.time_scale
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Listen (WebSocket mode) and launch the worker under test."""
+        self._nursery = nursery
+        env = dict(os.environ)
+        env.pop("TRIO_PIPE_URL", None)
+        env |= {
+            "TRIO_PIPE_WORKER_ID": self.worker_id,
+            "TRIO_PIPE_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
+            "TRIO_PIPE_HEARTBEAT_MS": str(HEARTBEAT_MS),
+        }
+        argv = list(self.command)
+        if not self.stdio:
+            await nursery.start(self._listen)
+            env["TRIO_PIPE_URL"] = self.url
+            argv.append(self.url)
+        try:
+            self._process = await trio.lowlevel.open_process(
+                argv,
+                env=env,
+                stdin=subprocess.PIPE if self.stdio else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if self.stdio else subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise CaseFailed(f"cannot start {argv[0]!r}: {exc}") from exc
+        process = self._process
+        assert process.stdout is not None
+        if self.stdio:
+            assert process.stderr is not None
+            nursery.start_soon(self._read_lines, process.stdout, self._on_stdout_line)
+            nursery.start_soon(self._read_lines, process.stderr, self._on_log_line)
+        else:
+            nursery.start_soon(self._read_lines, process.stdout, self._on_log_line)
+        nursery.start_soon(self._watch_process)
+
+    async def stop(self) -> None:
+        """End the worker: close its input, then kill its process group if it lingers."""
+        process = self._process
+        if process is None:
+            return
+        with trio.move_on_after(self.seconds(3)):
+            if process.stdin is not None:
+                await process.stdin.aclose()
+            if self._ws is not None:
+                await self._ws.aclose()
+            await process.wait()
+        if process.returncode is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover - exited meanwhile
+                pass
+            await process.wait()
+        # The worker's own children go with its session.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    # -- what the worker said -----------------------------------------------------------
+
+    def mark(self) -> int:
+        """The index of the next entry: wait for things that happen from now on."""
+        return len(self.received)
+
+    async def expect(
+        self, wanted: Callable[[Received], bool], *, since: int, within: float, what: str
+    ) -> Received:
+        """The first entry from index *since* on for which *wanted* is true, waiting up
+        to *within* seconds (scaled). Raises :class:`CaseFailed` saying *what* was
+        awaited when the time passes or the worker exits first."""
+        found: list[Received] = []
+        scanned = since
+
+        def scan() -> bool:
+            nonlocal scanned
+            for entry in self.received[scanned:]:
+                scanned += 1
+                if wanted(entry):
+                    found.append(entry)
+                    return True
+            return False
+
+        await self._wait(scan, within=within, what=what)
+        return found[0]
+
+    async def _wait(
+        self, condition: Callable[[], bool], *, within: float, what: str
+    ) -> None:
+        """Wait until *condition* holds; it is checked after every new entry."""
+        with trio.move_on_after(self.seconds(within)):
+            while not condition():
+                if self.exit_status is not None:
+                    raise CaseFailed(
+                        f"{what}: the worker exited first {self._exit_detail()}"
+                    )
+                await self._changed.wait()
+            return
+        raise CaseFailed(f"no {what} within {self.seconds(within):g} s")
+
+    async def result(self, task: Task, *, since: int, within: float) -> Received:
+        """The entry carrying *task*'s result."""
+        return await self.expect(
+            lambda entry: entry.result_of(task) is not None,
+            since=since,
+            within=within,
+            what=f"result for the {task.task_type!r} task",
+        )
+
+    async def next_heartbeat(self, *, since: int, within: float = 2) -> Heartbeat:
+        entry = await self.expect(
+            lambda entry: isinstance(entry.message, Heartbeat),
+            since=since,
+            within=within,
+            what="heartbeat",
+        )
+        assert isinstance(entry.message, Heartbeat)
+        return entry.message
+
+    def problems_since(self, index: int) -> list[str]:
+        return [problem for entry in self.received[index:] for problem in entry.problems]
+
+    def _record(self, entry: Received) -> None:
+        self.received.append(entry)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _exit_detail(self) -> str:
+        tail = " | ".join(list(self.log)[-3:])
+        return f"(status {self.exit_status})" + (
+            f"; its last output: {tail}" if tail else ""
+        )
+
+    async def _on_frame(self, frame: str) -> None:
+        message, problems = check_canonical(frame)
+        self._record(Received(trio.current_time(), message, problems=tuple(problems)))
+        try:
+            if isinstance(message, WorkerRegister):
+                await self.send(WorkerRegistered(message.registration.worker_id))
+            elif isinstance(message, Heartbeat):
+                await self.send(HeartbeatAck())
+        except CaseFailed:
+            pass  # the connection is gone; its reader records that
+
+    async def _on_stdout_line(self, line: str) -> None:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and "type" in value:
+            await self._on_frame(line)
+        else:  # the worker's own log output, allowed on stdout in stdio mode
+            await self._on_log_line(line)
+
+    async def _on_log_line(self, line: str) -> None:
+        self.log.append(line)
+
+    # -- what the kit says ----------------------------------------------------------------
+
+    async def send(self, message: Message | str) -> None:
+        """Send a message, or a raw frame (a line in stdio mode) exactly as given."""
+        frame = message if isinstance(message, str) else encode(message)
+        if self.stdio:
+            process = self._process
+            assert process is not None and process.stdin is not None
+            try:
+                async with self._stdin_lock:
+                    await process.stdin.send_all(frame.encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise CaseFailed(f"cannot write to the worker's stdin: {exc!r}") from None
+            return
+        ws = await self._connection()
+        try:
+            await ws.send_message(frame)
+        except trio_websocket.ConnectionClosed:
+            raise CaseFailed("the worker closed the connection") from None
+
+    async def dispatch(
+        self, task_type: str, payload: Any = None, *, timeout_ms: int = 30_000
+    ) -> Task:
+        task = Task(uuid.uuid4(), task_type, payload, TaskMetadata(timeout_ms=timeout_ms))
+        await self.send(TaskDispatch(task))
+        return task
+
+    async def _connection(self) -> trio_websocket.WebSocketConnection:
+        def connected() -> bool:
+            return self._ws is not None and not self._ws.closed
+
+        await self._wait(connected, within=10, what="connection from the worker")
+        assert self._ws is not None
+        return self._ws
+
+    # -- WebSocket mode -------------------------------------------------------------------
+
+    async def restart_listener(self, pause: float) -> None:
+        """Close the connection as a restarting dispatcher would (1012), stop
+        listening for *pause* seconds, and listen again on the same port."""
+        assert self._nursery is not None and self._listener_scope is not None
+        self._listener_scope.cancel()
+        if self._ws is not None:
+            await self._ws.aclose(_SERVICE_RESTART, "dispatcher restarting")
+        await trio.sleep(pause)
+        await self._nursery.start(self._listen)
+
+    async def _listen(self, *, task_status: trio.TaskStatus[None]) -> None:
+        with trio.CancelScope() as self._listener_scope:
+            listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+            self.port = listeners[0].socket.getsockname()[1]
+            task_status.started()
+            # Connections live in the harness's nursery, past a listener restart.
+            await trio.serve_listeners(
+                self._serve, listeners, handler_nursery=self._nursery
+            )
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        """Serve one connection from the worker until it closes."""
+        assert self._nursery is not None
+        try:
+            request = await trio_websocket.wrap_server_stream(
+                self._nursery, stream, max_message_size=DEFAULT_MAX_FRAME_SIZE
+            )
+            ws = await request.accept()
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
+            return
+        self._ws = ws
+        self._record(Received(trio.current_time(), event="connected"))
+        try:
+            while True:
+                frame = await ws.get_message()
+                if isinstance(frame, bytes):
+                    problem = "a binary frame: messages are JSON text frames"
+                    self._record(Received(trio.current_time(), problems=(problem,)))
+                else:
+                    await self._on_frame(frame)
+        except trio_websocket.ConnectionClosed as exc:
+            reason = exc.reason
+            detail = f"closed {reason.code}" if reason is not None else "closed"
+            self._record(Received(trio.current_time(), event=detail))
+        # trio.serve_listeners closes the stream when this returns.
+
+    # -- process --------------------------------------------------------------------------
+
+    async def _watch_process(self) -> None:
+        assert self._process is not None
+        self.exit_status = await self._process.wait()
+        self._record(Received(trio.current_time(), event=f"exited {self.exit_status}"))
+
+    async def _read_lines(
+        self, stream: trio.abc.ReceiveStream, on_line: Callable[[str], Awaitable[None]]
+    ) -> None:
+        buffer = b""
+        while chunk := await _receive(stream):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                await on_line(line.decode(errors="replace").rstrip("\r"))
+            if len(buffer) > _MAX_LINE:
+                self.log.append(f"(a line of more than {_MAX_LINE} bytes, dropped)")
+                buffer = b""
+
+
+async def _receive(stream: trio.abc.ReceiveStream) -> bytes:
+    try:
+        return bytes(await stream.receive_some(_CHUNK))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return b""
