@@ -160,3 +160,25 @@ def test_python_dash_m_reports_a_bad_handlers_spec_with_status_2(
     assert "trio-pipe worker: error: cannot import module 'no_such_module_xyz'" in (
         completed.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("TRIO_PIPE_WORKER_ID", "-bad", "TRIO_PIPE_WORKER_ID: invalid worker id '-bad'"),
+        ("TRIO_PIPE_MAX_CONCURRENCY", "0", "TRIO_PIPE_MAX_CONCURRENCY: must be at least 1"),
+        ("TRIO_PIPE_HEARTBEAT_MS", "soon", "TRIO_PIPE_HEARTBEAT_MS: expected milliseconds"),
+    ],
+)
+def test_options_from_the_environment_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["worker", "--stdio", "--handlers", "tests.worker_handlers:HANDLERS"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

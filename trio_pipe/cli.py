@@ -48,16 +48,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_seconds(text: str) -> float:
+def _positive_quantity(text: str, unit: str = "seconds") -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {unit}, got {text!r}") from None
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"must be a positive number of seconds, got {text}"
-        )
+        raise argparse.ArgumentTypeError(f"must be a positive number of {unit}, got {text}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _positive_quantity(text)
+
+
+def _milliseconds_as_seconds(text: str) -> float:
+    return _positive_quantity(text, "milliseconds") / 1000
 
 
 def _websocket_url(text: str) -> str:
@@ -196,11 +202,7 @@ def _given(value: T | None, default: T) -> T:
 _ENV_OPTIONS = (
     ("worker_id", "TRIO_PIPE_WORKER_ID", _worker_id),
     ("max_concurrency", "TRIO_PIPE_MAX_CONCURRENCY", _positive_int),
-    (
-        "heartbeat_interval",
-        "TRIO_PIPE_HEARTBEAT_MS",
-        lambda ms: _positive_seconds(ms) / 1000,
-    ),
+    ("heartbeat_interval", "TRIO_PIPE_HEARTBEAT_MS", _milliseconds_as_seconds),
 )
 
 

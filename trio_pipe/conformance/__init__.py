@@ -22,6 +22,8 @@ __all__ = ["CASE_NAMES", "CaseResult", "Report", "run_conformance"]
 Outcome = Literal["pass", "fail", "skip"]
 CASE_NAMES: tuple[str, ...] = tuple(case.name for case in CASES)
 _CASE_LIMIT = 30.0  # seconds; no case needs more than a few
+_PROBLEMS_SHOWN = 3
+_PROBLEMS_SHOWN = 3
 
 
 @attrs.frozen
@@ -125,12 +127,11 @@ async def _run_case(
         )
     else:
         outcome, detail = "pass", ""
-    problems = harness.problems_since(checked)
+    problems = list(dict.fromkeys(harness.problems_since(checked)))  # each once
     if problems:
-        extra = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        outcome, detail = (
-            "fail",
-            f"{problems[0]}{extra}" + (f"; {detail}" if detail else ""),
-        )
+        shown = problems[:_PROBLEMS_SHOWN]
+        if len(problems) > len(shown):
+            shown.append(f"and {len(problems) - len(shown)} more")
+        outcome, detail = "fail", "; ".join([*shown, *([detail] if detail else [])])
     seconds = trio.current_time() - started
     return CaseResult(case.name, outcome, detail, round(seconds, 3))

@@ -22,15 +22,41 @@ _MAX_SHOWN = 60
 def check_canonical(frame: str) -> tuple[Message | None, list[str]]:
     """Decode *frame* and list how it departs from the canonical encoding.
 
-    Returns ``(None, [why])`` when the dispatcher would refuse the frame outright.
+    Field names that are not camelCase are reported and corrected before decoding, so
+    that the rest of the message is still checked (and a case can go on). Returns
+    ``(None, [why, ...])`` when the frame cannot be decoded even so.
     """
+    problems: list[str] = []
     try:
-        message = decode(frame)
+        value = json.loads(frame)
+    except ValueError:
+        value = None
+    root = str(value.get("type")) if isinstance(value, dict) else "$"
+    received = _respelled(value, root, problems)
+    try:
+        message = decode(json.dumps(received) if problems else frame)
     except ProtocolError as exc:
-        return None, [f"the dispatcher refuses this frame: {exc}: {_shorten(frame)}"]
-    received = json.loads(frame)
+        return None, [*problems, f"the dispatcher refuses it: {exc}"]
     canonical = json.loads(encode(message))
-    return message, _differences(received, canonical, received["type"])
+    return message, problems + _differences(received, canonical, canonical["type"])
+
+
+def _respelled(value: Any, path: str, problems: list[str]) -> Any:
+    """*value* with every field name camelCase, outside payloads (the user's own);
+    each name that had to change is added to *problems*."""
+    if isinstance(value, list):
+        return [_respelled(item, f"{path}[{i}]", problems) for i, item in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    respelled = {}
+    for key, item in value.items():
+        camel = re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), key)
+        camel = camel[:1].lower() + camel[1:]
+        if camel != key:
+            problems.append(f"{path}: field {key!r} must be spelled {camel!r}")
+        inner = f"{path}.{camel}"
+        respelled[camel] = item if key == "payload" else _respelled(item, inner, problems)
+    return respelled
 
 
 def _differences(received: Any, canonical: Any, path: str) -> list[str]:

@@ -1,0 +1,223 @@
+"""A worker written against the protocol by hand, with switchable faults.
+
+With no fault it serves the conformance kit's contract (docs/conformance.md) in
+stdio mode, or in WebSocket mode when a ``ws://`` URL is its last argument (without
+reconnecting). Each ``--FAULT`` flag breaks one rule, so that the kit's tests can show
+the kit catching it precisely.
+
+    python tests/conformance_worker.py [--lowercase-status] [--snake-case]
+        [--ignore-kill] [--no-heartbeat] [--unbounded] [--crash-on-garbage]
+        [--exit-status N] [ws://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import trio_websocket
+
+FAULTS = (
+    "lowercase-status",
+    "snake-case",
+    "ignore-kill",
+    "no-heartbeat",
+    "unbounded",
+    "crash-on-garbage",
+)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Worker:
+    def __init__(self, faults: set[str], send: Send) -> None:
+        self.faults = faults
+        self.send = send
+        self.worker_id = os.environ["TRIO_PIPE_WORKER_ID"]
+        self.capacity = int(os.environ["TRIO_PIPE_MAX_CONCURRENCY"])
+        self.heartbeat_s = int(os.environ["TRIO_PIPE_HEARTBEAT_MS"]) / 1000
+        self.running: dict[str, trio.CancelScope] = {}
+        self.started = time.monotonic()
+
+    async def serve(self, receive: Callable[[], Awaitable[str | None]]) -> None:
+        async with trio.open_nursery() as outer:
+            if "no-heartbeat" not in self.faults:
+                outer.start_soon(self.heartbeats)
+            async with trio.open_nursery() as tasks:  # exits once the tasks finish
+                await self.read(receive, tasks)
+            outer.cancel_scope.cancel()
+
+    async def read(
+        self, receive: Callable[[], Awaitable[str | None]], tasks: trio.Nursery
+    ) -> None:
+        """Act on each frame until Shutdown or the end of input."""
+        while (frame := await receive()) is not None:
+            try:
+                message = json.loads(frame)
+                kind = message["type"]
+            except (ValueError, TypeError, KeyError):
+                if "crash-on-garbage" in self.faults:
+                    raise
+                continue
+            if kind == "TaskDispatch":
+                task = message["task"]
+                if isinstance(task, dict) and "id" in task:
+                    await self.accept(tasks, task)
+            elif kind == "Kill" and "ignore-kill" not in self.faults:
+                scope = self.running.get(message.get("taskId"))
+                if scope is not None:
+                    scope.cancel()
+            elif kind == "Shutdown":
+                return
+
+    async def heartbeats(self) -> None:
+        while True:
+            await trio.sleep(self.heartbeat_s)
+            payload = {
+                "workerId": self.worker_id,
+                "activeTasks": len(self.running),
+                "capacity": self.capacity,
+                "uptimeSeconds": int(time.monotonic() - self.started),
+            }
+            await self.send({"type": "Heartbeat", "payload": payload})
+
+    async def accept(self, nursery: trio.Nursery, task: dict[str, Any]) -> None:
+        if len(self.running) >= self.capacity and "unbounded" not in self.faults:
+            error = {"code": "WORKER_SATURATED", "message": "full", "retryable": True}
+            await self.result(task, "Failed", None, error, 0)
+            return
+        self.running[task["id"]] = trio.CancelScope()
+        if len(self.running) == self.capacity:
+            await self.backpressure(True)
+        nursery.start_soon(self.run, task)
+
+    async def run(self, task: dict[str, Any]) -> None:
+        started = time.monotonic()
+        scope = self.running[task["id"]]
+        timeout_ms = (task.get("metadata") or {}).get("timeoutMs", 300_000)
+        scope.deadline = trio.current_time() + timeout_ms / 1000
+        status, payload, error = "Cancelled", None, None
+        with scope:
+            status, payload, error = await self.handle(task["taskType"], task["payload"])
+        if scope.cancelled_caught:
+            timed_out = trio.current_time() >= scope.deadline
+            status = "TimedOut" if timed_out else "Cancelled"
+            code = "TIMEOUT" if timed_out else "KILLED"
+            error = {"code": code, "message": code.lower(), "retryable": timed_out}
+        was_full = len(self.running) == self.capacity
+        del self.running[task["id"]]
+        await self.result(task, status, payload, error, started)
+        if was_full:
+            await self.backpressure(False)
+
+    async def handle(self, kind: str, payload: Any) -> tuple[str, Any, Any]:
+        if kind == "echo":
+            return "Completed", payload, None
+        if kind == "sleep":
+            await trio.sleep(payload["ms"] / 1000)
+            return "Completed", {"sleptMs": payload["ms"]}, None
+        if kind == "fail":
+            error = {
+                "code": "HANDLER_ERROR",
+                "message": payload["message"],
+                "retryable": True,
+            }
+            return "Failed", None, error
+        error = {"code": "UNKNOWN_TASK_TYPE", "message": kind, "retryable": False}
+        return "Failed", None, error
+
+    async def result(
+        self, task: dict[str, Any], status: str, payload: Any, error: Any, started: float
+    ) -> None:
+        result = {
+            "taskId": task["id"],
+            "status": status.lower() if "lowercase-status" in self.faults else status,
+            "payload": payload,
+            "error": error,
+            "durationMs": int((time.monotonic() - started) * 1000) if started else 0,
+            "workerId": self.worker_id,
+        }
+        if "snake-case" in self.faults:
+            result = {"task_id": result.pop("taskId"), **result}
+        await self.send({"type": "TaskResult", "result": result})
+
+    async def backpressure(self, throttle: bool) -> None:
+        signal = {
+            "workerId": self.worker_id,
+            "currentLoad": len(self.running) / self.capacity,
+            "shouldThrottle": throttle,
+        }
+        await self.send({"type": "Backpressure", "signal": signal})
+
+
+async def serve_stdio(faults: set[str]) -> None:
+    stdin = trio.lowlevel.FdStream(os.dup(0))
+    stdout = trio.lowlevel.FdStream(os.dup(1))
+    lock = trio.Lock()
+    buffer = b""
+
+    async def send(message: dict[str, Any]) -> None:
+        async with lock:
+            await stdout.send_all(json.dumps(message).encode() + b"\n")
+
+    async def receive() -> str | None:
+        nonlocal buffer
+        while b"\n" not in buffer:
+            chunk = await stdin.receive_some()
+            if not chunk:
+                return None
+            buffer += chunk
+        line, buffer = buffer.split(b"\n", 1)
+        return line.decode()
+
+    await Worker(faults, send).serve(receive)
+
+
+async def serve_websocket(url: str, faults: set[str]) -> None:
+    async with trio_websocket.open_websocket_url(url) as ws:
+
+        async def send(message: dict[str, Any]) -> None:
+            await ws.send_message(json.dumps(message))
+
+        async def receive() -> str | None:
+            try:
+                frame = await ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                return None
+            return frame if isinstance(frame, str) else None
+
+        worker = Worker(faults, send)
+        registration = {
+            "workerId": worker.worker_id,
+            "supportedTasks": ["echo", "sleep", "fail"],
+            "maxConcurrency": worker.capacity,
+            "language": "Python (by hand)",
+            "tags": [],
+        }
+        await send({"type": "WorkerRegister", "registration": registration})
+        await worker.serve(receive)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    for fault in FAULTS:
+        parser.add_argument(f"--{fault}", action="store_true")
+    parser.add_argument("--exit-status", type=int, default=0)
+    parser.add_argument("url", nargs="?")
+    args = parser.parse_args()
+    faults = {fault for fault in FAULTS if getattr(args, fault.replace("-", "_"))}
+    if args.url:
+        trio.run(serve_websocket, args.url, faults)
+    else:
+        trio.run(serve_stdio, faults)
+    sys.exit(args.exit_status)
+
+
+if __name__ == "__main__":
+    main()
