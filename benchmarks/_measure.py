@@ -12,7 +12,9 @@ import trio_pipe
 from trio_pipe import Task
 
 
-async def throughput(dispatcher: trio_pipe.Dispatcher, tasks: int, in_flight: int) -> float:
+async def throughput(
+    dispatcher: trio_pipe.Dispatcher, tasks: int, in_flight: int, task_type: str = "noop"
+) -> float:
     limit = trio.Semaphore(in_flight)
 
     async def one(handle: trio_pipe.TaskHandle[Any]) -> None:
@@ -23,26 +25,34 @@ async def throughput(dispatcher: trio_pipe.Dispatcher, tasks: int, in_flight: in
     async with trio.open_nursery() as nursery:
         for i in range(tasks):
             await limit.acquire()
-            nursery.start_soon(one, await dispatcher.submit(Task.new("noop", i)))
+            nursery.start_soon(one, await dispatcher.submit(Task.new(task_type, i)))
     return tasks / (time.perf_counter() - started)
 
 
-async def latencies(dispatcher: trio_pipe.Dispatcher, tasks: int) -> list[float]:
+async def latencies(
+    dispatcher: trio_pipe.Dispatcher, tasks: int, task_type: str = "noop"
+) -> list[float]:
     samples = []
     for i in range(tasks):
         started = time.perf_counter()
-        await dispatcher.run(Task.new("noop", i))
+        await dispatcher.run(Task.new(task_type, i))
         samples.append((time.perf_counter() - started) * 1e6)
     return samples
 
 
 async def summary(
-    dispatcher: trio_pipe.Dispatcher, *, tasks: int, latency_tasks: int, in_flight: int
+    dispatcher: trio_pipe.Dispatcher,
+    *,
+    tasks: int,
+    latency_tasks: int,
+    in_flight: int,
+    task_type: str = "noop",
 ) -> dict[str, Any]:
-    """Warm up, then three throughput runs and one latency run of no-op tasks."""
-    await throughput(dispatcher, min(tasks, 500), in_flight)
-    rates = [await throughput(dispatcher, tasks, in_flight) for _ in range(3)]
-    samples = sorted(await latencies(dispatcher, latency_tasks))
+    """Warm up, then three throughput runs and one latency run of no-op tasks (of
+    *task_type*, whose handler returns at once)."""
+    await throughput(dispatcher, min(tasks, 500), in_flight, task_type)
+    rates = [await throughput(dispatcher, tasks, in_flight, task_type) for _ in range(3)]
+    samples = sorted(await latencies(dispatcher, latency_tasks, task_type))
     return {
         "tasks_per_s": statistics.median(rates),
         "tasks_per_s_min": min(rates),
