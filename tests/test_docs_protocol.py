@@ -5,7 +5,7 @@ exactly what ``encode`` writes for it, up to whitespace."""
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 from helpers import ROOT
@@ -63,3 +63,47 @@ def test_canonical_example_is_what_encode_writes(example: Example) -> None:
         json.loads(example.text), separators=(",", ":"), ensure_ascii=False
     )
     assert encode(decode(example.text)) == compact
+
+
+# -- the page against spec/schema -------------------------------------------------------
+
+SCHEMA = json.loads((ROOT / "spec" / "schema" / "messages.schema.json").read_text())
+# The heading of each schema definition on the page, where it is not the name itself.
+HEADINGS = {
+    "TaskResultMessage": "#### TaskResult",
+    "HeartbeatPayload": "### Heartbeat payload",
+    "BackpressureSignal": "### Backpressure signal",
+}
+
+
+def _section(heading: str) -> str:
+    """The text under *heading* (exactly that line) up to the next heading."""
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    start = lines.index(heading) + 1
+    end = next(
+        (i for i in range(start, len(lines)) if lines[i].startswith("#")), len(lines)
+    )
+    return "\n".join(lines[start:end])
+
+
+DOCUMENTED = [
+    (name, definition)
+    for name, definition in SCHEMA["$defs"].items()
+    if "properties" in definition or "enum" in definition
+]
+
+
+@pytest.mark.parametrize(("name", "definition"), DOCUMENTED, ids=[n for n, _ in DOCUMENTED])
+def test_every_schema_field_and_enum_value_is_on_the_page(
+    name: str, definition: dict[str, Any]
+) -> None:
+    messages = {cls.__name__ for cls in (*DISPATCHER_MESSAGES, *WORKER_MESSAGES)}
+    default = f"#### {name}" if name in messages else f"### {name}"
+    section = _section(HEADINGS.get(name, default))
+    names = [*definition.get("properties", {}), *definition.get("enum", [])]
+    missing = [
+        field
+        for field in names
+        if f"`{field}`" not in section and f'`"{field}"`' not in section and field != "type"
+    ]
+    assert not missing, f"{name}: not documented under its heading: {missing}"
