@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,15 @@ import trio
 
 import trio_pipe
 
-from . import docker_start, inprocess, raw_echo, stdio_roundtrip, wasm, ws_roundtrip
+from . import (
+    docker_start,
+    idle_workers,
+    inprocess,
+    raw_echo,
+    stdio_roundtrip,
+    wasm,
+    ws_roundtrip,
+)
 
 
 def _machine() -> dict[str, Any]:
@@ -82,6 +91,21 @@ def main() -> None:
     )
     print(f"| {memory['scenario']} | {memory['bytes_per_queued_task']:,.0f} bytes/task |")
     rows += [overhead, memory]
+    # A whole number of heartbeat intervals (see idle_workers.measure).
+    idle = trio.run(
+        partial(
+            idle_workers.measure,
+            workers=500 if args.full else 50,
+            window=20.0 if args.full else 5.0,
+        )
+    )
+    print(
+        f"| {idle['scenario']} | dispatcher {idle['dispatcher_cpu_percent']:.1f} % "
+        f"of one core, workers' process {idle['workers_process_cpu_percent']:.1f} % "
+        f"({idle['workers_connected']} connected, {idle['workers_heard_in_window']} "
+        "heard from in the window) |"
+    )
+    rows.append(idle)
     if docker_start.available():
         docker_start.build_image()
         docker = trio.run(docker_start.measure, 10 if args.full else 2)

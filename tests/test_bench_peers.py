@@ -1,0 +1,102 @@
+"""benchmarks/peers.py, the Celery comparison run by `nox -s bench_peers`: what runs
+without Redis or Celery always; the real thing only where both are installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks import peers
+
+HAVE_REDIS = shutil.which("redis-server") is not None
+HAVE_CELERY = all(importlib.util.find_spec(m) is not None for m in ("celery", "redis"))
+
+
+def _row(scenario: str, rate: float, p50: float) -> dict[str, object]:
+    return {
+        "scenario": scenario,
+        "tasks_per_s": rate,
+        "tasks_per_s_min": rate * 0.9,
+        "tasks_per_s_max": rate * 1.1,
+        "p50_us": p50,
+        "p99_us": p50 * 3,
+    }
+
+
+def test_arguments_and_sizes() -> None:
+    quick, full = peers.parse_args([]), peers.parse_args(["--full", "--redis-server", "x"])
+    assert (quick.full, quick.redis_server) == (False, "redis-server")
+    assert (full.full, full.redis_server) == (True, "x")
+    assert peers.sizes(True) == {"tasks": 10_000, "latency_tasks": 2_000}
+    assert peers.sizes(False)["tasks"] < 10_000
+
+
+def test_redis_runs_on_loopback_without_persistence() -> None:
+    argv = peers.redis_argv("redis-server", 6390, "/tmp/x")
+    pairs = dict(zip(argv[1::2], argv[2::2], strict=True))
+    assert pairs["--save"] == "" and pairs["--appendonly"] == "no"
+    assert pairs["--bind"] == "127.0.0.1" and pairs["--port"] == "6390"
+    assert pairs["--dir"] == "/tmp/x"
+
+
+def test_the_celery_worker_is_one_solo_process() -> None:
+    argv = peers.celery_worker_argv()
+    assert "--pool=solo" in argv and "--concurrency=1" in argv
+
+
+def test_figures_summarise_like_the_main_suite() -> None:
+    row = peers.figures([3.0, 1.0, 2.0], [float(n) for n in range(100, 0, -1)])
+    assert (row["tasks_per_s"], row["tasks_per_s_min"], row["tasks_per_s_max"]) == (2, 1, 3)
+    assert row["p50_us"] == 50.5 and row["p99_us"] == 99
+
+
+def test_the_table_shows_trio_pipe_as_a_multiple_of_celery() -> None:
+    celery = _row("Celery", 650, 1650)
+    trio_pipe = peers.with_ratios(_row("trio_pipe", 5200, 495), celery)
+    assert trio_pipe["ratio_to_celery"] == 8 and trio_pipe["p50_ratio_to_celery"] == 0.3
+    lines = peers.table([celery, trio_pipe]).splitlines()
+    assert lines[0].startswith("| scenario |") and "x Celery" in lines[0]
+    assert lines[2] == "| Celery | 650 (585-715) | — | 1,650 | — | 4,950 |"
+    assert lines[3] == "| trio_pipe | 5,200 (4,680-5,720) | 8.00 | 495 | 0.30 | 1,485 |"
+    assert peers.summary_line([celery, trio_pipe]) == (
+        "trio_pipe / Celery: x8.0 the tasks/s, x0.30 the p50 latency"
+    )
+
+
+def test_what_is_missing_is_named() -> None:
+    absent = peers.missing("no-such-redis-server-here")
+    assert any("no-such-redis-server-here" in item for item in absent)
+
+
+def test_a_child_that_ignores_sigterm_is_killed() -> None:
+    ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(60)"
+    process = peers.start([sys.executable, "-c", ignores], stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    process.stdout.readline()  # the handler is in place
+    started = time.monotonic()
+    peers.stop(process, timeout=0.5)
+    process.stdout.close()
+    assert process.returncode == -9 and time.monotonic() - started < 10
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_REDIS, reason="no redis-server")
+def test_redis_is_started_and_stopped() -> None:
+    with peers.redis_server() as url:
+        port = int(url.rsplit(":", 1)[1])
+        assert peers.redis_ping(port)
+    assert not peers.redis_ping(port)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (HAVE_REDIS and HAVE_CELERY), reason="no redis-server or Celery")
+def test_the_whole_comparison_runs() -> None:
+    with peers.redis_server() as url, peers.celery_worker(url) as worker:
+        row = peers.measure_celery(worker, url, tasks=50, latency_tasks=20, in_flight=8)
+    assert row["tasks_per_s"] > 0 and row["p50_us"] > 0
+    assert worker.returncode is not None
