@@ -1,0 +1,23 @@
+package io.triopipe.worker;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+
+/** A worker's validated settings, shared by all its sessions. */
+record Config(
+        String workerId,
+        int maxConcurrency,
+        Duration heartbeatInterval,
+        List<String> tags,
+        boolean reconnect,
+        Duration backoffInitial,
+        Duration backoffMax,
+        Duration connectTimeout,
+        Map<String, TypedHandler<?>> handlers,
+        ObjectMapper json) {
+
+    /** The implementation language sent in {@code WorkerRegister}. */
+    static final String LANGUAGE = "Java";
+}

@@ -1,0 +1,366 @@
+package io.triopipe.worker;
+
+import static java.lang.System.Logger.Level.DEBUG;
+import static java.lang.System.Logger.Level.INFO;
+import static java.lang.System.Logger.Level.WARNING;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.triopipe.worker.protocol.Backpressure;
+import io.triopipe.worker.protocol.BackpressureSignal;
+import io.triopipe.worker.protocol.Codec;
+import io.triopipe.worker.protocol.Heartbeat;
+import io.triopipe.worker.protocol.HeartbeatPayload;
+import io.triopipe.worker.protocol.Kill;
+import io.triopipe.worker.protocol.Message;
+import io.triopipe.worker.protocol.ProtocolException;
+import io.triopipe.worker.protocol.Shutdown;
+import io.triopipe.worker.protocol.Task;
+import io.triopipe.worker.protocol.TaskDispatch;
+import io.triopipe.worker.protocol.TaskError;
+import io.triopipe.worker.protocol.TaskResult;
+import io.triopipe.worker.protocol.TaskResultMessage;
+import io.triopipe.worker.protocol.TaskStatus;
+import io.triopipe.worker.protocol.WorkerRegister;
+import io.triopipe.worker.protocol.WorkerRegistered;
+import io.triopipe.worker.protocol.WorkerRegistration;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The protocol on one connection, whatever the transport: registration, tasks on the
+ * handler pool with their deadlines, Kill, heartbeats, backpressure and shutdown.
+ *
+ * <p>Everything that changes the state holds {@code lock}, and every frame is queued on
+ * the transport while holding it, so frames go out in the order the state changed: a
+ * result before the {@code Backpressure} its freed slot causes.
+ */
+final class Session {
+    private static final System.Logger LOG = System.getLogger("io.triopipe.worker");
+
+    private final Config config;
+    private final Transport transport;
+    private final WorkerThreads threads;
+    private final long startedAt;
+    private final Duration heartbeatInterval;
+    private final Object lock = new Object();
+    private final Map<UUID, Execution> active = new HashMap<>();
+    private final CompletableFuture<Void> registered = new CompletableFuture<>();
+    private final CompletableFuture<SessionEnd> ended = new CompletableFuture<>();
+    private boolean throttled;
+    private boolean shuttingDown;
+    private String lost;
+    private Future<?> heartbeats;
+
+    /**
+     * @param startedAt {@link System#nanoTime()} when the worker started (for uptime)
+     * @param heartbeatInterval time between heartbeats, or {@code null} for none
+     */
+    Session(Config config, Transport transport, WorkerThreads threads, long startedAt, Duration heartbeatInterval) {
+        this.config = config;
+        this.transport = transport;
+        this.threads = threads;
+        this.startedAt = startedAt;
+        this.heartbeatInterval = heartbeatInterval;
+    }
+
+    // -- lifecycle, driven by the Worker --------------------------------------------
+
+    /**
+     * Sends {@code WorkerRegister}; tasks are served once {@code WorkerRegistered}
+     * arrives. Without it within {@code timeout}, the session is lost.
+     */
+    void register(Duration timeout) {
+        WorkerRegistration registration = new WorkerRegistration(
+                config.workerId(),
+                List.copyOf(config.handlers().keySet()),
+                config.maxConcurrency(),
+                Config.LANGUAGE,
+                config.tags());
+        send(new WorkerRegister(registration));
+        threads.timers().schedule(() -> registrationTimedOut(timeout), timeout.toNanos(), TimeUnit.NANOSECONDS);
+    }
+
+    /** Serves at once, without registering (a spawned stdio worker). */
+    void serveUnregistered() {
+        onRegistered();
+    }
+
+    /** Completes when the session is over: shut down, or lost and every handler returned. */
+    CompletableFuture<SessionEnd> ended() {
+        return ended;
+    }
+
+    /** Whether {@code WorkerRegistered} arrived, or registration was not needed. */
+    boolean wasRegistered() {
+        return registered.isDone();
+    }
+
+    /**
+     * Ends the session: stops every task (their results are dropped) and completes
+     * {@link #ended()} once their handlers have returned. Idempotent.
+     */
+    void lose(String reason) {
+        synchronized (lock) {
+            if (lost != null) {
+                return;
+            }
+            lost = reason;
+            LOG.log(DEBUG, "connection lost: {0}", reason);
+            for (Execution execution : active.values()) {
+                execution.stop(Stop.lost(reason));
+            }
+            checkEnd();
+        }
+    }
+
+    // -- from the transport ---------------------------------------------------------
+
+    void onFrame(String frame) {
+        long receivedAt = System.nanoTime();
+        Message message;
+        try {
+            message = Codec.decode(frame);
+        } catch (ProtocolException e) {
+            LOG.log(WARNING, "ignoring a malformed frame from the dispatcher: {0}", e.getMessage());
+            return;
+        }
+        synchronized (lock) {
+            if (isOver()) {
+                LOG.log(DEBUG, "ignoring {0} received after the session ended", message.type());
+            } else if (!registered.isDone() && !(message instanceof WorkerRegistered)) {
+                LOG.log(WARNING, "ignoring {0} received before WorkerRegistered", message.type());
+            } else if (message instanceof TaskDispatch dispatch) {
+                onDispatch(dispatch.task(), receivedAt);
+            } else if (message instanceof Kill kill) {
+                onKill(kill);
+            } else if (message instanceof Shutdown shutdown) {
+                onShutdown(shutdown.graceful());
+            } else if (message instanceof WorkerRegistered acknowledged) {
+                onWorkerRegistered(acknowledged);
+            } else {
+                LOG.log(DEBUG, "ignoring {0}", message.type());
+            }
+        }
+    }
+
+    /** The dispatcher closed its side: a loss, unless it comes after Shutdown. */
+    void onInputClosed(String reason) {
+        synchronized (lock) {
+            if (shuttingDown) {
+                LOG.log(DEBUG, "{0} after Shutdown; finishing in-flight tasks", reason);
+            } else {
+                lose(reason);
+            }
+        }
+    }
+
+    void onBroken(String reason) {
+        lose(reason);
+    }
+
+    // -- messages -----------------------------------------------------------------
+
+    private void onWorkerRegistered(WorkerRegistered message) {
+        if (registered.isDone()) {
+            LOG.log(DEBUG, "ignoring a repeated WorkerRegistered");
+            return;
+        }
+        if (!message.workerId().equals(config.workerId())) {
+            LOG.log(
+                    WARNING,
+                    "dispatcher acknowledged worker id {0}, we registered {1}",
+                    message.workerId(),
+                    config.workerId());
+        }
+        LOG.log(
+                INFO,
+                "registered as {0} for {1}",
+                config.workerId(),
+                config.handlers().keySet());
+        onRegistered();
+    }
+
+    private void registrationTimedOut(Duration timeout) {
+        synchronized (lock) {
+            if (!registered.isDone()) {
+                lose("the dispatcher did not answer WorkerRegister within " + timeout.toMillis() + " ms");
+            }
+        }
+    }
+
+    private void onRegistered() {
+        synchronized (lock) {
+            registered.complete(null);
+            if (heartbeatInterval != null) {
+                long nanos = heartbeatInterval.toNanos();
+                heartbeats = threads.timers().scheduleAtFixedRate(this::heartbeat, nanos, nanos, TimeUnit.NANOSECONDS);
+            }
+        }
+    }
+
+    private void onDispatch(Task task, long receivedAt) {
+        if (active.containsKey(task.id())) {
+            LOG.log(WARNING, "ignoring a second dispatch of running task {0}", task.id());
+            return;
+        }
+        TypedHandler<?> handler = config.handlers().get(task.taskType());
+        if (shuttingDown) {
+            reject(task, ErrorCodes.WORKER_SHUTTING_DOWN, "the worker is shutting down", true);
+        } else if (handler == null) {
+            reject(task, ErrorCodes.UNKNOWN_TASK_TYPE, "no handler for task type '" + task.taskType() + "'", false);
+        } else if (active.size() >= config.maxConcurrency()) {
+            String message = "the worker is running " + active.size() + " tasks, its maximum";
+            reject(task, ErrorCodes.WORKER_SATURATED, message, true);
+        } else {
+            start(task, handler, receivedAt);
+        }
+    }
+
+    private void start(Task task, TypedHandler<?> handler, long receivedAt) {
+        long timeoutMs = task.metadata().timeoutMs();
+        TaskContext context = new TaskContext(task, Instant.now().plusMillis(timeoutMs), config.workerId());
+        Execution execution = new Execution(
+                task, receivedAt, context, () -> handler.run(config.json(), context, task.payload()), this);
+        active.put(task.id(), execution);
+        execution.setDeadline(threads.timers()
+                .schedule(() -> execution.stop(Stop.timedOut(timeoutMs)), timeoutMs, TimeUnit.MILLISECONDS));
+        threads.handlers().execute(execution);
+        updateBackpressure();
+    }
+
+    private void onKill(Kill kill) {
+        Execution execution = active.get(kill.taskId());
+        if (execution == null) {
+            LOG.log(DEBUG, "ignoring Kill for task {0}: not running", kill.taskId());
+            return;
+        }
+        execution.stop(Stop.killed(kill.reason()));
+    }
+
+    private void onShutdown(boolean graceful) {
+        shuttingDown = true;
+        LOG.log(
+                INFO,
+                "dispatcher requested {0} shutdown; {1} tasks in flight",
+                graceful ? "graceful" : "immediate",
+                active.size());
+        if (!graceful) {
+            for (Execution execution : active.values()) {
+                execution.stop(Stop.shutDown());
+            }
+        }
+        checkEnd();
+    }
+
+    // -- results ------------------------------------------------------------------
+
+    /** Called on the handler thread when the handler has returned (or never ran). */
+    void finished(Execution execution, JsonNode value, Throwable error) {
+        String frame = resultFrame(execution, value, error);
+        synchronized (lock) {
+            active.remove(execution.task().id());
+            execution.cancelDeadline();
+            if (lost == null) {
+                transport.send(frame);
+                updateBackpressure();
+            }
+            checkEnd();
+        }
+    }
+
+    private String resultFrame(Execution execution, JsonNode value, Throwable error) {
+        Task task = execution.task();
+        Stop stop = execution.stopped();
+        if (stop != null) {
+            return result(execution, stop.status(), null, stop.error());
+        }
+        if (error instanceof TaskFailure failure) {
+            LOG.log(INFO, "task {0} ({1}) failed: {2}", task.id(), task.taskType(), failure.getMessage());
+            TaskError taskError = new TaskError(failure.code(), failure.getMessage(), failure.retryable());
+            return result(execution, TaskStatus.FAILED, null, taskError);
+        }
+        if (error != null) {
+            LOG.log(WARNING, "task " + task.id() + " (" + task.taskType() + ") threw", error);
+            String name = error.getClass().getSimpleName();
+            String message = error.getMessage() == null ? name : name + ": " + error.getMessage();
+            TaskError taskError = new TaskError(ErrorCodes.HANDLER_ERROR, message, true);
+            return result(execution, TaskStatus.FAILED, null, taskError);
+        }
+        try {
+            return result(execution, TaskStatus.COMPLETED, value, null);
+        } catch (IllegalArgumentException e) { // a NaN or an infinity in the result
+            LOG.log(WARNING, "task {0} ({1}) returned a non-JSON result", task.id(), task.taskType());
+            TaskError taskError =
+                    new TaskError(ErrorCodes.PARSE_ERROR, "result payload is not JSON: " + e.getMessage(), false);
+            return result(execution, TaskStatus.FAILED, null, taskError);
+        }
+    }
+
+    private String result(Execution execution, TaskStatus status, JsonNode payload, TaskError error) {
+        long elapsed = System.nanoTime() - execution.receivedAt();
+        long durationMs = Math.max(0, Math.round(elapsed / 1e6));
+        return encodeResult(execution.task(), status, payload, error, durationMs);
+    }
+
+    private void reject(Task task, String code, String message, boolean retryable) {
+        LOG.log(INFO, "rejecting task {0} ({1}): {2}", task.id(), task.taskType(), code);
+        TaskError error = new TaskError(code, message, retryable);
+        transport.send(encodeResult(task, TaskStatus.FAILED, null, error, 0));
+    }
+
+    private String encodeResult(Task task, TaskStatus status, JsonNode payload, TaskError error, long durationMs) {
+        TaskResult result = new TaskResult(task.id(), status, payload, error, durationMs, config.workerId());
+        return Codec.encode(new TaskResultMessage(result));
+    }
+
+    // -- signals ------------------------------------------------------------------
+
+    /** Sends {@code Backpressure} when the worker becomes full, and when it is no longer full. */
+    private void updateBackpressure() {
+        boolean full = active.size() >= config.maxConcurrency();
+        if (full != throttled) {
+            throttled = full;
+            double load = (double) active.size() / config.maxConcurrency();
+            send(new Backpressure(new BackpressureSignal(config.workerId(), load, full)));
+        }
+    }
+
+    private void heartbeat() {
+        synchronized (lock) {
+            if (isOver()) {
+                return;
+            }
+            long uptime = TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - startedAt);
+            send(new Heartbeat(
+                    new HeartbeatPayload(config.workerId(), active.size(), config.maxConcurrency(), uptime)));
+        }
+    }
+
+    private void send(Message message) {
+        transport.send(Codec.encode(message));
+    }
+
+    /** Whether nothing more is sent: the connection is lost, or the session has ended. */
+    private boolean isOver() {
+        return lost != null || ended.isDone();
+    }
+
+    /** Ends the session once it is shut down or lost and no handler runs any more. */
+    private void checkEnd() {
+        if (!active.isEmpty() || !(shuttingDown || lost != null)) {
+            return;
+        }
+        if (heartbeats != null) {
+            heartbeats.cancel(false);
+        }
+        String reason = lost != null ? lost : "shut down by the dispatcher";
+        ended.complete(new SessionEnd(shuttingDown, reason));
+    }
+}

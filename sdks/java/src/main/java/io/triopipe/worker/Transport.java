@@ -1,0 +1,28 @@
+package io.triopipe.worker;
+
+/**
+ * One connection to the dispatcher. It hands every received frame to its {@link
+ * Session} ({@code onFrame}, in order, from one thread at a time) and reports the end
+ * of input ({@code onInputClosed}) and failures ({@code onBroken}).
+ */
+interface Transport {
+    /** The longest frame read (the dispatcher's own limit, 16 MiB); longer ones are dropped. */
+    int MAX_FRAME_SIZE = 16 * 1024 * 1024;
+
+    /** Starts delivering received frames to {@code session}. */
+    void start(Session session);
+
+    /**
+     * Queues one frame for sending and returns at once. Frames go out in the order of
+     * the calls, one at a time; a failed write (over WebSocket, also one that does not
+     * complete within the timeout) is reported to the session as broken, and nothing is
+     * sent after it.
+     */
+    void send(String frame);
+
+    /** Sends what is queued and closes the connection normally, within the timeout. */
+    void close() throws InterruptedException;
+
+    /** Closes the connection at once, dropping what is queued. Idempotent. */
+    void abort();
+}

@@ -1,0 +1,168 @@
+package io.triopipe.worker;
+
+import static java.lang.System.Logger.Level.WARNING;
+
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.WebSocket;
+import java.nio.ByteBuffer;
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.CompletionStage;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+/**
+ * A connection over {@link java.net.http.WebSocket}: one protocol message per text
+ * message, reassembled from its partial frames; frames are requested one at a time,
+ * after the previous one was handed over; sends are chained, never overlapping.
+ */
+final class WebSocketTransport implements Transport, WebSocket.Listener {
+    private static final System.Logger LOG = System.getLogger("io.triopipe.worker");
+
+    private final Duration timeout;
+    private final CompletableFuture<Void> peerClosed = new CompletableFuture<>();
+    private final StringBuilder message = new StringBuilder();
+    private boolean oversized;
+    private volatile Session session;
+    private volatile WebSocket socket;
+    private CompletableFuture<?> sending = CompletableFuture.completedFuture(null);
+
+    private WebSocketTransport(Duration timeout) {
+        this.timeout = timeout;
+    }
+
+    /**
+     * Opens a connection; nothing is read before {@link #start}.
+     *
+     * @throws IOException if the connection cannot be made within {@code timeout}
+     */
+    static WebSocketTransport connect(HttpClient client, URI url, Duration timeout)
+            throws IOException, InterruptedException {
+        WebSocketTransport transport = new WebSocketTransport(timeout);
+        CompletableFuture<WebSocket> opening =
+                client.newWebSocketBuilder().connectTimeout(timeout).buildAsync(url, transport);
+        try {
+            transport.socket = opening.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
+        } catch (ExecutionException e) {
+            throw new IOException(describe(e.getCause()), e.getCause());
+        } catch (TimeoutException e) {
+            opening.cancel(true);
+            throw new IOException("no connection within " + timeout.toMillis() + " ms", e);
+        }
+        return transport;
+    }
+
+    @Override
+    public void start(Session session) {
+        this.session = session;
+        socket.request(1);
+    }
+
+    @Override
+    public synchronized void send(String frame) {
+        sending = sending.thenCompose(
+                        done -> socket.sendText(frame, true).orTimeout(timeout.toNanos(), TimeUnit.NANOSECONDS))
+                .whenComplete(this::checkSent);
+    }
+
+    @Override
+    public void close() throws InterruptedException {
+        CompletableFuture<?> closing;
+        synchronized (this) {
+            closing = sending.thenCompose(done -> peerClosed.isDone()
+                    ? peerClosed
+                    : socket.sendClose(WebSocket.NORMAL_CLOSURE, "").thenCompose(sent -> peerClosed));
+        }
+        try {
+            closing.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
+        } catch (ExecutionException | TimeoutException e) {
+            if (!peerClosed.isDone()) { // else the dispatcher closed first: nothing is wrong
+                LOG.log(WARNING, "could not close the connection cleanly: {0}", describe(e));
+            }
+        } finally {
+            abort();
+        }
+    }
+
+    @Override
+    public void abort() {
+        socket.abort();
+    }
+
+    // -- WebSocket.Listener ---------------------------------------------------------
+
+    @Override
+    public void onOpen(WebSocket webSocket) {
+        // Nothing is requested until start(): no frame arrives before the session exists.
+    }
+
+    @Override
+    public CompletionStage<?> onText(WebSocket webSocket, CharSequence data, boolean last) {
+        if (!oversized && message.length() + data.length() > MAX_FRAME_SIZE) {
+            LOG.log(WARNING, "ignoring a message of more than {0} characters", MAX_FRAME_SIZE);
+            oversized = true;
+            message.setLength(0);
+        }
+        if (!oversized) {
+            message.append(data);
+        }
+        if (last) {
+            if (!oversized) {
+                String frame = message.toString();
+                message.setLength(0);
+                session.onFrame(frame);
+            }
+            oversized = false;
+        }
+        webSocket.request(1);
+        return null;
+    }
+
+    @Override
+    public CompletionStage<?> onBinary(WebSocket webSocket, ByteBuffer data, boolean last) {
+        if (last) {
+            LOG.log(WARNING, "ignoring a binary message: the protocol is text only");
+        }
+        webSocket.request(1);
+        return null;
+    }
+
+    @Override
+    public CompletionStage<?> onClose(WebSocket webSocket, int statusCode, String reason) {
+        peerClosed.complete(null);
+        String why = reason.isEmpty() ? "" : ": " + reason;
+        session.onInputClosed("the dispatcher closed the connection (code " + statusCode + why + ")");
+        return null;
+    }
+
+    @Override
+    public void onError(WebSocket webSocket, Throwable error) {
+        peerClosed.complete(null);
+        session.onBroken("the connection failed: " + describe(error));
+    }
+
+    private void checkSent(Object ignored, Throwable error) {
+        if (error != null) {
+            session.onBroken("sending failed: " + describe(error));
+        }
+    }
+
+    private static String describe(Throwable error) {
+        Throwable cause = error;
+        while ((cause instanceof ExecutionException || cause instanceof CompletionException)
+                && cause.getCause() != null) {
+            cause = cause.getCause();
+        }
+        if (cause instanceof TimeoutException) {
+            return "timed out";
+        }
+        String message = cause.getMessage();
+        return message == null
+                ? cause.getClass().getSimpleName()
+                : cause.getClass().getSimpleName() + ": " + message;
+    }
+}
