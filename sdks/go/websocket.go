@@ -1,0 +1,162 @@
+package triopipe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/trio-pipe/trio-pipe/sdks/go/protocol"
+)
+
+// RunWebSocket serves the worker's handlers to the dispatcher at rawURL (ws:// or
+// wss://). It connects, registers with Options.WorkerID and the task types that have
+// a handler, and once WorkerRegistered arrives runs each dispatched task in its own
+// goroutine, sends a heartbeat every Options.HeartbeatInterval and Backpressure
+// when the worker fills up or frees up.
+//
+// When the connection cannot be made, is not registered within
+// Options.ConnectTimeout, or is lost without Shutdown, handlers still running are
+// cancelled (the dispatcher retries their tasks) and the worker reconnects after a
+// random, growing delay (Options.BackoffInitial, BackoffMax), with the same worker
+// id; after Options.GiveUpAfter failures in a row it returns an error instead.
+//
+// RunWebSocket returns nil after the dispatcher's Shutdown, once the tasks in
+// flight have finished (graceful) or been cancelled (not graceful), their results
+// sent and the connection closed with code 1000. It returns ctx.Err() when ctx is
+// done, after cancelling the handlers and waiting for them to return, and an error
+// wrapping [ErrInvalidOptions] before any I/O if the URL or the options are unusable.
+func (w *Worker) RunWebSocket(ctx context.Context, rawURL string) error {
+	if u, err := url.Parse(rawURL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return fmt.Errorf("%w: expected a ws:// or wss:// URL with a host, got %q", ErrInvalidOptions, rawURL)
+	}
+	cfg, err := w.config(5 * time.Second)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger.With("worker", cfg.WorkerID)
+	failures := 0
+	for {
+		end, registered := cfg.connection(ctx, rawURL, log)
+		switch {
+		case end.shutdown:
+			log.Info("shut down by the dispatcher")
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case registered:
+			failures = 0
+		}
+		failures++
+		if cfg.GiveUpAfter > 0 && failures >= cfg.GiveUpAfter {
+			return fmt.Errorf("triopipe: worker %s gave up after %d failed connections: %w", cfg.WorkerID, failures, end.err)
+		}
+		delay := cfg.backoff(failures - 1)
+		log.Warn("reconnecting", "in", delay, "error", end.err)
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// connection serves one WebSocket connection, from dialling to closing.
+func (c *config) connection(ctx context.Context, rawURL string, log *slog.Logger) (end sessionEnd, registered bool) {
+	dialCtx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
+	defer cancel()
+	conn, _, err := websocket.Dial(dialCtx, rawURL, nil)
+	if err != nil {
+		return sessionEnd{err: err}, false
+	}
+	conn.SetReadLimit(protocol.MaxFrameSize)
+	t := &wsTransport{conn: conn, writeTimeout: c.ConnectTimeout, log: log}
+	if err := c.register(ctx, t, log); err != nil {
+		_ = conn.CloseNow()
+		return sessionEnd{err: err}, false
+	}
+	end = serve(ctx, c, t, false)
+	switch {
+	case end.shutdown:
+		_ = conn.Close(websocket.StatusNormalClosure, "")
+	case ctx.Err() != nil:
+		_ = conn.Close(websocket.StatusGoingAway, "worker stopping")
+	default:
+		_ = conn.CloseNow()
+	}
+	return end, true
+}
+
+// register sends WorkerRegister and waits for WorkerRegistered, skipping anything
+// else, for at most ConnectTimeout.
+func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
+	defer cancel()
+	tasks := c.supportedTasks()
+	frame, _ := protocol.Encode(protocol.WorkerRegister{Registration: protocol.WorkerRegistration{
+		WorkerID:       c.WorkerID,
+		SupportedTasks: tasks,
+		MaxConcurrency: int64(c.MaxConcurrency),
+		Language:       Language,
+		Tags:           c.Tags,
+	}})
+	if err := t.send([][]byte{frame}); err != nil {
+		return err
+	}
+	for {
+		frame, err := t.receive(ctx)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("no WorkerRegistered within %v", c.ConnectTimeout)
+		}
+		if err != nil {
+			return err
+		}
+		message, err := protocol.Decode(frame)
+		switch m := message.(type) {
+		case nil:
+			log.Warn("ignoring a malformed frame from the dispatcher", "error", err)
+		case protocol.WorkerRegistered:
+			if m.WorkerID != c.WorkerID {
+				log.Warn("the dispatcher acknowledged another worker id", "acknowledged", m.WorkerID)
+			}
+			log.Info("registered", "tasks", tasks)
+			return nil
+		default:
+			log.Warn("ignoring a message received before WorkerRegistered", "type", m.Type())
+		}
+	}
+}
+
+// wsTransport is one message per WebSocket text frame.
+type wsTransport struct {
+	conn         *websocket.Conn
+	writeTimeout time.Duration
+	log          *slog.Logger
+}
+
+func (t *wsTransport) receive(ctx context.Context) ([]byte, error) {
+	for {
+		kind, data, err := t.conn.Read(ctx)
+		if err != nil || kind == websocket.MessageText {
+			return data, err
+		}
+		t.log.Warn("ignoring a binary frame from the dispatcher")
+	}
+}
+
+func (t *wsTransport) send(frames [][]byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), t.writeTimeout)
+	defer cancel()
+	for _, frame := range frames {
+		if err := t.conn.Write(ctx, websocket.MessageText, frame); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+package triopipe_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	triopipe "github.com/trio-pipe/trio-pipe/sdks/go"
+	"github.com/trio-pipe/trio-pipe/sdks/go/protocol"
+)
+
+// runWS runs w against url in the background; the returned channel gets
+// RunWebSocket's return value. The worker is stopped when the test ends.
+func runWS(t *testing.T, w *triopipe.Worker, url string) <-chan error {
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan error, 1)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		ended <- w.RunWebSocket(ctx, url)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-stopped
+	})
+	return ended
+}
+
+func waitEnded(t *testing.T, ended <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ended:
+		return err
+	case <-time.After(patience):
+		t.Fatal("RunWebSocket did not return")
+		return nil
+	}
+}
+
+func TestRegistrationAndHeartbeats(t *testing.T) {
+	d := newWSDispatcher(t)
+	w, _ := newWorker(triopipe.Options{WorkerID: "ws-1", MaxConcurrency: 3, Tags: []string{"gpu"}, HeartbeatInterval: 20 * time.Millisecond})
+	runWS(t, w, d.url)
+	p := d.accept()
+	registration := p.register()
+	want := protocol.WorkerRegistration{WorkerID: "ws-1", SupportedTasks: []string{"echo", "gate"},
+		MaxConcurrency: 3, Language: "Go", Tags: []string{"gpu"}}
+	if !reflect.DeepEqual(registration, want) {
+		t.Errorf("registration %+v, want %+v", registration, want)
+	}
+	beat := nextOf[protocol.Heartbeat](p.peer).Payload
+	if beat.WorkerID != "ws-1" || beat.Capacity != 3 || beat.ActiveTasks != 0 {
+		t.Errorf("heartbeat %+v", beat)
+	}
+	id := p.dispatch("echo", `{"over":"websocket"}`, 5000)
+	if r := p.result(id); r.Status != protocol.StatusCompleted || string(r.Payload) != `{"over":"websocket"}` || r.WorkerID != "ws-1" {
+		t.Errorf("%+v", r)
+	}
+}
+
+func TestReconnectsWithTheSameID(t *testing.T) {
+	d := newWSDispatcher(t)
+	w, g := newWorker(triopipe.Options{BackoffInitial: time.Millisecond})
+	runWS(t, w, d.url)
+	first := d.accept()
+	id := first.register().WorkerID
+	first.dispatch("gate", `null`, 60_000)
+	g.waitStarted(t, 1)
+	_ = first.conn.Close(websocket.StatusServiceRestart, "")
+	if cause := g.cause(t); !errors.Is(cause, triopipe.ErrConnectionLost) {
+		t.Errorf("cause %v, want ErrConnectionLost", cause)
+	}
+	second := d.accept()
+	if again := second.register().WorkerID; again != id {
+		t.Errorf("registered again as %s, first as %s", again, id)
+	}
+	if r := second.result(second.dispatch("echo", `2`, 5000)); r.Status != protocol.StatusCompleted {
+		t.Errorf("%+v", r)
+	}
+}
+
+func TestWaitsForWorkerRegistered(t *testing.T) {
+	d := newWSDispatcher(t)
+	w, _ := newWorker(triopipe.Options{BackoffInitial: time.Millisecond})
+	runWS(t, w, d.url)
+	p := d.accept()
+	nextOf[protocol.WorkerRegister](p.peer)
+	p.sendRaw("garbage")
+	p.send(protocol.HeartbeatAck{})
+	p.dispatch("echo", `"too early"`, 5000) // not served: it came before WorkerRegistered
+	p.send(protocol.WorkerRegistered{WorkerID: "another-id"})
+	id := p.dispatch("echo", `"registered"`, 5000)
+	if r := nextOf[protocol.TaskResultMessage](p.peer).Result; r.TaskID != id {
+		t.Errorf("first result is for %s, want %s", r.TaskID, id)
+	}
+}
+
+func TestRegistrationTimeout(t *testing.T) {
+	d := newWSDispatcher(t)
+	w, _ := newWorker(triopipe.Options{ConnectTimeout: 100 * time.Millisecond, GiveUpAfter: 1})
+	ended := runWS(t, w, d.url)
+	d.accept() // and never answer
+	err := waitEnded(t, ended)
+	if err == nil || !strings.Contains(err.Error(), "no WorkerRegistered") {
+		t.Errorf("RunWebSocket returned %v", err)
+	}
+}
+
+func TestGivesUpWhenConfigured(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "ws://" + listener.Addr().String()
+	_ = listener.Close() // connections are refused from now on
+	w, _ := newWorker(triopipe.Options{BackoffInitial: time.Millisecond, GiveUpAfter: 3})
+	err = waitEnded(t, runWS(t, w, url))
+	if err == nil || !strings.Contains(err.Error(), "gave up after 3 failed connections") {
+		t.Errorf("RunWebSocket returned %v", err)
+	}
+}
+
+func TestGracefulShutdownClosesNormally(t *testing.T) {
+	d := newWSDispatcher(t)
+	w, g := newWorker(triopipe.Options{})
+	ended := runWS(t, w, d.url)
+	p := d.accept()
+	p.register()
+	id := p.dispatch("gate", `"finish me"`, 60_000)
+	g.waitStarted(t, 1)
+	p.send(protocol.Shutdown{Graceful: true})
+	close(g.release)
+	if r := p.result(id); r.Status != protocol.StatusCompleted {
+		t.Errorf("in-flight task: %+v", r)
+	}
+	if code := p.waitClosed(); code != websocket.StatusNormalClosure {
+		t.Errorf("closed with %v, want 1000", code)
+	}
+	if err := waitEnded(t, ended); err != nil {
+		t.Errorf("RunWebSocket returned %v after Shutdown", err)
+	}
+}
+
+func TestInvalidOptions(t *testing.T) {
+	w, _ := newWorker(triopipe.Options{})
+	for name, run := range map[string]func() error{
+		"URL":         func() error { return w.RunWebSocket(context.Background(), "http://127.0.0.1:1") },
+		"worker id":   func() error { return newWorkerWithID("-bad").RunStdio(context.Background(), nil, nil) },
+		"no handlers": func() error { return triopipe.NewWorker(triopipe.Options{}).RunStdio(context.Background(), nil, nil) },
+		"concurrency": func() error {
+			w, _ := newWorker(triopipe.Options{MaxConcurrency: -1})
+			return w.RunStdio(context.Background(), nil, nil)
+		},
+		"backoff span": func() error {
+			w, _ := newWorker(triopipe.Options{BackoffInitial: time.Second, BackoffMax: time.Millisecond})
+			return w.RunWebSocket(context.Background(), "ws://x")
+		},
+	} {
+		if err := run(); !errors.Is(err, triopipe.ErrInvalidOptions) {
+			t.Errorf("%s: got %v, want ErrInvalidOptions", name, err)
+		}
+	}
+}
+
+func newWorkerWithID(id string) *triopipe.Worker {
+	w, _ := newWorker(triopipe.Options{WorkerID: id})
+	return w
+}
+
+func TestDefaultWorkerID(t *testing.T) {
+	id := triopipe.DefaultWorkerID()
+	if err := protocol.ValidateWorkerID(id); err != nil || !strings.HasPrefix(id, "go-") || id == triopipe.DefaultWorkerID() {
+		t.Errorf("DefaultWorkerID() = %q (%v)", id, err)
+	}
+}
