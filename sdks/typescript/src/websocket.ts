@@ -1,0 +1,339 @@
+/** WebSocket mode: connect, register, serve, reconnect with backoff. */
+
+import { setTimeout as sleep } from "node:timers/promises";
+
+import WebSocket from "ws";
+import type { ClientOptions } from "ws";
+
+import { decode, encode, ProtocolError } from "./codec.js";
+import type { Logger } from "./log.js";
+import { checkPositive, settings } from "./options.js";
+import type { Settings, WorkerOptions } from "./options.js";
+import { Session } from "./session.js";
+import type { Link } from "./session.js";
+
+/** How to reconnect when the connection is lost (not after `Shutdown`). */
+export interface ReconnectOptions {
+  /** The first delay's upper bound, in milliseconds. Default 100. */
+  readonly initialDelayMs?: number | undefined;
+  /** The delay's upper bound never grows past this. Default 10 000. */
+  readonly maxDelayMs?: number | undefined;
+  /**
+   * How many attempts in a row may fail (to connect, or to register) before the
+   * worker gives up and `runWorker` rejects. A registration resets the count.
+   * Default: unlimited.
+   */
+  readonly maxRetries?: number | undefined;
+}
+
+/** Options of {@link runWorker}. */
+export interface RunWorkerOptions extends WorkerOptions {
+  /** The dispatcher's `ws://` or `wss://` URL. */
+  readonly url: string | URL;
+  /** Labels tasks can be routed by. Default none. */
+  readonly tags?: readonly string[] | undefined;
+  /** `true` (default): reconnect forever; `false`: reject when the connection fails or is lost. */
+  readonly reconnect?: boolean | ReconnectOptions | undefined;
+  /** Bounds opening the connection, the wait for `WorkerRegistered`, and the final flush and close. Default 10 000. */
+  readonly connectTimeoutMs?: number | undefined;
+  /**
+   * A connection that brings no message at all for this long (the dispatcher
+   * answers every heartbeat) is taken as dead and reconnected.
+   * Default: 3 heartbeat intervals, at least 15 000.
+   */
+  readonly silenceTimeoutMs?: number | undefined;
+  /** Passed to the `ws` client: TLS settings (`ca`, `cert`), `headers`, an `agent`, ... */
+  readonly webSocketOptions?: ClientOptions | undefined;
+}
+
+/** The worker could not connect or register, or lost its connection, and may not (or no longer) reconnect. */
+export class WorkerConnectionError extends Error {
+  override readonly name = "WorkerConnectionError";
+}
+
+const LANGUAGE = "TypeScript";
+const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+interface Config extends Settings {
+  readonly url: string;
+  readonly tags: readonly string[];
+  readonly heartbeatIntervalMs: number;
+  readonly connectTimeoutMs: number;
+  readonly silenceTimeoutMs: number;
+  readonly webSocketOptions: ClientOptions;
+  readonly startedAt: number;
+}
+
+/** How one connection ended. */
+interface Attempt {
+  readonly registered: boolean;
+  readonly lost: boolean;
+  readonly reason: string;
+}
+
+/**
+ * Serve `handlers` to the dispatcher at `url` until it sends `Shutdown`.
+ *
+ * Connects, registers as `workerId` with the task types of `handlers`, then runs
+ * each dispatched task (at most `maxConcurrency` at once), aborts a task's
+ * `ctx.signal` on `Kill` or when its `timeoutMs` runs out, sends a heartbeat every
+ * `heartbeatIntervalMs` (default 5 000) and `Backpressure` when the worker fills
+ * up or frees up.
+ *
+ * Resolves after `Shutdown` (graceful: once the tasks in flight have finished and
+ * their results are flushed; not graceful: once they are aborted and reported
+ * `Cancelled`), the connection closed with code 1000. Also resolves when `signal`
+ * aborts: handlers are aborted, their results dropped, and the connection closed
+ * with code 1001.
+ *
+ * A connection that fails, is lost, or falls silent without `Shutdown` aborts the
+ * handlers in flight (the dispatcher retries their tasks) and, unless
+ * `reconnect` is `false`, is opened again after a random delay whose bound doubles
+ * per failed attempt; the worker keeps its id. Rejects with
+ * {@link WorkerConnectionError} when it may not reconnect (any more), and with
+ * `TypeError` / `RangeError` for invalid options, before any I/O.
+ */
+export async function runWorker(options: RunWorkerOptions): Promise<void> {
+  const config = configure(options);
+  const policy = reconnectPolicy(options.reconnect);
+  const { logger } = config;
+  const { signal } = options;
+  let failures = 0;
+  while (!signal?.aborted) {
+    const attempt = await serveConnection(config, signal);
+    if (!attempt.lost || signal?.aborted) return;
+    if (attempt.registered) failures = 0;
+    if (failures >= policy.maxRetries) {
+      throw new WorkerConnectionError(`worker ${config.workerId}: ${attempt.reason}`);
+    }
+    const delay = Math.round(Math.random() * Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** failures));
+    failures += 1;
+    logger.warn(`${attempt.reason}; reconnecting in ${delay} ms`);
+    try {
+      await sleep(delay, undefined, { signal });
+    } catch {
+      return; // aborted while waiting
+    }
+  }
+}
+
+function configure(options: RunWorkerOptions): Config {
+  const base = settings(options, 10);
+  const url = String(options.url);
+  const parsed = URL.canParse(url) ? new URL(url) : undefined;
+  if (parsed === undefined || !["ws:", "wss:"].includes(parsed.protocol) || parsed.hostname === "") {
+    throw new TypeError(`expected a ws:// or wss:// URL with a host, got '${url}'`);
+  }
+  const tags = [...(options.tags ?? [])];
+  if (!tags.every((tag) => typeof tag === "string")) throw new TypeError("tags must be strings");
+  const heartbeatIntervalMs = checkPositive("heartbeatIntervalMs", options.heartbeatIntervalMs ?? 5_000);
+  return {
+    ...base,
+    url,
+    tags,
+    heartbeatIntervalMs,
+    connectTimeoutMs: checkPositive("connectTimeoutMs", options.connectTimeoutMs ?? 10_000),
+    silenceTimeoutMs: checkPositive(
+      "silenceTimeoutMs",
+      options.silenceTimeoutMs ?? Math.max(15_000, 3 * heartbeatIntervalMs),
+    ),
+    webSocketOptions: options.webSocketOptions ?? {},
+    startedAt: performance.now(),
+  };
+}
+
+interface ReconnectPolicy {
+  readonly initialDelayMs: number;
+  readonly maxDelayMs: number;
+  readonly maxRetries: number;
+}
+
+function reconnectPolicy(option: RunWorkerOptions["reconnect"]): ReconnectPolicy {
+  const given = typeof option === "object" ? option : {};
+  const policy = {
+    initialDelayMs: checkPositive("reconnect.initialDelayMs", given.initialDelayMs ?? 100),
+    maxDelayMs: checkPositive("reconnect.maxDelayMs", given.maxDelayMs ?? 10_000),
+    maxRetries: option === false ? 0 : (given.maxRetries ?? Infinity),
+  };
+  if (!(Number.isInteger(policy.maxRetries) || policy.maxRetries === Infinity) || policy.maxRetries < 0) {
+    throw new RangeError(`reconnect.maxRetries must be an integer >= 0, got ${policy.maxRetries}`);
+  }
+  if (policy.maxDelayMs < policy.initialDelayMs) {
+    throw new RangeError("reconnect.maxDelayMs must be >= reconnect.initialDelayMs");
+  }
+  return policy;
+}
+
+/** One connection: open, register, serve until it ends, close. */
+async function serveConnection(config: Config, signal: AbortSignal | undefined): Promise<Attempt> {
+  const { logger } = config;
+  const link = new SocketLink(config);
+  let session: Session | undefined;
+  const onAbort = (): void => (session ? session.stop("stopped by the worker's signal") : link.terminate("stopped"));
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    try {
+      await link.opened;
+      await register(link, config);
+    } catch (error) {
+      if (!(error instanceof TransportClosed)) throw error;
+      link.terminate(error.message);
+      return { registered: false, lost: true, reason: error.message };
+    }
+    logger.info(`registered as ${config.workerId} for ${[...config.handlers.keys()].join(", ")}`);
+    const current = new Session(link, { ...config, flushTimeoutMs: config.connectTimeoutMs, linesMayBeLog: false });
+    session = current;
+    link.receiveWith((frame) => current.receive(frame));
+    void link.closed.then((reason) => current.lost(reason));
+    const end = await current.ended;
+    if (end.lost) {
+      link.terminate(end.reason);
+    } else {
+      logger.info(`worker ${config.workerId} stops: ${end.reason}`);
+      const stopped = signal?.aborted === true;
+      await link.close(stopped ? 1001 : 1000, stopped ? "worker stopping" : "worker shut down");
+    }
+    return { registered: true, lost: end.lost, reason: end.reason };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Send `WorkerRegister` and wait for `WorkerRegistered`, ignoring anything else before it. */
+async function register(link: SocketLink, config: Config): Promise<void> {
+  const { logger, connectTimeoutMs } = config;
+  const acknowledged = new Promise<undefined>((resolve) => {
+    link.receiveWith((frame) => {
+      let message;
+      try {
+        message = decode(frame);
+      } catch (error) {
+        if (!(error instanceof ProtocolError)) throw error;
+        logger.warn(`ignoring a malformed message from the dispatcher: ${error.message}`);
+        return;
+      }
+      if (message.type !== "WorkerRegistered") {
+        logger.warn(`ignoring ${message.type} received before WorkerRegistered`);
+      } else {
+        if (message.workerId !== config.workerId) {
+          logger.warn(`the dispatcher acknowledged worker id ${message.workerId}, we registered ${config.workerId}`);
+        }
+        link.receiveWith(undefined); // hold what follows for the session
+        resolve(undefined);
+      }
+    });
+  });
+  const registration = {
+    workerId: config.workerId,
+    supportedTasks: [...config.handlers.keys()],
+    maxConcurrency: config.maxConcurrency,
+    language: LANGUAGE,
+    tags: config.tags,
+  };
+  link.send(encode({ type: "WorkerRegister", registration }));
+  const timeout = new AbortController();
+  try {
+    const failure = await Promise.race([
+      acknowledged,
+      link.closed,
+      sleep(connectTimeoutMs, `the dispatcher did not answer WorkerRegister within ${connectTimeoutMs} ms`, {
+        signal: timeout.signal,
+      }),
+    ]);
+    if (failure !== undefined) throw new TransportClosed(failure);
+  } finally {
+    timeout.abort();
+  }
+}
+
+/** The connection is gone, or could not be made. */
+class TransportClosed extends Error {}
+
+/** A `ws` client connection as a session {@link Link}, with a silence watchdog. */
+class SocketLink implements Link {
+  /** Resolves once the connection is open; rejects with {@link TransportClosed} if it closes first. */
+  readonly opened: Promise<void>;
+  /** Resolves, with why, once the connection is closed. */
+  readonly closed: Promise<string>;
+
+  private readonly socket: WebSocket;
+  private readonly watchdog: NodeJS.Timeout;
+  private readonly logger: Logger;
+  private readonly closeTimeoutMs: number;
+  private lastWrite: Promise<void> = Promise.resolve();
+  private receiver: ((frame: string) => void) | undefined;
+  /** Text frames received while there was no receiver. */
+  private readonly held: string[] = [];
+  /** Why we dropped the connection ourselves, if we did. */
+  private droppedBecause: string | undefined;
+
+  constructor(config: Config) {
+    this.logger = config.logger;
+    this.closeTimeoutMs = config.connectTimeoutMs;
+    this.socket = new WebSocket(config.url, {
+      handshakeTimeout: config.connectTimeoutMs,
+      maxPayload: MAX_FRAME_BYTES,
+      ...config.webSocketOptions,
+    });
+    this.watchdog = setTimeout(
+      () => this.terminate(`no message from the dispatcher within ${config.silenceTimeoutMs} ms`),
+      config.silenceTimeoutMs,
+    );
+    this.socket.on("error", (error) => this.logger.debug(`WebSocket error: ${error.message}`));
+    this.socket.on("message", (data, isBinary) => {
+      this.watchdog.refresh();
+      if (isBinary) {
+        this.logger.warn("ignoring a binary frame from the dispatcher");
+      } else {
+        const frame = (data as Buffer).toString("utf8"); // binaryType is "nodebuffer"
+        if (this.receiver === undefined) this.held.push(frame);
+        else this.receiver(frame);
+      }
+    });
+    this.closed = new Promise((resolve) =>
+      this.socket.once("close", (code, reason) => {
+        clearTimeout(this.watchdog);
+        resolve(this.droppedBecause ?? describeClose(config.url, code, reason.toString("utf8")));
+      }),
+    );
+    this.opened = new Promise((resolve, reject) => {
+      this.socket.once("open", () => resolve());
+      void this.closed.then((reason) => reject(new TransportClosed(reason)));
+    });
+  }
+
+  /** Deliver text frames to `receiver`, those held back first; `undefined` holds them back. */
+  receiveWith(receiver: ((frame: string) => void) | undefined): void {
+    this.receiver = receiver;
+    while (this.receiver === receiver && receiver !== undefined && this.held.length > 0) {
+      receiver(this.held.shift() as string);
+    }
+  }
+
+  send(frame: string): void {
+    this.lastWrite = new Promise((resolve) => this.socket.send(frame, () => resolve()));
+  }
+
+  drained(): Promise<void> {
+    return this.lastWrite;
+  }
+
+  /** Drop the connection at once, without a closing handshake. */
+  terminate(reason: string): void {
+    this.droppedBecause ??= reason;
+    this.socket.terminate();
+  }
+
+  /** The closing handshake, after everything queued; dropped if it takes longer than connectTimeoutMs. */
+  async close(code: number, reason: string): Promise<void> {
+    if (this.socket.readyState === WebSocket.OPEN) this.socket.close(code, reason);
+    const timer = setTimeout(() => this.terminate("the closing handshake timed out"), this.closeTimeoutMs);
+    await this.closed;
+    clearTimeout(timer);
+  }
+}
+
+function describeClose(url: string, code: number, reason: string): string {
+  if (code === 1006) return `the connection to ${url} was lost`;
+  return `the dispatcher closed the connection with code ${code}${reason ? ` (${reason})` : ""}`;
+}

@@ -1,0 +1,128 @@
+/** The codec against the shared vectors in spec/vectors/, read in place. */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, test } from "node:test";
+
+import { decode, encode, ProtocolError } from "trio-pipe-worker";
+import type { Message } from "trio-pipe-worker";
+import { SPEC_DIR } from "./paths.js";
+import { messageProblems } from "./schema.js";
+
+interface Valid {
+  readonly name: string;
+  readonly message: string;
+  readonly decoded: unknown;
+}
+interface Lenient {
+  readonly name: string;
+  readonly input: string;
+  readonly canonical: string;
+}
+interface Invalid {
+  readonly name: string;
+  readonly class: string;
+  readonly input: string;
+  readonly reason_contains: string;
+}
+
+function vectors<T>(file: string): T[] {
+  return JSON.parse(readFileSync(`${SPEC_DIR}/vectors/${file}.json`, "utf8")) as T[];
+}
+
+/**
+ * Invalid vectors this codec accepts, because JSON.parse gives it no way to tell
+ * them from valid ones. The test fails if one of them starts being rejected, or
+ * disappears from the vectors, so that this list stays true.
+ */
+const ACCEPTED_INVALID: Readonly<Record<string, string>> = {
+  "integer with a fraction": "JSON.parse reads 3.0 as the number 3, an integer",
+  "integer with an exponent": "JSON.parse reads 1e3 as the number 1000, an integer",
+};
+
+describe("valid vectors: decode, then encode to the same text", () => {
+  for (const vector of vectors<Valid>("valid")) {
+    test(vector.name, () => {
+      const message = decode(vector.message);
+      assert.deepEqual(message, vector.decoded);
+      const encoded = encode(message);
+      assert.deepEqual(JSON.parse(encoded), vector.decoded);
+      assert.equal(encoded, vector.message);
+      assert.deepEqual(messageProblems(JSON.parse(encoded) as Message), []);
+    });
+  }
+});
+
+describe("lenient vectors: decode, then encode to the canonical text", () => {
+  for (const vector of vectors<Lenient>("lenient")) {
+    test(vector.name, () => {
+      const encoded = encode(decode(vector.input));
+      assert.deepEqual(JSON.parse(encoded), JSON.parse(vector.canonical));
+      assert.equal(encoded, vector.canonical);
+    });
+  }
+});
+
+describe("invalid vectors: rejected as the vector's class of error", () => {
+  const all = vectors<Invalid>("invalid");
+  for (const vector of all) {
+    const acceptedBecause = ACCEPTED_INVALID[vector.name];
+    if (acceptedBecause === undefined) {
+      test(vector.name, () => {
+        assert.throws(
+          () => decode(vector.input),
+          (error) => error instanceof ProtocolError && error.kind === vector.class,
+          `expected a ProtocolError of kind '${vector.class}' (${vector.reason_contains})`,
+        );
+      });
+    } else {
+      test(`${vector.name} (accepted: ${acceptedBecause})`, () => {
+        assert.doesNotThrow(() => decode(vector.input), "now rejected: remove it from ACCEPTED_INVALID");
+      });
+    }
+  }
+  test("every vector in ACCEPTED_INVALID exists", () => {
+    const names = new Set(all.map((vector) => vector.name));
+    assert.deepEqual(Object.keys(ACCEPTED_INVALID).filter((name) => !names.has(name)), []);
+  });
+  test("a reason names the path of the bad value", () => {
+    assert.throws(
+      () => decode('{"type":"TaskResult","result":{"taskId":"3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f","status":"done"}}'),
+      { message: "unknown task status 'done' @ $.result.status" },
+    );
+  });
+});
+
+describe("values the vectors leave out", () => {
+  const TASK_ID = "3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f";
+
+  test("a missing createdAt is the time of decoding, in canonical form", () => {
+    const before = Date.now();
+    const message = decode(JSON.stringify({ type: "TaskDispatch", task: { id: TASK_ID, taskType: "x" } }));
+    assert.equal(message.type, "TaskDispatch");
+    const { createdAt } = message.task.metadata;
+    assert.match(createdAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$/);
+    assert.ok(Date.parse(createdAt) >= Math.floor(before / 1000) * 1000);
+  });
+
+  test("a timestamp pushed past year 9999 by its offset is rejected", () => {
+    const frame = (createdAt: string): string =>
+      JSON.stringify({ type: "TaskDispatch", task: { id: TASK_ID, taskType: "x", metadata: { createdAt } } });
+    assert.throws(() => decode(frame("9999-12-31T23:00:00-02:00")), { kind: "bad timestamp" });
+    assert.throws(() => decode(frame("2024-02-30T00:00:00Z")), { kind: "bad timestamp" });
+    assert.doesNotThrow(() => decode(frame("2024-02-29T00:00:00Z")));
+  });
+
+  test("currentLoad is written with a fraction; a non-finite one is refused", () => {
+    const signal = (currentLoad: number) =>
+      ({ type: "Backpressure", signal: { workerId: "w", currentLoad, shouldThrottle: false } }) as const;
+    const expected = '{"type":"Backpressure","signal":{"workerId":"w","currentLoad":2.0,"shouldThrottle":false}}';
+    assert.equal(encode(signal(2)), expected);
+    assert.throws(() => encode(signal(NaN)), RangeError);
+  });
+
+  test("members are written in the protocol's order, whatever the object's", () => {
+    const kill = { reason: "r", taskId: TASK_ID, type: "Kill" } as const;
+    assert.equal(encode(kill), `{"type":"Kill","taskId":"${TASK_ID}","reason":"r"}`);
+  });
+});

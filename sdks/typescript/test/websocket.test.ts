@@ -1,0 +1,196 @@
+/** WebSocket mode against a stand-in dispatcher: registration, heartbeats, shutdown, reconnection. */
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import { runWorker, WorkerConnectionError } from "trio-pipe-worker";
+import type { Handlers, RunWorkerOptions, TaskAbortedError } from "trio-pipe-worker";
+import { dispatch, FakeDispatcher, RecordingLogger } from "./helpers.js";
+
+/** Fast settings for tests: quick heartbeats and reconnections. */
+function options(dispatcher: FakeDispatcher, extra: Partial<RunWorkerOptions> = {}): RunWorkerOptions {
+  return {
+    url: dispatcher.url,
+    handlers: { echo: (payload) => payload },
+    workerId: "ts-test-1",
+    heartbeatIntervalMs: 50,
+    reconnect: { initialDelayMs: 10, maxDelayMs: 50 },
+    logger: new RecordingLogger(),
+    ...extra,
+  };
+}
+
+/** A handler that runs until its signal aborts, recording why. */
+function untilAborted(reasons: string[]): Handlers {
+  return {
+    block: (_payload, { signal }) =>
+      new Promise((_resolve, reject) =>
+        signal.addEventListener("abort", () => {
+          reasons.push((signal.reason as TaskAbortedError).kind);
+          reject(signal.reason);
+        }),
+      ),
+  };
+}
+
+describe("a WebSocket worker", () => {
+  test("registers, heartbeats after WorkerRegistered, serves, and closes with 1000 after Shutdown", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const worker = runWorker(options(dispatcher, { maxConcurrency: 3, tags: ["gpu", "eu"] }));
+    const peer = await dispatcher.accept();
+    const first = await peer.next(() => true);
+    assert.deepEqual(first, {
+      type: "WorkerRegister",
+      registration: {
+        workerId: "ts-test-1",
+        supportedTasks: ["echo"],
+        maxConcurrency: 3,
+        language: "TypeScript",
+        tags: ["gpu", "eu"],
+      },
+    });
+    peer.send({ type: "WorkerRegistered", workerId: "ts-test-1" });
+    const heartbeat = await peer.next((m) => m.type === "Heartbeat");
+    const payload = { workerId: "ts-test-1", activeTasks: 0, capacity: 3, uptimeSeconds: 0 };
+    assert.deepEqual(heartbeat, { type: "Heartbeat", payload });
+    const echo = dispatch("echo", { a: [1, "é"] });
+    peer.send(echo.frame);
+    assert.deepEqual((await peer.result(echo.id)).payload, { a: [1, "é"] });
+    peer.send({ type: "Shutdown", graceful: true });
+    assert.equal(await peer.closed, 1000);
+    await worker;
+    await dispatcher.stop();
+  });
+
+  test("finishes the tasks in flight on a graceful Shutdown before closing", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    let release = (): void => {};
+    const handlers: Handlers = { slow: () => new Promise((resolve) => (release = () => resolve("done"))) };
+    const worker = runWorker(options(dispatcher, { handlers, maxConcurrency: 1 }));
+    const peer = await dispatcher.accept();
+    await peer.register();
+    const task = dispatch("slow");
+    peer.send(task.frame);
+    await peer.next((m) => m.type === "Backpressure"); // the one slot is taken: the handler runs
+    peer.send({ type: "Shutdown" });
+    release();
+    assert.equal((await peer.result(task.id)).payload, "done");
+    assert.equal(await peer.closed, 1000);
+    await worker;
+    await dispatcher.stop();
+  });
+
+  test("reconnects with the same worker id when the connection is closed; handlers in flight are aborted", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const reasons: string[] = [];
+    const worker = runWorker(options(dispatcher, { handlers: { ...untilAborted(reasons), echo: (p) => p } }));
+    const first = await dispatcher.accept();
+    await first.register();
+    first.send(dispatch("block").frame);
+    await first.next((m) => m.type === "Heartbeat" && m.payload.activeTasks === 1);
+    first.socket.close(1012, "service restart");
+    const second = await dispatcher.accept();
+    assert.equal((await second.register()).workerId, "ts-test-1");
+    assert.deepEqual(reasons, ["disconnect"]);
+    const echo = dispatch("echo", "again");
+    second.send(echo.frame);
+    assert.equal((await second.result(echo.id)).payload, "again");
+    assert.deepEqual(first.untaken(), []); // nothing reported for the lost task
+    second.send({ type: "Shutdown" });
+    await worker;
+    await dispatcher.stop();
+  });
+
+  test("keeps trying while the dispatcher is away, then registers again", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const logger = new RecordingLogger();
+    const worker = runWorker(options(dispatcher, { logger }));
+    await (await dispatcher.accept()).register();
+    await dispatcher.stop();
+    await logger.logged("reconnecting in"); // it is trying, and failing
+    await dispatcher.restart();
+    const peer = await dispatcher.accept();
+    await peer.register();
+    peer.send({ type: "Shutdown" });
+    await worker;
+    await dispatcher.stop();
+  });
+
+  test("without reconnect, a lost connection rejects with WorkerConnectionError", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const worker = runWorker(options(dispatcher, { reconnect: false }));
+    const peer = await dispatcher.accept();
+    await peer.register();
+    peer.socket.close(1011, "internal error");
+    await assert.rejects(worker, (error: Error) => {
+      return error instanceof WorkerConnectionError && /code 1011 \(internal error\)/.test(error.message);
+    });
+    await dispatcher.stop();
+  });
+
+  test("gives up after maxRetries failed attempts in a row", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const url = dispatcher.url;
+    await dispatcher.stop(); // nothing listens: every attempt is refused
+    const reconnect = { initialDelayMs: 1, maxDelayMs: 5, maxRetries: 3 };
+    const worker = runWorker({ ...options(dispatcher), url, reconnect });
+    await assert.rejects(worker, WorkerConnectionError);
+  });
+
+  test("an unanswered WorkerRegister and a silent dispatcher both count as lost connections", async () => {
+    const dispatcher = await FakeDispatcher.start({ ackHeartbeats: false });
+    const worker = runWorker(options(dispatcher, { connectTimeoutMs: 300, silenceTimeoutMs: 600 }));
+    const mute = await dispatcher.accept();
+    await mute.next((m) => m.type === "WorkerRegister"); // never answered
+    assert.equal(await mute.closed, 1006);
+    const silent = await dispatcher.accept();
+    await silent.register(); // then never a word, not even HeartbeatAck
+    await silent.next((m) => m.type === "Heartbeat");
+    assert.equal(await silent.closed, 1006);
+    const fine = await dispatcher.accept();
+    await fine.register();
+    fine.send({ type: "Shutdown" });
+    await worker;
+    await dispatcher.stop();
+  });
+
+  test("ignores malformed and binary frames, and messages before WorkerRegistered", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const logger = new RecordingLogger();
+    const worker = runWorker(options(dispatcher, { logger }));
+    const peer = await dispatcher.accept();
+    await peer.next((m) => m.type === "WorkerRegister");
+    peer.send('{"type":"HeartbeatAck"}');
+    peer.send("not JSON");
+    peer.send({ type: "WorkerRegistered", workerId: "ts-test-1" });
+    peer.socket.send(Buffer.from("binary"), { binary: true });
+    peer.send('{"type":"TaskDispatch","task":{"taskType":"echo"}}');
+    const echo = dispatch("echo", 7);
+    peer.send(echo.frame);
+    assert.equal((await peer.result(echo.id)).payload, 7);
+    const warnings = logger.lines.filter((line) => line.startsWith("warn:"));
+    assert.deepEqual(warnings.length, 4, warnings.join("\n"));
+    peer.send({ type: "Shutdown" });
+    await worker;
+    assert.equal(dispatcher.connections, 1);
+    await dispatcher.stop();
+  });
+
+  test("its own signal aborts the handlers, closes with 1001 and resolves", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const stop = new AbortController();
+    const reasons: string[] = [];
+    const handlers = untilAborted(reasons);
+    const worker = runWorker(options(dispatcher, { handlers, signal: stop.signal, maxConcurrency: 1 }));
+    const peer = await dispatcher.accept();
+    await peer.register();
+    peer.send(dispatch("block").frame);
+    await peer.next((m) => m.type === "Backpressure");
+    stop.abort();
+    assert.equal(await peer.closed, 1001);
+    await worker;
+    assert.deepEqual(reasons, ["stop"]);
+    assert.deepEqual(peer.untaken(), []);
+    await dispatcher.stop();
+  });
+});
