@@ -56,6 +56,10 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _code(result: TaskResult) -> str | None:
+    return result.error.code if result.error else None
+
+
 def _outcome(result: TaskResult) -> str:
     error = f" {result.error.code}: {result.error.message}" if result.error else ""
     return f"{result.status.value}{error}"
@@ -383,8 +387,8 @@ async def kill(harness: Harness) -> None:
     result = entry.result_of(task)
     assert result is not None
     _check(
-        result.status is TaskStatus.CANCELLED,
-        f"the killed task: {_outcome(result)}, expected Cancelled",
+        result.status is TaskStatus.CANCELLED and _code(result) == "KILLED",
+        f"the killed task: {_outcome(result)}, expected Cancelled KILLED",
     )
     await _idle_heartbeat(harness, max(killed_at, harness.received.index(entry)), "Kill")
     await _echo_round_trip(harness)
@@ -402,8 +406,8 @@ async def timeout(harness: Harness) -> None:
     result = entry.result_of(task)
     assert result is not None
     _check(
-        result.status is TaskStatus.TIMED_OUT,
-        f"the task past its timeoutMs: {_outcome(result)}, expected TimedOut",
+        result.status is TaskStatus.TIMED_OUT and _code(result) == "TIMEOUT",
+        f"the task past its timeoutMs: {_outcome(result)}, expected TimedOut TIMEOUT",
     )
     await _idle_heartbeat(harness, harness.received.index(entry), "a timeout")
 

@@ -12,6 +12,7 @@ workers against the protocol, not against one implementation of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -92,6 +93,8 @@ class Harness:
         self._nursery: trio.Nursery | None = None
         self._process: trio.Process | None = None
         self._ws: trio_websocket.WebSocketConnection | None = None
+        # The connection on which the worker registered: tasks go only there.
+        self._registered: trio_websocket.WebSocketConnection | None = None
         self._listener_scope: trio.CancelScope | None = None
         self._stdin_lock = trio.Lock()
 
@@ -238,16 +241,15 @@ class Harness:
             f"; its last output: {tail}" if tail else ""
         )
 
-    async def _on_frame(self, frame: str) -> None:
+    def _on_frame(self, frame: str) -> Message | None:
+        """Record a frame from the worker; return the dispatcher's automatic answer."""
         message, problems = check_canonical(frame)
         self._record(Received(trio.current_time(), message, problems=tuple(problems)))
-        try:
-            if isinstance(message, WorkerRegister):
-                await self.send(WorkerRegistered(message.registration.worker_id))
-            elif isinstance(message, Heartbeat):
-                await self.send(HeartbeatAck())
-        except CaseFailed:
-            pass  # the connection is gone; its reader records that
+        if isinstance(message, WorkerRegister):
+            return WorkerRegistered(message.registration.worker_id)
+        if isinstance(message, Heartbeat):
+            return HeartbeatAck()
+        return None
 
     async def _on_stdout_line(self, line: str) -> None:
         try:
@@ -255,7 +257,10 @@ class Harness:
         except ValueError:
             value = None
         if isinstance(value, dict) and "type" in value:
-            await self._on_frame(line)
+            reply = self._on_frame(line)
+            if reply is not None:
+                with contextlib.suppress(CaseFailed):  # stdin closed: the exit is recorded
+                    await self.send(reply)
         else:  # the worker's own log output, allowed on stdout in stdio mode
             await self._on_log_line(line)
 
@@ -291,9 +296,10 @@ class Harness:
 
     async def _connection(self) -> trio_websocket.WebSocketConnection:
         def connected() -> bool:
-            return self._ws is not None and not self._ws.closed
+            ws = self._ws
+            return ws is not None and not ws.closed and self._registered is ws
 
-        await self._wait(connected, within=10, what="connection from the worker")
+        await self._wait(connected, within=10, what="registered connection from the worker")
         assert self._ws is not None
         return self._ws
 
@@ -337,8 +343,13 @@ class Harness:
                 if isinstance(frame, bytes):
                     problem = "a binary frame: messages are JSON text frames"
                     self._record(Received(trio.current_time(), problems=(problem,)))
-                else:
-                    await self._on_frame(frame)
+                    continue
+                reply = self._on_frame(frame)
+                if reply is not None:
+                    await ws.send_message(encode(reply))
+                    if isinstance(reply, WorkerRegistered):
+                        self._registered = ws
+                        self._record(Received(trio.current_time(), event="registered"))
         except trio_websocket.ConnectionClosed as exc:
             reason = exc.reason
             detail = f"closed {reason.code}" if reason is not None else "closed"
