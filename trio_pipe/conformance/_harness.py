@@ -174,11 +174,18 @@ class Harness:
         return len(self.received)
 
     async def expect(
-        self, wanted: Callable[[Received], bool], *, since: int, within: float, what: str
+        self,
+        wanted: Callable[[Received], bool],
+        *,
+        since: int,
+        within: float,
+        what: str,
+        after_exit: bool = False,
     ) -> Received:
         """The first entry from index *since* on for which *wanted* is true, waiting up
         to *within* seconds (scaled). Raises :class:`CaseFailed` saying *what* was
-        awaited when the time passes or the worker exits first."""
+        awaited when the time passes or, unless *after_exit* (for what may still
+        arrive from a process that has exited), when the worker exits first."""
         found: list[Received] = []
         scanned = since
 
@@ -191,16 +198,21 @@ class Harness:
                     return True
             return False
 
-        await self._wait(scan, within=within, what=what)
+        await self._wait(scan, within=within, what=what, after_exit=after_exit)
         return found[0]
 
     async def _wait(
-        self, condition: Callable[[], bool], *, within: float, what: str
+        self,
+        condition: Callable[[], bool],
+        *,
+        within: float,
+        what: str,
+        after_exit: bool = False,
     ) -> None:
         """Wait until *condition* holds; it is checked after every new entry."""
         with trio.move_on_after(self.seconds(within)):
             while not condition():
-                if self.exit_status is not None:
+                if self.exit_status is not None and not after_exit:
                     raise CaseFailed(
                         f"{what}: the worker exited first {self._exit_detail()}"
                     )
