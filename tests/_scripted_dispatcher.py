@@ -2,7 +2,8 @@
 
 ``ScriptedDispatcher.serve`` listens with trio-websocket on 127.0.0.1 (real sockets);
 ``ScriptedDispatcher.memory_connector`` gives ``run_worker_on`` a connector that speaks
-trio-websocket over ``trio.testing.memory_stream_pair()`` (for MockClock tests).
+WebSocket over ``trio.testing.memory_stream_pair()`` (for MockClock tests): the worker's
+own client against a trio-websocket server.
 Either way each accepted worker connection arrives on ``peers`` as a :class:`Peer`.
 """
 
@@ -20,7 +21,6 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     serve_websocket,
-    wrap_client_stream,
     wrap_server_stream,
 )
 
@@ -38,6 +38,7 @@ from trio_pipe.protocol import (
     decode,
     encode,
 )
+from trio_pipe.transports._websocket import connect_websocket
 from trio_pipe.worker._transport import Connection, Connector
 from trio_pipe.worker._websocket import WebSocketConnection as WorkerWebSocket
 
@@ -121,16 +122,15 @@ class ScriptedDispatcher:
         async def connect() -> AsyncIterator[Connection]:
             client, server = trio.testing.memory_stream_pair()
             nursery.start_soon(serve_side, server)
-            async with trio.open_nursery() as ws_nursery:
-                ws = await wrap_client_stream(ws_nursery, client, "dispatcher", "/")  # type: ignore[arg-type]
-                connection: Connection = WorkerWebSocket(ws)
-                if connections is not None:
-                    connection = GatedConnection(connection)
-                    connections.append(connection)
-                try:
-                    yield connection
-                finally:
-                    await ws.aclose()
+            ws = await connect_websocket(client, "dispatcher", "/")
+            connection: Connection = WorkerWebSocket(ws)
+            if connections is not None:
+                connection = GatedConnection(connection)
+                connections.append(connection)
+            try:
+                yield connection
+            finally:
+                await ws.aclose()
 
         return connect
 

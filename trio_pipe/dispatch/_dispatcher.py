@@ -30,7 +30,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
-import attrs
 import trio
 
 from .._errors import (
@@ -83,8 +82,9 @@ from ..protocol import (
     WorkerRegistration,
     WorkerSession,
     encode,
+    encode_dispatch,
 )
-from ..transports import ChannelClosed, WorkerChannel, serve_websocket_workers
+from ..transports import ChannelClosed, Outbox, WorkerChannel, serve_websocket_workers
 from ._events import (
     Event,
     EventStream,
@@ -440,7 +440,7 @@ class Dispatcher:
             raise TypeError("options apply to typed tasks; give a Task its own metadata")
         # A payload that is not JSON fails here, not later; and a task sent at once
         # goes out as this very frame.
-        frame = encode(TaskDispatch(task))
+        frame = encode_dispatch(task)
         handle = TaskHandle(
             task,
             deadline=trio.current_time() + task.metadata.timeout_ms / 1000,
@@ -497,16 +497,13 @@ class Dispatcher:
         time_left_ms = math.ceil((deadline - trio.current_time()) * 1000)
         frame, handle._frame = handle._frame, None
         if time_left_ms < metadata.timeout_ms or handle.retry_count != metadata.retry_count:
-            frame = None
-            task = attrs.evolve(
+            frame = encode_dispatch(
                 task,
-                metadata=attrs.evolve(
-                    metadata,
-                    timeout_ms=max(min(time_left_ms, metadata.timeout_ms), 1),
-                    retry_count=handle.retry_count,
-                ),
+                timeout_ms=max(min(time_left_ms, metadata.timeout_ms), 1),
+                retry_count=handle.retry_count,
             )
         self._post(record, TaskDispatch(task), frame)
+        self._pool.changed(record)
         handle._site = record
         handle.worker_id = record.worker_id
         handle.status = TaskStatus.DISPATCHED
@@ -520,10 +517,8 @@ class Dispatcher:
         if frame is None:
             frame = encode(message)
         record.session.send(message)
-        try:
-            record.outbox.send_nowait(frame)
-        except trio.ClosedResourceError:
-            pass  # the writer is done: the session is ending and will account for it
+        # Dropped if the outbox is closed: the session is ending and accounts for it.
+        record.outbox.put(frame)
 
     def _fill(self, record: WorkerRecord) -> None:
         """Give a worker with free slots the best-ranked queued tasks it can run."""
@@ -643,7 +638,14 @@ class Dispatcher:
     def _watch_deadline(self, handle: TaskHandle[Any]) -> None:
         if handle.deadline == math.inf:
             return
-        heapq.heappush(self._deadlines, (handle.deadline, next(self._seq), handle))
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (handle.deadline, next(self._seq), handle))
+        if len(deadlines) > 2 * len(self._handles) + 64:
+            # A resolved task's entry is dropped when it surfaces, so under a steady
+            # load entries (and the handles and results they hold) would pile up for
+            # a whole timeout: drop them all now and then.
+            deadlines[:] = [entry for entry in deadlines if not entry[2].done]
+            heapq.heapify(deadlines)
         if handle.deadline < self._deadline_scope.deadline:
             self._deadline_scope.deadline = handle.deadline
 
@@ -1000,6 +1002,7 @@ class Dispatcher:
         """Send *worker_id* no new tasks; its running tasks finish normally."""
         record = self._connected(worker_id)
         record.state = WorkerState.DRAINING
+        self._pool.changed(record)
         self._worker_event(record.worker_id, WorkerEventKind.DRAINING)
 
     def remove_worker(self, worker_id: str) -> None:
@@ -1060,10 +1063,9 @@ class Dispatcher:
         session = WorkerSession(registration)
         if registration is None and not await self._await_registration(session, channel):
             return
-        outbox, frames = trio.open_memory_channel[str](math.inf)
         now = trio.current_time()
         record = WorkerRecord(
-            session, outbox, trio.CancelScope(), transport, channel.peer, now, now
+            session, Outbox(), trio.CancelScope(), transport, channel.peer, now, now
         )
         record.watched = registration is None
         try:
@@ -1082,11 +1084,13 @@ class Dispatcher:
         try:
             with record.cancel_scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, record, channel, frames)
+                    reading = trio.CancelScope()
+                    nursery.start_soon(self._write_loop, record, channel)
+                    nursery.start_soon(self._watchdog, record, reading)
                     if session.registered_by_peer:
                         self._post(record, WorkerRegistered(worker_id=record.worker_id))
                     self._fill(record)
-                    reason = await self._read_loop(record, channel)
+                    reason = await self._read_loop(record, channel, reading)
                     nursery.cancel_scope.cancel()
         finally:
             self._worker_gone(record, record.close_reason or reason)
@@ -1106,13 +1110,13 @@ class Dispatcher:
         await self._close(channel, "no WorkerRegister in time", protocol_error=True)
         return False
 
-    async def _read_loop(self, record: WorkerRecord, channel: WorkerChannel) -> str:
-        """Act on the worker's messages; return why the session ended."""
-        timeout = self.heartbeat_timeout
-        with trio.CancelScope() as watchdog:
+    async def _read_loop(
+        self, record: WorkerRecord, channel: WorkerChannel, reading: trio.CancelScope
+    ) -> str:
+        """Act on the worker's messages until the session ends (or the watchdog
+        cancels *reading*); return why it ended."""
+        with reading:
             while True:
-                if record.watched:
-                    watchdog.deadline = record.last_seen + timeout
                 try:
                     message = await channel.receive()
                     record.last_seen = trio.current_time()
@@ -1124,38 +1128,56 @@ class Dispatcher:
                     return f"protocol error: {exc.reason}"
                 except ChannelClosed as exc:
                     return f"connection closed: {exc}"
+        timeout = self.heartbeat_timeout
         log.warning("worker %s silent for %s s: declared dead", record.worker_id, timeout)
         return f"no heartbeat or message for {timeout} s"
 
-    async def _write_loop(
-        self,
-        record: WorkerRecord,
-        channel: WorkerChannel,
-        frames: trio.MemoryReceiveChannel[str],
-    ) -> None:
+    async def _watchdog(self, record: WorkerRecord, reading: trio.CancelScope) -> None:
+        """Cancel *reading* once a watched worker has been silent for
+        ``heartbeat_timeout``. The reader only notes the time of each message: moving
+        a cancel scope's deadline per message would cost more than the message."""
+        timeout = self.heartbeat_timeout
+        while True:
+            now = trio.current_time()
+            if not record.watched:
+                await trio.sleep_until(now + timeout)  # a spawned worker, until it beats
+            elif now < record.last_seen + timeout:
+                await trio.sleep_until(record.last_seen + timeout)
+            else:
+                reading.cancel()
+                return
+
+    async def _write_loop(self, record: WorkerRecord, channel: WorkerChannel) -> None:
         """Send everything queued for the worker, as many frames per write as are
         pending; when the outbox is closed (graceful shutdown), close the connection."""
         try:
-            async for frame in frames:
-                batch = [frame]
-                while True:
-                    try:
-                        batch.append(frames.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                with trio.move_on_after(self.send_timeout):
-                    await channel.send_all(batch)
-                    continue
+            if await self._send_batches(record.outbox, channel):
+                record.close_reason = "closed by the dispatcher"
+                await self._close(channel, "dispatcher shutting down", protocol_error=False)
+            else:
                 record.close_reason = (
                     f"a send did not complete within {self.send_timeout} s"
                 )
-                break
-            else:
-                record.close_reason = "closed by the dispatcher"
-                await self._close(channel, "dispatcher shutting down", protocol_error=False)
         except ChannelClosed as exc:
             record.close_reason = f"connection lost while sending: {exc}"
         record.cancel_scope.cancel()
+
+    async def _send_batches(self, outbox: Outbox, channel: WorkerChannel) -> bool:
+        """Send batches until the outbox is closed and drained (True), or until a
+        send takes longer than ``send_timeout`` (False)."""
+        while True:
+            # One cancel scope for many sends, its deadline pushed before each: much
+            # cheaper than a scope per send. Expiring while idle just opens a new one.
+            sending = False
+            with trio.CancelScope() as scope:
+                while frames := await outbox.take():
+                    sending = True
+                    scope.deadline = trio.current_time() + self.send_timeout
+                    await channel.send_all(frames)
+                    sending = False
+                return True
+            if sending:
+                return False
 
     async def _close(
         self, channel: WorkerChannel, reason: str, *, protocol_error: bool
@@ -1170,6 +1192,7 @@ class Dispatcher:
         session = record.session
         was_throttled = session.throttled
         accepted = session.receive(message)
+        self._pool.changed(record)
         if session.throttled != was_throttled:
             kind = (
                 WorkerEventKind.THROTTLED

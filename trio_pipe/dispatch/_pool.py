@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -12,6 +14,7 @@ import trio
 
 from .._errors import PoolFull
 from ..protocol import Priority, WorkerSession
+from ..transports import Outbox
 
 __all__ = ["Pool", "PoolStats", "WorkerInfo", "WorkerRecord", "WorkerState"]
 
@@ -65,7 +68,7 @@ class WorkerRecord:
     """The dispatcher's record of one connected worker (owned by the dispatcher)."""
 
     session: WorkerSession
-    outbox: trio.MemorySendChannel[str]
+    outbox: Outbox
     cancel_scope: trio.CancelScope
     transport: str
     peer: str
@@ -75,6 +78,7 @@ class WorkerRecord:
     close_reason: str | None = None
     removed: bool = False  # by Dispatcher.remove_worker, not by its own failure
     watched: bool = True  # by the heartbeat watchdog
+    rank: int = 0  # bumped by Pool.changed: older entries in the pool's heaps are stale
 
     @property
     def worker_id(self) -> str:
@@ -113,13 +117,26 @@ class WorkerRecord:
         )
 
 
+# A worker's place in its task types' heaps: (load ratio, -capacity, sequence, rank).
+_Entry = tuple[float, int, int, int, WorkerRecord]
+
+
 class Pool:
-    """Connected workers indexed by id and by task type, plus remembered dead ones."""
+    """Connected workers indexed by id and by task type, plus remembered dead ones.
+
+    Least-loaded selection does not scan the workers: per task type, a heap holds an
+    entry for each worker that could take a task when it last changed (its load,
+    throttle or state, as the dispatcher reports with :meth:`changed`). Entries older
+    than their worker's last change are dropped when they surface; a heap grown much
+    larger than the pool is rebuilt.
+    """
 
     def __init__(self, *, max_size: int | None, remembered_dead: int = 1024) -> None:
         self.max_size = max_size
         self._workers: dict[str, WorkerRecord] = {}
         self._by_type: dict[str, list[WorkerRecord]] = {}
+        self._free: dict[str, list[_Entry]] = {}
+        self._seq = itertools.count()
         self._dead: OrderedDict[str, WorkerInfo] = OrderedDict()
         self._remembered_dead = remembered_dead
 
@@ -145,12 +162,33 @@ class Pool:
         self._workers[record.worker_id] = record
         self._dead.pop(record.worker_id, None)
         self._index(record)
+        self.changed(record)
         return replaced
 
     def reindex(self, record: WorkerRecord) -> None:
         """The worker changed what it supports."""
         self._unindex(record)
         self._index(record)
+        self.changed(record)
+
+    def changed(self, record: WorkerRecord) -> None:
+        """*record*'s load, throttle or state may have changed: rank it anew."""
+        record.rank += 1
+        if not record.can_accept() or self._workers.get(record.worker_id) is not record:
+            return
+        session = record.session
+        entry = (
+            session.load / session.capacity,
+            -session.capacity,
+            next(self._seq),
+            record.rank,
+            record,
+        )
+        for task_type in record.supported_tasks:
+            heap = self._free.setdefault(task_type, [])
+            heapq.heappush(heap, entry)
+            if len(heap) > 4 * len(self._by_type.get(task_type, ())) + 64:
+                self._rebuild(task_type)
 
     def remove(self, record: WorkerRecord, *, dead: bool) -> None:
         if self._workers.get(record.worker_id) is not record:
@@ -180,6 +218,24 @@ class Pool:
             record = self._workers.get(worker_id)
             ok = record and record.can_accept() and task_type in record.supported_tasks
             return record if ok else None
+        if tag is None and not avoid:
+            return self._least_loaded(task_type)
+        return self._scan(task_type, tag, avoid)
+
+    def _least_loaded(self, task_type: str) -> WorkerRecord | None:
+        heap = self._free.get(task_type)
+        while heap:
+            *_, rank, record = heap[0]
+            if rank == record.rank and record.can_accept():
+                return record
+            heapq.heappop(heap)
+        return None
+
+    def _scan(
+        self, task_type: str, tag: str | None, avoid: frozenset[str]
+    ) -> WorkerRecord | None:
+        """Least-loaded selection by looking at every worker (with a tag or workers to
+        avoid: retries and tagged tasks)."""
         best: WorkerRecord | None = None
         best_key = (True, math.inf, 0)
         for record in self._by_type.get(task_type, ()):
@@ -229,9 +285,17 @@ class Pool:
             self._by_type.setdefault(task_type, []).append(record)
 
     def _unindex(self, record: WorkerRecord) -> None:
+        record.rank += 1  # its heap entries are stale
         # Scan every list: the record's supported tasks may have changed since indexing.
         for task_type, workers in list(self._by_type.items()):
             if record in workers:
                 workers.remove(record)
                 if not workers:
                     del self._by_type[task_type]
+                    self._free.pop(task_type, None)
+
+    def _rebuild(self, task_type: str) -> None:
+        """The heap of *task_type* without its stale entries."""
+        heap = self._free[task_type]
+        heap[:] = [entry for entry in heap if entry[3] == entry[4].rank]
+        heapq.heapify(heap)

@@ -10,6 +10,7 @@ from ._codec import (
     decode,
     describe_structure_error,
     encode,
+    encode_dispatch,
 )
 from ._messages import (
     DISPATCHER_MESSAGES,
@@ -78,5 +79,6 @@ __all__ = [
     "decode",
     "describe_structure_error",
     "encode",
+    "encode_dispatch",
     "validate_worker_id",
 ]

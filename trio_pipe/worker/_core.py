@@ -4,8 +4,8 @@
 
 ```
 serve_connection                 connection nursery (closing deadline set on shutdown)
-├── writer                       the only task that writes: drains the outgoing
-│                                channel, coalesces, adds Backpressure when it changed
+├── writer                       the only task that writes: takes everything in the
+│                                outbox at once, adds Backpressure when it changed
 └── io nursery                   cancelled once the work nursery has drained
     ├── reader                   decodes frames; dispatch, Kill, Shutdown
     ├── heartbeats               every heartbeat_interval
@@ -13,12 +13,13 @@ serve_connection                 connection nursery (closing deadline set on shu
                                  CancelScope (deadline = receipt + timeoutMs)
 ```
 
-Handlers and the reader only put encoded frames on the outgoing memory channel.
+Handlers and the reader only put encoded frames in the outbox, which never blocks:
+the reader acts on every frame already received without a task switch, and the writer
+wakes once per batch.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import uuid
@@ -51,6 +52,7 @@ from ..protocol import (
     decode,
     encode,
 )
+from ..transports._channel import Outbox
 from ._handlers import HandlerFunc, TaskFailure, _current_task
 from ._transport import Connection, InputClosed, TransportClosed
 
@@ -81,15 +83,6 @@ class SessionEnd:
     shutdown: bool
     """The dispatcher sent ``Shutdown``: do not reconnect."""
     reason: str
-
-
-class _Wake(enum.Enum):
-    """Put on the outgoing channel to make the writer re-check backpressure."""
-
-    BACKPRESSURE = "backpressure"
-
-
-_Outgoing = str | _Wake
 
 
 @attrs.define(eq=False)
@@ -184,10 +177,7 @@ class _Session:
         self._shutting_down = False
         self._shutdown_requested = trio.Event()
         self._lost: str | None = None
-        # Bounded, but never full in practice: results, rejections and heartbeats.
-        self._send, self._receive = trio.open_memory_channel[_Outgoing](
-            max(64, 2 * config.max_concurrency)
-        )
+        self._outbox = Outbox()
 
     async def run(self) -> SessionEnd:
         async with trio.open_nursery() as conn_nursery:
@@ -202,7 +192,7 @@ class _Session:
                 # Every handler is done and has queued its result.
                 self._begin_closing()
                 io.cancel_scope.cancel()
-            await self._send.aclose()  # the writer flushes what is queued, then ends
+            self._outbox.close()  # the writer flushes what is queued, then ends
         if self._lost is not None:
             return SessionEnd(shutdown=self._shutting_down, reason=self._lost)
         if self._conn_scope.cancelled_caught:
@@ -224,40 +214,36 @@ class _Session:
     # -- writing -------------------------------------------------------------
 
     async def _writer(self) -> None:
-        async with self._receive:
-            while True:
-                try:
-                    batch = [await self._receive.receive()]
-                except trio.EndOfChannel:
-                    return
-                ended = False
-                while True:
+        timeout = self._config.connect_timeout
+        while True:
+            # One cancel scope for many writes, its deadline pushed before each: much
+            # cheaper than a scope per write. Expiring while idle just opens a new one.
+            writing = False
+            with trio.CancelScope() as scope:
+                while frames := await self._next_batch():
+                    writing = True
+                    scope.deadline = trio.current_time() + timeout
                     try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                    except trio.EndOfChannel:
-                        ended = True
-                        break
-                frames = [item for item in batch if isinstance(item, str)]
-                signal = self._backpressure_frame()
-                if signal is not None:
-                    frames.append(signal)
-                if frames and not await self._write(frames):
-                    return
-                if ended:
-                    return
+                        await self._conn.send_all(frames)
+                    except TransportClosed as exc:
+                        self._lose(str(exc))
+                        return
+                    writing = False
+                return  # the outbox is closed and drained
+            if writing:
+                self._lose(f"a write did not complete within {timeout:g} s")
+                return
 
-    async def _write(self, frames: list[str]) -> bool:
-        with trio.move_on_after(self._config.connect_timeout):
-            try:
-                await self._conn.send_all(frames)
-            except TransportClosed as exc:
-                self._lose(str(exc))
-                return False
-            return True
-        self._lose(f"a write did not complete within {self._config.connect_timeout:g} s")
-        return False
+    async def _next_batch(self) -> list[str]:
+        """Everything queued, and Backpressure if the throttle state changed; ``[]``
+        once the outbox is closed and drained."""
+        while True:
+            frames = await self._outbox.take()
+            signal = self._backpressure_frame()
+            if signal is not None:
+                frames.append(signal)
+            if frames or self._outbox.closed:
+                return frames
 
     def _backpressure_frame(self) -> str | None:
         """The Backpressure frame to send if the throttle state differs from the last
@@ -289,7 +275,7 @@ class _Session:
                 capacity=self._config.max_concurrency,
                 uptime_seconds=max(0, int(now - self._started_at)),
             )
-            await self._send.send(encode(Heartbeat(payload)))
+            self._outbox.put(encode(Heartbeat(payload)))
             next_beat += interval
             if next_beat <= trio.current_time():  # fell behind: do not burst
                 next_beat = trio.current_time() + interval
@@ -316,11 +302,11 @@ class _Session:
             except ProtocolError as exc:
                 logger.warning("ignoring a malformed frame from the dispatcher: %s", exc)
                 continue
-            await self._handle(message, received_at)
+            self._handle(message, received_at)
 
-    async def _handle(self, message: Message, received_at: float) -> None:
+    def _handle(self, message: Message, received_at: float) -> None:
         if isinstance(message, TaskDispatch):
-            await self._on_dispatch(message.task, received_at)
+            self._on_dispatch(message.task, received_at)
         elif isinstance(message, Kill):
             self._on_kill(message)
         elif isinstance(message, Shutdown):
@@ -330,7 +316,7 @@ class _Session:
         else:
             logger.debug("ignoring %s: not a dispatcher message", message.TYPE)
 
-    async def _on_dispatch(self, task: Task, received_at: float) -> None:
+    def _on_dispatch(self, task: Task, received_at: float) -> None:
         if task.id in self._active:
             logger.warning("ignoring a second dispatch of running task %s", task.id)
             return
@@ -338,23 +324,23 @@ class _Session:
             error = TaskError(
                 ErrorCode.WORKER_SHUTTING_DOWN, "the worker is shutting down", True
             )
-            await self._reject(task, error)
+            self._reject(task, error)
             return
         handler = self._handlers.get(task.task_type)
         if handler is None:
             message = f"no handler for task type {task.task_type!r}"
-            await self._reject(task, TaskError(ErrorCode.UNKNOWN_TASK_TYPE, message, False))
+            self._reject(task, TaskError(ErrorCode.UNKNOWN_TASK_TYPE, message, False))
             return
         if len(self._active) >= self._config.max_concurrency:
             message = f"the worker is running {len(self._active)} tasks, its maximum"
-            await self._reject(task, TaskError(ErrorCode.WORKER_SATURATED, message, True))
+            self._reject(task, TaskError(ErrorCode.WORKER_SATURATED, message, True))
             return
         deadline = received_at + task.metadata.timeout_ms / 1000
         running = _Running(task, received_at, trio.CancelScope(deadline=deadline))
         self._active[task.id] = running
         self._work.start_soon(self._run_task, running, handler)
         if len(self._active) >= self._config.max_concurrency:
-            await self._send.send(_Wake.BACKPRESSURE)
+            self._outbox.wake()  # the writer sends Backpressure if still full then
 
     def _on_kill(self, kill: Kill) -> None:
         running = self._active.get(kill.task_id)
@@ -403,7 +389,7 @@ class _Session:
             # Free the slot before the result is queued: when the dispatcher reads
             # the result, the slot is free. Also runs when cancelled from outside.
             del self._active[task.id]
-        await self._send.send(self._outcome(running, value, error))
+        self._outbox.put(self._outcome(running, value, error))
 
     def _outcome(self, running: _Running, value: Any, error: Exception | None) -> str:
         task = running.task
@@ -471,8 +457,6 @@ class _Session:
         )
         return encode(TaskResultMessage(result))
 
-    async def _reject(self, task: Task, error: TaskError) -> None:
+    def _reject(self, task: Task, error: TaskError) -> None:
         logger.info("rejecting task %s (%s): %s", task.id, task.task_type, error.code)
-        await self._send.send(
-            self._encode_result(task, TaskStatus.FAILED, None, error, 0.0)
-        )
+        self._outbox.put(self._encode_result(task, TaskStatus.FAILED, None, error, 0.0))
