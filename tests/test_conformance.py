@@ -8,6 +8,7 @@ break one rule each.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -20,10 +21,6 @@ from trio_pipe.conformance._canonical import check_canonical
 
 pytestmark = pytest.mark.slow
 
-SDK_WORKER = [
-    sys.executable, "-m", "trio_pipe", "worker",
-    "--handlers", "trio_pipe.conformance.handlers:HANDLERS",
-]  # fmt: skip
 HAND_WRITTEN = [sys.executable, str(ROOT / "tests" / "conformance_worker.py")]
 
 
@@ -95,18 +92,31 @@ def test_check_canonical_reports_what_the_dispatcher_refuses() -> None:
 # -- workers that follow the contract ---------------------------------------------------
 
 
-async def test_python_sdk_passes_in_websocket_mode() -> None:
-    report = await run_conformance([*SDK_WORKER, "--url"])
-    assert report.passed, report.table()
-    assert set(outcomes(report).values()) == {"pass"}
+def _documented_runs() -> list[tuple[list[str], bool]]:
+    """The kit commands of docs/conformance.md's first sh block: (worker argv, stdio)."""
+    text = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
+    block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    runs = []
+    for line in block.splitlines():
+        if line.startswith("trio-pipe conformance"):
+            options, _, command = " ".join(shlex.split(line)[2:]).partition("-- ")
+            argv = shlex.split(command)
+            assert argv[0] == "trio-pipe"
+            runs.append(
+                ([sys.executable, "-m", "trio_pipe", *argv[1:]], "--stdio" in options)
+            )
+    return runs
 
 
-async def test_python_sdk_passes_in_stdio_mode() -> None:
-    report = await run_conformance([*SDK_WORKER, "--stdio"], stdio=True)
+@pytest.mark.parametrize(
+    ("command", "stdio"), _documented_runs(), ids=["websocket", "stdio"]
+)
+async def test_the_python_sdk_passes_as_documented(command: list[str], stdio: bool) -> None:
+    report = await run_conformance(command, stdio=stdio)
     assert report.passed, report.table()
+    skipped = {"registration", "reconnect"} if stdio else set()
     assert outcomes(report) == {
-        name: "skip" if name in ("registration", "reconnect") else "pass"
-        for name in CASE_NAMES
+        name: "skip" if name in skipped else "pass" for name in CASE_NAMES
     }
 
 
