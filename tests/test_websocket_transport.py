@@ -131,6 +131,37 @@ async def test_frames_sent_with_the_upgrade_request_are_read() -> None:
                 assert decode(await client.next_message()) == WorkerRegistered("raw")
 
 
+async def test_a_ping_sent_with_the_upgrade_request_is_answered_first() -> None:
+    async with trio_pipe.open_dispatcher() as d:
+        with trio.fail_after(WAIT):
+            first = masked_frame(0x89, b"early") + masked_frame(0x81, REGISTER.encode())
+            async with raw_client(d.port, first_frames=first) as client:
+                assert await client.next_event() == Pong(payload=b"early")
+                assert decode(await client.next_message()) == WorkerRegistered("raw")
+
+
+async def test_fragments_over_max_frame_size_together_close_with_1009() -> None:
+    async with trio_pipe.open_dispatcher(max_frame_size=1000) as d:
+        with trio.fail_after(WAIT):
+            async with raw_client(d.port) as client:
+                await client.send(
+                    TextMessage(data="x" * 600, message_finished=False),
+                    TextMessage(data="x" * 600, message_finished=True),
+                )
+                assert (await close_of(client)).code == 1009
+
+
+async def test_a_close_frame_without_a_code_is_answered_without_one() -> None:
+    async with trio_pipe.open_dispatcher() as d:
+        with trio.fail_after(WAIT):
+            async with raw_client(d.port) as client:
+                await client.send(TextMessage(data=REGISTER))
+                assert decode(await client.next_message()) == WorkerRegistered("raw")
+                await client.stream.send_all(masked_frame(0x88, b""))
+                assert (await close_of(client)).code == 1005
+                assert await client.stream.receive_some() == b""
+
+
 async def test_a_message_over_max_frame_size_closes_with_1009() -> None:
     async with trio_pipe.open_dispatcher(max_frame_size=1000) as d:
         with trio.fail_after(WAIT):
@@ -149,7 +180,16 @@ async def test_a_message_over_max_frame_size_closes_with_1009() -> None:
     [
         (bytes([0x81, 0x01]) + b"x", 1002),  # a client must mask
         (masked_frame(0xC1, b"x"), 1002),  # a reserved bit
+        (masked_frame(0x83, b"x"), 1002),  # an unknown opcode
+        (masked_frame(0x09, b""), 1002),  # a fragmented control frame
+        (masked_frame(0x89, b"x" * 126), 1002),  # a control frame over 125 bytes
+        (masked_frame(0x80, b"x"), 1002),  # a continuation with nothing to continue
+        (masked_frame(0x01, b"a") + masked_frame(0x81, b"b"), 1002),  # not a continuation
+        (masked_frame(0x88, b"\x03"), 1002),  # a close payload of 1 byte
+        (masked_frame(0x88, (1006).to_bytes(2, "big")), 1002),  # a reserved close code
         (masked_frame(0x81, b"\xc3\x28"), 1007),  # not UTF-8
+        (masked_frame(0x01, b"\xc3") + masked_frame(0x80, b"\x28"), 1007),  # nor joined
+        (masked_frame(0x88, (1000).to_bytes(2, "big") + b"\xff"), 1007),  # a close reason
     ],
 )
 async def test_a_framing_violation_closes_with_its_code(frame: bytes, code: int) -> None:
@@ -224,7 +264,10 @@ async def test_a_silent_connection_is_dropped_after_the_handshake_timeout(
             assert trio.current_time() - started == pytest.approx(5)
         async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
             await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # no upgrade
-            assert (await stream.receive_some()).startswith(b"HTTP/1.1 400")
+            assert (await stream.receive_some()).startswith(b"HTTP/1.1 426")
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(b"\x16\x03\x01 not HTTP at all\r\n\r\n")
+            assert await stream.receive_some() == b""  # closed without an answer
         nursery.cancel_scope.cancel()
     assert handled == []
 

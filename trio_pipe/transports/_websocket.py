@@ -2,10 +2,10 @@
 
 Both ends of trio_pipe's WebSocket connections -- the dispatcher's server side here,
 the Python worker's client side in ``trio_pipe.worker`` -- are a
-:class:`WebSocketStream` on a Trio stream: the sans-IO wsproto for the opening
-handshake, then the frame codec of ``_wsframes``. No reader task and no queue per
-connection, and every message pending for a connection goes out in one write (see
-"Performance decisions" in docs/architecture.md).
+:class:`WebSocketStream` on a Trio stream, driving the sans-IO protocol of the
+``websockets`` library (opening handshake, framing, close handshake). No reader task
+and no queue per connection, and every message pending for a connection goes out in
+one write (see "Performance decisions" in docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ from __future__ import annotations
 import collections
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Event, RejectConnection, Request
-from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import RemoteProtocolError
+from websockets.client import ClientProtocol
+from websockets.frames import BINARY, CLOSE, CONT, TEXT, CloseCode, Frame
+from websockets.http11 import Request, Response
+from websockets.protocol import OPEN, Event, Protocol
+from websockets.server import ServerProtocol
+from websockets.typing import BytesLike
+from websockets.uri import parse_uri
 
 from ..protocol import DEFAULT_MAX_FRAME_SIZE, Message, ProtocolError, decode
 from ._channel import ChannelClosed, WorkerChannel
-from ._wsframes import Close, FrameCodec, FrameError, Ping
 
 __all__ = [
     "HandshakeFailed",
@@ -36,7 +39,10 @@ __all__ = [
 
 _POLICY_VIOLATION = 1008
 _NORMAL = 1000
+_NO_STATUS = 1005
 _LOST = 1006
+_INVALID_DATA = 1007
+_MAX_CLOSE_REASON = 123  # bytes: a control frame's 125 less the code
 _RECEIVE_SIZE = 65536
 _MAX_HANDSHAKE_SIZE = 65536
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -50,7 +56,7 @@ class WebSocketClosed(Exception):
         self.code = code
         self.reason = reason
         try:
-            name = CloseReason(code).name
+            name = CloseCode(code).name
         except ValueError:
             name = "UNKNOWN"
         detail = f": {reason}" if reason else ""
@@ -62,36 +68,37 @@ class HandshakeFailed(Exception):
 
 
 class WebSocketStream:
-    """An open WebSocket connection over a Trio stream.
+    """An open WebSocket connection over a Trio stream, driving a sans-IO
+    ``websockets`` protocol object (:class:`ServerProtocol` or :class:`ClientProtocol`,
+    past its opening handshake).
 
     :meth:`receive` returns whole messages (fragments joined), answers pings and
-    completes the close handshake the peer starts; a message longer than
-    *max_message_size* bytes, or a breach of RFC 6455, fails the connection with the
+    completes the close handshake the peer starts; a message longer than the
+    protocol's ``max_size``, or a breach of RFC 6455, fails the connection with the
     matching close code (1009, 1002, 1007). :meth:`send_all` frames a batch of
     messages and writes it at once. One task may receive while another sends; writes
     never overlap: a write that finds one in progress leaves its bytes to it.
     """
 
     def __init__(
-        self,
-        stream: trio.abc.Stream,
-        *,
-        client: bool,
-        max_message_size: int,
-        received: bytes = b"",
+        self, stream: trio.abc.Stream, protocol: Protocol, events: Sequence[Event] = ()
     ) -> None:
+        """*events*: frames the protocol parsed with the handshake, to handle first."""
         self._stream = stream
-        self._frames = FrameCodec(client=client, max_message_size=max_message_size)
+        self._protocol = protocol
         self._messages: collections.deque[str | bytes] = collections.deque()
+        self._fragments: list[BytesLike] = []  # of the message in progress
+        self._fragmented_text = False
         self._closed: WebSocketClosed | None = None
-        self._close_sent = False
         # Set once the peer's close frame has come, or the stream has ended:
         self._close_seen = trio.Event()
         self._receiving = False
-        self._unsent = bytearray()
+        self._unsent: list[bytes] = []
         self._writing = False
-        self._received = received  # what the handshake read past its end
         self.peer = _describe_peer(stream)
+        if events:
+            self._handle([event for event in events if isinstance(event, Frame)])
+        self._after_receive()
 
     async def receive(self) -> str | bytes:
         """The next message; raises :class:`WebSocketClosed` once the connection is
@@ -103,13 +110,21 @@ class WebSocketStream:
         return self._messages.popleft()
 
     async def send_all(self, messages: Sequence[str | bytes]) -> None:
-        """Send *messages*, one frame each, in one write. Raises
-        :class:`WebSocketClosed` if the connection is closed or breaks."""
+        """Send *messages*, one frame each (text for ``str``, binary for ``bytes``),
+        in one write. Raises :class:`WebSocketClosed` if the connection is closed or
+        breaks."""
         if self._closed is not None:
             raise self._closed
-        if self._close_sent:
+        protocol = self._protocol
+        if protocol.state is not OPEN:
             raise WebSocketClosed(_NORMAL, "the connection is closing")
-        self._unsent += b"".join(map(self._frames.message, messages))
+        send_text = protocol.send_text
+        for message in messages:
+            if isinstance(message, str):
+                send_text(message.encode())
+            else:
+                protocol.send_binary(message)
+        self._unsent += protocol.data_to_send()
         await self._flush()
 
     async def aclose(self, code: int = _NORMAL, reason: str = "") -> None:
@@ -117,7 +132,7 @@ class WebSocketStream:
         (bound this with a timeout), then close the stream. Never raises for a
         connection that is already gone."""
         try:
-            if not self._close_sent and self._closed is None:
+            if self._closed is None and self._protocol.state is OPEN:
                 self._send_close(code, reason)
                 await self._flush()
             while not self._close_seen.is_set():
@@ -135,57 +150,101 @@ class WebSocketStream:
     # -- reading ---------------------------------------------------------------
 
     async def _receive_some(self) -> None:
-        data: bytes | bytearray = self._received
-        self._received = b""
-        if not data:
-            self._receiving = True
-            try:
-                data = await self._stream.receive_some(_RECEIVE_SIZE)
-            except _STREAM_ERRORS as exc:
-                self._lose(f"connection lost: {exc!r}")
-                return
-            finally:
-                self._receiving = False
-            if not data:
-                self._lose("connection lost: end of stream")
-                return
+        self._receiving = True
         try:
-            events = self._frames.receive(data)
-        except FrameError as exc:
-            events = []
-            self._fail(exc.code, exc.reason)
-        for event in events:
-            if isinstance(event, str | bytes):
-                self._messages.append(event)
-            elif isinstance(event, Ping):
-                self._unsent += self._frames.pong(event.payload)
-            elif isinstance(event, Close):
-                self._on_close(event)
-                break
+            data = await self._stream.receive_some(_RECEIVE_SIZE)
+        except _STREAM_ERRORS as exc:
+            self._lose(f"connection lost: {exc!r}")
+            return
+        finally:
+            self._receiving = False
+        if not data:
+            self._lose("connection lost: end of stream")
+            return
+        protocol = self._protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        if events:
+            self._handle(events)
+        self._after_receive()
         if self._unsent:
             await self._flush()
 
-    def _on_close(self, close: Close) -> None:
-        if not self._close_sent:
-            self._send_close(close.code)  # complete the close handshake
-        self._close(WebSocketClosed(close.code, close.reason))
-        self._close_seen.set()
+    def _handle(self, events: Sequence[Event]) -> None:
+        """Messages from data frames; the peer's close. (The protocol queues the
+        answer to a ping, and the echo of a close frame, itself.) Past the opening
+        handshake, every event is a frame."""
+        for frame in cast("Sequence[Frame]", events):
+            opcode = frame.opcode
+            if opcode is TEXT:
+                if frame.fin:
+                    try:
+                        self._messages.append(str(frame.data, "utf-8"))
+                    except UnicodeDecodeError as exc:
+                        self._fail_utf8(exc)
+                        return
+                else:
+                    self._fragments = [frame.data]
+                    self._fragmented_text = True
+            elif opcode is CONT:
+                self._fragments.append(frame.data)
+                if frame.fin:
+                    data = b"".join(self._fragments)
+                    self._fragments = []
+                    if not self._fragmented_text:
+                        self._messages.append(data)
+                        continue
+                    try:
+                        self._messages.append(data.decode())
+                    except UnicodeDecodeError as exc:
+                        self._fail_utf8(exc)
+                        return
+            elif opcode is BINARY:
+                if frame.fin:
+                    self._messages.append(bytes(frame.data))
+                else:
+                    self._fragments = [frame.data]
+                    self._fragmented_text = False
+            elif opcode is CLOSE:
+                close = self._protocol.close_rcvd
+                assert close is not None
+                self._close(WebSocketClosed(close.code, close.reason))
+                self._close_seen.set()
+                return
 
-    def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection for a fault of the peer's: our close frame goes out
-        with the next write; we wait for no answer."""
-        if not self._close_sent:
-            self._send_close(code, reason)
-        self._close(WebSocketClosed(code, reason))
+    def _after_receive(self) -> None:
+        """Queue what the protocol has to send; note a failure it detected (its close
+        frame, with the code and reason, is queued: we wait for no answer)."""
+        protocol = self._protocol
+        writes = protocol.data_to_send()
+        if writes:
+            self._unsent += writes
+        if protocol.parser_exc is not None and self._closed is None:
+            sent = protocol.close_sent
+            if sent is None:
+                self._close(WebSocketClosed(_LOST, str(protocol.parser_exc)))
+            else:
+                self._close(WebSocketClosed(sent.code, sent.reason))
+            self._close_seen.set()
+
+    def _fail_utf8(self, exc: UnicodeDecodeError) -> None:
+        reason = f"invalid UTF-8: {exc.reason} at position {exc.start}"
+        self._protocol.fail(_INVALID_DATA, reason)
+        self._unsent += self._protocol.data_to_send()
+        self._close(WebSocketClosed(_INVALID_DATA, reason))
         self._close_seen.set()
 
     def _lose(self, reason: str) -> None:
         self._close(WebSocketClosed(_LOST, reason))
         self._close_seen.set()
 
-    def _send_close(self, code: int, reason: str = "") -> None:
-        self._unsent += self._frames.close(code, reason)
-        self._close_sent = True
+    def _send_close(self, code: int, reason: str) -> None:
+        if code == _NO_STATUS:
+            self._protocol.send_close()
+        else:
+            reason = reason.encode()[:_MAX_CLOSE_REASON].decode(errors="ignore")
+            self._protocol.send_close(code, reason)
+        self._unsent += self._protocol.data_to_send()
 
     def _close(self, closed: WebSocketClosed) -> WebSocketClosed:
         """Record why the connection closed (the first reason wins) and return it.
@@ -202,11 +261,13 @@ class WebSocketStream:
         if self._writing:
             return
         self._writing = True
+        unsent = self._unsent
         try:
-            while self._unsent:
-                data = bytes(self._unsent)
-                self._unsent.clear()
-                await self._stream.send_all(data)
+            while unsent:
+                data = b"".join(unsent)  # (the protocol's end-of-stream mark is b"")
+                unsent.clear()
+                if data:
+                    await self._stream.send_all(data)
         except _STREAM_ERRORS as exc:
             self._close_seen.set()
             raise self._close(WebSocketClosed(_LOST, f"connection lost: {exc!r}")) from None
@@ -231,24 +292,24 @@ async def accept_websocket(
     stream: trio.abc.Stream, *, max_message_size: int = DEFAULT_MAX_FRAME_SIZE
 ) -> WebSocketStream:
     """The server side of the opening handshake on *stream*: read the upgrade request,
-    accept it. Raises :class:`HandshakeFailed` (after answering 400 to a malformed
-    request). Bound it with a timeout."""
-    ws = WSConnection(ConnectionType.SERVER)
+    accept it. Raises :class:`HandshakeFailed` (after answering with an HTTP error to
+    a request that is not a WebSocket upgrade). Bound it with a timeout."""
+    protocol = ServerProtocol(max_size=max_message_size)
     try:
-        _, received = await _handshake_event(stream, ws, Request)
-        await stream.send_all(ws.send(AcceptConnection()))
-    except RemoteProtocolError as exc:
-        if isinstance(exc.event_hint, RejectConnection):
-            try:
-                await stream.send_all(ws.send(exc.event_hint))
-            except _STREAM_ERRORS:
-                pass
-        raise HandshakeFailed(f"bad upgrade request: {exc}") from None
+        events = await _handshake_events(stream, protocol)
+        early = protocol.data_to_send()  # answers to frames sent with the request
+        request = events[0]
+        assert isinstance(request, Request)
+        response = protocol.accept(request)
+        protocol.send_response(response)
+        await stream.send_all(b"".join(protocol.data_to_send() + early))
     except _STREAM_ERRORS as exc:
         raise HandshakeFailed(f"connection lost: {exc!r}") from None
-    return WebSocketStream(
-        stream, client=False, max_message_size=max_message_size, received=received
-    )
+    if response.status_code != 101:
+        raise HandshakeFailed(f"bad upgrade request: {protocol.handshake_exc}")
+    ws = WebSocketStream(stream, protocol, events[1:])
+    await ws._flush()
+    return ws
 
 
 async def connect_websocket(
@@ -261,45 +322,52 @@ async def connect_websocket(
     """The client side of the opening handshake on *stream* (*host* for the Host
     header, *resource* the path and query). Raises :class:`HandshakeFailed` if the
     server rejects it or the connection ends. Bound it with a timeout."""
-    ws = WSConnection(ConnectionType.CLIENT)
+    protocol = ClientProtocol(parse_uri("ws://localhost/"), max_size=max_message_size)
+    request = protocol.connect()
+    del request.headers["Host"]
+    request.headers["Host"] = host
+    request.path = resource
+    protocol.send_request(request)
     try:
-        await stream.send_all(ws.send(Request(host=host, target=resource)))
-        event, received = await _handshake_event(
-            stream, ws, AcceptConnection, RejectConnection
-        )
-    except RemoteProtocolError as exc:
-        raise HandshakeFailed(f"bad handshake response: {exc}") from None
+        await stream.send_all(b"".join(protocol.data_to_send()))
+        events = await _handshake_events(stream, protocol)
     except _STREAM_ERRORS as exc:
         raise HandshakeFailed(f"connection lost: {exc!r}") from None
-    if isinstance(event, RejectConnection):
-        raise HandshakeFailed(f"rejected with HTTP status {event.status_code}")
-    return WebSocketStream(
-        stream, client=True, max_message_size=max_message_size, received=received
-    )
+    response = events[0]
+    assert isinstance(response, Response)
+    if protocol.handshake_exc is not None:
+        if response.status_code != 101:
+            raise HandshakeFailed(f"rejected with HTTP status {response.status_code}")
+        raise HandshakeFailed(f"bad handshake response: {protocol.handshake_exc}")
+    ws = WebSocketStream(stream, protocol, events[1:])
+    await ws._flush()
+    return ws
 
 
-async def _handshake_event(
-    stream: trio.abc.Stream, ws: WSConnection, *kinds: type[Event]
-) -> tuple[Event, bytes]:
-    """Read the HTTP head of the handshake from *stream* into *ws* until it yields
-    an event of one of *kinds*; return it, and the bytes read past the head (frames
-    already sent, for the frame codec: wsproto never sees them)."""
-    received = b""
+async def _handshake_events(
+    stream: trio.abc.Stream, protocol: ServerProtocol | ClientProtocol
+) -> list[Event]:
+    """Read from *stream* into *protocol* until it has parsed the request (or the
+    response): return its events, that one first, then any frames that came with it.
+    Raises :class:`HandshakeFailed` for a malformed or overlong head (after sending
+    what the protocol answers to it) or the end of the stream."""
+    received = 0
     while True:
-        head_end = received.find(b"\r\n\r\n")
-        if head_end < 0:
-            if len(received) > _MAX_HANDSHAKE_SIZE:
-                raise HandshakeFailed("handshake too long")
-            data = await stream.receive_some(_RECEIVE_SIZE)
-            if not data:
-                raise HandshakeFailed("the connection ended during the handshake")
-            received += data
-            continue
-        head, received = received[: head_end + 4], received[head_end + 4 :]
-        ws.receive_data(head)
-        for event in ws.events():
-            if isinstance(event, kinds):
-                return event, received
+        data = await stream.receive_some(_RECEIVE_SIZE)
+        if not data:
+            raise HandshakeFailed("the connection ended during the handshake")
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        if events:
+            return events
+        if protocol.handshake_exc is not None:
+            answer = b"".join(protocol.data_to_send())
+            if answer:
+                await stream.send_all(answer)
+            raise HandshakeFailed(f"bad handshake: {protocol.handshake_exc}")
+        received += len(data)
+        if received > _MAX_HANDSHAKE_SIZE:
+            raise HandshakeFailed("handshake too long")
 
 
 class WebSocketChannel:

@@ -1,6 +1,6 @@
 """The WebSocket transport for the worker: the dispatcher's own connection object,
-:class:`WebSocketStream` (wsproto's opening handshake, then our frame codec, on a Trio
-stream), behind :class:`Connection`."""
+:class:`WebSocketStream` (the sans-IO client protocol of ``websockets`` driven on a
+Trio stream), behind :class:`Connection`."""
 
 from __future__ import annotations
 
