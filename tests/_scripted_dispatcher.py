@@ -122,7 +122,7 @@ class ScriptedDispatcher:
         async def connect() -> AsyncIterator[Connection]:
             client, server = trio.testing.memory_stream_pair()
             nursery.start_soon(serve_side, server)
-            ws = await connect_websocket(client, "dispatcher", "/")
+            ws = await connect_websocket(client, "ws://dispatcher/")
             connection: Connection = WorkerWebSocket(ws)
             if connections is not None:
                 connection = GatedConnection(connection)

@@ -38,6 +38,7 @@ from trio_pipe.protocol import (
 )
 from trio_pipe.transports import WorkerChannel
 from trio_pipe.transports._websocket import (
+    HandshakeFailed,
     WebSocketClosed,
     connect_websocket,
     serve_websocket_workers,
@@ -315,7 +316,7 @@ async def test_the_client_reads_frames_that_came_with_the_handshake_response() -
         port = listeners[0].socket.getsockname()[1]
         with trio.fail_after(WAIT):
             async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-                ws = await connect_websocket(stream, "127.0.0.1", "/")
+                ws = await connect_websocket(stream, "ws://127.0.0.1/")
                 assert [await ws.receive(), await ws.receive()] == ["hello", "again"]
                 with pytest.raises(WebSocketClosed) as closed:
                     await ws.receive()
@@ -393,3 +394,31 @@ async def test_a_client_that_does_not_trust_the_certificate_cannot_connect(
                 d.url, connect_timeout=WAIT, ssl_context=ssl.create_default_context()
             ):
                 pass
+
+
+@pytest.mark.parametrize(
+    ("url", "request_line", "host"),
+    [
+        ("ws://[::1]:9876/path?q=1", "GET /path?q=1 HTTP/1.1", "Host: [::1]:9876"),
+        ("ws://example.org/", "GET / HTTP/1.1", "Host: example.org"),
+    ],
+)
+async def test_the_client_handshake_names_the_host_and_resource_of_the_url(
+    url: str, request_line: str, host: str
+) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    request = b""
+
+    async def read_request_then_hang_up() -> None:
+        nonlocal request
+        while b"\r\n\r\n" not in request:
+            request += await server.receive_some()
+        await server.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_request_then_hang_up)
+        with pytest.raises(HandshakeFailed):
+            await connect_websocket(client, url)
+    lines = request.decode().split("\r\n")
+    assert lines[0] == request_line
+    assert host in lines

@@ -313,21 +313,13 @@ async def accept_websocket(
 
 
 async def connect_websocket(
-    stream: trio.abc.Stream,
-    host: str,
-    resource: str,
-    *,
-    max_message_size: int = DEFAULT_MAX_FRAME_SIZE,
+    stream: trio.abc.Stream, url: str, *, max_message_size: int = DEFAULT_MAX_FRAME_SIZE
 ) -> WebSocketStream:
-    """The client side of the opening handshake on *stream* (*host* for the Host
-    header, *resource* the path and query). Raises :class:`HandshakeFailed` if the
-    server rejects it or the connection ends. Bound it with a timeout."""
-    protocol = ClientProtocol(parse_uri("ws://localhost/"), max_size=max_message_size)
-    request = protocol.connect()
-    del request.headers["Host"]
-    request.headers["Host"] = host
-    request.path = resource
-    protocol.send_request(request)
+    """The client side of the opening handshake for *url* on *stream*, already
+    connected to its host. Raises :class:`HandshakeFailed` if the server rejects it or
+    the connection ends. Bound it with a timeout."""
+    protocol = ClientProtocol(parse_uri(url), max_size=max_message_size)
+    protocol.send_request(protocol.connect())
     try:
         await stream.send_all(b"".join(protocol.data_to_send()))
         events = await _handshake_events(stream, protocol)

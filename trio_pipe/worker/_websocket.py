@@ -62,13 +62,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _split_url(url: str) -> tuple[str, int, str, bool]:
+def _split_url(url: str) -> tuple[str, int, bool]:
     parts = urllib.parse.urlsplit(check_websocket_url(url))
     assert parts.hostname is not None
     secure = parts.scheme == "wss"
-    port = parts.port or (443 if secure else 80)
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.hostname, port, resource, secure
+    return parts.hostname, parts.port or (443 if secure else 80), secure
 
 
 @asynccontextmanager
@@ -82,8 +80,7 @@ async def open_websocket_connection(
     context. Raises :class:`TransportClosed` if the connection cannot be opened
     (refused, rejected, TLS failure, timeout).
     """
-    host, port, resource, secure = _split_url(url)
-    host_header = host if port in (80, 443) else f"{host}:{port}"
+    host, port, secure = _split_url(url)
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     try:
         with trio.fail_after(connect_timeout):
@@ -102,7 +99,7 @@ async def open_websocket_connection(
         try:
             with trio.fail_after(connect_timeout):
                 ws = await connect_websocket(
-                    stream, host_header, resource, max_message_size=DEFAULT_MAX_FRAME_SIZE
+                    stream, url, max_message_size=DEFAULT_MAX_FRAME_SIZE
                 )
         except (HandshakeFailed, trio.TooSlowError, OSError) as exc:
             raise TransportClosed(f"connecting to {url} failed: {_describe(exc)}") from exc
