@@ -3,6 +3,7 @@ stdin and stdout, as a dispatcher that spawned it would drive it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from trio_pipe.protocol import (
     decode,
     encode,
 )
-from trio_pipe.worker._stdio import StdioConnection
+from trio_pipe.worker._stdio import StdioConnection, _is_message
 from trio_pipe.worker._transport import InputClosed
 
 WAIT = 15  # seconds: generous, real time (a subprocess starts Python and imports trio)
@@ -470,3 +471,36 @@ async def test_aclose_unblocks_a_pending_receive() -> None:
             await trio.testing.wait_all_tasks_blocked()
             await conn.aclose()
             await conn.aclose()  # idempotent
+
+
+def _is_message_by_the_standard_library(line: bytes) -> bool:
+    try:
+        value = json.loads(line.strip())
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    return isinstance(value, dict) and "type" in value
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"TaskDispatch"}',
+        b'  {"type": 1}  ',
+        b'{"type":NaN}',  # only the standard library reads these four
+        b'{"type":1e400}',
+        b'{"type":"\\ud800"}',
+        b'{"a":' + b"[" * 5000 + b"]" * 5000 + b',"type":0}',
+        b'{"kind":"log"}',
+        b'{"type":"x"',
+        b"[1, 2]",
+        b'{"type":"\xff"}',  # not UTF-8
+        b"",
+        b"plain text",
+    ],
+)
+def test_a_line_is_a_message_exactly_when_the_standard_library_says_so(
+    line: bytes,
+) -> None:
+    assert _is_message(line) == _is_message_by_the_standard_library(line)

@@ -109,6 +109,9 @@ log = logging.getLogger("trio_pipe.dispatcher")
 R = TypeVar("R")
 
 
+_NO_WORKERS: frozenset[str] = frozenset()
+
+
 def _identity(payload: Any) -> Any:
     return payload
 
@@ -366,7 +369,9 @@ class Dispatcher:
             if result.status is not TaskStatus.COMPLETED:
                 # If our own deadline is what ended it, let Trio say so.
                 await trio.lowlevel.checkpoint_if_cancelled()
-            return await handle.value()
+            # Not `await handle.value()`: a second wait, on a set event, would cost a
+            # task switch for nothing.
+            return handle._value_of(result)
         except trio.Cancelled:
             handle.cancel_nowait("the caller was cancelled")
             raise
@@ -467,7 +472,8 @@ class Dispatcher:
         """Send *handle* to the best worker, or queue it. False if the queue is full
         (unless *force*: a task already admitted, coming back for a retry)."""
         kind, target = handle._constraint or (None, None)
-        avoid = frozenset(a.worker_id for a in handle.attempts)
+        attempts = handle.attempts
+        avoid = frozenset([a.worker_id for a in attempts]) if attempts else _NO_WORKERS
         record = self._pool.select(
             handle.task.task_type,
             worker_id=target if kind == "worker" else None,
@@ -490,7 +496,11 @@ class Dispatcher:
             self._queue.push(handle, trio.current_time())
         return True
 
-    def _send_task(self, handle: TaskHandle[Any], record: WorkerRecord) -> None:
+    def _send_task(
+        self, handle: TaskHandle[Any], record: WorkerRecord, *, rank: bool = True
+    ) -> None:
+        """Dispatch *handle* to *record*; ``rank=False`` leaves ranking the worker
+        anew in the pool to the caller (once for several tasks)."""
         task = handle.task
         metadata = task.metadata
         deadline = min(handle.deadline, handle._caller_deadline)
@@ -503,7 +513,8 @@ class Dispatcher:
                 retry_count=handle.retry_count,
             )
         self._post(record, TaskDispatch(task), frame)
-        self._pool.changed(record)
+        if rank:
+            self._pool.changed(record)
         handle._site = record
         handle.worker_id = record.worker_id
         handle.status = TaskStatus.DISPATCHED
@@ -521,7 +532,8 @@ class Dispatcher:
         record.outbox.put(frame)
 
     def _fill(self, record: WorkerRecord) -> None:
-        """Give a worker with free slots the best-ranked queued tasks it can run."""
+        """Give a worker with free slots the best-ranked queued tasks it can run, then
+        rank it anew in the pool (once, whatever changed before and here)."""
         taken = False
         while record.can_accept():
             handle = self._queue.pop_for(
@@ -531,11 +543,12 @@ class Dispatcher:
                 break
             taken = True
             try:
-                self._send_task(handle, record)
+                self._send_task(handle, record, rank=False)
             except (TypeError, ValueError) as exc:  # payload mutated after submit
                 self._resolve_error(
                     handle, TaskStatus.FAILED, ErrorCode.INVALID_PAYLOAD, str(exc)
                 )
+        self._pool.changed(record)
         if taken:
             self._queue_space.unpark(
                 count=max(self._queue.max_queued - len(self._queue), 0)
@@ -1192,7 +1205,6 @@ class Dispatcher:
         session = record.session
         was_throttled = session.throttled
         accepted = session.receive(message)
-        self._pool.changed(record)
         if session.throttled != was_throttled:
             kind = (
                 WorkerEventKind.THROTTLED
@@ -1221,7 +1233,7 @@ class Dispatcher:
             self._pool_changed.unpark_all()
             if session.registered_by_peer:
                 self._post(record, WorkerRegistered(worker_id=record.worker_id))
-        self._fill(record)
+        self._fill(record)  # and ranks the worker anew: its load may have changed
 
     def _worker_gone(self, record: WorkerRecord, reason: str) -> None:
         """The session ended: retry or resolve what the worker held, then update the

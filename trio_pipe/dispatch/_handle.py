@@ -111,7 +111,9 @@ class TaskHandle(Generic[R]):
     async def value(self) -> R:
         """Wait for the task and return its result payload (structured to the result
         type for typed tasks). Raises :class:`TaskFailed` unless it completed."""
-        result = await self.result()
+        return self._value_of(await self.result())
+
+    def _value_of(self, result: TaskResult) -> R:
         if result.status is not TaskStatus.COMPLETED:
             raise TaskFailed(result)
         return self._structure(result.payload)

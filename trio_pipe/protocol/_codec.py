@@ -423,12 +423,19 @@ def _dumps(document: dict[str, Any], payload: Any) -> str | None:
 
 
 def _is_str(*values: object) -> bool:
-    return all(type(value) is str for value in values)
+    # A loop, not all() over a generator: the hot messages' checks cost half as much.
+    for value in values:  # noqa: SIM110
+        if type(value) is not str:
+            return False
+    return True
 
 
 def _is_int64(*values: object) -> bool:
     """Whether every value is an int that orjson reads and writes as it is."""
-    return all(type(value) is int and value in _INT_RANGE for value in values)
+    for value in values:  # noqa: SIM110 (as in _is_str)
+        if type(value) is not int or value not in _INT_RANGE:
+            return False
+    return True
 
 
 def _encode_dispatch_fast(task: Task, timeout_ms: int, retry_count: int) -> str | None:
