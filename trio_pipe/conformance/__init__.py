@@ -14,7 +14,7 @@ from typing import Literal
 import attrs
 import trio
 
-from ._cases import CASES, Case
+from ._cases import CASES, Case, Mode
 from ._harness import CaseFailed, Harness
 
 __all__ = ["CASE_NAMES", "CaseResult", "Report", "run_conformance"]
@@ -36,7 +36,7 @@ class CaseResult:
 
 @attrs.frozen
 class Report:
-    mode: Literal["websocket", "stdio"]
+    mode: Mode
     command: tuple[str, ...]
     cases: tuple[CaseResult, ...]
     worker_log: tuple[str, ...] = ()  # the last lines the worker wrote, if any case failed
@@ -83,7 +83,7 @@ async def run_conformance(
     if not time_scale > 0:
         raise ValueError(f"time_scale must be positive, got {time_scale}")
     harness = Harness(command, stdio=stdio, time_scale=time_scale)
-    mode: Literal["websocket", "stdio"] = "stdio" if stdio else "websocket"
+    mode: Mode = "stdio" if stdio else "websocket"
     results: list[CaseResult] = []
     async with trio.open_nursery() as nursery:
         try:
@@ -105,7 +105,7 @@ async def run_conformance(
 
 
 async def _run_case(
-    harness: Harness, case: Case, mode: str, selected: bool, checked: int
+    harness: Harness, case: Case, mode: Mode, selected: bool, checked: int
 ) -> CaseResult:
     if not selected:
         return CaseResult(case.name, "skip", "not selected")
