@@ -220,13 +220,15 @@ class Harness:
             return
         raise CaseFailed(f"no {what} within {self.seconds(within):g} s")
 
-    async def result(self, task: Task, *, since: int, within: float) -> Received:
-        """The entry carrying *task*'s result."""
+    async def result(
+        self, task: Task, *, since: int, within: float, what: str = ""
+    ) -> Received:
+        """The entry carrying *task*'s result (*what* names it in a failure)."""
         return await self.expect(
             lambda entry: entry.result_of(task) is not None,
             since=since,
             within=within,
-            what=f"result for the {task.task_type!r} task",
+            what=what or f"result for the {task.task_type!r} task",
         )
 
     async def next_heartbeat(self, *, since: int, within: float = 2) -> Heartbeat:
