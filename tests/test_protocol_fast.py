@@ -39,6 +39,7 @@ from trio_pipe.protocol import (
     TaskStatus,
     decode,
     encode,
+    encode_completed,
 )
 from trio_pipe.protocol._codec import _decode_reference, _encode_reference, encode_dispatch
 
@@ -116,6 +117,21 @@ def test_a_result_with_any_payload_encodes_as_the_reference(
 ) -> None:
     message = TaskResultMessage(attrs.evolve(result, payload=payload))
     assert outcome(encode, message) == outcome(_encode_reference, message)
+
+
+@fuzz
+@given(task_results, payloads)
+def test_encode_completed_is_the_reference_text_or_declines(
+    result: TaskResult, payload: Any
+) -> None:
+    text = encode_completed(
+        result.task_id, payload, duration_ms=result.duration_ms, worker_id=result.worker_id
+    )
+    if text is not None:  # None: the caller builds the message and encodes it
+        completed = attrs.evolve(
+            result, status=TaskStatus.COMPLETED, payload=payload, error=None
+        )
+        assert text == _encode_reference(TaskResultMessage(completed))
 
 
 @fuzz
@@ -216,3 +232,14 @@ def test_floats_are_read_as_the_reference_reads_them(
     frame = encode(TaskDispatch(Task(uuid.UUID(int=3), "t", [value], metadata)))
     assert decode(frame) == _decode_reference(frame)
     assert json.loads(frame)["task"]["payload"] == [value]
+
+
+def test_encode_completed_takes_the_common_case_and_declines_the_rest() -> None:
+    task_id = uuid.UUID(int=1)
+    text = encode_completed(task_id, {"n": [1, "a"]}, duration_ms=3, worker_id="w1")
+    assert text == (
+        '{"type":"TaskResult","result":{"taskId":"00000000-0000-0000-0000-000000000001",'
+        '"status":"Completed","payload":{"n":[1,"a"]},"error":null,"durationMs":3,'
+        '"workerId":"w1"}}'
+    )
+    assert encode_completed(task_id, "\ud800", duration_ms=3, worker_id="w1") is None

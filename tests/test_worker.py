@@ -376,6 +376,49 @@ async def test_deadline_times_out_the_task_and_cancels_the_handler(
     assert block.cancelled["slow"].is_set()
 
 
+async def test_deadlines_expire_each_at_its_own_time_whatever_the_order(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # One heap holds every deadline: a later dispatch with an earlier deadline, many
+    # finished tasks left in the heap, and an expired deadline at receipt.
+    block = Controlled()
+    peer = await start_memory_worker(
+        nursery, ScriptedDispatcher(), handlers=make_handlers(block)
+    )
+    sent_at = trio.current_time()
+    slow = await peer.dispatch("block", {"key": "slow"}, timeout_ms=5_000)
+    quick = await peer.dispatch("block", {"key": "quick"}, timeout_ms=1_000)
+    for i in range(150):
+        assert (await peer.run("echo", i)).status is TaskStatus.COMPLETED
+    now = await peer.run("echo", "now", timeout_ms=0)
+    assert now.status is TaskStatus.TIMED_OUT
+    assert now.error == TaskError("TIMEOUT", "task exceeded its timeout of 0 ms", True)
+    first = await peer.result()
+    assert (first.task_id, first.status) == (quick.id, TaskStatus.TIMED_OUT)
+    assert trio.current_time() - sent_at == pytest.approx(1.0)
+    second = await peer.result()
+    assert (second.task_id, second.status) == (slow.id, TaskStatus.TIMED_OUT)
+    assert trio.current_time() - sent_at == pytest.approx(5.0)
+    assert block.cancelled["quick"].is_set() and block.cancelled["slow"].is_set()
+
+
+async def test_a_handler_done_before_its_deadline_is_not_cancelled_later(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    block = Controlled()
+    peer = await start_memory_worker(
+        nursery, ScriptedDispatcher(), handlers=make_handlers(block)
+    )
+    task = await peer.dispatch("block", {"key": "a"}, timeout_ms=1_000)
+    await block.started["a"].wait()
+    block.release["a"].set()
+    result = await peer.result()
+    assert (result.task_id, result.status) == (task.id, TaskStatus.COMPLETED)
+    await trio.sleep(2)  # its deadline passes: nothing more is sent
+    assert (await peer.run("echo", 1)).status is TaskStatus.COMPLETED
+    assert not block.cancelled["a"].is_set()
+
+
 async def test_kill_cancels_the_task_with_the_kill_reason(nursery: trio.Nursery) -> None:
     block = Controlled()
     with trio.fail_after(WAIT):

@@ -10,6 +10,7 @@ from ._codec import (
     decode,
     describe_structure_error,
     encode,
+    encode_completed,
     encode_dispatch,
 )
 from ._messages import (
@@ -79,6 +80,7 @@ __all__ = [
     "decode",
     "describe_structure_error",
     "encode",
+    "encode_completed",
     "encode_dispatch",
     "validate_worker_id",
 ]

@@ -410,6 +410,28 @@ def _read_alike(value: Any) -> bool:
     return True
 
 
+def encode_completed(
+    task_id: uuid.UUID, payload: Any, *, duration_ms: int, worker_id: str
+) -> str | None:
+    """``encode`` of a ``Completed`` result without building the message (a worker's
+    hot path); None when that fast path does not apply: then build the message and
+    ``encode`` it, which also says why a payload cannot be written."""
+    if type(task_id) is not uuid.UUID or type(worker_id) is not str:
+        return None
+    document = {
+        "type": _messages.TaskResultMessage.TYPE,
+        "result": {
+            "taskId": task_id,
+            "status": _types.TaskStatus.COMPLETED.value,
+            "payload": payload,
+            "error": None,
+            "durationMs": duration_ms,
+            "workerId": worker_id,
+        },
+    }
+    return _dumps(document, payload)
+
+
 def _dumps(document: dict[str, Any], payload: Any) -> str | None:
     """orjson's text for *document*, whose only free-form part is *payload*, when it
     is exactly the reference text; None otherwise. UUIDs and UTC datetimes in the

@@ -9,8 +9,10 @@ serve_connection                 connection nursery (closing deadline set on shu
 └── io nursery                   cancelled once the work nursery has drained
     ├── reader                   decodes frames; dispatch, Kill, Shutdown
     ├── heartbeats               every heartbeat_interval
+    ├── deadlines                one heap of handler deadlines (receipt + timeoutMs):
+    │                            cancels a handler's scope when its deadline passes
     └── work nursery             one task per running handler, each in its own
-                                 CancelScope (deadline = receipt + timeoutMs)
+                                 CancelScope (without a deadline of its own)
 ```
 
 Handlers and the reader only put encoded frames in the outbox, which never blocks:
@@ -20,6 +22,8 @@ wakes once per batch.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 import uuid
@@ -51,6 +55,7 @@ from ..protocol import (
     WorkerRegistration,
     decode,
     encode,
+    encode_completed,
 )
 from ..transports._channel import Outbox
 from ._handlers import HandlerFunc, TaskFailure, _current_task
@@ -85,13 +90,25 @@ class SessionEnd:
     reason: str
 
 
-@attrs.define(eq=False)
+_RUN_TASK_NAME = f"{__name__}._Session._run_task"  # what Trio would compute, per task
+
+
+def _duration_ms(elapsed: float) -> int:
+    return max(0, round(elapsed * 1000)) if math.isfinite(elapsed) else 0
+
+
 class _Running:
-    task: Task
-    received_at: float
-    scope: trio.CancelScope
-    # Set when we cancel the scope ourselves (Kill, non-graceful Shutdown).
-    stop: TaskError | None = None
+    __slots__ = ("deadline", "done", "received_at", "scope", "stop", "task", "timed_out")
+
+    def __init__(self, task: Task, received_at: float) -> None:
+        self.task = task
+        self.received_at = received_at
+        self.deadline = received_at + task.metadata.timeout_ms / 1000
+        self.scope = trio.CancelScope()
+        # Set when we cancel the scope ourselves (Kill, non-graceful Shutdown).
+        self.stop: TaskError | None = None
+        self.timed_out = False  # the deadline passed while the handler ran
+        self.done = False  # the handler returned: its heap entry is garbage
 
 
 async def register(
@@ -178,6 +195,11 @@ class _Session:
         self._shutdown_requested = trio.Event()
         self._lost: str | None = None
         self._outbox = Outbox()
+        # (deadline, sequence, running): entries of finished handlers stay until they
+        # surface or the heap is compacted.
+        self._deadlines: list[tuple[float, int, _Running]] = []
+        self._sequence = itertools.count()
+        self._timer = trio.CancelScope()  # the deadlines task's sleep
 
     async def run(self) -> SessionEnd:
         async with trio.open_nursery() as conn_nursery:
@@ -188,6 +210,7 @@ class _Session:
                     self._work = work
                     io.start_soon(self._reader)
                     io.start_soon(self._heartbeats)
+                    io.start_soon(self._expire_deadlines)
                     await self._shutdown_requested.wait()
                 # Every handler is done and has queued its result.
                 self._begin_closing()
@@ -280,6 +303,32 @@ class _Session:
             if next_beat <= trio.current_time():  # fell behind: do not burst
                 next_beat = trio.current_time() + interval
 
+    async def _expire_deadlines(self) -> None:
+        """Cancel each handler whose deadline has passed. One scope's deadline moved
+        to the earliest entry replaces a deadline on every handler's scope (costlier
+        to enter and exit)."""
+        heap = self._deadlines
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as timer:
+                self._timer = timer
+                await trio.sleep_forever()
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                running = heapq.heappop(heap)[2]
+                if not running.done:
+                    running.timed_out = True
+                    running.scope.cancel()
+
+    def _watch_deadline(self, running: _Running) -> None:
+        deadline = running.deadline
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._active) + 64:  # mostly finished handlers
+            heap[:] = [entry for entry in heap if not entry[2].done]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, next(self._sequence), running))
+        if deadline < self._timer.deadline:
+            self._timer.deadline = deadline
+
     # -- reading -------------------------------------------------------------
 
     async def _reader(self) -> None:
@@ -335,10 +384,10 @@ class _Session:
             message = f"the worker is running {len(self._active)} tasks, its maximum"
             self._reject(task, TaskError(ErrorCode.WORKER_SATURATED, message, True))
             return
-        deadline = received_at + task.metadata.timeout_ms / 1000
-        running = _Running(task, received_at, trio.CancelScope(deadline=deadline))
+        running = _Running(task, received_at)
         self._active[task.id] = running
-        self._work.start_soon(self._run_task, running, handler)
+        self._watch_deadline(running)
+        self._work.start_soon(self._run_task, running, handler, name=_RUN_TASK_NAME)
         if len(self._active) >= self._config.max_concurrency:
             self._outbox.wake()  # the writer sends Backpressure if still full then
 
@@ -379,6 +428,9 @@ class _Session:
         _current_task.set(task)  # this Trio task's own context copy
         value: Any = None
         error: Exception | None = None
+        if trio.current_time() >= running.deadline:  # as a scope entered too late
+            running.timed_out = True
+            running.scope.cancel()
         try:
             try:
                 with running.scope:
@@ -388,6 +440,7 @@ class _Session:
         finally:
             # Free the slot before the result is queued: when the dispatcher reads
             # the result, the slot is free. Also runs when cancelled from outside.
+            running.done = True
             del self._active[task.id]
         self._outbox.put(self._outcome(running, value, error))
 
@@ -395,7 +448,7 @@ class _Session:
         task = running.task
         if running.stop is not None:
             return self._result_frame(running, TaskStatus.CANCELLED, error=running.stop)
-        if running.scope.cancel_called:
+        if running.timed_out:
             timeout = TaskError(
                 ErrorCode.TIMEOUT,
                 f"task exceeded its timeout of {task.metadata.timeout_ms} ms",
@@ -405,7 +458,7 @@ class _Session:
         if error is not None:
             return self._failure_frame(running, error)
         try:
-            return self._result_frame(running, TaskStatus.COMPLETED, payload=value)
+            return self._completed_frame(running, value)
         except Exception as exc:  # TypeError, ValueError, RecursionError, hooks' own
             logger.warning(
                 "task %s (%s) returned a non-JSON result", task.id, task.task_type
@@ -427,6 +480,19 @@ class _Session:
             )
         return self._result_frame(running, TaskStatus.FAILED, error=failure)
 
+    def _completed_frame(self, running: _Running, value: Any) -> str:
+        """The common case, on the codec's fast path when it applies."""
+        elapsed = trio.current_time() - running.received_at
+        text = encode_completed(
+            running.task.id,
+            value,
+            duration_ms=_duration_ms(elapsed),
+            worker_id=self._config.worker_id,
+        )
+        if text is not None:
+            return text
+        return self._result_frame(running, TaskStatus.COMPLETED, payload=value)
+
     def _result_frame(
         self,
         running: _Running,
@@ -446,13 +512,12 @@ class _Session:
         error: TaskError | None,
         elapsed: float,
     ) -> str:
-        duration_ms = max(0, round(elapsed * 1000)) if math.isfinite(elapsed) else 0
         result = TaskResult(
             task_id=task.id,
             status=status,
             payload=payload,
             error=error,
-            duration_ms=duration_ms,
+            duration_ms=_duration_ms(elapsed),
             worker_id=self._config.worker_id,
         )
         return encode(TaskResultMessage(result))
