@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import trio
-from helpers import ROOT
+from helpers import ROOT, child_processes
 
 from trio_pipe.conformance import CASE_NAMES, Report, run_conformance
 from trio_pipe.conformance._canonical import check_canonical
@@ -174,6 +174,13 @@ async def test_a_broken_rule_fails_its_case_precisely(
     assert detail(report, case).startswith(expected), report.table()
     others = {outcome for name, outcome in outcomes(report).items() if name != case}
     assert others == {"skip"}
+
+
+async def test_a_run_cancelled_from_outside_stops_the_worker() -> None:
+    with trio.move_on_after(2) as scope:  # in the middle of the heartbeat case
+        await run_conformance(HAND_WRITTEN, stdio=True)
+    assert scope.cancelled_caught
+    assert child_processes() == []
 
 
 async def test_a_command_that_cannot_start_fails_every_case() -> None:

@@ -88,16 +88,17 @@ async def run_conformance(
     async with trio.open_nursery() as nursery:
         try:
             await harness.start(nursery)
-        except CaseFailed as exc:
-            results = [CaseResult(case.name, "fail", str(exc)) for case in CASES]
-        else:
             checked = 0
             for case in CASES:
                 selected = cases is None or case.name in cases
                 results.append(await _run_case(harness, case, mode, selected, checked))
                 checked = harness.mark()
-            await harness.stop()
-        nursery.cancel_scope.cancel()
+        except CaseFailed as exc:  # the worker could not be started
+            results = [CaseResult(case.name, "fail", str(exc)) for case in CASES]
+        finally:  # however the run ends, the worker does not outlive it
+            with trio.CancelScope(shield=True):
+                await harness.stop()
+            nursery.cancel_scope.cancel()
     failed = any(result.outcome == "fail" for result in results)
     return Report(
         mode, tuple(command), tuple(results), tuple(harness.log) if failed else ()
