@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
-
-import trio_pipe
 
 from . import (
     docker_start,
@@ -29,16 +24,7 @@ from . import (
     wasm,
     ws_roundtrip,
 )
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "trio_pipe": trio_pipe.__version__,
-        "trio": trio.__version__,
-    }
+from ._measure import machine
 
 
 async def _round_trips(full: bool) -> list[dict[str, Any]]:
@@ -128,7 +114,7 @@ def main() -> None:
     rows.append(wasm_row)
     out = Path(__file__).parent / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(
-        json.dumps({"machine": _machine(), "full": args.full, "runs": rows}, indent=2)
+        json.dumps({"machine": machine(), "full": args.full, "runs": rows}, indent=2)
     )
     print(f"\nsaved {out}")
 

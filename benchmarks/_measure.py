@@ -1,8 +1,12 @@
-"""Shared measurements: throughput with many tasks in flight, latency one at a time."""
+"""Shared measurements: throughput with many tasks in flight, latency one at a time;
+and the description of the machine saved with every result file."""
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -10,6 +14,16 @@ import trio
 
 import trio_pipe
 from trio_pipe import Task
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "trio_pipe": trio_pipe.__version__,
+        "trio": trio.__version__,
+    }
 
 
 async def throughput(

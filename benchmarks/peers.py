@@ -22,7 +22,6 @@ import contextlib
 import ctypes
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -43,6 +42,7 @@ import trio
 import trio_pipe
 
 from . import ws_roundtrip
+from ._measure import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_FLIGHT = 256
@@ -368,12 +368,7 @@ def redis_version(executable: str = "redis-server") -> str:
 
 
 def _machine(redis_executable: str) -> dict[str, Any]:
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "trio_pipe": trio_pipe.__version__,
-        "trio": trio.__version__,
+    return machine() | {
         "celery": _version("celery"),
         "kombu": _version("kombu"),
         "redis_py": _version("redis"),

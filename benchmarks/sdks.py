@@ -24,7 +24,7 @@ import trio
 
 import trio_pipe
 
-from ._measure import summary
+from ._measure import machine, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS: dict[str, list[str]] = {
@@ -104,7 +104,9 @@ def main() -> None:
     print(table(rows))
     out = ROOT / "benchmarks" / "results" / f"sdks-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"full": args.full, "runs": rows}, indent=2))
+    out.write_text(
+        json.dumps({"machine": machine(), "full": args.full, "runs": rows}, indent=2)
+    )
     print(f"\nsaved {out.relative_to(ROOT)}")
 
 

@@ -182,3 +182,12 @@ def test_options_from_the_environment_are_checked(
         main(["worker", "--stdio", "--handlers", "tests.worker_handlers:HANDLERS"])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_other_subcommands_do_not_import_the_conformance_kit() -> None:
+    code = (
+        "import sys, trio_pipe.cli as cli\n"
+        "cli._build_parser()\n"
+        "assert 'trio_pipe.conformance' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=WAIT)

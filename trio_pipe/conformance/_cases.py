@@ -350,8 +350,7 @@ async def backpressure(harness: Harness) -> None:
         what="result of a sleep task",
     )
     _check(
-        throttled.at <= first.at
-        and harness.received.index(throttled) < harness.received.index(first),
+        harness.received.index(throttled) < harness.received.index(first),
         "Backpressure shouldThrottle true came after the first result, expected before",
     )
     assert isinstance(throttled.message, Backpressure)
@@ -375,7 +374,6 @@ async def kill(harness: Harness) -> None:
     since = harness.mark()
     task = await harness.dispatch("sleep", {"ms": 30_000}, timeout_ms=60_000)
     await trio.sleep(0.3)
-    killed_at = harness.mark()
     await harness.send(Kill(task.id, "conformance kit: kill"))
     what = "result for the killed task (does the handler still run?)"
     entry = await harness.result(task, since=since, within=2, what=what)
@@ -385,7 +383,7 @@ async def kill(harness: Harness) -> None:
         result.status is TaskStatus.CANCELLED and _code(result) == "KILLED",
         f"the killed task: {_outcome(result)}, expected Cancelled KILLED",
     )
-    await _idle_heartbeat(harness, max(killed_at, harness.received.index(entry)), "Kill")
+    await _idle_heartbeat(harness, harness.received.index(entry), "Kill")
     await _echo_round_trip(harness)
 
 

@@ -56,7 +56,7 @@ class CaseFailed(Exception):
     """A case's expectation did not hold; the message says what and what came."""
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)  # an occurrence: equal only to itself, found by identity
 class Received:
     """One thing the harness saw: a worker message, or an event (``message`` None)."""
 
@@ -155,17 +155,11 @@ class Harness:
             if self._ws is not None:
                 await self._ws.aclose()
             await process.wait()
-        if process.returncode is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:  # pragma: no cover - exited meanwhile
-                pass
-            await process.wait()
-        # The worker's own children go with its session.
-        try:
+        # Whatever is left of its session: the worker itself if it lingers, and its
+        # own children.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        await process.wait()
 
     # -- what the worker said -----------------------------------------------------------
 
