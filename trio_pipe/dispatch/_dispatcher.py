@@ -8,8 +8,6 @@ wait -- for frames, for deadlines, for backoff -- and then call into it.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import math
 import os
@@ -28,10 +26,11 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
 
+from .._deadlines import Deadlines
 from .._errors import (
     DispatcherClosed,
     ErrorCode,
@@ -153,9 +152,9 @@ class Dispatcher:
         self._queue_space = trio.lowlevel.ParkingLot()
         self._pool_changed = trio.lowlevel.ParkingLot()
         self._handles: dict[uuid.UUID, TaskHandle[Any]] = {}
-        self._deadlines: list[tuple[float, int, TaskHandle[Any]]] = []
-        self._deadline_scope = trio.CancelScope()
-        self._seq = itertools.count()
+        self._deadlines = Deadlines[TaskHandle[Any]](
+            self._expire, live=lambda: len(self._handles)
+        )
         self._closing = False
         self._drained = trio.Event()  # closing, and no task left in flight
         self._all_gone = trio.Event()  # closing, and no worker left connected
@@ -485,7 +484,7 @@ class Dispatcher:
         admitted = handle.id not in self._handles
         if admitted:
             self._handles[handle.id] = handle
-            self._watch_deadline(handle)
+            self._deadlines.watch(handle, handle.deadline)
         if admitted or record is None:
             self._task_event(handle, TaskEventKind.PENDING)
         if record is not None:
@@ -647,36 +646,6 @@ class Dispatcher:
             self._place(handle, force=True)
 
     # ------------------------------------------------------------ deadlines
-
-    def _watch_deadline(self, handle: TaskHandle[Any]) -> None:
-        if handle.deadline == math.inf:
-            return
-        deadlines = self._deadlines
-        heapq.heappush(deadlines, (handle.deadline, next(self._seq), handle))
-        if len(deadlines) > 2 * len(self._handles) + 64:
-            # A resolved task's entry is dropped when it surfaces, so under a steady
-            # load entries (and the handles and results they hold) would pile up for
-            # a whole timeout: drop them all now and then.
-            deadlines[:] = [entry for entry in deadlines if not entry[2].done]
-            heapq.heapify(deadlines)
-        if handle.deadline < self._deadline_scope.deadline:
-            self._deadline_scope.deadline = handle.deadline
-
-    async def _run_deadlines(self) -> NoReturn:
-        """One task enforces every task deadline: it sleeps in a cancel scope whose
-        deadline is always the earliest pending task deadline."""
-        while True:
-            with trio.CancelScope() as self._deadline_scope:
-                while self._deadlines and self._deadlines[0][2].done:
-                    heapq.heappop(self._deadlines)
-                if self._deadlines:
-                    self._deadline_scope.deadline = self._deadlines[0][0]
-                await trio.sleep_forever()
-            now = trio.current_time()
-            while self._deadlines and self._deadlines[0][0] <= now:
-                handle = heapq.heappop(self._deadlines)[2]
-                if not handle.done:
-                    self._expire(handle)
 
     def _expire(self, handle: TaskHandle[Any]) -> None:
         timeout_ms = handle.task.metadata.timeout_ms
@@ -1411,7 +1380,7 @@ async def open_dispatcher(
     try:
         async with trio.open_nursery() as root:
             dispatcher._nursery = root
-            root.start_soon(dispatcher._run_deadlines)
+            root.start_soon(dispatcher._deadlines.run)
             dispatcher._sessions = await root.start(_open_nursery_task)
             dispatcher._supervisor_nursery = await root.start(_open_nursery_task)
             if port is not None:

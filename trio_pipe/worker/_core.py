@@ -22,8 +22,6 @@ wakes once per batch.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import math
 import uuid
@@ -33,6 +31,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._deadlines import Deadlines
 from .._errors import ErrorCode
 from ..protocol import (
     Backpressure,
@@ -109,6 +108,12 @@ class _Running:
         self.stop: TaskError | None = None
         self.timed_out = False  # the deadline passed while the handler ran
         self.done = False  # the handler returned: its heap entry is garbage
+
+
+def _time_out(running: _Running) -> None:
+    """Its deadline passed while the handler ran: stop it, to report ``TimedOut``."""
+    running.timed_out = True
+    running.scope.cancel()
 
 
 async def register(
@@ -197,9 +202,9 @@ class _Session:
         self._outbox = Outbox()
         # (deadline, sequence, running): entries of finished handlers stay until they
         # surface or the heap is compacted.
-        self._deadlines: list[tuple[float, int, _Running]] = []
-        self._sequence = itertools.count()
-        self._timer = trio.CancelScope()  # the deadlines task's sleep
+        # One deadline task instead of a deadline on every handler's scope (costlier
+        # to enter and exit).
+        self._deadlines = Deadlines[_Running](_time_out, live=lambda: len(self._active))
 
     async def run(self) -> SessionEnd:
         async with trio.open_nursery() as conn_nursery:
@@ -210,7 +215,7 @@ class _Session:
                     self._work = work
                     io.start_soon(self._reader)
                     io.start_soon(self._heartbeats)
-                    io.start_soon(self._expire_deadlines)
+                    io.start_soon(self._deadlines.run)
                     await self._shutdown_requested.wait()
                 # Every handler is done and has queued its result.
                 self._begin_closing()
@@ -303,32 +308,6 @@ class _Session:
             if next_beat <= trio.current_time():  # fell behind: do not burst
                 next_beat = trio.current_time() + interval
 
-    async def _expire_deadlines(self) -> None:
-        """Cancel each handler whose deadline has passed. One scope's deadline moved
-        to the earliest entry replaces a deadline on every handler's scope (costlier
-        to enter and exit)."""
-        heap = self._deadlines
-        while True:
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as timer:
-                self._timer = timer
-                await trio.sleep_forever()
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                running = heapq.heappop(heap)[2]
-                if not running.done:
-                    running.timed_out = True
-                    running.scope.cancel()
-
-    def _watch_deadline(self, running: _Running) -> None:
-        deadline = running.deadline
-        heap = self._deadlines
-        if len(heap) > 2 * len(self._active) + 64:  # mostly finished handlers
-            heap[:] = [entry for entry in heap if not entry[2].done]
-            heapq.heapify(heap)
-        heapq.heappush(heap, (deadline, next(self._sequence), running))
-        if deadline < self._timer.deadline:
-            self._timer.deadline = deadline
-
     # -- reading -------------------------------------------------------------
 
     async def _reader(self) -> None:
@@ -386,7 +365,7 @@ class _Session:
             return
         running = _Running(task, received_at)
         self._active[task.id] = running
-        self._watch_deadline(running)
+        self._deadlines.watch(running, running.deadline)
         self._work.start_soon(self._run_task, running, handler, name=_RUN_TASK_NAME)
         if len(self._active) >= self._config.max_concurrency:
             self._outbox.wake()  # the writer sends Backpressure if still full then
