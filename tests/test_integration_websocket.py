@@ -54,7 +54,9 @@ async def test_kill_9_of_a_worker_loses_no_task() -> None:
         victim = await start_python_worker(n, d.url, "victim", max_concurrency=20)
         with trio.fail_after(30):
             await d.wait_for_workers(1)
-        handles = [await d.submit(Task.new("sleep", {"seconds": 0.5})) for _ in range(20)]
+        # First tries outlast the test: only their retries, on the survivor, can end.
+        tasks = [Task.new("metadata", {"first_try_seconds": 600}) for _ in range(20)]
+        handles = [await d.submit(task) for task in tasks]
         await start_python_worker(n, d.url, "survivor", max_concurrency=20)
         with trio.fail_after(30):
             await d.wait_for_workers(2)

@@ -89,7 +89,7 @@ def _missing() -> str | None:
         return "ssh-keygen is not installed (apt-get install openssh-client)"
     for module in ("asyncssh", "trio_asyncio"):
         if importlib.util.find_spec(module) is None:
-            return f"{module} is not installed (pip install -e '.[test,ssh]')"
+            return f"{module} is not installed (nox -s tests installs it)"
     return None
 
 

@@ -3,9 +3,10 @@
 The modules are built from source in tests/wasm/ during the run, as tests need them:
 C with clang's wasm32-wasi target, WAT text compiled by wasmtime itself, a Rust module
 where rustc has the wasm32-wasip1 target and a Zig one where ziglang is installed.
-Without clang's wasm target (or without wasmtime) the tests that need it are skipped,
-unless TRIO_PIPE_REQUIRE_WASM=1 (as in CI), in which case that is a failure. The Rust
-and Zig modules are optional everywhere."""
+Without one of these toolchains (or without wasmtime) the tests that need it are
+skipped, unless TRIO_PIPE_REQUIRE_WASM=1 (as in CI, whose .ci/run installs clang's
+target and Rust's, ziglang being in the locked test environment), in which case that
+is a failure."""
 
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def modules(tmp_path_factory: pytest.TempPathFactory) -> Modules:
 def rust_text_stats(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """text_stats.rs built for wasm32-wasip1 (skipped where rustc cannot)."""
     if shutil.which("rustc") is None:
-        pytest.skip("no rustc")
+        _unavailable("no rustc")
     output = tmp_path_factory.mktemp("wasm-rust") / "text_stats_rs.wasm"
     compiled = subprocess.run(
         ["rustc", "--edition", "2021", "--target", "wasm32-wasip1", "-O",
@@ -118,7 +119,7 @@ def rust_text_stats(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     if compiled.returncode != 0:
         if "target may not be installed" in compiled.stderr or "E0463" in compiled.stderr:
-            pytest.skip(
+            _unavailable(
                 "rustc has no wasm32-wasip1 target (rustup target add wasm32-wasip1)"
             )
         pytest.fail(f"text_stats.rs does not build: {compiled.stderr}")
@@ -637,13 +638,14 @@ def _no_scratch_file_outlives_its_task() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def zig_word_count(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """word_count.zig built with PyPI's ziglang (skipped where it is not installed)."""
+    """word_count.zig built with PyPI's ziglang (skipped, or failed if required, where
+    it is not installed)."""
     if importlib.util.find_spec("ziglang") is not None:
         zig = [sys.executable, "-m", "ziglang"]
     elif shutil.which("zig") is not None:
         zig = ["zig"]
     else:
-        pytest.skip("no Zig (pip install ziglang)")
+        _unavailable("no Zig (ziglang is in the locked test environment)")
     build = tmp_path_factory.mktemp("wasm-zig")
     compiled = subprocess.run(
         [*zig, "build-exe", "-target", "wasm32-wasi", "-O", "ReleaseSmall",
