@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import random
-from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -227,7 +226,8 @@ async def test_map_never_exceeds_its_concurrency_and_reports_failures_as_values(
         worker = await connect_memory_worker(d, "w", ["double"], max_concurrency=100)
         load: collections.Counter[str] = collections.Counter()
         n.start_soon(_serve_concurrently, worker, rng, load)
-        results = [item async for item in d.map("double", range(1000), concurrency=7)]
+        async with d.map("double", range(1000), concurrency=7) as batch:
+            results = [item async for item in batch]
         assert load["most"] == 7
         assert sorted(r.index for r in results) == list(range(1000))
         assert [r.index for r in results] != list(range(1000))  # completion order
@@ -251,7 +251,7 @@ async def test_leaving_a_map_early_cancels_its_tasks(autojump_clock: object) -> 
 
             async with trio.open_nursery() as n:
                 n.start_soon(answer_the_first_of_three)
-                async with aclosing(d.map("t", range(100), concurrency=3)) as batch:
+                async with d.map("t", range(100), concurrency=3) as batch:
                     async for item in batch:
                         assert item.value == "first"
                         break

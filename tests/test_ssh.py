@@ -624,7 +624,7 @@ trio.run(main)
 
 
 def test_the_remote_command_quotes_env_values_and_arguments() -> None:
-    from trio_pipe.dispatch._dispatcher import _remote_command
+    from trio_pipe.transports._spawn import remote_command as _remote_command
 
     assert _remote_command("python3 w.py", None) == "python3 w.py"
     assert _remote_command(["/opt/my worker/w", "--x"], None) == "'/opt/my worker/w' --x"

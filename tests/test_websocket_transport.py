@@ -258,7 +258,7 @@ async def test_a_silent_connection_is_dropped_after_the_handshake_timeout(
 
     async with trio.open_nursery() as nursery:
         serve = partial(serve_websocket_workers, handler, "127.0.0.1", 0)
-        port = await nursery.start(partial(serve, handshake_timeout=5))
+        (port,) = await nursery.start(partial(serve, handshake_timeout=5))
         async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
             started = trio.current_time()
             assert await stream.receive_some() == b""  # closed on us

@@ -39,6 +39,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from decimal import Context, Decimal
 from typing import Final
@@ -46,6 +47,7 @@ from typing import Final
 from .protocol import validate_worker_id as _protocol_validate_worker_id
 
 __all__ = [
+    "derive_worker_id",
     "InvalidSpec",
     "SHELL_METACHARACTERS",
     "validate_argv",
@@ -225,6 +227,19 @@ def validate_worker_id(value: object, *, field: str = "worker id") -> str:
         raise _fail(field, f"must start with a letter or digit, not {_char(text[0])}", text)
     _check_allowed(text, field, _NAME_CHARS, "[A-Za-z0-9._-]")
     raise _fail(field, "is not a valid worker id", text)  # pragma: no cover - defensive
+
+
+_NOT_ID_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def derive_worker_id(*parts: str) -> str:
+    """A fresh worker id from *parts* (a program's or host's name...), for a worker
+    whose caller gave none: each part with every run of characters outside
+    ``[A-Za-z0-9._-]`` made one ``-`` and its ends stripped of ``-._`` (so the id
+    starts with a letter or digit), at most 48 characters of it, the parts and 8
+    random hex digits joined by ``-``. Empty parts are left out."""
+    cleaned = (_NOT_ID_CHARS.sub("-", part).strip("-._")[:48] for part in parts)
+    return validate_worker_id("-".join([*filter(None, cleaned), secrets.token_hex(4)]))
 
 
 def validate_image(value: object, *, field: str = "image") -> str:

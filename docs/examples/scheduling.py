@@ -4,7 +4,6 @@ Run it with ``python docs/examples/scheduling.py``.
 """
 
 from collections import defaultdict
-from contextlib import aclosing
 from functools import partial
 from typing import Any
 
@@ -104,7 +103,7 @@ async def main() -> None:
         print(await handle.value(), len(handle.attempts))  # second try worked 2
 
         # 6. Batches: at most `concurrency` in flight, results in completion order.
-        async with aclosing(dispatcher.map("square", range(5), concurrency=2)) as batch:
+        async with dispatcher.map("square", range(5), concurrency=2) as batch:
             squares = sorted([item.value async for item in batch])
         print(squares)  # [0, 1, 4, 9, 16]
 

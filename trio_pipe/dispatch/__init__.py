@@ -1,5 +1,6 @@
 """The Trio layer: pool, queue, task handles and the dispatcher's nursery tree."""
 
+from ._config import DispatcherConfig
 from ._dispatcher import Dispatcher, open_dispatcher
 from ._events import (
     LEGAL_TASK_TRANSITIONS,
@@ -20,6 +21,7 @@ __all__ = [
     "Attempt",
     "BatchResult",
     "Dispatcher",
+    "DispatcherConfig",
     "Event",
     "EventStream",
     "EventsDropped",

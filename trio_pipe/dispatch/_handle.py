@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -36,18 +35,12 @@ class TaskHandle(Generic[R]):
     """
 
     __slots__ = (
-        "_caller_deadline",
         "_cancel",
-        "_constraint",
         "_done",
-        "_frame",
         "_on_done",
-        "_queued_at",
         "_result",
-        "_site",
         "_structure",
         "attempts",
-        "deadline",
         "status",
         "task",
         "worker_id",
@@ -57,34 +50,22 @@ class TaskHandle(Generic[R]):
         self,
         task: Task,
         *,
-        deadline: float,
         structure: Callable[[Any], R],
         cancel: Callable[[TaskHandle[Any], str], None],
+        on_done: Callable[[TaskHandle[Any]], object] | None = None,
     ) -> None:
         self.task = task
-        self.deadline = deadline
         #: Current lifecycle status (terminal once the handle is resolved).
         self.status = TaskStatus.PENDING
-        #: The worker the task is on now (or finished on), if any.
+        #: The worker the task is on now, or finished on; ``None`` while it waits.
         self.worker_id: str | None = None
         #: Failed tries that were retried, oldest first.
         self.attempts: list[Attempt] = []
         self._structure = structure
         self._cancel = cancel
+        self._on_done = on_done  # called once the handle resolves (Dispatcher.map)
         self._result: TaskResult | None = None
         self._done = trio.Event()
-        # Dispatcher bookkeeping: where the task is (None, the queue, or a worker),
-        # what may run it, and when it first entered the queue (for aging).
-        self._site: object = None
-        self._constraint: tuple[str, str] | None = None
-        self._queued_at: float | None = None
-        # The deadline of the scope waiting in Dispatcher.run (its expiry cancels the
-        # task through that scope); it shortens the timeout the worker is given.
-        self._caller_deadline = math.inf
-        # Called once the handle resolves (Dispatcher.map listens this way).
-        self._on_done: Callable[[TaskHandle[Any]], object] | None = None
-        # The encoded TaskDispatch, while it may still be sent as it is.
-        self._frame: str | None = None
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task.task_type} {self.task.id} {self.status.value}>"
@@ -111,9 +92,20 @@ class TaskHandle(Generic[R]):
     async def value(self) -> R:
         """Wait for the task and return its result payload (structured to the result
         type for typed tasks). Raises :class:`TaskFailed` unless it completed."""
-        return self._value_of(await self.result())
+        await self.result()
+        return self.value_nowait()
 
-    def _value_of(self, result: TaskResult) -> R:
+    def result_nowait(self) -> TaskResult:
+        """The :class:`TaskResult` of a resolved task; raises ``trio.WouldBlock`` if
+        it has not ended yet."""
+        if self._result is None:
+            raise trio.WouldBlock
+        return self._result
+
+    def value_nowait(self) -> R:
+        """The result payload of a resolved task, as :meth:`value` returns it; raises
+        ``trio.WouldBlock`` if it has not ended yet."""
+        result = self.result_nowait()
         if result.status is not TaskStatus.COMPLETED:
             raise TaskFailed(result)
         return self._structure(result.payload)

@@ -77,6 +77,7 @@ class WorkerRecord:
     state: WorkerState = WorkerState.ACTIVE
     close_reason: str | None = None
     removed: bool = False  # by Dispatcher.remove_worker, not by its own failure
+    evicted: bool = False  # its session ended on purpose (removed, or replaced)
     watched: bool = True  # by the heartbeat watchdog
     rank: int = 0  # bumped by Pool.changed: older entries in the pool's heaps are stale
 

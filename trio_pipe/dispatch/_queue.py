@@ -8,7 +8,8 @@ is first in, first out. A retried task keeps its original rank.
 
 Tasks are kept in one heap per (task type, constraint), where the constraint pins a
 task to one worker or to workers with a tag, so a worker that frees a slot looks only
-at the heads of the heaps it can serve. Resolved tasks are dropped lazily.
+at the heads of the heaps it can serve. Entries that left the queue (resolved while
+waiting) are dropped lazily.
 """
 
 from __future__ import annotations
@@ -16,16 +17,13 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from ..protocol import Priority
-from ._handle import TaskHandle
+from ._entry import Constraint, OnWorker, TaskEntry, WithTag
 
-__all__ = ["QUEUED", "Constraint", "TaskQueue"]
+__all__ = ["TaskQueue"]
 
-Constraint = tuple[str, str] | None
-QUEUED = "queued"
-_Item = tuple[float, int, TaskHandle[Any]]
+_Item = tuple[float, int, TaskEntry]
 
 
 class TaskQueue:
@@ -46,35 +44,36 @@ class TaskQueue:
     def depth_by_priority(self) -> dict[Priority, int]:
         return dict(self._depth)
 
-    def push(self, handle: TaskHandle[Any], now: float) -> None:
-        if handle._queued_at is None:
-            handle._queued_at = now
-        priority = handle.task.metadata.priority
-        rank = handle._queued_at - priority * self.aging_interval
-        key = (handle.task.task_type, handle._constraint)
-        heapq.heappush(self._heaps.setdefault(key, []), (rank, next(self._seq), handle))
-        handle._site = QUEUED
+    def push(self, entry: TaskEntry, now: float) -> None:
+        if entry.queued_at is None:
+            entry.queued_at = now
+        task = entry.handle.task
+        priority = task.metadata.priority
+        rank = entry.queued_at - priority * self.aging_interval
+        key = (task.task_type, entry.constraint)
+        heapq.heappush(self._heaps.setdefault(key, []), (rank, next(self._seq), entry))
+        entry.queued = True
         self._depth[priority] += 1
 
-    def discard(self, handle: TaskHandle[Any]) -> None:
-        """Forget a queued task (resolved while waiting); its heap entry goes lazily."""
-        if handle._site is QUEUED:
-            handle._site = None
-            self._depth[handle.task.metadata.priority] -= 1
+    def discard(self, entry: TaskEntry) -> None:
+        """Forget a queued task (resolved while waiting); its heap item goes lazily."""
+        if entry.queued:
+            entry.queued = False
+            self._depth[entry.handle.task.metadata.priority] -= 1
 
     def pop_for(
         self, task_types: Iterable[str], worker_id: str, tags: Iterable[str]
-    ) -> TaskHandle[Any] | None:
+    ) -> TaskEntry | None:
         """Take the best-ranked task a worker with these properties may run."""
-        constraints: list[Constraint] = [None, ("worker", worker_id)]
-        constraints += [("tag", tag) for tag in tags]
+        constraints: list[Constraint] = [None, OnWorker(worker_id)]
+        constraints += [WithTag(tag) for tag in tags]
         best: list[_Item] | None = None
         for task_type in task_types:
             for constraint in constraints:
                 heap = self._heaps.get((task_type, constraint))
                 if heap is None:
                     continue
-                while heap and heap[0][2]._site is not QUEUED:
+                while heap and not heap[0][2].queued:
                     heapq.heappop(heap)
                 if not heap:
                     del self._heaps[(task_type, constraint)]
@@ -82,24 +81,24 @@ class TaskQueue:
                     best = heap
         if best is None:
             return None
-        handle = heapq.heappop(best)[2]
-        self.discard(handle)
-        return handle
+        entry = heapq.heappop(best)[2]
+        self.discard(entry)
+        return entry
 
-    def take_where(self, constraint: Constraint) -> list[TaskHandle[Any]]:
-        """Remove and return every live task queued under *constraint*."""
+    def take_where(self, constraint: Constraint) -> list[TaskEntry]:
+        """Remove and return every task queued under *constraint*."""
         taken = []
         for key in [k for k in self._heaps if k[1] == constraint]:
-            for _, _, handle in self._heaps.pop(key):
-                if handle._site is QUEUED:
-                    self.discard(handle)
-                    taken.append(handle)
+            for _, _, entry in self._heaps.pop(key):
+                if entry.queued:
+                    self.discard(entry)
+                    taken.append(entry)
         return taken
 
-    def take_all(self) -> list[TaskHandle[Any]]:
-        taken = [h for _, _, h in self._iter_items() if h._site is QUEUED]
-        for handle in taken:
-            self.discard(handle)
+    def take_all(self) -> list[TaskEntry]:
+        taken = [entry for _, _, entry in self._iter_items() if entry.queued]
+        for entry in taken:
+            self.discard(entry)
         self._heaps.clear()
         return taken
 

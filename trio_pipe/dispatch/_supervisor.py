@@ -5,17 +5,16 @@ starts the worker through its :class:`Launcher`, serves it as a worker session o
 channel the launcher gives, and when the process exits decides by its
 :class:`RestartPolicy` whether to start it again, after a backoff.
 
-A launcher is what differs between kinds of spawned workers: :class:`ProcessSpec`
-starts a local process (stdio and Docker workers); the SSH bridge
-(``trio_pipe.transports._ssh``) starts a remote command over a shared SSH connection.
-Its :meth:`~Launcher.launch` is an async context manager that yields the process's
-channel and, on exit however it happens (session over, error, cancellation), stops the
-process, shielded; the channel then tells the process's return code.
+A launcher is what differs between kinds of spawned workers (built in
+``trio_pipe.transports._spawn``): ``ProcessSpec`` starts a local process (stdio and
+Docker workers); the SSH bridge (``trio_pipe.transports._ssh``) starts a remote command
+over a shared SSH connection. Its :meth:`~Launcher.launch` is an async context manager
+that yields the process's channel and, on exit however it happens (session over,
+error, cancellation), stops the process, shielded; the channel then tells the
+process's return code.
 
-Stopping a local process goes: close stdin (after a graceful ``Shutdown`` line when the
-dispatcher is closing), wait ``stop_grace`` seconds, SIGTERM the process group, wait
-again, SIGKILL the group. The process runs in its own session, so a shell worker's
-children go with it.
+:class:`SupervisorSet` holds one dispatcher's supervisors, its in-process WASM
+workers and the SSH connection pool they share.
 """
 
 from __future__ import annotations
@@ -23,28 +22,29 @@ from __future__ import annotations
 import collections
 import enum
 import logging
-import os
-import random
-import signal
-import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
 
+from .._backoff import backoff_delay
 from ..protocol import WorkerRegistration
-from ..transports import StdioChannel, WorkerChannel
-from ..transports._stdio import log_stderr
+from ..transports import WorkerChannel
 from ._events import WorkerEventKind
 
+if TYPE_CHECKING:
+    from ..transports._ssh import SshConnectionPool
+    from ..transports._wasm import WasmSpec
+
 __all__ = [
+    "DEFAULT_RESTART",
     "Launcher",
     "ProcessChannel",
-    "ProcessSpec",
     "Restart",
     "RestartPolicy",
+    "SupervisorSet",
     "supervise",
 ]
 
@@ -78,8 +78,7 @@ class RestartPolicy:
         return self.mode is Restart.ON_FAILURE and returncode != 0
 
     def delay(self, restart_number: int) -> float:
-        ceiling = min(self.backoff * 2.0 ** (restart_number - 1), self.backoff_max)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff_delay(restart_number - 1, self.backoff, self.backoff_max)
 
 
 DEFAULT_RESTART = RestartPolicy()
@@ -119,55 +118,6 @@ class Launcher(Protocol):
         ...
 
     def launch(self) -> AbstractAsyncContextManager[ProcessChannel]: ...
-
-
-@attrs.frozen
-class ProcessSpec:
-    """What to run for one spawned local process worker, and how it registers."""
-
-    argv: Sequence[str]
-    registration: WorkerRegistration
-    transport: str = "stdio"
-    env: Mapping[str, str] | None = None
-    cwd: str | None = None
-    stop_grace: float = 5.0
-    # Run before each start and after each stop (e.g. ``docker rm -f NAME``: a
-    # container outlives a killed ``docker run`` client). Its failure is ignored.
-    cleanup: Sequence[str] | None = None
-
-    @property
-    def worker_id(self) -> str:
-        return self.registration.worker_id
-
-    @property
-    def program(self) -> str:
-        return self.argv[0]
-
-    @asynccontextmanager
-    async def launch(self) -> AsyncIterator[StdioChannel]:
-        """Start the process; on exit make sure it is gone (however this ends:
-        normally, by error or by cancellation)."""
-        env = None if self.env is None else {**os.environ, **self.env}
-        await _cleanup(self)
-        process = await trio.lowlevel.open_process(
-            list(self.argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=self.cwd,
-            start_new_session=True,  # its own process group, so children go with it
-        )
-        try:
-            async with trio.open_nursery() as nursery:
-                assert process.stderr is not None
-                nursery.start_soon(log_stderr, process.stderr, self.worker_id)
-                yield StdioChannel(process, worker_id=self.worker_id)
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await _stop(process, grace=self.stop_grace)
-                await _cleanup(self)
 
 
 ServeWorker = Callable[..., Awaitable[None]]
@@ -239,42 +189,105 @@ async def _run_once(
     return channel.returncode
 
 
-async def _cleanup(spec: ProcessSpec) -> None:
-    if spec.cleanup is None:
-        return
-    with trio.move_on_after(spec.stop_grace + 10):
-        try:
-            done = await trio.run_process(
-                list(spec.cleanup), capture_stdout=True, capture_stderr=True, check=False
-            )
-        except OSError as exc:  # e.g. no docker executable: the start will say so
-            log.debug("worker %s: cleanup %s: %s", spec.worker_id, spec.cleanup, exc)
-            return
-        if done.returncode:
-            log.debug(
-                "worker %s: cleanup %s: %s", spec.worker_id, spec.cleanup, done.stderr
-            )
+class SupervisorSet:
+    """The spawned workers of one dispatcher, each a task in *nursery* under a cancel
+    scope of its own (so that one can be stopped), and the SSH connection pool they
+    share, started there on first use.
 
+    *serve_worker* serves a launched worker's channel; *is_closing* tells a supervisor
+    not to restart; *report* turns restarts into worker events.
+    """
 
-async def _stop(process: trio.Process, *, grace: float) -> None:
-    """End of input, then SIGTERM, then SIGKILL, *grace* seconds apart, until the
-    process has exited; then SIGKILL whatever is left of its process group."""
-    with trio.move_on_after(grace):
-        if process.stdin is not None:
-            await process.stdin.aclose()
-        await process.wait()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if process.returncode is not None:
-            break
-        _signal_group(process.pid, sig)
-        with trio.move_on_after(grace):
-            await process.wait()
-    await process.wait()  # after SIGKILL: promptly
-    _signal_group(process.pid, signal.SIGKILL)  # children it left behind
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        serve_worker: ServeWorker,
+        is_closing: Callable[[], bool],
+        report: Callable[[str, WorkerEventKind, str], None],
+    ) -> None:
+        self._nursery = nursery
+        self._serve_worker = serve_worker
+        self._is_closing = is_closing
+        self._report = report
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._ssh_pool: SshConnectionPool | None = None
+        self._ssh_pool_lock = trio.Lock()
 
+    def __contains__(self, worker_id: str) -> bool:
+        return worker_id in self._scopes
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    def stop(self, worker_id: str) -> bool:
+        """Stop a spawned worker for good (its process, then its supervisor); False if
+        there is no such worker."""
+        scope = self._scopes.get(worker_id)
+        if scope is not None:
+            scope.cancel()
+        return scope is not None
+
+    async def start(
+        self, spec: Launcher, policy: RestartPolicy, *, nursery: trio.Nursery | None = None
+    ) -> None:
+        """Start *spec*'s process and supervise it (in *nursery*, by default the
+        supervisors' own: an SSH worker's runs in its pool's, inside its asyncio
+        loop); returns once it runs. Raises ``ValueError`` if a worker with its id is
+        already supervised, and what the first start raises (``OSError``)."""
+        await (nursery or self._nursery).start(
+            self._run, spec.worker_id, self._supervise, spec, policy
+        )
+
+    async def start_wasm(self, spec: WasmSpec, registration: WorkerRegistration) -> None:
+        """Start an in-process WASM worker: its channel (the compiled module, one
+        runner per task, the epoch ticker) around one session, until stopped."""
+        await self._nursery.start(
+            self._run, spec.worker_id, self._serve_wasm, spec, registration
+        )
+
+    async def ssh_pool(self) -> SshConnectionPool:
+        """The SSH pool, started on first use in the supervisors' nursery."""
+        async with self._ssh_pool_lock:
+            if self._ssh_pool is None:
+                from ..transports._ssh import serve_ssh_pool
+
+                self._ssh_pool = await self._nursery.start(serve_ssh_pool)
+            return self._ssh_pool
+
+    async def _run(
+        self,
+        worker_id: str,
+        body: Callable[..., Awaitable[None]],
+        *args: object,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        if worker_id in self._scopes:
+            raise ValueError(f"a worker {worker_id!r} is already supervised")
+        with trio.CancelScope() as scope:
+            self._scopes[worker_id] = scope
+            try:
+                await body(*args, task_status=task_status)
+            finally:
+                del self._scopes[worker_id]
+
+    async def _supervise(
+        self, spec: Launcher, policy: RestartPolicy, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        await supervise(
+            spec,
+            policy,
+            self._serve_worker,
+            self._is_closing,
+            lambda kind, reason: self._report(spec.worker_id, kind, reason),
+            task_status=task_status,
+        )
+
+    async def _serve_wasm(
+        self,
+        spec: WasmSpec,
+        registration: WorkerRegistration,
+        *,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        from ..transports._wasm import open_wasm_channel
+
+        async with open_wasm_channel(spec) as channel:
+            task_status.started()
+            await self._serve_worker(channel, registration=registration, transport="wasm")

@@ -11,6 +11,7 @@ one write (see "Performance decisions" in docs/architecture.md).
 from __future__ import annotations
 
 import collections
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
@@ -46,6 +47,8 @@ _MAX_CLOSE_REASON = 123  # bytes: a control frame's 125 less the code
 _RECEIVE_SIZE = 65536
 _MAX_HANDSHAKE_SIZE = 65536
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+log = logging.getLogger("trio_pipe.websocket")
 
 
 class WebSocketClosed(Exception):
@@ -401,14 +404,15 @@ async def serve_websocket_workers(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     handshake_timeout: float = 10.0,
     close_timeout: float = 2.0,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[tuple[int, ...]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket workers on *host*:*port* until cancelled.
 
     Each accepted connection is wrapped in a :class:`WebSocketChannel` and passed to
     *handler*, which runs in *handler_nursery* (by default a nursery of this function)
     and owns the connection until it returns. ``task_status.started()`` reports the
-    bound port (useful with ``port=0``).
+    bound port of each listener, one per address of *host* (with ``port=0`` they may
+    differ).
 
     Resource handling: cancelling this function stops accepting; connections whose
     handlers run in an outside *handler_nursery* live on until that nursery ends. The
@@ -423,9 +427,17 @@ async def serve_websocket_workers(
             with trio.move_on_after(handshake_timeout):
                 try:
                     ws = await accept_websocket(stream, max_message_size=max_frame_size)
-                except HandshakeFailed:
+                except HandshakeFailed as exc:
+                    log.warning(
+                        "%s: WebSocket handshake failed: %s", _describe_peer(stream), exc
+                    )
                     return
             if ws is None:
+                log.warning(
+                    "%s: no WebSocket handshake within %s s",
+                    _describe_peer(stream),
+                    handshake_timeout,
+                )
                 return
             try:
                 await handler(WebSocketChannel(ws, max_frame_size=max_frame_size))
@@ -433,13 +445,18 @@ async def serve_websocket_workers(
                 with trio.move_on_after(close_timeout, shield=True):
                     await ws.aclose()
 
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
     if ssl_context is None:
         tcp = await trio.open_tcp_listeners(port, host=host)
-        task_status.started(tcp[0].socket.getsockname()[1])
-        await trio.serve_listeners(serve_stream, tcp, handler_nursery=handler_nursery)
+        sockets = [listener.socket for listener in tcp]
+        listeners.extend(tcp)
     else:
         tls = await trio.open_ssl_over_tcp_listeners(port, ssl_context, host=host)
-        transport = tls[0].transport_listener
-        assert isinstance(transport, trio.SocketListener)
-        task_status.started(transport.socket.getsockname()[1])
-        await trio.serve_listeners(serve_stream, tls, handler_nursery=handler_nursery)
+        sockets = []
+        for listener in tls:
+            assert isinstance(listener.transport_listener, trio.SocketListener)
+            sockets.append(listener.transport_listener.socket)
+        listeners.extend(tls)
+    # One listener per address of *host*; with port 0 each has a port of its own.
+    task_status.started(tuple(sock.getsockname()[1] for sock in sockets))
+    await trio.serve_listeners(serve_stream, listeners, handler_nursery=handler_nursery)

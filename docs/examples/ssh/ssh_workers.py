@@ -33,7 +33,8 @@ async def main(host: str, port: int, user: str, known_hosts: str, key: str) -> N
                 worker_id=worker_id,
             )
         texts = [{"text": "one two three"}, {"text": "four five"}, {"text": "six"}]
-        counts = [item.value["words"] async for item in dispatcher.map("word-count", texts)]
+        async with dispatcher.map("word-count", texts) as batch:
+            counts = [item.value["words"] async for item in batch]
         print(sorted(counts))  # [1, 2, 3]
         print(sorted(w.worker_id for w in dispatcher.workers()))  # ['remote-1', 'remote-2']
         print({w.transport for w in dispatcher.workers()})  # {'ssh'}

@@ -1,0 +1,83 @@
+"""The dispatcher's settings: one frozen, validated value, as the worker's WorkerConfig."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ..protocol import DEFAULT_MAX_FRAME_SIZE
+from ._pool import PoolStats
+
+__all__ = ["DispatcherConfig"]
+
+
+def _seconds(*, zero: bool) -> Callable[[Any, attrs.Attribute[Any], float], None]:
+    """A finite number of seconds, > 0 (or >= 0 if *zero* is allowed)."""
+    bound = ">= 0" if zero else "> 0"
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{attribute.name} must be a number of seconds, not {value!r}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise ValueError(
+                f"{attribute.name} must be a finite number {bound}, not {value!r}"
+            )
+
+    return check
+
+
+_positive = _seconds(zero=False)
+_non_negative = _seconds(zero=True)
+
+
+def _count(minimum: int) -> Callable[[Any, attrs.Attribute[Any], int], None]:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{attribute.name} must be an int, not {value!r}")
+        if value < minimum:
+            raise ValueError(f"{attribute.name} must be >= {minimum}, not {value!r}")
+
+    return check
+
+
+def _optional_count(_: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None:
+        _count(1)(_, attribute, value)
+
+
+@attrs.frozen(kw_only=True)
+class DispatcherConfig:
+    """Every setting of a dispatcher; times are in seconds.
+
+    ``open_dispatcher`` takes each as a keyword argument and builds this; an invalid
+    value raises ``TypeError`` or ``ValueError`` naming the setting, before anything
+    starts.
+    """
+
+    #: A worker that sends nothing (no heartbeat, no message) for this long is dead.
+    heartbeat_timeout: float = attrs.field(default=15.0, validator=_positive)
+    #: A WebSocket worker must send ``WorkerRegister`` within this after connecting.
+    registration_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: A write to a worker that takes longer than this ends its session.
+    send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: How long closing one connection (the close handshake) may take.
+    close_timeout: float = attrs.field(default=2.0, validator=_positive)
+    #: How long in-flight tasks have to finish when the dispatcher closes gracefully.
+    shutdown_grace: float = attrs.field(default=10.0, validator=_non_negative)
+    #: The most tasks waiting for a worker; ``submit`` waits beyond that.
+    max_queued: int = attrs.field(default=100_000, validator=_count(0))
+    #: Each priority level is worth this many seconds of waiting (against starvation).
+    aging_interval: float = attrs.field(default=10.0, validator=_non_negative)
+    #: The first retry's backoff ceiling; it doubles per retry, up to the maximum.
+    retry_backoff: float = attrs.field(default=0.1, validator=_non_negative)
+    retry_backoff_max: float = attrs.field(default=10.0, validator=_non_negative)
+    #: The most connected workers (``None``: no limit); more are refused.
+    max_pool_size: int | None = attrs.field(default=None, validator=_optional_count)
+    #: Below this many active workers, ``on_below_minimum`` is called with the stats.
+    min_pool_size: int = attrs.field(default=0, validator=_count(0))
+    on_below_minimum: Callable[[PoolStats], object] | None = None
+    #: The largest frame accepted from a worker, in bytes.
+    max_frame_size: int = attrs.field(default=DEFAULT_MAX_FRAME_SIZE, validator=_count(1))

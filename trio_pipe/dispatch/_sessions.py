@@ -1,0 +1,185 @@
+"""Serving one worker connection: registration, reader, watchdog, writer and close.
+
+```
+serve_worker                   one per connection, in the dispatcher's sessions nursery
+└── record.cancel_scope        cancelled to end the session (remove, replace, writer end)
+    ├── reader                 decodes nothing itself: hands each message to the scheduler
+    ├── watchdog               ends the reader after heartbeat_timeout of silence
+    └── writer                 sends the outbox, every pending frame per write
+```
+
+The scheduler decides everything; this module only moves frames and notices endings.
+However a session ends, :meth:`Scheduler.worker_gone` runs, so the worker's tasks are
+retried or resolved at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from .._errors import DispatcherClosed, PoolFull
+from ..protocol import Heartbeat, ProtocolError, WorkerRegistration, WorkerSession
+from ..transports import ChannelClosed, Outbox, WorkerChannel
+from ._config import DispatcherConfig
+from ._pool import WorkerRecord
+from ._scheduler import Scheduler
+
+__all__ = ["serve_worker"]
+
+log = logging.getLogger("trio_pipe.dispatcher")
+
+
+async def serve_worker(
+    scheduler: Scheduler,
+    channel: WorkerChannel,
+    *,
+    registration: WorkerRegistration | None = None,
+    transport: str = "websocket",
+) -> None:
+    """Run one worker's session over *channel* until it ends (see
+    :meth:`Dispatcher.serve_worker`)."""
+    config = scheduler.config
+    session = WorkerSession(registration)
+    if registration is None and not await _await_registration(config, session, channel):
+        return
+    now = trio.current_time()
+    record = WorkerRecord(
+        session, Outbox(), trio.CancelScope(), transport, channel.peer, now, now
+    )
+    record.watched = registration is None
+    try:
+        replaced = scheduler.worker_joined(record)
+    except (DispatcherClosed, PoolFull) as exc:
+        await _close(config, channel, str(exc), protocol_error=False)
+        return
+    if replaced is not None:
+        evict(replaced, "replaced by a new connection with the same id")
+    reason = "dispatcher closed"
+    try:
+        with record.cancel_scope:
+            async with trio.open_nursery() as nursery:
+                reading = trio.CancelScope()
+                nursery.start_soon(_write_loop, config, record, channel)
+                nursery.start_soon(_watchdog, config, record, reading)
+                reason = await _read_loop(scheduler, record, channel, reading)
+                nursery.cancel_scope.cancel()
+        if record.evicted:
+            await _close(config, channel, record.close_reason or "", protocol_error=False)
+    finally:
+        scheduler.worker_gone(record, record.close_reason or reason)
+
+
+def evict(record: WorkerRecord, reason: str) -> None:
+    """End *record*'s session on purpose: its connection is closed with *reason*."""
+    record.evicted = True
+    record.close_reason = reason
+    record.cancel_scope.cancel()
+
+
+async def _await_registration(
+    config: DispatcherConfig, session: WorkerSession, channel: WorkerChannel
+) -> bool:
+    with trio.move_on_after(config.registration_timeout):
+        try:
+            session.receive(await channel.receive())
+            return True
+        except ProtocolError as exc:
+            log.warning("connection from %s broke the protocol: %s", channel.peer, exc)
+            await _close(config, channel, exc.reason, protocol_error=True)
+            return False
+        except ChannelClosed:
+            return False
+    await _close(config, channel, "no WorkerRegister in time", protocol_error=True)
+    return False
+
+
+async def _read_loop(
+    scheduler: Scheduler,
+    record: WorkerRecord,
+    channel: WorkerChannel,
+    reading: trio.CancelScope,
+) -> str:
+    """Hand the worker's messages to the scheduler until the session ends (or the
+    watchdog cancels *reading*); return why it ended."""
+    with reading:
+        while True:
+            try:
+                message = await channel.receive()
+                record.last_seen = trio.current_time()
+                record.watched = record.watched or isinstance(message, Heartbeat)
+                scheduler.on_message(record, message)
+            except ProtocolError as exc:
+                log.warning("worker %s broke the protocol: %s", record.worker_id, exc)
+                await _close(scheduler.config, channel, exc.reason, protocol_error=True)
+                return f"protocol error: {exc.reason}"
+            except ChannelClosed as exc:
+                return f"connection closed: {exc}"
+    timeout = scheduler.config.heartbeat_timeout
+    log.warning("worker %s silent for %s s: declared dead", record.worker_id, timeout)
+    return f"no heartbeat or message for {timeout} s"
+
+
+async def _watchdog(
+    config: DispatcherConfig, record: WorkerRecord, reading: trio.CancelScope
+) -> None:
+    """Cancel *reading* once a watched worker has been silent for
+    ``heartbeat_timeout``. The reader only notes the time of each message: moving a
+    cancel scope's deadline per message would cost more than the message."""
+    timeout = config.heartbeat_timeout
+    while True:
+        now = trio.current_time()
+        if not record.watched:
+            await trio.sleep_until(now + timeout)  # a spawned worker, until it beats
+        elif now < record.last_seen + timeout:
+            await trio.sleep_until(record.last_seen + timeout)
+        else:
+            reading.cancel()
+            return
+
+
+async def _write_loop(
+    config: DispatcherConfig, record: WorkerRecord, channel: WorkerChannel
+) -> None:
+    """Send everything queued for the worker, as many frames per write as are
+    pending; when the outbox is closed (graceful shutdown), close the connection."""
+    try:
+        if await _send_batches(config, record.outbox, channel):
+            record.close_reason = "closed by the dispatcher"
+            await _close(config, channel, "dispatcher shutting down", protocol_error=False)
+        else:
+            record.close_reason = f"a send did not complete within {config.send_timeout} s"
+    except ChannelClosed as exc:
+        record.close_reason = f"connection lost while sending: {exc}"
+    record.cancel_scope.cancel()
+
+
+async def _send_batches(
+    config: DispatcherConfig, outbox: Outbox, channel: WorkerChannel
+) -> bool:
+    """Send batches until the outbox is closed and drained (True), or until a send
+    takes longer than ``send_timeout`` (False)."""
+    while True:
+        # One cancel scope for many sends, its deadline pushed before each: much
+        # cheaper than a scope per send. Expiring while idle just opens a new one.
+        sending = False
+        with trio.CancelScope() as scope:
+            while frames := await outbox.take():
+                sending = True
+                scope.deadline = trio.current_time() + config.send_timeout
+                await channel.send_all(frames)
+                sending = False
+            return True
+        if sending:
+            return False
+
+
+async def _close(
+    config: DispatcherConfig, channel: WorkerChannel, reason: str, *, protocol_error: bool
+) -> None:
+    with trio.move_on_after(config.close_timeout):
+        try:
+            await channel.aclose(reason, protocol_error=protocol_error)
+        except ChannelClosed:
+            pass
