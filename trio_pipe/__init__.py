@@ -8,11 +8,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    ChannelClosed,
     DispatcherClosed,
     ErrorCode,
+    HandshakeFailed,
+    HostKeyError,
+    InvalidSpec,
     NoWorkerAvailable,
     PoolFull,
     QueueFull,
+    SshError,
     TaskFailed,
     TrioPipeError,
     WorkerNotFound,
@@ -29,101 +34,72 @@ from .protocol import (
     TaskStatus,
 )
 
-__all__ = [
+# The Trio layer (trio_pipe.dispatch) is imported on first use, so that
+# `import trio_pipe.protocol` (which imports this package first) stays free of Trio, as
+# a sans-IO layer must. Every name it exports is one of ours: this is its list.
+_FROM_DISPATCH = (
+    "LEGAL_TASK_TRANSITIONS",
     "Attempt",
     "BatchResult",
     "Dispatcher",
-    "DispatcherClosed",
-    "ErrorCode",
+    "DispatcherConfig",
+    "Event",
     "EventStream",
     "EventsDropped",
+    "PoolStats",
+    "Restart",
+    "RestartPolicy",
+    "TaskEvent",
+    "TaskEventKind",
+    "TaskHandle",
+    "WorkerEvent",
+    "WorkerEventKind",
+    "WorkerInfo",
+    "WorkerState",
+    "open_dispatcher",
+)
+# This one needs the optional ``ssh`` extra (asyncssh, trio-asyncio), so it is imported
+# on first use too, and left out of __all__ (``from trio_pipe import *`` must work
+# without the extra).
+_FROM_SSH = "INSECURE_ACCEPT_ANY_HOST_KEY"
+
+__all__ = [
+    "ChannelClosed",
+    "DispatcherClosed",
+    "ErrorCode",
+    "HandshakeFailed",
+    "HostKeyError",
+    "InvalidSpec",
     "NoWorkerAvailable",
     "PoolFull",
-    "PoolStats",
     "Priority",
     "ProtocolError",
     "QueueFull",
-    "Restart",
-    "RestartPolicy",
+    "SshError",
     "Task",
     "TaskError",
-    "TaskEvent",
-    "TaskEventKind",
     "TaskFailed",
-    "TaskHandle",
     "TaskMetadata",
     "TaskResult",
     "TaskSpec",
     "TaskStatus",
     "TrioPipeError",
-    "WorkerEvent",
-    "WorkerEventKind",
-    "WorkerInfo",
     "WorkerNotFound",
-    "WorkerState",
     "__version__",
-    "open_dispatcher",
+    *_FROM_DISPATCH,
 ]
 
 if TYPE_CHECKING:
-    from .dispatch import (
-        Attempt,
-        BatchResult,
-        Dispatcher,
-        EventsDropped,
-        EventStream,
-        PoolStats,
-        Restart,
-        RestartPolicy,
-        TaskEvent,
-        TaskEventKind,
-        TaskHandle,
-        WorkerEvent,
-        WorkerEventKind,
-        WorkerInfo,
-        WorkerState,
-        open_dispatcher,
-    )
+    from .dispatch import *  # noqa: F403 (names re-exported: _FROM_DISPATCH)
     from .transports._ssh import (
         INSECURE_ACCEPT_ANY_HOST_KEY as INSECURE_ACCEPT_ANY_HOST_KEY,
     )
-    from .transports._ssh import HostKeyError as HostKeyError
-    from .transports._ssh import SshError as SshError
-
-# The Trio layer is imported on first use, so that `import trio_pipe.protocol` (which
-# imports this package first) stays free of Trio, as a sans-IO layer must.
-_FROM_DISPATCH = frozenset(
-    {
-        "Attempt",
-        "BatchResult",
-        "Dispatcher",
-        "EventStream",
-        "EventsDropped",
-        "PoolStats",
-        "Restart",
-        "RestartPolicy",
-        "TaskEvent",
-        "TaskEventKind",
-        "TaskHandle",
-        "WorkerEvent",
-        "WorkerEventKind",
-        "WorkerInfo",
-        "WorkerState",
-        "open_dispatcher",
-    }
-)
-
-
-# The SSH names need the optional ``ssh`` extra (asyncssh, trio-asyncio), so they are
-# imported on first use too, and left out of __all__ (``from trio_pipe import *`` must
-# work without the extra).
-_FROM_SSH = frozenset({"HostKeyError", "INSECURE_ACCEPT_ANY_HOST_KEY", "SshError"})
 
 
 def __getattr__(name: str) -> Any:
     if name in _FROM_DISPATCH:
         module = ".dispatch"
-    elif name in _FROM_SSH:
+    elif name == _FROM_SSH:
         module = ".transports._ssh"
     else:
         raise AttributeError(f"module 'trio_pipe' has no attribute {name!r}")

@@ -1,17 +1,25 @@
-"""Exceptions raised by the public API, and the error codes trio_pipe itself writes."""
+"""Every exception of trio_pipe's public API, under :class:`TrioPipeError`, and the
+error codes trio_pipe itself writes. (The protocol's own errors, ``ProtocolError`` and
+its two kinds, are ``TrioPipeError`` s too, defined with the sans-IO codec.)"""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from .protocol import TaskResult
+if TYPE_CHECKING:
+    from .protocol import TaskResult
 
 __all__ = [
+    "ChannelClosed",
     "DispatcherClosed",
+    "HandshakeFailed",
+    "HostKeyError",
+    "InvalidSpec",
     "ErrorCode",
     "NoWorkerAvailable",
     "PoolFull",
     "QueueFull",
+    "SshError",
     "TaskFailed",
     "TrioPipeError",
     "WorkerNotFound",
@@ -77,3 +85,49 @@ class WorkerNotFound(TrioPipeError, LookupError):
 
 class PoolFull(TrioPipeError):
     """The pool already holds ``max_pool_size`` workers."""
+
+
+class InvalidSpec(TrioPipeError, ValueError):
+    """A value that would reach a worker process is malformed or unsafe.
+
+    ``field`` names the value (``"image"``, ``"env key"``, ``"argv[2]"``...), ``reason``
+    says what is wrong, and ``shown`` is a short, :func:`repr`-escaped rendering of the
+    offending value (``None`` when there is nothing useful to show).
+    """
+
+    def __init__(self, field: str, reason: str, shown: str | None = None) -> None:
+        # All three go to ``args`` so the exception pickles and unpickles unchanged.
+        super().__init__(field, reason, shown)
+        self.field = field
+        self.reason = reason
+        self.shown = shown
+
+    def __str__(self) -> str:
+        if self.shown is None:
+            return f"{self.field} {self.reason}"
+        return f"{self.field} {self.reason} (got {self.shown})"
+
+
+class ChannelClosed(TrioPipeError):
+    """The connection to the worker is gone (closed, reset, or the process exited)."""
+
+
+class HandshakeFailed(TrioPipeError):
+    """The opening handshake failed: rejected, malformed, or the connection ended."""
+
+
+class SshError(TrioPipeError, OSError):
+    """An SSH connection could not be opened (refused, timed out, authentication
+    failed...) or a remote command could not be started on it.
+
+    An ``OSError``, so that the supervisor treats it as a failed start: raised by
+    ``spawn_ssh`` for the first start, counted against the restart policy later.
+    """
+
+
+class HostKeyError(SshError):
+    """The server's host key is not in ``known_hosts``, or differs from the key there.
+
+    No connection is made: the key exchange is abandoned before authentication, so
+    nothing (no key, no command) reaches a host that may be an impostor.
+    """

@@ -44,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Context, Decimal
 from typing import Final
 
+from ._errors import InvalidSpec
 from .protocol import validate_worker_id as _protocol_validate_worker_id
 
 __all__ = [
@@ -64,27 +65,6 @@ __all__ = [
     "validate_volume",
     "validate_worker_id",
 ]
-
-
-class InvalidSpec(ValueError):
-    """A value that would reach a worker process is malformed or unsafe.
-
-    ``field`` names the value (``"image"``, ``"env key"``, ``"argv[2]"``...), ``reason``
-    says what is wrong, and ``shown`` is a short, :func:`repr`-escaped rendering of the
-    offending value (``None`` when there is nothing useful to show).
-    """
-
-    def __init__(self, field: str, reason: str, shown: str | None = None) -> None:
-        # All three go to ``args`` so the exception pickles and unpickles unchanged.
-        super().__init__(field, reason, shown)
-        self.field = field
-        self.reason = reason
-        self.shown = shown
-
-    def __str__(self) -> str:
-        if self.shown is None:
-            return f"{self.field} {self.reason}"
-        return f"{self.field} {self.reason} (got {self.shown})"
 
 
 # -- character sets -----------------------------------------------------------------------

@@ -6,13 +6,10 @@ from typing import Protocol
 
 import trio
 
+from .._errors import ChannelClosed
 from ..protocol import Message
 
 __all__ = ["ChannelClosed", "Outbox", "WorkerChannel"]
-
-
-class ChannelClosed(Exception):
-    """The connection to the worker is gone (closed, reset, or the process exited)."""
 
 
 class WorkerChannel(Protocol):

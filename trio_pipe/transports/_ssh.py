@@ -45,8 +45,8 @@ import attrs
 import trio
 import trio_asyncio
 
-from .._errors import TrioPipeError
-from .._validation import InvalidSpec, validate_path
+from .._errors import HostKeyError, InvalidSpec, SshError
+from .._validation import validate_path
 from ..protocol import DEFAULT_MAX_FRAME_SIZE, WorkerRegistration
 from ._stdio import LineChannel, log_stderr
 
@@ -71,23 +71,6 @@ T = TypeVar("T")
 
 _CHUNK: Final = 65536
 _CLOSE_TIMEOUT: Final = 5.0  # closing a connection: then it is aborted
-
-
-class SshError(TrioPipeError, OSError):
-    """An SSH connection could not be opened (refused, timed out, authentication
-    failed...) or a remote command could not be started on it.
-
-    An ``OSError``, so that the supervisor treats it as a failed start: raised by
-    ``spawn_ssh`` for the first start, counted against the restart policy later.
-    """
-
-
-class HostKeyError(SshError):
-    """The server's host key is not in ``known_hosts``, or differs from the key there.
-
-    No connection is made: the key exchange is abandoned before authentication, so
-    nothing (no key, no command) reaches a host that may be an impostor.
-    """
 
 
 @final

@@ -25,6 +25,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import BytesLike
 from websockets.uri import parse_uri
 
+from .._errors import HandshakeFailed
 from ..protocol import DEFAULT_MAX_FRAME_SIZE, Message, ProtocolError, decode
 from ._channel import ChannelClosed, WorkerChannel
 
@@ -64,10 +65,6 @@ class WebSocketClosed(Exception):
             name = "UNKNOWN"
         detail = f": {reason}" if reason else ""
         super().__init__(f"closed with code {code} ({name}){detail}")
-
-
-class HandshakeFailed(Exception):
-    """The opening handshake failed: rejected, malformed, or the connection ended."""
 
 
 class WebSocketStream:
@@ -390,8 +387,7 @@ class WebSocketChannel:
 
     async def aclose(self, reason: str = "", *, protocol_error: bool = False) -> None:
         code = _POLICY_VIOLATION if protocol_error else _NORMAL
-        # A close reason must fit in a control frame (125 bytes less the code).
-        await self._ws.aclose(code, reason.encode()[:120].decode(errors="ignore"))
+        await self._ws.aclose(code, reason)  # which cuts it to fit a control frame
 
 
 async def serve_websocket_workers(
