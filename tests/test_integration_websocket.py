@@ -200,3 +200,25 @@ async def test_two_hundred_simultaneous_connections_are_held() -> None:
 def test_no_worker_process_outlives_its_test() -> None:
     # Worker processes are nursery children: cancelled tests leave none behind.
     assert child_processes() == []
+
+
+async def test_a_graceful_shutdown_stops_accepting_connections_first() -> None:
+    from trio_pipe.protocol import Shutdown
+    from trio_pipe.testing import connect_memory_worker
+
+    async with trio.open_nursery() as nursery:
+        async with trio_pipe.open_dispatcher(shutdown_grace=30) as d:
+            port = d.port
+            worker = await connect_memory_worker(d, "w", ["t"])
+            handle = await d.submit(Task.new("t"))
+            dispatch = await worker.receive_task()
+
+            async def during_the_grace_period() -> None:
+                assert await worker.receive() == Shutdown(graceful=True)
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(OSError):
+                    await trio.open_tcp_stream("127.0.0.1", port)
+                await worker.complete(dispatch, "done")  # in-flight work still finishes
+
+            nursery.start_soon(during_the_grace_period)
+        assert (await handle.result()).status is TaskStatus.COMPLETED

@@ -1,7 +1,7 @@
 """The Trio layer: pool, queue, task handles and the dispatcher's nursery tree."""
 
 from ._config import DispatcherConfig
-from ._dispatcher import Dispatcher, open_dispatcher
+from ._dispatcher import Dispatcher
 from ._events import (
     LEGAL_TASK_TRANSITIONS,
     Event,
@@ -13,6 +13,7 @@ from ._events import (
     WorkerEventKind,
 )
 from ._handle import Attempt, BatchResult, TaskHandle
+from ._open import open_dispatcher
 from ._pool import PoolStats, WorkerInfo, WorkerState
 from ._supervisor import Restart, RestartPolicy
 

@@ -1,5 +1,5 @@
 """The dispatcher: the public face over the scheduler, the sessions and the spawned
-workers, and :func:`open_dispatcher`, the nursery tree they all live in.
+workers (``_open`` builds the nursery tree they live in).
 
 The :class:`Scheduler` decides (it owns every task and worker record and never
 waits); sessions (``_sessions``) move one worker's frames; the
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import ssl
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -37,7 +36,6 @@ from .._validation import (
     validate_worker_id,
 )
 from ..protocol import (
-    DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_MS,
     Priority,
@@ -45,7 +43,7 @@ from ..protocol import (
     TaskStatus,
     WorkerRegistration,
 )
-from ..transports import WorkerChannel, serve_websocket_workers
+from ..transports import WorkerChannel
 from ..transports._spawn import (
     client_key_paths,
     docker_spec,
@@ -65,7 +63,7 @@ from ._supervisor import DEFAULT_RESTART, RestartPolicy, SupervisorSet
 if TYPE_CHECKING:
     from ..transports._ssh import KnownHosts
 
-__all__ = ["Dispatcher", "open_dispatcher"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("trio_pipe.dispatcher")
 
@@ -116,6 +114,10 @@ class Dispatcher:
         if self._url is None:
             raise RuntimeError("this dispatcher does not listen for WebSocket workers")
         return self._url
+
+    def _listening(self, ports: tuple[int, ...], base_url: str) -> None:
+        self._ports = ports
+        self._url = f"{base_url}:{ports[0]}"
 
     def workers(self) -> list[WorkerInfo]:
         """Snapshots of every connected worker, then of remembered dead ones."""
@@ -625,143 +627,3 @@ class Dispatcher:
         await serve_worker(
             self._scheduler, channel, registration=registration, transport=transport
         )
-
-    # -------------------------------------------------------------- lifetime
-
-    async def _serve(
-        self,
-        host: str,
-        port: int | None,
-        ssl_context: ssl.SSLContext | None,
-        listener_scope: trio.CancelScope,
-        *,
-        task_status: trio.TaskStatus[None],
-    ) -> None:
-        """Everything that runs until cancelled: the deadline and retry heaps, and the
-        listener (in *listener_scope*, which a graceful shutdown cancels first)."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._scheduler.deadlines.run)
-            nursery.start_soon(self._scheduler.retries.run)
-            if port is not None:
-                with listener_scope:
-                    self._ports = await nursery.start(
-                        partial(
-                            serve_websocket_workers,
-                            self.serve_worker,
-                            host,
-                            port,
-                            ssl_context=ssl_context,
-                            handler_nursery=self._sessions,
-                            max_frame_size=self.config.max_frame_size,
-                            close_timeout=self.config.close_timeout,
-                        )
-                    )
-                scheme = "wss" if ssl_context else "ws"
-                self._url = f"{scheme}://{host}:{self._ports[0]}"
-            task_status.started()
-
-    async def _shutdown(self, listener_scope: trio.CancelScope) -> None:
-        """Graceful: take nothing new, tell workers, let in-flight tasks finish within
-        ``shutdown_grace``, then close every connection (within ``close_timeout``)."""
-        scheduler = self._scheduler
-        listener_scope.cancel()
-        scheduler.begin_shutdown()
-        with trio.move_on_after(self.config.shutdown_grace):
-            await scheduler.drained.wait()
-        scheduler.close_connections()
-        with trio.move_on_after(self.config.close_timeout):
-            await scheduler.all_gone.wait()
-
-
-async def _open_nursery_task(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
-    async with trio.open_nursery() as nursery:
-        task_status.started(nursery)
-        await trio.sleep_forever()
-
-
-@asynccontextmanager
-async def open_dispatcher(
-    host: str = "127.0.0.1",
-    port: int | None = 0,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    heartbeat_timeout: float = 15.0,
-    registration_timeout: float = 10.0,
-    send_timeout: float = 10.0,
-    close_timeout: float = 2.0,
-    shutdown_grace: float = 10.0,
-    max_queued: int = 100_000,
-    aging_interval: float = 10.0,
-    retry_backoff: float = 0.1,
-    retry_backoff_max: float = 10.0,
-    max_pool_size: int | None = None,
-    min_pool_size: int = 0,
-    on_below_minimum: Callable[[PoolStats], object] | None = None,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-) -> AsyncIterator[Dispatcher]:
-    """Open a dispatcher, listening for WebSocket workers on *host*:*port*.
-
-    ``port=0`` picks a free port (``dispatcher.port`` tells which); ``port=None``
-    listens nowhere (for spawned workers only). The other settings are those of
-    :class:`DispatcherConfig` (times in seconds), validated before anything starts.
-
-    Everything the dispatcher does runs in one nursery tree under this block::
-
-        open_dispatcher ─┬─ sessions      one task per worker: reader + watchdog, writer
-                         ├─ supervisors   one task per spawned worker (and the SSH pool)
-                         └─ serve ─┬─ deadlines  one task: every task deadline
-                                   ├─ retries    one task: every retry backoff
-                                   └─ listener   accepts WebSocket workers
-
-    Leaving the block normally is a graceful shutdown: submissions stop (raising
-    :class:`DispatcherClosed`), queued tasks resolve ``Cancelled`` with
-    ``DISPATCHER_CLOSED``, workers get ``Shutdown{graceful:true}``, in-flight tasks
-    have ``shutdown_grace`` seconds to finish, then every connection is closed.
-    Leaving by an exception or cancellation skips the grace period. Either way, every
-    handle is resolved by the time the block has exited.
-    """
-    config = DispatcherConfig(
-        heartbeat_timeout=heartbeat_timeout,
-        registration_timeout=registration_timeout,
-        send_timeout=send_timeout,
-        close_timeout=close_timeout,
-        shutdown_grace=shutdown_grace,
-        max_queued=max_queued,
-        aging_interval=aging_interval,
-        retry_backoff=retry_backoff,
-        retry_backoff_max=retry_backoff_max,
-        max_pool_size=max_pool_size,
-        min_pool_size=min_pool_size,
-        on_below_minimum=on_below_minimum,
-        max_frame_size=max_frame_size,
-    )
-    dispatcher: Dispatcher | None = None
-    body_error: BaseException | None = None
-    try:
-        async with trio.open_nursery() as root:
-            dispatcher = Dispatcher(
-                config,
-                sessions=await root.start(_open_nursery_task),
-                supervisors=await root.start(_open_nursery_task),
-            )
-            listener_scope = trio.CancelScope()
-            await root.start(dispatcher._serve, host, port, ssl_context, listener_scope)
-            try:
-                yield dispatcher
-                await dispatcher._shutdown(listener_scope)
-            except BaseException as exc:
-                body_error = exc
-                raise
-            finally:
-                dispatcher._scheduler.closing = True
-                root.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # Re-raise an error of the caller's own block as itself, not wrapped in the
-        # group of the nursery it happened to run in.
-        _, rest = group.split(lambda exc: exc is body_error)
-        if body_error is not None and rest is None:
-            raise body_error from None
-        raise
-    finally:
-        if dispatcher is not None:
-            dispatcher._scheduler.close_everything()

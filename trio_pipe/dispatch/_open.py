@@ -1,0 +1,169 @@
+"""``open_dispatcher``: the nursery tree a dispatcher lives in, and its lifetime."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import trio
+
+from ..protocol import DEFAULT_MAX_FRAME_SIZE
+from ..transports import serve_websocket_workers
+from ._config import DispatcherConfig
+from ._dispatcher import Dispatcher
+from ._pool import PoolStats
+
+__all__ = ["open_dispatcher"]
+
+
+async def _serve(
+    dispatcher: Dispatcher,
+    host: str,
+    port: int | None,
+    ssl_context: ssl.SSLContext | None,
+    listener_scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    """Everything that runs until cancelled: the deadline and retry heaps, and the
+    listener (in *listener_scope*, which a graceful shutdown cancels first)."""
+    scheduler = dispatcher._scheduler
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(scheduler.deadlines.run)
+        nursery.start_soon(scheduler.retries.run)
+        if port is not None:
+            ports = await nursery.start(
+                _listen, dispatcher, host, port, ssl_context, listener_scope
+            )
+            dispatcher._listening(ports, f"{'wss' if ssl_context else 'ws'}://{host}")
+        task_status.started()
+
+
+async def _listen(
+    dispatcher: Dispatcher,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[tuple[int, ...]],
+) -> None:
+    with scope:
+        await serve_websocket_workers(
+            dispatcher.serve_worker,
+            host,
+            port,
+            ssl_context=ssl_context,
+            handler_nursery=dispatcher._sessions,
+            max_frame_size=dispatcher.config.max_frame_size,
+            close_timeout=dispatcher.config.close_timeout,
+            task_status=task_status,
+        )
+
+
+async def _shutdown(dispatcher: Dispatcher, listener_scope: trio.CancelScope) -> None:
+    """Graceful: take nothing new, tell workers, let in-flight tasks finish within
+    ``shutdown_grace``, then close every connection (within ``close_timeout``)."""
+    scheduler = dispatcher._scheduler
+    listener_scope.cancel()
+    scheduler.begin_shutdown()
+    with trio.move_on_after(dispatcher.config.shutdown_grace):
+        await scheduler.drained.wait()
+    scheduler.close_connections()
+    with trio.move_on_after(dispatcher.config.close_timeout):
+        await scheduler.all_gone.wait()
+
+
+async def _open_nursery_task(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def open_dispatcher(
+    host: str = "127.0.0.1",
+    port: int | None = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    heartbeat_timeout: float = 15.0,
+    registration_timeout: float = 10.0,
+    send_timeout: float = 10.0,
+    close_timeout: float = 2.0,
+    shutdown_grace: float = 10.0,
+    max_queued: int = 100_000,
+    aging_interval: float = 10.0,
+    retry_backoff: float = 0.1,
+    retry_backoff_max: float = 10.0,
+    max_pool_size: int | None = None,
+    min_pool_size: int = 0,
+    on_below_minimum: Callable[[PoolStats], object] | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> AsyncIterator[Dispatcher]:
+    """Open a dispatcher, listening for WebSocket workers on *host*:*port*.
+
+    ``port=0`` picks a free port (``dispatcher.port`` tells which); ``port=None``
+    listens nowhere (for spawned workers only). The other settings are those of
+    :class:`DispatcherConfig` (times in seconds), validated before anything starts.
+
+    Everything the dispatcher does runs in one nursery tree under this block::
+
+        open_dispatcher ─┬─ sessions      one task per worker: reader + watchdog, writer
+                         ├─ supervisors   one task per spawned worker (and the SSH pool)
+                         └─ serve ─┬─ deadlines  one task: every task deadline
+                                   ├─ retries    one task: every retry backoff
+                                   └─ listener   accepts WebSocket workers
+
+    Leaving the block normally is a graceful shutdown: submissions stop (raising
+    :class:`DispatcherClosed`), queued tasks resolve ``Cancelled`` with
+    ``DISPATCHER_CLOSED``, workers get ``Shutdown{graceful:true}``, in-flight tasks
+    have ``shutdown_grace`` seconds to finish, then every connection is closed.
+    Leaving by an exception or cancellation skips the grace period. Either way, every
+    handle is resolved by the time the block has exited.
+    """
+    config = DispatcherConfig(
+        heartbeat_timeout=heartbeat_timeout,
+        registration_timeout=registration_timeout,
+        send_timeout=send_timeout,
+        close_timeout=close_timeout,
+        shutdown_grace=shutdown_grace,
+        max_queued=max_queued,
+        aging_interval=aging_interval,
+        retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max,
+        max_pool_size=max_pool_size,
+        min_pool_size=min_pool_size,
+        on_below_minimum=on_below_minimum,
+        max_frame_size=max_frame_size,
+    )
+    dispatcher: Dispatcher | None = None
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as root:
+            dispatcher = Dispatcher(
+                config,
+                sessions=await root.start(_open_nursery_task),
+                supervisors=await root.start(_open_nursery_task),
+            )
+            listener_scope = trio.CancelScope()
+            await root.start(_serve, dispatcher, host, port, ssl_context, listener_scope)
+            try:
+                yield dispatcher
+                await _shutdown(dispatcher, listener_scope)
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                dispatcher._scheduler.closing = True
+                root.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Re-raise an error of the caller's own block as itself, not wrapped in the
+        # group of the nursery it happened to run in.
+        _, rest = group.split(lambda exc: exc is body_error)
+        if body_error is not None and rest is None:
+            raise body_error from None
+        raise
+    finally:
+        if dispatcher is not None:
+            dispatcher._scheduler.close_everything()
