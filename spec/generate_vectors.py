@@ -503,6 +503,90 @@ def _result_body(body: str) -> str:
     return '{"type":"TaskResult","result":{%s}}' % body
 
 
+# Near misses of the spellings receivers accept (docs/protocol.md, "Enum" and the
+# "type" tag): each differs from an accepted spelling by a separator, an underscore
+# out of place, a letter too few or too many, or a non-ASCII letter that a Unicode
+# case mapping (Go's strings.ToLower, Java's equalsIgnoreCase, Unicode case folding)
+# would turn into the ASCII one. Each is checked to decode once spelled right.
+
+_ENUMS = {  # what: (enum, frame for a value, path of the value)
+    "task status": ("TaskStatus", _status, "$.result.status"),
+    "priority": ("Priority", _priority, "$.task.metadata.priority"),
+}
+_SNAKE = {"TimedOut": "timed_out"}  # the one enum value of several words
+
+
+def _near_enum(what: str, why: str, value: str, meant: str) -> tuple[str, str, str, str]:
+    enum, frame, path = _ENUMS[what]
+    decode(frame(meant))  # the frame is valid but for the spelling
+    accepted = " or ".join(repr(s) for s in (meant, _SNAKE.get(meant)) if s)
+    reason = f"unknown {what} {value!r} (did you mean {meant}? accepted: {accepted}, in any ASCII case) @ {path}"
+    return (f"{enum} near miss, {why}: {value!r}", "bad enum value", frame(value), reason)
+
+
+_BODIES = {  # the members of a valid message of each type, but for its type tag
+    "TaskDispatch": ',"task":{"id":"%s","taskType":"ping"}' % ID,
+    "Kill": ',"taskId":"%s"' % ID,
+    "Shutdown": ',"graceful":true',
+    "HeartbeatAck": "",
+    "TaskResult": ',"result":{"taskId":"%s","status":"Completed"}' % ID,
+    "Backpressure": ',"signal":{"workerId":"w1","shouldThrottle":true}',
+}
+
+
+def _tagged(tag: str, meant: str) -> str:
+    return '{"type":"%s"%s}' % (tag, _BODIES[meant])
+
+
+def _near_tag(why: str, tag: str, meant: str) -> tuple[str, str, str, str]:
+    decode(_tagged(meant, meant))
+    name = f"type tag near miss, {why}: {tag!r}"
+    return (name, "unknown type", _tagged(tag, meant), f"unknown message type {tag!r}")
+
+
+NEAR_MISSES: list[tuple[str, str, str, str]] = [
+    _near_enum("task status", "hyphenated", "timed-out", "TimedOut"),
+    _near_enum("task status", "hyphenated, upper case", "TIMED-OUT", "TimedOut"),
+    _near_enum("task status", "with a space", "timed out", "TimedOut"),
+    _near_enum("task status", "a trailing space", "Completed ", "Completed"),
+    _near_enum("task status", "a leading space", " Running", "Running"),
+    _near_enum("task status", "underscore inside a word", "Pend_ing", "Pending"),
+    _near_enum("task status", "underscore inside a word", "time_dout", "TimedOut"),
+    _near_enum("task status", "leading underscore", "_TimedOut", "TimedOut"),
+    _near_enum("task status", "trailing underscore", "TIMED_OUT_", "TimedOut"),
+    _near_enum("task status", "two underscores", "timed__out", "TimedOut"),
+    _near_enum("task status", "underscore between every letter", "F_A_I_L_E_D", "Failed"),
+    _near_enum("task status", "truncated", "TimedOu", "TimedOut"),
+    _near_enum("task status", "truncated", "Dispatch", "Dispatched"),
+    _near_enum("task status", "an extra letter", "TimedOutt", "TimedOut"),
+    _near_enum("task status", "a letter missing", "Canceled", "Cancelled"),
+    _near_enum("task status", "dotted capital I (U+0130)", "T\u0130medOut", "TimedOut"),
+    _near_enum("task status", "dotless small i (U+0131)", "fa\u0131led", "Failed"),
+    _near_enum("task status", "long s (U+017F)", "Di\u017fpatched", "Dispatched"),
+    _near_enum("priority", "hyphenated", "Crit-ical", "Critical"),
+    _near_enum("priority", "with a space", "Nor mal", "Normal"),
+    _near_enum("priority", "a trailing space", "High ", "High"),
+    _near_enum("priority", "underscore inside a word", "Hi_gh", "High"),
+    _near_enum("priority", "leading underscore", "_Low", "Low"),
+    _near_enum("priority", "trailing underscore", "CRITICAL_", "Critical"),
+    _near_enum("priority", "truncated", "Norm", "Normal"),
+    _near_enum("priority", "an extra letter", "Highh", "High"),
+    _near_enum("priority", "dotted capital I (U+0130)", "Cr\u0130t\u0130cal", "Critical"),
+    _near_tag("hyphenated", "Task-Result", "TaskResult"),
+    _near_tag("underscored", "task_result", "TaskResult"),
+    _near_tag("underscored", "Heartbeat_Ack", "HeartbeatAck"),
+    _near_tag("with a space", "Task Dispatch", "TaskDispatch"),
+    _near_tag("a trailing space", "Shutdown ", "Shutdown"),
+    _near_tag("truncated", "HeartbeatAc", "HeartbeatAck"),
+    _near_tag("an extra letter", "Shutdownn", "Shutdown"),
+    _near_tag("Kelvin sign (U+212A)", "\u212aill", "Kill"),
+    _near_tag("dotted capital I (U+0130)", "K\u0130ll", "Kill"),
+    _near_tag("hyphenated", "Back-pressure", "Backpressure"),
+    _near_tag("underscored", "Back_Pressure", "Backpressure"),
+    _near_tag("truncated", "Backpressur", "Backpressure"),
+    _near_tag("Kelvin sign (U+212A)", "Bac\u212apressure", "Backpressure"),
+]
+
 INVALID: list[tuple[str, str, str, str]] = [
     # (name, class, input, reason_contains)
     ("empty frame", "not JSON", "", "not JSON"),
@@ -567,6 +651,7 @@ INVALID: list[tuple[str, str, str, str]] = [
     ("unknown status", "bad enum value", _status("done"), "unknown task status 'done' @ $.result.status"),
     ("empty status", "bad enum value", _status(""), "unknown task status '' @ $.result.status"),
     ("unknown priority", "bad enum value", _priority("urgent"), "unknown priority 'urgent' @ $.task.metadata.priority"),
+    *NEAR_MISSES,
     ("negative timeoutMs", "out of range", _dispatch(f'{_CREATED},"timeoutMs":-1'), "timeoutMs must be >= 0, got -1"),
     ("negative retryCount", "out of range", _dispatch(f'{_CREATED},"retryCount":-1'), "retryCount must be >= 0, got -1"),
     ("negative maxRetries", "out of range", _dispatch(f'{_CREATED},"maxRetries":-3'), "maxRetries must be >= 0, got -3"),

@@ -38,9 +38,9 @@ from trio_pipe.protocol import (
     decode,
     encode,
 )
+from trio_pipe.transports import FrameChannel, WebSocketChannel
 from trio_pipe.transports._websocket import connect_websocket
-from trio_pipe.worker._transport import Connection, Connector
-from trio_pipe.worker._websocket import WebSocketConnection as WorkerWebSocket
+from trio_pipe.worker._transport import Connector
 
 M = TypeVar("M")
 
@@ -110,7 +110,7 @@ class ScriptedDispatcher:
         return f"ws://127.0.0.1:{server.port}/"
 
     def memory_connector(
-        self, nursery: trio.Nursery, *, connections: list[Connection] | None = None
+        self, nursery: trio.Nursery, *, connections: list[GatedConnection] | None = None
     ) -> Connector:
         """A connector over in-memory streams; the server side runs in *nursery*."""
 
@@ -119,14 +119,15 @@ class ScriptedDispatcher:
             await self._handle(request)
 
         @asynccontextmanager
-        async def connect() -> AsyncIterator[Connection]:
+        async def connect() -> AsyncIterator[FrameChannel]:
             client, server = trio.testing.memory_stream_pair()
             nursery.start_soon(serve_side, server)
             ws = await connect_websocket(client, "ws://dispatcher/")
-            connection: Connection = WorkerWebSocket(ws)
+            connection: FrameChannel = WebSocketChannel(ws)
             if connections is not None:
-                connection = GatedConnection(connection)
-                connections.append(connection)
+                gated = GatedConnection(connection)
+                connections.append(gated)
+                connection = gated
             try:
                 yield connection
             finally:
@@ -136,10 +137,13 @@ class ScriptedDispatcher:
 
 
 class GatedConnection:
-    """A Connection whose writes can be held at a gate, to control write timing."""
+    """A FrameChannel whose writes can be held at a gate, to control write timing."""
 
-    def __init__(self, inner: Connection) -> None:
+    lenient = False
+
+    def __init__(self, inner: FrameChannel) -> None:
         self.inner = inner
+        self.peer = inner.peer
         self.gate: trio.Event | None = None
         self.blocked = trio.Event()
 
@@ -152,8 +156,8 @@ class GatedConnection:
     async def receive(self) -> str | bytes:
         return await self.inner.receive()
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    async def aclose(self, reason: str = "", *, protocol_error: bool = False) -> None:
+        await self.inner.aclose(reason, protocol_error=protocol_error)
 
 
 class Controlled:

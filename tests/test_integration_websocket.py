@@ -222,3 +222,33 @@ async def test_a_graceful_shutdown_stops_accepting_connections_first() -> None:
 
             nursery.start_soon(during_the_grace_period)
         assert (await handle.result()).status is TaskStatus.COMPLETED
+
+
+async def test_a_bug_of_the_dispatcher_is_not_blamed_on_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A LocalProtocolError (the dispatcher breaking the protocol itself) propagates out
+    of open_dispatcher; it must not be taken for the worker's fault (close code 1008)."""
+    from trio_pipe.dispatch._scheduler import Scheduler
+    from trio_pipe.protocol import Heartbeat, HeartbeatPayload, LocalProtocolError
+
+    def buggy(self: Scheduler, record: object, message: object) -> None:
+        raise LocalProtocolError("a bug of the dispatcher's own")
+
+    close_codes: list[int] = []
+    bug = pytest.RaisesExc(LocalProtocolError, match="a bug of the dispatcher's own")
+    with pytest.RaisesGroup(bug, flatten_subgroups=True):
+        async with trio_pipe.open_dispatcher() as d:
+            async with open_raw_websocket(d.url) as ws:
+                registration = WorkerRegistration("innocent", ("echo",), 1, "Python")
+                await ws.send_message(encode(WorkerRegister(registration)))
+                assert decode(await ws.get_message()) == WorkerRegistered("innocent")
+                monkeypatch.setattr(Scheduler, "on_message", buggy)
+                heartbeat = Heartbeat(HeartbeatPayload("innocent", 0, 1, 0))
+                await ws.send_message(encode(heartbeat))
+                try:
+                    with trio.fail_after(10):
+                        await ws.get_message()
+                except trio_websocket.ConnectionClosed as closed:
+                    close_codes.append(closed.reason.code)
+    assert 1008 not in close_codes

@@ -38,6 +38,7 @@ from trio_pipe.protocol import (
     HeartbeatPayload,
     Kill,
     Message,
+    NotAMessage,
     Priority,
     ProtocolError,
     Shutdown,
@@ -54,6 +55,7 @@ from trio_pipe.protocol import (
     decode,
     encode,
 )
+from trio_pipe.protocol._codec import parse_json_value
 
 U = "6f1c2a4e-9b3d-4c8a-a1e2-3b4c5d6e7f80"
 TASK_ID = uuid.UUID(U)
@@ -163,6 +165,23 @@ DEEP = 100_000
 def test_deeply_nested_json_is_a_protocol_error(frame: str) -> None:
     with pytest.raises(ProtocolError, match="nested too deeply"):
         decode(frame)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["hello", "NaN", '{"a":-Infinity}', "[1e400]", "[" * DEEP + "]" * DEEP, b'"\xff"'],
+    ids=["not-json", "nan", "infinity", "beyond-float", "too-deep", "not-utf8"],
+)
+def test_parse_json_value_refuses_what_decode_refuses_for_the_same_reason(
+    text: str | bytes,
+) -> None:
+    # The one reading of JSON that the codec shares (the WASM host reads a module's
+    # output with it).
+    with pytest.raises(ValueError) as refused:
+        parse_json_value(text)
+    with pytest.raises(NotAMessage) as rejected:
+        decode(text)
+    assert rejected.value.reason == f"not JSON: {refused.value}"
 
 
 # ---------------------------------------------------------------------------
@@ -531,6 +550,136 @@ LIBERAL_FRAMES = [
 @pytest.mark.parametrize(("frame", "expected"), LIBERAL_FRAMES)
 def test_liberal_input_is_understood(frame: str, expected: Message) -> None:
     assert decode(frame) == expected
+
+
+# Enum spellings: exactly those of docs/protocol.md ("Enum"), written out here rather
+# than derived from the codec: a value's PascalCase name, or for a name of several
+# words its snake_case, in any ASCII case; nothing else.
+ACCEPTED_STATUSES = {
+    "pending": TaskStatus.PENDING,
+    "dispatched": TaskStatus.DISPATCHED,
+    "running": TaskStatus.RUNNING,
+    "completed": TaskStatus.COMPLETED,
+    "failed": TaskStatus.FAILED,
+    "timedout": TaskStatus.TIMED_OUT,
+    "timed_out": TaskStatus.TIMED_OUT,
+    "cancelled": TaskStatus.CANCELLED,
+}
+ACCEPTED_PRIORITIES = {p.name.lower(): p for p in Priority}
+_TIMED_OUT = (
+    "(did you mean TimedOut? accepted: 'TimedOut' or 'timed_out', in any ASCII case)"
+)
+
+
+def _priority(value: str) -> str:
+    return _metadata(f'"createdAt":"{CREATED}","priority":"{value}"')
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        pytest.param(
+            _result('"status":"timed-out"'),
+            f"unknown task status 'timed-out' {_TIMED_OUT} @ $.result.status",
+            id="hyphenated",
+        ),
+        pytest.param(
+            _result('"status":"timed out"'),
+            f"unknown task status 'timed out' {_TIMED_OUT} @ $.result.status",
+            id="space",
+        ),
+        pytest.param(
+            _result('"status":"timed__out"'),
+            f"unknown task status 'timed__out' {_TIMED_OUT} @ $.result.status",
+            id="two-underscores",
+        ),
+        pytest.param(
+            _result('"status":"Pend_ing"'),
+            "unknown task status 'Pend_ing' (did you mean Pending? accepted: 'Pending', "
+            "in any ASCII case) @ $.result.status",
+            id="underscore-inside-a-word",
+        ),
+        pytest.param(
+            _result('"status":"TimedOu"'),
+            f"unknown task status 'TimedOu' {_TIMED_OUT} @ $.result.status",
+            id="truncated",
+        ),
+        pytest.param(
+            _result('"status":"Canceled"'),
+            "unknown task status 'Canceled' (did you mean Cancelled? accepted: "
+            "'Cancelled', in any ASCII case) @ $.result.status",
+            id="letter-missing",
+        ),
+        pytest.param(
+            _result('"status":"T\u0130medOut"'),
+            f"unknown task status 'T\u0130medOut' {_TIMED_OUT} @ $.result.status",
+            id="non-ascii-capital-I",
+        ),
+        pytest.param(
+            _priority("Hi_gh"),
+            "unknown priority 'Hi_gh' (did you mean High? accepted: 'High', in any ASCII "
+            "case) @ $.task.metadata.priority",
+            id="priority-underscore",
+        ),
+        pytest.param(
+            _priority("Highh"),
+            "unknown priority 'Highh' (did you mean High? accepted: 'High', in any ASCII "
+            "case) @ $.task.metadata.priority",
+            id="priority-extra-letter",
+        ),
+        pytest.param(
+            _priority("urgent"),
+            "unknown priority 'urgent' @ $.task.metadata.priority",
+            id="far-from-every-name-no-hint",
+        ),
+    ],
+)
+def test_near_miss_enum_spellings_are_rejected_naming_what_is_accepted(
+    frame: str, reason: str
+) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(frame)
+    assert caught.value.reason.endswith(": " + reason)
+
+
+_NEAR_NAME_CHARS = "timedoutTIMEDOUTfailhgwcrLNW_- \u0130\u0131\u017f\u212a"
+
+
+@fuzz
+@given(st.text(_NEAR_NAME_CHARS, max_size=11) | st.sampled_from(list(ACCEPTED_STATUSES)))
+def test_a_status_is_accepted_exactly_in_the_documented_spellings(value: str) -> None:
+    expected = ACCEPTED_STATUSES.get(value.lower()) if value.isascii() else None
+    message = decodes_or_raises_protocol_error(_result(f'"status":"{value}"'))
+    got = message.result.status if isinstance(message, TaskResultMessage) else None
+    assert got == expected
+
+
+@fuzz
+@given(st.text(_NEAR_NAME_CHARS, max_size=9) | st.sampled_from(list(ACCEPTED_PRIORITIES)))
+def test_a_priority_is_accepted_exactly_in_the_documented_spellings(value: str) -> None:
+    expected = ACCEPTED_PRIORITIES.get(value.lower()) if value.isascii() else None
+    message = decodes_or_raises_protocol_error(_priority(value))
+    got = message.task.metadata.priority if isinstance(message, TaskDispatch) else None
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["timedout", "TIMEDOUT", "TimedOut", "timedOut", "timed_out", "TIMED_OUT", "tImEd_OuT"],
+)
+def test_every_case_of_both_spellings_of_a_multi_word_status_is_accepted(
+    spelling: str,
+) -> None:
+    assert decode(_result(f'"status":"{spelling}"')) == _task_result(TaskStatus.TIMED_OUT)
+
+
+def test_the_type_tag_ignores_ascii_case_only() -> None:
+    kill = f'{{"type":"%s","taskId":"{U}"}}'
+    assert decode(kill % "kILL") == Kill(TASK_ID)
+    # the Kelvin sign, a capital I with a dot, a small i without one
+    for lookalike in ["\u212aill", "K\u0130ll", "k\u0131ll"]:
+        with pytest.raises(ProtocolError, match="unknown message type"):
+            decode(kill % lookalike)
 
 
 def test_task_dispatch_without_metadata_takes_the_default_metadata() -> None:

@@ -1,7 +1,8 @@
 """WorkerSession: the dispatcher's sans-IO view of one worker connection.
 
 Example tests state each rule; a Hypothesis state machine then drives a session with
-random traffic against a simple model and checks the bookkeeping never drifts.
+random traffic against a simple model and checks the bookkeeping never drifts. The
+worker's illegal messages raise RemoteProtocolError, ours LocalProtocolError.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from trio_pipe.protocol import (
     Kill,
     LocalProtocolError,
     Message,
-    ProtocolError,
+    RemoteProtocolError,
     SessionState,
     Shutdown,
     Task,
@@ -109,7 +110,7 @@ def test_a_websocket_session_awaits_registration() -> None:
     ids=["Heartbeat", "TaskResult", "Backpressure"],
 )
 def test_a_websocket_worker_must_register_before_anything_else(message: Message) -> None:
-    with pytest.raises(ProtocolError, match="expected WorkerRegister"):
+    with pytest.raises(RemoteProtocolError, match="expected WorkerRegister"):
         WorkerSession().receive(message)
 
 
@@ -134,7 +135,7 @@ def test_registration_activates_a_websocket_session() -> None:
 
 def test_registering_twice_is_a_protocol_error() -> None:
     session = registered_session()
-    with pytest.raises(ProtocolError, match="registered twice"):
+    with pytest.raises(RemoteProtocolError, match="registered twice"):
         session.receive(WorkerRegister(registration()))
 
 
@@ -156,7 +157,7 @@ def test_a_spawned_worker_may_describe_itself_but_keeps_the_dispatcher_given_id(
 def test_a_spawned_worker_registering_twice_is_a_protocol_error() -> None:
     session = spawned_session()
     session.receive(WorkerRegister(registration()))
-    with pytest.raises(ProtocolError, match="registered twice"):
+    with pytest.raises(RemoteProtocolError, match="registered twice"):
         session.receive(WorkerRegister(registration()))
 
 
@@ -250,7 +251,7 @@ def test_a_terminal_result_frees_the_slot_and_is_passed_on(status: TaskStatus) -
 def test_a_result_for_a_never_dispatched_task_is_a_protocol_error() -> None:
     session = spawned_session()
     dispatch(session)
-    with pytest.raises(ProtocolError, match="never dispatched"):
+    with pytest.raises(RemoteProtocolError, match="never dispatched"):
         session.receive(result(uuid.uuid4()))
 
 
@@ -275,7 +276,7 @@ def test_a_running_result_marks_the_task_running_and_keeps_its_slot() -> None:
 def test_a_pending_result_is_a_protocol_error() -> None:
     session = spawned_session()
     task_id = dispatch(session)
-    with pytest.raises(ProtocolError, match="Pending"):
+    with pytest.raises(RemoteProtocolError, match="Pending"):
         session.receive(result(task_id, TaskStatus.PENDING))
     assert session.in_flight() == [task_id]
 
@@ -303,7 +304,7 @@ def test_a_session_remembers_only_a_bounded_number_of_finished_tasks() -> None:
     for task_id in (first, second, third):
         session.receive(result(task_id))
     assert session.receive(result(third)) is None  # remembered: a duplicate
-    with pytest.raises(ProtocolError, match="never dispatched"):
+    with pytest.raises(RemoteProtocolError, match="never dispatched"):
         session.receive(result(first))  # forgotten: unknown
 
 
@@ -315,7 +316,7 @@ def test_the_finished_tasks_remembered_are_the_most_recently_finished() -> None:
         session.receive(result(task_id))
     # Finished most recently: last, then retried (its second run); other is forgotten.
     assert session.receive(result(retried)) is None
-    with pytest.raises(ProtocolError, match="never dispatched"):
+    with pytest.raises(RemoteProtocolError, match="never dispatched"):
         session.receive(result(other))
 
 
@@ -503,7 +504,7 @@ def _type_of(message: Message) -> str:
 def test_a_closed_session_rejects_every_worker_message(message: WorkerMessage) -> None:
     session = registered_session()
     session.close()
-    with pytest.raises(ProtocolError, match="closed"):
+    with pytest.raises(RemoteProtocolError, match="closed"):
         session.receive(message)
 
 
@@ -523,7 +524,7 @@ def test_a_closed_session_refuses_every_dispatcher_message(
 
 @pytest.mark.parametrize("message", DISPATCHER_SIDE, ids=_type_of)
 def test_a_dispatcher_message_from_the_worker_is_a_protocol_error(message: Message) -> None:
-    with pytest.raises(ProtocolError, match="sent by a dispatcher") as caught:
+    with pytest.raises(RemoteProtocolError, match="sent by a dispatcher") as caught:
         spawned_session().receive(message)
     assert not isinstance(caught.value, LocalProtocolError)
 
@@ -610,7 +611,7 @@ class WorkerSessionMachine(RuleBasedStateMachine):
     def receive(self, message: Message, *, legal: bool) -> Message | None:
         if legal:
             return self.session.receive(message)
-        with pytest.raises(ProtocolError) as caught:
+        with pytest.raises(RemoteProtocolError) as caught:
             self.session.receive(message)
         assert not isinstance(caught.value, LocalProtocolError)
         return None

@@ -36,7 +36,7 @@ from trio_pipe.protocol import (
     decode,
     encode,
 )
-from trio_pipe.transports import WorkerChannel
+from trio_pipe.transports import ChannelClosed, FrameChannel
 from trio_pipe.transports._websocket import (
     HandshakeFailed,
     WebSocketClosed,
@@ -44,7 +44,6 @@ from trio_pipe.transports._websocket import (
     serve_websocket_workers,
 )
 from trio_pipe.worker import Handlers
-from trio_pipe.worker._transport import TransportClosed
 from trio_pipe.worker._websocket import open_websocket_connection
 from trio_pipe.worker._worker import run_worker_on
 
@@ -251,9 +250,9 @@ async def test_the_dispatcher_closes_with_1000_when_it_shuts_down() -> None:
 async def test_a_silent_connection_is_dropped_after_the_handshake_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    handled: list[WorkerChannel] = []
+    handled: list[FrameChannel] = []
 
-    async def handler(channel: WorkerChannel) -> None:
+    async def handler(channel: FrameChannel) -> None:
         handled.append(channel)
 
     async with trio.open_nursery() as nursery:
@@ -388,7 +387,7 @@ async def test_a_client_that_does_not_trust_the_certificate_cannot_connect(
     async with trio_pipe.open_dispatcher(ssl_context=server_context) as d:
         with (
             trio.fail_after(WAIT),
-            pytest.raises(TransportClosed),
+            pytest.raises(ChannelClosed),
         ):
             async with open_websocket_connection(
                 d.url, connect_timeout=WAIT, ssl_context=ssl.create_default_context()

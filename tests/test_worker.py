@@ -7,6 +7,7 @@ over in-memory streams with the autojump clock.
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import uuid
 from functools import partial
@@ -19,17 +20,21 @@ import trio.testing
 from _scripted_dispatcher import Controlled, GatedConnection, Peer, ScriptedDispatcher
 from trio_websocket import ConnectionClosed
 
+from trio_pipe._backoff import backoff_delay
 from trio_pipe._typed import TaskSpec
 from trio_pipe.protocol import (
     Backpressure,
     BackpressureSignal,
     Heartbeat,
+    HeartbeatPayload,
     Kill,
     Shutdown,
     TaskDispatch,
     TaskError,
     TaskResultMessage,
     TaskStatus,
+    WorkerRegister,
+    WorkerRegistered,
     WorkerRegistration,
     validate_worker_id,
 )
@@ -41,8 +46,7 @@ from trio_pipe.worker import (
     default_worker_id,
     run_worker,
 )
-from trio_pipe.worker._transport import Connection
-from trio_pipe.worker._worker import backoff_delay, run_worker_on
+from trio_pipe.worker._worker import run_worker_on
 
 WAIT = 10  # seconds; a generous bound on every real-time wait
 
@@ -80,6 +84,10 @@ def make_handlers(block: Controlled | None = None) -> Handlers:
     @handlers.handler("not-json")
     async def not_json(payload: Any) -> Any:
         return {1, 2}
+
+    @handlers.handler("not-unicode")
+    async def not_unicode(payload: Any) -> Any:
+        return {"text": "half a pair: \ud800"}
 
     @handlers.handler("whoami")
     async def whoami(payload: Any) -> Any:
@@ -138,7 +146,15 @@ async def test_registration_carries_id_tasks_capacity_language_and_tags(
         )
     assert peer.registration == WorkerRegistration(
         worker_id="w-1",
-        supported_tasks=("echo", "boom", "refuse", "not-json", "whoami", "scan"),
+        supported_tasks=(
+            "echo",
+            "boom",
+            "refuse",
+            "not-json",
+            "not-unicode",
+            "whoami",
+            "scan",
+        ),
         max_concurrency=3,
         language="Python",
         tags=("gpu", "eu"),
@@ -304,6 +320,19 @@ async def test_non_json_result_fails_with_parse_error(nursery: trio.Nursery) -> 
     assert result.error is not None
     assert (result.error.code, result.error.retryable) == ("PARSE_ERROR", False)
     assert result.error.message.startswith("result payload is not JSON: ")
+
+
+async def test_a_result_that_is_not_unicode_fails_and_loses_nothing(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(WAIT):
+        peer, _ = await start_worker(nursery, ScriptedDispatcher())
+        result = await peer.run("not-unicode")
+        assert await peer.run("echo", "still connected") is not None
+    assert result.status is TaskStatus.FAILED
+    assert result.error is not None
+    assert result.error.code == "PARSE_ERROR"
+    assert "lone surrogate U+D800" in result.error.message
 
 
 async def test_handler_sees_its_task_through_current_task(nursery: trio.Nursery) -> None:
@@ -516,7 +545,7 @@ async def test_slot_freed_and_refilled_between_writes_sends_no_backpressure(
     nursery: trio.Nursery,
 ) -> None:
     block = Controlled()
-    connections: list[Connection] = []
+    connections: list[GatedConnection] = []
     with trio.fail_after(WAIT):
         peer = await start_memory_worker(
             nursery,
@@ -620,6 +649,44 @@ async def test_non_graceful_shutdown_cancels_in_flight_tasks_then_returns(
     assert block.cancelled["a"].is_set() and block.cancelled["b"].is_set()
 
 
+# -- session rules ---------------------------------------------------------------------
+
+
+async def test_a_task_that_overtakes_worker_registered_is_served_after_it(
+    nursery: trio.Nursery,
+) -> None:
+    # The rules let a dispatcher send tasks as soon as it has read WorkerRegister.
+    dispatcher = ScriptedDispatcher(answer_registration=False)
+    url = await dispatcher.serve(nursery)
+    nursery.start_soon(partial(run_worker, url, make_handlers(), worker_id="w-1"))
+    with trio.fail_after(WAIT):
+        peer = await dispatcher.peers.receive()
+        await peer.next(WorkerRegister)
+        task = await peer.dispatch("echo", "early")
+        await peer.send(WorkerRegistered(worker_id="w-1"))
+        result = await peer.result()
+    assert (result.task_id, result.status, result.payload) == (
+        task.id,
+        TaskStatus.COMPLETED,
+        "early",
+    )
+
+
+async def test_a_message_the_dispatcher_may_not_send_is_logged_and_ignored(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(WAIT):
+        peer, _ = await start_worker(nursery, ScriptedDispatcher())
+        with caplog.at_level(logging.WARNING, logger="trio_pipe.worker"):
+            await peer.send(Heartbeat(HeartbeatPayload("dispatcher")))
+            await peer.send(WorkerRegistered(worker_id="w-1"))  # a second answer
+            result = await peer.run("echo", "still here")
+    assert result.payload == "still here"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("Heartbeat is sent by a worker, not by a dispatcher" in w for w in warnings)
+    assert any("WorkerRegistered answers one WorkerRegister" in w for w in warnings)
+
+
 # -- connection loss -------------------------------------------------------------------
 
 
@@ -716,12 +783,12 @@ async def test_reconnect_attempts_back_off_until_the_dispatcher_answers(
 def _refusing() -> Any:
     from contextlib import asynccontextmanager
 
-    from trio_pipe.worker._transport import TransportClosed
+    from trio_pipe import ChannelClosed
 
     @asynccontextmanager
     async def refuse() -> Any:
         await trio.lowlevel.checkpoint()
-        raise TransportClosed("refused")
+        raise ChannelClosed("refused")
         yield  # pragma: no cover
 
     return refuse()
@@ -731,10 +798,12 @@ def test_backoff_is_full_jitter_under_a_doubling_capped_ceiling() -> None:
     rng = random.Random(7)
     for attempt in range(12):
         cap = min(10.0, 0.1 * 2**attempt)
-        delays = [backoff_delay(attempt, 0.1, 10.0, rng) for _ in range(200)]
+        delays = [
+            backoff_delay(attempt, 0.1, 10.0, jitter="full", rng=rng) for _ in range(200)
+        ]
         assert all(0.0 <= d <= cap for d in delays)
         assert max(delays) > 0.8 * cap  # the whole range is used
-    assert backoff_delay(10_000, 0.1, 10.0, rng) <= 10.0
+    assert backoff_delay(10_000, 0.1, 10.0, jitter="full", rng=rng) <= 10.0
 
 
 # -- the Handlers registry and argument checks -----------------------------------------

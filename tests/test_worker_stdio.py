@@ -3,7 +3,6 @@ stdin and stdout, as a dispatcher that spawned it would drive it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from trio_pipe.protocol import (
     Heartbeat,
     Kill,
     Message,
+    NotAMessage,
+    RemoteProtocolError,
     Shutdown,
     Task,
     TaskDispatch,
@@ -34,8 +35,8 @@ from trio_pipe.protocol import (
     decode,
     encode,
 )
-from trio_pipe.worker._stdio import StdioConnection, _is_message
-from trio_pipe.worker._transport import InputClosed
+from trio_pipe.transports import InputClosed, LineChannel
+from trio_pipe.worker._core import _decode
 
 WAIT = 15  # seconds: generous, real time (a subprocess starts Python and imports trio)
 MAX_CONCURRENCY = 4
@@ -360,7 +361,7 @@ async def test_stdout_carries_only_protocol_lines(
     log = log_path.read_text()
     assert "printed by a handler" in log
     assert "traceback please" in log
-    assert "DEBUG trio_pipe.worker: ignoring a line on stdin" in log
+    assert "DEBUG trio_pipe.worker: ignoring input that is not a message" in log
 
 
 # -- the command line -------------------------------------------------------------------
@@ -384,12 +385,13 @@ def test_worker_needs_exactly_one_of_url_and_stdio(
     assert complaint in capsys.readouterr().err
 
 
-# -- the line reader, in memory -----------------------------------------------------------
+# -- the line channel, in memory ---------------------------------------------------------
 
 
 class _RecordingSendStream(trio.abc.SendStream):
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.closed = 0
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint()
@@ -399,14 +401,23 @@ class _RecordingSendStream(trio.abc.SendStream):
         await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
+        self.closed += 1
         await trio.lowlevel.checkpoint()
 
 
+def _channel(
+    receiver: trio.abc.ReceiveStream, out: trio.abc.SendStream, max_line_bytes: int = 64
+) -> LineChannel:
+    return LineChannel(
+        out, receiver, peer="test", name="test", max_frame_size=max_line_bytes
+    )
+
+
 async def _read_all(chunks: Sequence[bytes], max_line_bytes: int = 64) -> list[bytes]:
-    """What a StdioConnection returns for *chunks* arriving one by one, until
+    """What a LineChannel returns for *chunks* arriving one by one, until
     InputClosed."""
     sender, receiver = trio.testing.memory_stream_one_way_pair()
-    conn = StdioConnection(receiver, _RecordingSendStream(), max_line_bytes=max_line_bytes)
+    conn = _channel(receiver, _RecordingSendStream(), max_line_bytes)
     for chunk in chunks:
         await sender.send_all(chunk)
     await sender.aclose()
@@ -433,74 +444,74 @@ async def test_an_over_long_line_is_dropped_up_to_its_newline(
     ok = b'{"type":"HeartbeatAck"}'
     long = b'{"type":"HeartbeatAck","x":"' + b"y" * 100 + b'"}'
     chunks = [long[:40], long[40:90], long[90:] + b"\n" + ok + b"\n", long + b"\n", long]
-    with caplog.at_level(logging.WARNING, logger="trio_pipe.worker"):
+    with caplog.at_level(logging.WARNING, logger="trio_pipe.stdio"):
         assert await _read_all(chunks, max_line_bytes=len(ok)) == [ok]
-    warnings = [r for r in caplog.records if "protocol error" in r.getMessage()]
+    warnings = [r for r in caplog.records if "over the limit" in r.getMessage()]
     assert len(warnings) == 3
-
-
-async def test_non_messages_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="trio_pipe.worker"):
-        assert await _read_all([b'hello\n[1]\n{"a":1}\n{"type":"Anything"}\n']) == [
-            b'{"type":"Anything"}'
-        ]
-    ignored = [r for r in caplog.records if "not a message" in r.getMessage()]
-    assert [r.levelno for r in ignored] == [logging.DEBUG] * 3
 
 
 async def test_pending_frames_go_out_in_one_write() -> None:
     _, receiver = trio.testing.memory_stream_one_way_pair()
     out = _RecordingSendStream()
-    conn = StdioConnection(receiver, out)
+    conn = _channel(receiver, out)
     await conn.send_all(['{"type":"HeartbeatAck"}', '{"type":"Shutdown","graceful":true}'])
     await conn.send_all([])
     assert out.writes == [b'{"type":"HeartbeatAck"}\n{"type":"Shutdown","graceful":true}\n']
 
 
-async def test_aclose_unblocks_a_pending_receive() -> None:
-    _, receiver = trio.testing.memory_stream_one_way_pair()
-    conn = StdioConnection(receiver, _RecordingSendStream())
+async def test_aclose_ends_the_peers_input_and_still_reads_its_output() -> None:
+    sender, receiver = trio.testing.memory_stream_one_way_pair()
+    out = _RecordingSendStream()
+    conn = _channel(receiver, out)
+    await conn.aclose()
+    await conn.aclose()  # idempotent enough: closing a closed stream is a no-op
+    assert out.closed == 2
+    await sender.send_all(b'{"type":"HeartbeatAck"}\n')  # what it writes on its way out
     with trio.fail_after(WAIT):
-        async with trio.open_nursery() as nursery:
-
-            async def receive() -> None:
-                with pytest.raises(InputClosed):
-                    await conn.receive()
-
-            nursery.start_soon(receive)
-            await trio.testing.wait_all_tasks_blocked()
-            await conn.aclose()
-            await conn.aclose()  # idempotent
+        assert await conn.receive() == b'{"type":"HeartbeatAck"}'
 
 
-def _is_message_by_the_standard_library(line: bytes) -> bool:
-    try:
-        value = json.loads(line.strip())
-    except RecursionError:
-        return True
-    except ValueError:
-        return False
-    return isinstance(value, dict) and "type" in value
+async def test_non_messages_are_logged_at_debug_and_malformed_ones_at_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lines = await _read_all([b'hello\n[1]\n{"a":1}\n{"type":"Anything"}\n'])
+    with caplog.at_level(logging.DEBUG, logger="trio_pipe.worker"):
+        assert [_decode(line) for line in lines] == [None] * 4
+    levels = [
+        (r.levelno, "not a message" in r.getMessage())
+        for r in caplog.records
+        if r.name == "trio_pipe.worker"
+    ]
+    assert levels == [(logging.DEBUG, True)] * 3 + [(logging.WARNING, False)]
 
 
 @pytest.mark.parametrize(
-    "line",
+    ("line", "is_message"),
     [
-        b'{"type":"TaskDispatch"}',
-        b'  {"type": 1}  ',
-        b'{"type":NaN}',  # only the standard library reads these four
-        b'{"type":1e400}',
-        b'{"type":"\\ud800"}',
-        b'{"a":' + b"[" * 5000 + b"]" * 5000 + b',"type":0}',
-        b'{"kind":"log"}',
-        b'{"type":"x"',
-        b"[1, 2]",
-        b'{"type":"\xff"}',  # not UTF-8
-        b"",
-        b"plain text",
+        (b'{"type":"TaskDispatch"}', True),
+        (b'  {"type": 1}  ', True),
+        (b'{"type":"\\ud800"}', True),  # JSON, an object with a type: a bad message
+        (b'{"type":NaN}', False),  # the protocol's JSON has no NaN, no 1e400
+        (b'{"type":1e400}', False),
+        (b'{"a":' + b"[" * 5000 + b"]" * 5000 + b',"type":0}', False),  # too deep
+        (b'{"kind":"log"}', False),
+        (b'{"type":"x"', False),
+        (b"[1, 2]", False),
+        (b'{"type":"\xff"}', False),  # not UTF-8
+        (b"", False),
+        (b"plain text", False),
     ],
 )
-def test_a_line_is_a_message_exactly_when_the_standard_library_says_so(
-    line: bytes,
+def test_a_line_is_no_message_exactly_when_it_is_no_json_object_with_a_type(
+    line: bytes, is_message: bool
 ) -> None:
-    assert _is_message(line) == _is_message_by_the_standard_library(line)
+    """On stdin, a line that is no message is skipped quietly; one meant as a message
+    but malformed is a warning. ``decode`` tells them apart by its error's class."""
+    try:
+        decode(line)
+    except NotAMessage:
+        assert not is_message
+    except RemoteProtocolError:
+        assert is_message
+    else:  # pragma: no cover - none of these is a valid message
+        raise AssertionError(f"{line!r} decoded")

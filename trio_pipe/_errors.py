@@ -22,6 +22,7 @@ __all__ = [
     "SshError",
     "TaskFailed",
     "TrioPipeError",
+    "WorkerConnectionError",
     "WorkerNotFound",
 ]
 
@@ -131,3 +132,9 @@ class HostKeyError(SshError):
     No connection is made: the key exchange is abandoned before authentication, so
     nothing (no key, no command) reaches a host that may be an impostor.
     """
+
+
+class WorkerConnectionError(TrioPipeError):
+    """A worker that may not reconnect (``reconnect=False``) could not connect or
+    register, or lost its connection. The message says why; ``__cause__`` holds the
+    transport's error when there is one."""

@@ -26,7 +26,6 @@ import trio
 
 from .dispatch import Dispatcher
 from .protocol import (
-    DEFAULT_MAX_FRAME_SIZE,
     Message,
     TaskDispatch,
     TaskResult,
@@ -99,7 +98,9 @@ class _FrameQueue:
 
 
 class MemoryChannel:
-    """The dispatcher's end of an in-memory connection (a ``WorkerChannel``)."""
+    """The dispatcher's end of an in-memory connection (a ``FrameChannel``)."""
+
+    lenient = False
 
     def __init__(
         self,
@@ -107,25 +108,23 @@ class MemoryChannel:
         incoming: _FrameQueue,
         *,
         peer: str = "memory",
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     ) -> None:
         self.peer = peer
         self._outgoing = outgoing
         self._incoming = incoming
-        self._max_frame_size = max_frame_size
         self.close_reason: str | None = None
         self.closed_for_protocol_error = False
 
-    async def receive(self) -> Message:
+    async def receive(self) -> str:
         # A frame already queued is returned without a task switch: the reader acts
         # on everything the worker sent before it parks again.
         try:
             await self._incoming.wait()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise ChannelClosed("the worker closed the connection") from None
-        return decode(self._incoming.take(), max_size=self._max_frame_size)
+        return self._incoming.take()
 
-    async def send_all(self, frames: list[str]) -> None:
+    async def send_all(self, frames: Sequence[str]) -> None:
         # The whole batch at once, with no task switch: like a write that fits the
         # socket buffer, it wakes the worker, which runs once the writer waits again.
         await trio.lowlevel.checkpoint_if_cancelled()

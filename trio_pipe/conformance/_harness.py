@@ -28,9 +28,12 @@ import trio_websocket
 
 from ..protocol import (
     DEFAULT_MAX_FRAME_SIZE,
+    EOF,
     Heartbeat,
     HeartbeatAck,
+    LineBuffer,
     Message,
+    Overlong,
     Task,
     TaskDispatch,
     TaskMetadata,
@@ -374,15 +377,19 @@ class Harness:
     async def _read_lines(
         self, stream: trio.abc.ReceiveStream, on_line: Callable[[str], Awaitable[None]]
     ) -> None:
-        buffer = b""
-        while chunk := await _receive(stream):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
+        lines = LineBuffer(max_line=_MAX_LINE)
+        while True:
+            line = lines.next_line()
+            if isinstance(line, bytes):
                 await on_line(line.decode(errors="replace").rstrip("\r"))
-            if len(buffer) > _MAX_LINE:
+            elif isinstance(line, Overlong):
                 self.log.append(f"(a line of more than {_MAX_LINE} bytes, dropped)")
-                buffer = b""
+            elif line is EOF:
+                return
+            elif chunk := await _receive(stream):
+                lines.feed(chunk)
+            else:
+                lines.feed_eof()
 
 
 async def _receive(stream: trio.abc.ReceiveStream) -> bytes:

@@ -78,6 +78,8 @@ class DispatcherConfig:
     max_pool_size: int | None = attrs.field(default=None, validator=_optional_count)
     #: Below this many active workers, ``on_below_minimum`` is called with the stats.
     min_pool_size: int = attrs.field(default=0, validator=_count(0))
-    on_below_minimum: Callable[[PoolStats], object] | None = None
+    on_below_minimum: Callable[[PoolStats], object] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.is_callable())
+    )
     #: The largest frame accepted from a worker, in bytes.
     max_frame_size: int = attrs.field(default=DEFAULT_MAX_FRAME_SIZE, validator=_count(1))

@@ -43,7 +43,7 @@ from ..protocol import (
     TaskStatus,
     WorkerRegistration,
 )
-from ..transports import WorkerChannel
+from ..transports import FrameChannel
 from ..transports._spawn import (
     client_key_paths,
     docker_spec,
@@ -594,7 +594,7 @@ class Dispatcher:
 
     def attach_worker(
         self,
-        channel: WorkerChannel,
+        channel: FrameChannel,
         *,
         registration: WorkerRegistration | None = None,
         transport: str = "custom",
@@ -609,7 +609,7 @@ class Dispatcher:
 
     async def serve_worker(
         self,
-        channel: WorkerChannel,
+        channel: FrameChannel,
         *,
         registration: WorkerRegistration | None = None,
         transport: str = "websocket",

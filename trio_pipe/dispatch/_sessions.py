@@ -3,12 +3,16 @@
 ```
 serve_worker                   one per connection, in the dispatcher's sessions nursery
 └── record.cancel_scope        cancelled to end the session (remove, replace, writer end)
-    ├── reader                 decodes nothing itself: hands each message to the scheduler
+    ├── reader                 decodes each frame and hands the message to the scheduler
     ├── watchdog               ends the reader after heartbeat_timeout of silence
     └── writer                 sends the outbox, every pending frame per write
 ```
 
-The scheduler decides everything; this module only moves frames and notices endings.
+The scheduler decides everything; this module moves and decodes frames, and notices
+endings. A frame that does not decode ends the session (close code 1008), but on a
+*lenient* channel (lines on a process's stdout), where it is logged and skipped: a
+line that is no message at all is the worker's own output, and a script that answers
+``Shutdown`` with a half-filled result must not lose its other results.
 However a session ends, :meth:`Scheduler.worker_gone` runs, so the worker's tasks are
 retried or resolved at once.
 """
@@ -20,8 +24,16 @@ import logging
 import trio
 
 from .._errors import DispatcherClosed, PoolFull
-from ..protocol import Heartbeat, ProtocolError, WorkerRegistration, WorkerSession
-from ..transports import ChannelClosed, Outbox, WorkerChannel
+from ..protocol import (
+    Heartbeat,
+    Message,
+    NotAMessage,
+    RemoteProtocolError,
+    WorkerRegistration,
+    WorkerSession,
+    decode,
+)
+from ..transports import ChannelClosed, FrameChannel, Outbox, write_batches
 from ._config import DispatcherConfig
 from ._pool import WorkerRecord
 from ._scheduler import Scheduler
@@ -33,7 +45,7 @@ log = logging.getLogger("trio_pipe.dispatcher")
 
 async def serve_worker(
     scheduler: Scheduler,
-    channel: WorkerChannel,
+    channel: FrameChannel,
     *,
     registration: WorkerRegistration | None = None,
     transport: str = "websocket",
@@ -79,13 +91,13 @@ def evict(record: WorkerRecord, reason: str) -> None:
 
 
 async def _await_registration(
-    config: DispatcherConfig, session: WorkerSession, channel: WorkerChannel
+    config: DispatcherConfig, session: WorkerSession, channel: FrameChannel
 ) -> bool:
     with trio.move_on_after(config.registration_timeout):
         try:
-            session.receive(await channel.receive())
+            session.receive(await _receive(config, channel, channel.peer))
             return True
-        except ProtocolError as exc:
+        except RemoteProtocolError as exc:
             log.warning("connection from %s broke the protocol: %s", channel.peer, exc)
             await _close(config, channel, exc.reason, protocol_error=True)
             return False
@@ -98,19 +110,21 @@ async def _await_registration(
 async def _read_loop(
     scheduler: Scheduler,
     record: WorkerRecord,
-    channel: WorkerChannel,
+    channel: FrameChannel,
     reading: trio.CancelScope,
 ) -> str:
     """Hand the worker's messages to the scheduler until the session ends (or the
-    watchdog cancels *reading*); return why it ended."""
+    watchdog cancels *reading*); return why it ended. Only the worker's fault
+    (``RemoteProtocolError``) closes its connection with 1008; a ``LocalProtocolError``
+    is a bug of ours and propagates."""
     with reading:
         while True:
             try:
-                message = await channel.receive()
+                message = await _receive(scheduler.config, channel, record.worker_id)
                 record.last_seen = trio.current_time()
                 record.watched = record.watched or isinstance(message, Heartbeat)
                 scheduler.on_message(record, message)
-            except ProtocolError as exc:
+            except RemoteProtocolError as exc:
                 log.warning("worker %s broke the protocol: %s", record.worker_id, exc)
                 await _close(scheduler.config, channel, exc.reason, protocol_error=True)
                 return f"protocol error: {exc.reason}"
@@ -119,6 +133,24 @@ async def _read_loop(
     timeout = scheduler.config.heartbeat_timeout
     log.warning("worker %s silent for %s s: declared dead", record.worker_id, timeout)
     return f"no heartbeat or message for {timeout} s"
+
+
+async def _receive(config: DispatcherConfig, channel: FrameChannel, who: str) -> Message:
+    """The next message from *channel*; on a lenient channel, frames that do not
+    decode are logged (under *who*) and skipped."""
+    while True:
+        frame = await channel.receive()
+        try:
+            return decode(frame, max_size=config.max_frame_size)
+        except NotAMessage:
+            if not channel.lenient:
+                raise
+            text = frame if isinstance(frame, str) else frame.decode(errors="replace")
+            log.info("%s: %s", who, text)
+        except RemoteProtocolError as exc:
+            if not channel.lenient:
+                raise
+            log.warning("%s: ignored a malformed message: %s", who, exc)
 
 
 async def _watchdog(
@@ -140,12 +172,12 @@ async def _watchdog(
 
 
 async def _write_loop(
-    config: DispatcherConfig, record: WorkerRecord, channel: WorkerChannel
+    config: DispatcherConfig, record: WorkerRecord, channel: FrameChannel
 ) -> None:
     """Send everything queued for the worker, as many frames per write as are
     pending; when the outbox is closed (graceful shutdown), close the connection."""
     try:
-        if await _send_batches(config, record.outbox, channel):
+        if await write_batches(channel, record.outbox.take, config.send_timeout):
             record.close_reason = "closed by the dispatcher"
             await _close(config, channel, "dispatcher shutting down", protocol_error=False)
         else:
@@ -155,28 +187,8 @@ async def _write_loop(
     record.cancel_scope.cancel()
 
 
-async def _send_batches(
-    config: DispatcherConfig, outbox: Outbox, channel: WorkerChannel
-) -> bool:
-    """Send batches until the outbox is closed and drained (True), or until a send
-    takes longer than ``send_timeout`` (False)."""
-    while True:
-        # One cancel scope for many sends, its deadline pushed before each: much
-        # cheaper than a scope per send. Expiring while idle just opens a new one.
-        sending = False
-        with trio.CancelScope() as scope:
-            while frames := await outbox.take():
-                sending = True
-                scope.deadline = trio.current_time() + config.send_timeout
-                await channel.send_all(frames)
-                sending = False
-            return True
-        if sending:
-            return False
-
-
 async def _close(
-    config: DispatcherConfig, channel: WorkerChannel, reason: str, *, protocol_error: bool
+    config: DispatcherConfig, channel: FrameChannel, reason: str, *, protocol_error: bool
 ) -> None:
     with trio.move_on_after(config.close_timeout):
         try:

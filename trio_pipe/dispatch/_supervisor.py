@@ -31,7 +31,7 @@ import trio
 
 from .._backoff import backoff_delay
 from ..protocol import WorkerRegistration
-from ..transports import WorkerChannel
+from ..transports import FrameChannel
 from ._events import WorkerEventKind
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class RestartPolicy:
 DEFAULT_RESTART = RestartPolicy()
 
 
-class ProcessChannel(WorkerChannel, Protocol):
+class ProcessChannel(FrameChannel, Protocol):
     """The channel to a spawned process, which knows how the process ended."""
 
     @property

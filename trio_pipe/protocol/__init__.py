@@ -3,16 +3,11 @@
 Nothing here imports Trio or touches a socket; the Trio layer drives it.
 """
 
-from ._codec import (
-    DEFAULT_MAX_FRAME_SIZE,
-    ProtocolError,
-    converter,
-    decode,
-    describe_structure_error,
-    encode,
-    encode_completed,
-    encode_dispatch,
-)
+from ._codec import DEFAULT_MAX_FRAME_SIZE, decode, encode, encode_dispatch
+from ._converter import converter, describe_structure_error
+from ._errors import LocalProtocolError, NotAMessage, ProtocolError, RemoteProtocolError
+from ._fast import encode_completed
+from ._framing import EOF, NEED_DATA, LineBuffer, Overlong
 from ._messages import (
     DISPATCHER_MESSAGES,
     WORKER_MESSAGES,
@@ -29,7 +24,8 @@ from ._messages import (
     WorkerRegister,
     WorkerRegistered,
 )
-from ._session import LocalProtocolError, SessionState, WorkerSession
+from ._session import WorkerSession
+from ._state import Role, Session, SessionState
 from ._types import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_MS,
@@ -46,6 +42,10 @@ from ._types import (
 )
 
 __all__ = [
+    "EOF",
+    "NEED_DATA",
+    "LineBuffer",
+    "Overlong",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT_MS",
@@ -59,9 +59,13 @@ __all__ = [
     "HeartbeatPayload",
     "Kill",
     "LocalProtocolError",
+    "NotAMessage",
     "Message",
     "Priority",
     "ProtocolError",
+    "RemoteProtocolError",
+    "Role",
+    "Session",
     "SessionState",
     "Shutdown",
     "Task",

@@ -1,7 +1,7 @@
 """JSON Schema (draft 2020-12) of the wire protocol, generated from the protocol classes.
 
 The attrs classes in :mod:`._types` and :mod:`._messages` and the one cattrs
-:data:`~._codec.converter` are the single source of truth: field names are camelCased
+:data:`~._converter.converter` are the single source of truth: field names are camelCased
 as the codec writes them, enum values are what the converter writes for each member,
 lower bounds come from the fields' validators, defaults from the fields' defaults. The
 schema describes the **canonical output** (every field written, exact spellings);
@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import attrs
 
-from . import _codec, _types
-from ._codec import converter
+from . import _converter, _types
+from ._converter import converter
 from ._messages import DISPATCHER_MESSAGES, WORKER_MESSAGES
 
 __all__ = ["SCHEMA_FILE", "check", "json_schema", "main", "schema_files", "write"]
@@ -44,9 +44,10 @@ _OVERVIEW: Final = (
     "form every sender writes: every field present, in the order of `properties`, with "
     "`type` first; camelCase names; enums in PascalCase; UUIDs lowercase and hyphenated; "
     "timestamps in UTC with a `Z`. Receivers are liberal (docs/protocol.md): they ignore "
-    "members they do not know, match `type` ignoring case and enum values ignoring case "
-    "and underscores, give a missing optional field its default (see each field's "
-    "description), read rust-pipe's `task_id` (Kill) and `worker_id` (WorkerRegistered), "
+    "members they do not know, match `type` in any ASCII case and enum values as their "
+    "name or its snake_case in any ASCII case, give a missing optional field its "
+    "default (see each field's description), read rust-pipe's `task_id` (Kill) and "
+    "`worker_id` (WorkerRegistered), "
     '`language` as `{"Other": ...}` and `tags: null`, and accept the other UUID and '
     "RFC 3339 spellings described under Uuid and Timestamp; spec/vectors/lenient.json "
     "shows each rule. Integers are JSON integers without fraction or exponent (`3.0` is "
@@ -91,10 +92,10 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
     "HeartbeatPayload": "A worker's current state, carried by every Heartbeat.",
     "BackpressureSignal": "A worker's load, and whether it wants new tasks.",
     "Priority": "Task priority, lowest first. Written in PascalCase as listed; receivers "
-    "match ignoring case and underscores (`critical`, `CRITICAL`).",
+    "match in any ASCII case (`critical`, `CRITICAL`).",
     "TaskStatus": "Where a task is in its lifecycle; `Completed`, `Failed`, `TimedOut` "
     "and `Cancelled` are terminal. Written in PascalCase as listed; receivers match "
-    "ignoring case and underscores (`timed_out`, `TIMEDOUT`).",
+    "the name or its snake_case in any ASCII case (`timed_out`, `TIMEDOUT`).",
     # Values
     "Uuid": "A UUID, written lowercase and hyphenated. Receivers also accept upper case, "
     "braces, `urn:uuid:` and 32 bare hex digits.",
@@ -296,8 +297,8 @@ def _kind(definition: dict[str, Any]) -> int:
 
 def _input_alias(cls: type, wire_name: str) -> str | None:
     """The other member name the codec reads as *wire_name* of *cls*, if any."""
-    normalise = _codec._NORMALISERS.get(cls)
-    if isinstance(normalise, _codec._Alias) and normalise.new == wire_name:
+    normalise = _converter._NORMALISERS.get(cls)
+    if isinstance(normalise, _converter._Alias) and normalise.new == wire_name:
         return normalise.old
     return None
 

@@ -1,10 +1,10 @@
-"""The dispatcher's view of one worker connection, as an explicit state machine.
+"""The dispatcher's view of one worker connection.
 
 In the manner of h11: :class:`WorkerSession` is fed every message that crosses the
 connection (``receive`` for the worker's, ``send`` for ours) and says whether it is
-legal now. It owns the bookkeeping that legality depends on -- which tasks are in
-flight on this worker, and so how much capacity is free -- and nothing else. It never
-performs I/O.
+legal now, by the session rules of :mod:`._state` (role ``DISPATCHER``). It owns the
+bookkeeping that legality depends on besides -- which tasks are in flight on this
+worker, and so how much capacity is free -- and nothing else. It never performs I/O.
 """
 
 from __future__ import annotations
@@ -15,34 +15,20 @@ from collections import OrderedDict
 
 import attrs
 
-from ._codec import ProtocolError
+from ._errors import LocalProtocolError, RemoteProtocolError
 from ._messages import (
     Backpressure,
-    DispatcherMessage,
     Heartbeat,
-    HeartbeatAck,
     Kill,
     Message,
-    Shutdown,
     TaskDispatch,
     TaskResultMessage,
     WorkerRegister,
-    WorkerRegistered,
 )
+from ._state import Role, Session, SessionState
 from ._types import TaskResult, TaskStatus, WorkerRegistration
 
-__all__ = ["LocalProtocolError", "SessionState", "WorkerSession"]
-
-
-class LocalProtocolError(ProtocolError):
-    """*We* tried to send something the protocol does not allow now (a bug)."""
-
-
-class SessionState(enum.Enum):
-    AWAITING_REGISTRATION = "awaiting registration"
-    ACTIVE = "active"
-    CLOSING = "closing"  # Shutdown sent: results still flow, no new tasks
-    CLOSED = "closed"
+__all__ = ["SessionState", "WorkerSession"]
 
 
 class _Slot(enum.Enum):
@@ -72,13 +58,9 @@ class WorkerSession:
         remembered_results: int = 4096,
     ) -> None:
         self.registration = registration
-        self.state = (
-            SessionState.ACTIVE if registration else SessionState.AWAITING_REGISTRATION
-        )
         self.throttled = False
         self.duplicate_results = 0
-        self._peer_registered = False
-        self._acked = False
+        self._rules = Session(Role.DISPATCHER, registered=registration is not None)
         self._slots: dict[uuid.UUID, _Slot] = {}
         self._finished: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._remembered = remembered_results
@@ -86,7 +68,12 @@ class WorkerSession:
     # -- views -------------------------------------------------------------
 
     @property
+    def state(self) -> SessionState:
+        return self._rules.state
+
+    @property
     def worker_id(self) -> str:
+        """The worker's id; raises :class:`LocalProtocolError` before it registered."""
         if self.registration is None:
             raise LocalProtocolError("the worker has not registered yet")
         return self.registration.worker_id
@@ -107,11 +94,11 @@ class WorkerSession:
     @property
     def registered_by_peer(self) -> bool:
         """The worker sent ``WorkerRegister`` (and so expects ``WorkerRegistered``)."""
-        return self._peer_registered
+        return self._rules.worker_registered
 
     def can_accept(self) -> bool:
         return (
-            self.state is SessionState.ACTIVE
+            self._rules.state is SessionState.ACTIVE
             and not self.throttled
             and self.load < self.capacity
         )
@@ -127,39 +114,31 @@ class WorkerSession:
 
     def receive(self, message: Message) -> Message | None:
         """Check a message from the worker; return it (normalised) to be acted on,
-        or ``None`` if it is a harmless repeat to ignore. Raises ProtocolError."""
-        if self.state is SessionState.CLOSED:
-            raise ProtocolError("session is closed")
-        if isinstance(message, WorkerRegister):
-            return self._receive_register(message)
-        if self.state is SessionState.AWAITING_REGISTRATION:
-            raise ProtocolError(
-                f"expected WorkerRegister before anything else, got {message.TYPE}"
-            )
+        or ``None`` if it is a harmless repeat to ignore.
+
+        Raises :class:`RemoteProtocolError`, and changes nothing, if the worker may
+        not send it now: a message before ``WorkerRegister``, a second
+        ``WorkerRegister``, a dispatcher's message, anything after :meth:`close`, a
+        result for a task never dispatched on this connection, a ``Pending`` result.
+        """
+        # A result moves nothing in the rules: _receive_result may still refuse it.
+        self._rules.receive(message)
         if isinstance(message, TaskResultMessage):
             return self._receive_result(message)
         if isinstance(message, Heartbeat):
             self._reconcile(message.payload.active_tasks)
             if message.payload.active_tasks < self.capacity:
                 self.throttled = False
-            return message
-        if isinstance(message, Backpressure):
+        elif isinstance(message, Backpressure):
             self.throttled = message.signal.should_throttle
-            return message
-        raise ProtocolError(f"{message.TYPE} is sent by a dispatcher, not by a worker")
-
-    def _receive_register(self, message: WorkerRegister) -> Message:
-        if self._peer_registered:
-            raise ProtocolError("worker registered twice on one connection")
-        self._peer_registered = True
-        if self.registration is None:
-            self.registration = message.registration
-            self.state = SessionState.ACTIVE
-        else:
-            # A spawned worker describing itself: keep the id the dispatcher gave it.
-            self.registration = attrs.evolve(
-                message.registration, worker_id=self.registration.worker_id
-            )
+        elif isinstance(message, WorkerRegister):
+            if self.registration is None:
+                self.registration = message.registration
+            else:
+                # A spawned worker describing itself: keep the id the dispatcher gave.
+                self.registration = attrs.evolve(
+                    message.registration, worker_id=self.registration.worker_id
+                )
         return message
 
     def _receive_result(self, message: TaskResultMessage) -> Message | None:
@@ -169,11 +148,11 @@ class WorkerSession:
             if result.task_id in self._finished:
                 self.duplicate_results += 1
                 return None
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 f"TaskResult for task {result.task_id} never dispatched to this worker"
             )
         if result.status is TaskStatus.PENDING:
-            raise ProtocolError(f"TaskResult for task {result.task_id} says Pending")
+            raise RemoteProtocolError(f"TaskResult for task {result.task_id} says Pending")
         if not result.status.is_terminal:
             if slot is _Slot.DISPATCHED:
                 self._slots[result.task_id] = _Slot.RUNNING
@@ -199,37 +178,27 @@ class WorkerSession:
 
     # -- our messages ------------------------------------------------------
 
-    def send(self, message: DispatcherMessage) -> None:
-        """Record a message we are about to send; raise LocalProtocolError if it is
-        not legal now."""
-        if isinstance(message, HeartbeatAck):
-            self._require(SessionState.ACTIVE, SessionState.CLOSING, message=message)
-        elif isinstance(message, TaskDispatch):
-            self._require(SessionState.ACTIVE, message=message)
+    def send(self, message: Message) -> None:
+        """Record a message we are about to send.
+
+        Raises :class:`LocalProtocolError`, and records nothing, if it is not legal
+        now: a worker's message, anything before the worker registered or after
+        :meth:`close`, ``TaskDispatch`` after ``Shutdown``, beyond the worker's
+        capacity or of a task already on it, ``Kill`` of a task not on it, a
+        ``WorkerRegistered`` that answers no ``WorkerRegister``.
+        """
+        # TaskDispatch and Kill move nothing in the rules, so a refusal of their
+        # content below still leaves the session as it was.
+        self._rules.send(message)
+        if isinstance(message, TaskDispatch):
             task_id = message.task.id
             if task_id in self._slots:
                 raise LocalProtocolError(f"task {task_id} is already on this worker")
             if self.load >= self.capacity:
                 raise LocalProtocolError(f"worker {self.worker_id} is at capacity")
             self._slots[task_id] = _Slot.DISPATCHED
-        elif isinstance(message, Kill):
-            self._require(SessionState.ACTIVE, SessionState.CLOSING, message=message)
-            if message.task_id not in self._slots:
-                raise LocalProtocolError(f"task {message.task_id} is not on this worker")
-        elif isinstance(message, Shutdown):
-            self._require(SessionState.ACTIVE, SessionState.CLOSING, message=message)
-            self.state = SessionState.CLOSING
-        elif isinstance(message, WorkerRegistered):
-            self._require(SessionState.ACTIVE, SessionState.CLOSING, message=message)
-            if not self._peer_registered or self._acked:
-                raise LocalProtocolError("WorkerRegistered answers one WorkerRegister")
-            self._acked = True
-        else:
-            raise LocalProtocolError(f"{message.TYPE} is not sent by a dispatcher")
-
-    def _require(self, *states: SessionState, message: Message) -> None:
-        if self.state not in states:
-            raise LocalProtocolError(f"cannot send {message.TYPE} while {self.state.value}")
+        elif isinstance(message, Kill) and message.task_id not in self._slots:
+            raise LocalProtocolError(f"task {message.task_id} is not on this worker")
 
     def abandon(self, task_id: uuid.UUID) -> None:
         """The dispatcher has resolved *task_id* without the worker (timeout, kill).
@@ -240,7 +209,7 @@ class WorkerSession:
     def close(self) -> list[uuid.UUID]:
         """The connection is gone; return the tasks that were still in flight."""
         lost = self.in_flight()
-        self.state = SessionState.CLOSED
+        self._rules.close()
         self._slots.clear()
         return lost
 

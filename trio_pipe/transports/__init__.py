@@ -1,15 +1,18 @@
-"""Transports: adapters that turn a connection to a worker into a WorkerChannel."""
+"""Transports: adapters that turn a connection into a :class:`FrameChannel`, the same on
+the dispatcher's side and a worker's."""
 
-from ._channel import ChannelClosed, Outbox, WorkerChannel
+from ._channel import ChannelClosed, FrameChannel, InputClosed, Outbox, write_batches
 from ._stdio import LineChannel, StdioChannel
 from ._websocket import WebSocketChannel, serve_websocket_workers
 
 __all__ = [
     "ChannelClosed",
+    "FrameChannel",
+    "InputClosed",
     "LineChannel",
     "Outbox",
     "StdioChannel",
     "WebSocketChannel",
-    "WorkerChannel",
     "serve_websocket_workers",
+    "write_batches",
 ]

@@ -1,24 +1,38 @@
-"""What every transport turns a connection into."""
+"""What every transport turns a connection into, on both sides: a :class:`FrameChannel`.
+
+The dispatcher's connection to a worker and a worker's connection to its dispatcher
+are the same thing -- encoded frames in, encoded frames out -- so one abstraction
+serves both, and each transport (WebSocket, lines on a pair of streams, WASM, memory)
+is written once. Decoding is not a transport's business: the session layer on each
+side decodes what :meth:`FrameChannel.receive` returns and decides what a bad frame
+means.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import trio
 
 from .._errors import ChannelClosed
-from ..protocol import Message
 
-__all__ = ["ChannelClosed", "Outbox", "WorkerChannel"]
+__all__ = ["ChannelClosed", "FrameChannel", "InputClosed", "Outbox", "write_batches"]
 
 
-class WorkerChannel(Protocol):
-    """A message-level connection to one worker.
+class InputClosed(ChannelClosed):
+    """No more frames will arrive, but sending may still work: the peer closed its half
+    of a half-closable stream (a worker's stdin at end of file). Raised by
+    :meth:`FrameChannel.receive` only."""
 
-    ``receive`` decodes at the edge: it returns a message, raises
-    :class:`~trio_pipe.protocol.ProtocolError` for a malformed frame, or
-    :class:`ChannelClosed` when the connection is gone. ``send_all`` writes a batch of
-    encoded frames in as few writes as the transport allows.
+
+class FrameChannel(Protocol):
+    """One connection carrying protocol frames (one JSON message each).
+
+    Error handling: every transport failure surfaces as :class:`ChannelClosed`, from
+    :meth:`receive` and :meth:`send_all`, and nothing else does, but a frame that
+    breaks the transport's own framing rules (a binary WebSocket frame), which raises
+    :class:`~trio_pipe.protocol.RemoteProtocolError`.
     """
 
     @property
@@ -26,11 +40,30 @@ class WorkerChannel(Protocol):
         """A human-readable description of the other end, for logs."""
         ...
 
-    async def receive(self) -> Message: ...
+    @property
+    def lenient(self) -> bool:
+        """Whether a frame that does not decode is the peer's own output to log and
+        skip (lines on a process's stdout: the stdio contract), rather than a protocol
+        error that ends the connection."""
+        ...
 
-    async def send_all(self, frames: list[str]) -> None: ...
+    async def receive(self) -> str | bytes:
+        """The next frame. Raises :class:`ChannelClosed` (:class:`InputClosed` if only
+        the input ended) once the connection is gone. Cancellation loses no frame."""
+        ...
 
-    async def aclose(self, reason: str = "", *, protocol_error: bool = False) -> None: ...
+    async def send_all(self, frames: Sequence[str]) -> None:
+        """Send *frames* in order, in as few writes as the transport allows.
+        Cancellation may leave a frame half sent: the caller must then treat the
+        connection as lost."""
+        ...
+
+    async def aclose(self, reason: str = "", *, protocol_error: bool = False) -> None:
+        """Close the connection, idempotently, telling the peer *reason* where the
+        transport can (a WebSocket close frame: code 1008 if *protocol_error*, else
+        1000). A line channel closes only the peer's input, and reads its output until
+        it ends."""
+        ...
 
 
 class Outbox:
@@ -69,6 +102,35 @@ class Outbox:
         or :meth:`close` (then possibly ``[]``)."""
         while not (self._woken or self.closed):
             await self._writer.park()
+        return self.take_nowait()
+
+    def take_nowait(self) -> list[str]:
+        """Every queued frame (perhaps none), without waiting."""
         self._woken = False
         frames, self._frames = self._frames, []
         return frames
+
+
+async def write_batches(
+    channel: FrameChannel,
+    next_batch: Callable[[], Awaitable[list[str]]],
+    write_timeout: float,
+) -> bool:
+    """The one writer of a connection, on either side: send each batch *next_batch*
+    gives, until it gives ``[]`` (return True), or until one write takes longer than
+    *write_timeout* seconds (return False: the connection must be treated as lost).
+    ``ChannelClosed`` from the channel propagates. (A bound per write, not on the
+    whole: no caller's cancel scope can say that.)"""
+    while True:
+        # One cancel scope for many writes, its deadline pushed before each: much
+        # cheaper than a scope per write. Expiring while idle just opens a new one.
+        writing = False
+        with trio.CancelScope() as scope:
+            while frames := await next_batch():
+                writing = True
+                scope.deadline = trio.current_time() + write_timeout
+                await channel.send_all(frames)
+                writing = False
+            return True
+        if writing:
+            return False

@@ -345,7 +345,7 @@ class _SshSendStream(trio.abc.SendStream):
 
 
 class SshChannel(LineChannel):
-    """A :class:`WorkerChannel` over a remote process's stdin and stdout, one JSON
+    """A :class:`FrameChannel` over a remote process's stdin and stdout, one JSON
     message per line, exactly as a local stdio worker (non-message lines are logged)."""
 
     def __init__(
@@ -360,8 +360,8 @@ class SshChannel(LineChannel):
         super().__init__(
             _SshSendStream(process.stdin),
             _SshReceiveStream(process.stdout),
-            worker_id=worker_id,
             peer=peer,
+            name=worker_id,
             max_frame_size=max_frame_size,
         )
 

@@ -1,132 +1,103 @@
-"""Processes as workers: newline-delimited JSON on the process's stdin and stdout.
+"""Lines on a pair of byte streams: a process's stdin and stdout, on either side.
 
-"Any CLI can be a worker": a line on stdout that is a protocol message is acted on; any
-other line (blank, not JSON, JSON without a ``"type"``) is the worker's own output and
-goes to the log. A line that looks like a message but is malformed is logged and
-skipped too -- a script that answers a ``Shutdown`` line with a half-filled result must
-not take the session down -- while a well-formed message that breaks the session rules
-still ends the session, as on any transport.
-
-:class:`LineChannel` holds these semantics over any pair of byte streams;
-:class:`StdioChannel` is it over a local process's pipes, and the SSH bridge's
-``SshChannel`` over a remote process's channel.
+:class:`LineChannel` is the :class:`~trio_pipe.transports.FrameChannel` of every
+process-like transport: the dispatcher's end of a stdio, Docker or SSH worker
+(:class:`StdioChannel` over a child's pipes, the SSH bridge's ``SshChannel`` over a
+remote command's channel) and a Python worker's end on its own stdin and stdout. One
+message a line; lines are split by the protocol's sans-IO
+:class:`~trio_pipe.protocol.LineBuffer`. It is *lenient*: what does not decode is the
+other side's own output, logged by the session layer, not an error ("any CLI can be a
+worker").
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import trio
 
-from ..protocol import DEFAULT_MAX_FRAME_SIZE, Message, ProtocolError, decode
-from ._channel import ChannelClosed
+from ..protocol import DEFAULT_MAX_FRAME_SIZE, EOF, NEED_DATA, LineBuffer, Overlong
+from ._channel import ChannelClosed, InputClosed
 
-__all__ = ["LineChannel", "LineReader", "StdioChannel", "log_stderr"]
+__all__ = ["LineChannel", "StdioChannel", "log_stderr"]
 
 log = logging.getLogger("trio_pipe.stdio")
 
-_NOT_A_MESSAGE = ("not JSON", "expected a JSON object", "missing message type")
-
-
-class LineReader:
-    """Lines from a byte stream; a line longer than *max_line* is dropped (logged)."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream, *, max_line: int, name: str) -> None:
-        self._stream = stream
-        self._max_line = max_line
-        self._name = name
-        self._buffer = bytearray()
-        self._skipping = False  # inside an overlong line, until its newline
-
-    async def readline(self) -> bytes:
-        """The next line without its newline; raises EOFError at end of stream (a last
-        unterminated line is returned first)."""
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                if self._skipping:
-                    self._skipping = False
-                    continue
-                return line
-            if len(self._buffer) > self._max_line:
-                if not self._skipping:
-                    log.warning(
-                        "%s: dropped a line over %d bytes", self._name, self._max_line
-                    )
-                self._skipping = True
-                self._buffer.clear()
-            chunk = await self._stream.receive_some(65536)
-            if not chunk:
-                if self._buffer and not self._skipping:
-                    line = bytes(self._buffer)
-                    self._buffer.clear()
-                    return line
-                raise EOFError
-            self._buffer += chunk
+_READ_SIZE = 65536
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class LineChannel:
-    """A :class:`WorkerChannel` over a pair of byte streams carrying newline-delimited
-    JSON: *send_stream* is the worker's input, *receive_stream* its output.
+    """A :class:`~trio_pipe.transports.FrameChannel` over *send_stream* (the other
+    side's input) and *receive_stream* (its output), one frame per line.
 
-    The line semantics of every process-like transport (stdio, Docker, SSH) live here
-    once; a transport only supplies the two streams (raising
-    ``trio.BrokenResourceError`` / ``trio.ClosedResourceError`` when they fail) and a
-    *peer* description.
+    :meth:`receive` returns every non-blank line (a line over *max_frame_size* bytes
+    is dropped and logged, never buffered whole); end of input raises
+    :class:`InputClosed` after a last line that lacks its newline. :meth:`aclose`
+    closes *send_stream* only -- end of input, which a well-behaved peer takes as the
+    signal to exit -- so that what the peer still writes on its way out is read, not
+    refused: *receive_stream* belongs to whoever opened the streams.
     """
+
+    lenient = True
 
     def __init__(
         self,
         send_stream: trio.abc.SendStream,
         receive_stream: trio.abc.ReceiveStream,
         *,
-        worker_id: str,
         peer: str,
+        name: str,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     ) -> None:
-        self._stdin = send_stream
-        self._lines = LineReader(receive_stream, max_line=max_frame_size, name=worker_id)
-        self._worker_id = worker_id
-        self._max_frame_size = max_frame_size
+        self._send = send_stream
+        self._receive = receive_stream
+        self._lines = LineBuffer(max_line=max_frame_size)
+        self._name = name
         self.peer = peer
 
-    async def receive(self) -> Message:
+    async def receive(self) -> bytes:
+        lines = self._lines
         while True:
-            try:
-                line = await self._lines.readline()
-            except EOFError:
-                raise ChannelClosed("the process closed its stdout") from None
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ChannelClosed(f"stdout failed: {exc!r}") from None
-            if not line.strip():
-                continue
-            try:
-                return decode(line, max_size=self._max_frame_size)
-            except ProtocolError as exc:
-                if exc.reason.startswith(_NOT_A_MESSAGE):
-                    log.info("%s: %s", self._worker_id, line.decode(errors="replace"))
+            line = lines.next_line()
+            if isinstance(line, bytes):
+                if line.strip():
+                    return line
+            elif line is NEED_DATA:
+                try:
+                    chunk = await self._receive.receive_some(_READ_SIZE)
+                except _STREAM_ERRORS as exc:
+                    raise InputClosed(f"{self._name}: reading failed: {exc!r}") from None
+                if chunk:
+                    lines.feed(chunk)
                 else:
-                    log.warning("%s: ignored a malformed message: %s", self._worker_id, exc)
+                    lines.feed_eof()
+            elif line is EOF:
+                raise InputClosed(f"{self._name}: end of input")
+            elif isinstance(line, Overlong):
+                size = "more" if line.size is None else str(line.size)
+                log.warning(
+                    "%s: dropped a line of %s bytes (over the limit)", self._name, size
+                )
 
-    async def send_all(self, frames: list[str]) -> None:
+    async def send_all(self, frames: Sequence[str]) -> None:
+        if not frames:
+            return
         data = ("\n".join(frames) + "\n").encode()
         try:
-            await self._stdin.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ChannelClosed(f"stdin closed: {exc!r}") from None
+            await self._send.send_all(data)
+        except _STREAM_ERRORS as exc:
+            raise ChannelClosed(f"{self._name}: writing failed: {exc!r}") from None
 
     async def aclose(self, reason: str = "", *, protocol_error: bool = False) -> None:
-        """Close the process's stdin: end of input, which a well-behaved worker takes as
-        the signal to exit."""
         if reason:
-            log.info("%s: closing stdin (%s)", self._worker_id, reason)
-        await self._stdin.aclose()
+            log.info("%s: closing (%s)", self._name, reason)
+        await self._send.aclose()
 
 
 class StdioChannel(LineChannel):
-    """A :class:`WorkerChannel` over a child process's stdin and stdout."""
+    """A :class:`LineChannel` over a child process's stdin and stdout."""
 
     def __init__(
         self,
@@ -140,8 +111,8 @@ class StdioChannel(LineChannel):
         super().__init__(
             process.stdin,
             process.stdout,
-            worker_id=worker_id,
             peer=f"pid {process.pid}",
+            name=worker_id,
             max_frame_size=max_frame_size,
         )
 
@@ -154,23 +125,25 @@ class StdioChannel(LineChannel):
 
 async def log_stderr(stream: trio.abc.ReceiveStream, worker_id: str) -> None:
     """A worker's stderr, line by line, into the log under ``trio_pipe.worker.<id>``,
-    until end of stream (a broken stream ends it too: a log must not end a worker)."""
+    until end of stream (a broken stream ends it too: a log must not end a worker).
+    A line over 64 KiB is logged as dropped."""
     worker_log = logging.getLogger(f"trio_pipe.worker.{worker_id}")
-    buffer = b""
+    lines = LineBuffer(max_line=_READ_SIZE)
     async with stream:
         while True:
-            try:
-                chunk = await stream.receive_some()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                break
-            if not chunk:
-                break
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            if len(buffer) > 65536:  # no newline in sight: log what there is
-                lines.append(buffer)
-                buffer = b""
-            for line in lines:
+            line = lines.next_line()
+            if isinstance(line, bytes):
                 worker_log.info("%s", line.decode(errors="replace"))
-    if buffer:
-        worker_log.info("%s", buffer.decode(errors="replace"))
+            elif isinstance(line, Overlong):
+                worker_log.info("(a line of more than %d bytes, dropped)", _READ_SIZE)
+            elif line is EOF:
+                return
+            else:
+                try:
+                    chunk = await stream.receive_some(_READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    chunk = b""
+                if chunk:
+                    lines.feed(chunk)
+                else:
+                    lines.feed_eof()

@@ -26,8 +26,8 @@ from websockets.typing import BytesLike
 from websockets.uri import parse_uri
 
 from .._errors import HandshakeFailed
-from ..protocol import DEFAULT_MAX_FRAME_SIZE, Message, ProtocolError, decode
-from ._channel import ChannelClosed, WorkerChannel
+from ..protocol import DEFAULT_MAX_FRAME_SIZE, RemoteProtocolError
+from ._channel import ChannelClosed, FrameChannel
 
 __all__ = [
     "HandshakeFailed",
@@ -363,27 +363,30 @@ async def _handshake_events(
 
 
 class WebSocketChannel:
-    """A :class:`WorkerChannel` over an accepted :class:`WebSocketStream`."""
+    """A :class:`~trio_pipe.transports.FrameChannel` over a :class:`WebSocketStream`,
+    accepted (the dispatcher's end) or connected (a worker's): one frame per text
+    message. A binary message breaks the protocol's framing: ``RemoteProtocolError``."""
 
-    def __init__(self, ws: WebSocketStream, *, max_frame_size: int) -> None:
+    lenient = False
+
+    def __init__(self, ws: WebSocketStream) -> None:
         self._ws = ws
-        self._max_frame_size = max_frame_size
         self.peer = ws.peer
 
-    async def receive(self) -> Message:
+    async def receive(self) -> str:
         try:
             frame = await self._ws.receive()
         except WebSocketClosed as exc:
-            raise ChannelClosed(str(exc)) from None
+            raise ChannelClosed(f"WebSocket {exc}") from None
         if isinstance(frame, bytes):
-            raise ProtocolError("binary frame: messages are JSON text frames")
-        return decode(frame, max_size=self._max_frame_size)
+            raise RemoteProtocolError("binary frame: messages are JSON text frames")
+        return frame
 
-    async def send_all(self, frames: list[str]) -> None:
+    async def send_all(self, frames: Sequence[str]) -> None:
         try:
             await self._ws.send_all(frames)
         except WebSocketClosed as exc:
-            raise ChannelClosed(str(exc)) from None
+            raise ChannelClosed(f"WebSocket {exc}") from None
 
     async def aclose(self, reason: str = "", *, protocol_error: bool = False) -> None:
         code = _POLICY_VIOLATION if protocol_error else _NORMAL
@@ -391,7 +394,7 @@ class WebSocketChannel:
 
 
 async def serve_websocket_workers(
-    handler: Callable[[WorkerChannel], Awaitable[None]],
+    handler: Callable[[FrameChannel], Awaitable[None]],
     host: str,
     port: int,
     *,
@@ -436,7 +439,7 @@ async def serve_websocket_workers(
                 )
                 return
             try:
-                await handler(WebSocketChannel(ws, max_frame_size=max_frame_size))
+                await handler(WebSocketChannel(ws))
             finally:
                 with trio.move_on_after(close_timeout, shield=True):
                     await ws.aclose()

@@ -37,11 +37,14 @@ from ..protocol import (
     Backpressure,
     BackpressureSignal,
     Heartbeat,
-    HeartbeatAck,
     HeartbeatPayload,
     Kill,
     Message,
-    ProtocolError,
+    NotAMessage,
+    RemoteProtocolError,
+    Role,
+    Session,
+    SessionState,
     Shutdown,
     Task,
     TaskDispatch,
@@ -56,11 +59,10 @@ from ..protocol import (
     encode,
     encode_completed,
 )
-from ..transports._channel import Outbox
+from ..transports import ChannelClosed, FrameChannel, InputClosed, Outbox, write_batches
 from ._handlers import HandlerFunc, TaskFailure, _current_task
-from ._transport import Connection, InputClosed, TransportClosed
 
-__all__ = ["SessionEnd", "WorkerConfig", "register", "serve_connection"]
+__all__ = ["Registered", "SessionEnd", "WorkerConfig", "register", "serve_connection"]
 
 logger = logging.getLogger("trio_pipe.worker")
 
@@ -78,6 +80,18 @@ class WorkerConfig:
     tags: tuple[str, ...]
     connect_timeout: float
     """Bounds each network step: registration, one write, and the closing flush."""
+
+
+@attrs.frozen
+class Registered:
+    """A connection that :func:`register` has registered, for :func:`serve_connection`."""
+
+    session: Session
+    """The session rules, from the worker's side: past ``WorkerRegistered``."""
+    early: tuple[tuple[Message, float], ...] = ()
+    """Messages the dispatcher sent before ``WorkerRegistered`` that the rules allow
+    (it may send tasks once it has read ``WorkerRegister``), each with the time it
+    was received: served first."""
 
 
 @attrs.frozen
@@ -116,14 +130,30 @@ def _time_out(running: _Running) -> None:
     running.scope.cancel()
 
 
+def _decode(frame: str | bytes) -> Message | None:
+    """The message in *frame*; ``None`` for a frame to skip: a line that is no message
+    at all (logged at DEBUG: whatever else shares stdin), or a malformed message
+    (logged at WARNING). A worker outlives a bad frame on any transport."""
+    try:
+        return decode(frame)
+    except NotAMessage:
+        logger.debug("ignoring input that is not a message: %.80r", frame)
+    except RemoteProtocolError as exc:
+        logger.warning("ignoring a malformed frame from the dispatcher: %s", exc)
+    return None
+
+
 async def register(
-    conn: Connection, config: WorkerConfig, supported_tasks: tuple[str, ...]
-) -> None:
+    conn: FrameChannel, config: WorkerConfig, supported_tasks: tuple[str, ...]
+) -> Registered:
     """Send ``WorkerRegister`` and wait for ``WorkerRegistered``.
 
-    Malformed frames and other messages before the answer are logged and ignored.
-    Raises :class:`TransportClosed` if the connection fails or no answer comes within
-    ``config.connect_timeout`` seconds. Cancellation leaves the connection unusable.
+    Returns the connection's session, and the messages the session rules let the
+    dispatcher send before its answer (tasks included), for :func:`serve_connection`
+    to act on first. Malformed frames, and messages the rules do not allow now, are
+    logged and ignored. Raises :class:`ChannelClosed` if the connection fails or no
+    answer comes within ``config.connect_timeout`` seconds. Cancellation leaves the
+    connection unusable.
     """
     registration = WorkerRegistration(
         worker_id=config.worker_id,
@@ -132,37 +162,49 @@ async def register(
         language=LANGUAGE,
         tags=config.tags,
     )
+    session = Session(Role.WORKER)
+    request = WorkerRegister(registration)
+    session.send(request)
+    early: list[tuple[Message, float]] = []
     with trio.move_on_after(config.connect_timeout):
-        await conn.send_all([encode(WorkerRegister(registration))])
-        while True:
+        await conn.send_all([encode(request)])
+        while not session.registration_answered:
             frame = await conn.receive()
-            try:
-                message = decode(frame)
-            except ProtocolError as exc:
-                logger.warning("ignoring a malformed frame from the dispatcher: %s", exc)
+            received_at = trio.current_time()
+            message = _decode(frame)
+            if message is None:
                 continue
-            if isinstance(message, WorkerRegistered):
-                if message.worker_id != config.worker_id:
-                    logger.warning(
-                        "dispatcher acknowledged worker id %r, we registered %r",
-                        message.worker_id,
-                        config.worker_id,
-                    )
-                return
-            logger.warning("ignoring %s received before WorkerRegistered", message.TYPE)
-    raise TransportClosed(
+            try:
+                session.receive(message)
+            except RemoteProtocolError as exc:
+                logger.warning("ignoring a message from the dispatcher: %s", exc)
+                continue
+            if not isinstance(message, WorkerRegistered):
+                early.append((message, received_at))
+            elif message.worker_id != config.worker_id:
+                logger.warning(
+                    "dispatcher acknowledged worker id %r, we registered %r",
+                    message.worker_id,
+                    config.worker_id,
+                )
+        return Registered(session, tuple(early))
+    raise ChannelClosed(
         f"the dispatcher did not answer WorkerRegister within {config.connect_timeout:g} s"
     )
 
 
 async def serve_connection(
-    conn: Connection,
+    conn: FrameChannel,
     handlers: Mapping[str, HandlerFunc],
     config: WorkerConfig,
     *,
     started_at: float,
+    registered: Registered | None = None,
 ) -> SessionEnd:
     """Serve tasks on one registered connection until shutdown or disconnection.
+
+    *registered* is what :func:`register` returned; without it, the connection is a
+    spawned worker's, registered by the dispatcher itself.
 
     Returns a :class:`SessionEnd`: ``shutdown=True`` after the dispatcher's
     ``Shutdown`` (graceful: in-flight handlers finished and their results were
@@ -174,9 +216,15 @@ async def serve_connection(
 
     *started_at* (``trio.current_time()``) is where heartbeat uptime counts from.
     Cancellation cancels every handler and propagates. Errors in handlers become
-    task results; anything else raised here is a bug.
+    task results. A message the session rules do not allow the dispatcher to send now
+    is logged and ignored, except a ``TaskDispatch`` after ``Shutdown``, which is
+    answered ``Failed`` (``WORKER_SHUTTING_DOWN``, retryable) so that the dispatcher
+    does not wait for it. Anything else raised here is a bug, a
+    :class:`~trio_pipe.protocol.LocalProtocolError` included.
     """
-    return await _Session(conn, handlers, config, started_at).run()
+    if registered is None:
+        registered = Registered(Session(Role.WORKER, registered=True))
+    return await _Session(conn, handlers, config, started_at, registered).run()
 
 
 class _Session:
@@ -185,18 +233,20 @@ class _Session:
 
     def __init__(
         self,
-        conn: Connection,
+        conn: FrameChannel,
         handlers: Mapping[str, HandlerFunc],
         config: WorkerConfig,
         started_at: float,
+        registered: Registered,
     ) -> None:
         self._conn = conn
         self._handlers = handlers
         self._config = config
         self._started_at = started_at
+        self._rules = registered.session
+        self._early = registered.early
         self._active: dict[uuid.UUID, _Running] = {}
         self._throttle_sent = False
-        self._shutting_down = False
         self._shutdown_requested = trio.Event()
         self._lost: str | None = None
         self._outbox = Outbox()
@@ -213,6 +263,9 @@ class _Session:
             async with trio.open_nursery() as io:
                 async with trio.open_nursery() as work:
                     self._work = work
+                    for message, received_at in self._early:
+                        self._handle(message, received_at)
+                    self._early = ()
                     io.start_soon(self._reader)
                     io.start_soon(self._heartbeats)
                     io.start_soon(self._deadlines.run)
@@ -230,6 +283,11 @@ class _Session:
             )
         return SessionEnd(shutdown=True, reason="shut down by the dispatcher")
 
+    @property
+    def _shutting_down(self) -> bool:
+        """The dispatcher has sent ``Shutdown``."""
+        return self._rules.state is SessionState.CLOSING
+
     def _lose(self, reason: str) -> None:
         if self._lost is None:
             self._lost = reason
@@ -243,24 +301,11 @@ class _Session:
 
     async def _writer(self) -> None:
         timeout = self._config.connect_timeout
-        while True:
-            # One cancel scope for many writes, its deadline pushed before each: much
-            # cheaper than a scope per write. Expiring while idle just opens a new one.
-            writing = False
-            with trio.CancelScope() as scope:
-                while frames := await self._next_batch():
-                    writing = True
-                    scope.deadline = trio.current_time() + timeout
-                    try:
-                        await self._conn.send_all(frames)
-                    except TransportClosed as exc:
-                        self._lose(str(exc))
-                        return
-                    writing = False
-                return  # the outbox is closed and drained
-            if writing:
+        try:
+            if not await write_batches(self._conn, self._next_batch, timeout):
                 self._lose(f"a write did not complete within {timeout:g} s")
-                return
+        except ChannelClosed as exc:
+            self._lose(str(exc))
 
     async def _next_batch(self) -> list[str]:
         """Everything queued, and Backpressure if the throttle state changed; ``[]``
@@ -287,7 +332,9 @@ class _Session:
             current_load=active / self._config.max_concurrency,
             should_throttle=throttled,
         )
-        return encode(Backpressure(signal))
+        message = Backpressure(signal)
+        self._rules.send(message)
+        return encode(message)
 
     async def _heartbeats(self) -> None:
         interval = self._config.heartbeat_interval
@@ -303,7 +350,9 @@ class _Session:
                 capacity=self._config.max_concurrency,
                 uptime_seconds=max(0, int(now - self._started_at)),
             )
-            self._outbox.put(encode(Heartbeat(payload)))
+            message = Heartbeat(payload)
+            self._rules.send(message)
+            self._outbox.put(encode(message))
             next_beat += interval
             if next_beat <= trio.current_time():  # fell behind: do not burst
                 next_beat = trio.current_time() + interval
@@ -321,38 +370,44 @@ class _Session:
                 else:
                     self._lose(str(exc))
                 return
-            except TransportClosed as exc:
+            except ChannelClosed as exc:
                 self._lose(str(exc))
                 return
             received_at = trio.current_time()
+            message = _decode(frame)
+            if message is None:
+                continue
             try:
-                message = decode(frame)
-            except ProtocolError as exc:
-                logger.warning("ignoring a malformed frame from the dispatcher: %s", exc)
+                self._rules.receive(message)
+            except RemoteProtocolError as exc:
+                self._refused(message, exc)
                 continue
             self._handle(message, received_at)
 
     def _handle(self, message: Message, received_at: float) -> None:
+        """Act on a message the session rules allowed."""
         if isinstance(message, TaskDispatch):
             self._on_dispatch(message.task, received_at)
         elif isinstance(message, Kill):
             self._on_kill(message)
         elif isinstance(message, Shutdown):
             self._on_shutdown(graceful=message.graceful)
-        elif isinstance(message, HeartbeatAck | WorkerRegistered):
-            pass
-        else:
-            logger.debug("ignoring %s: not a dispatcher message", message.TYPE)
+        # HeartbeatAck and WorkerRegistered: nothing to do.
+
+    def _refused(self, message: Message, exc: RemoteProtocolError) -> None:
+        """A message the dispatcher may not send now: ignored, but a task is answered,
+        so that the dispatcher does not wait for it."""
+        if isinstance(message, TaskDispatch) and self._shutting_down:
+            error = TaskError(
+                ErrorCode.WORKER_SHUTTING_DOWN, "the worker is shutting down", True
+            )
+            self._reject(message.task, error)
+            return
+        logger.warning("ignoring a message from the dispatcher: %s", exc)
 
     def _on_dispatch(self, task: Task, received_at: float) -> None:
         if task.id in self._active:
             logger.warning("ignoring a second dispatch of running task %s", task.id)
-            return
-        if self._shutting_down:
-            error = TaskError(
-                ErrorCode.WORKER_SHUTTING_DOWN, "the worker is shutting down", True
-            )
-            self._reject(task, error)
             return
         handler = self._handlers.get(task.task_type)
         if handler is None:
@@ -381,7 +436,6 @@ class _Session:
         running.scope.cancel()
 
     def _on_shutdown(self, *, graceful: bool) -> None:
-        self._shutting_down = True
         if not graceful:
             stop = TaskError(
                 ErrorCode.WORKER_SHUTTING_DOWN,
@@ -421,7 +475,7 @@ class _Session:
             # the result, the slot is free. Also runs when cancelled from outside.
             running.done = True
             del self._active[task.id]
-        self._outbox.put(self._outcome(running, value, error))
+        self._put_result(self._outcome(running, value, error))
 
     def _outcome(self, running: _Running, value: Any, error: Exception | None) -> str:
         task = running.task
@@ -503,4 +557,10 @@ class _Session:
 
     def _reject(self, task: Task, error: TaskError) -> None:
         logger.info("rejecting task %s (%s): %s", task.id, task.task_type, error.code)
-        self._outbox.put(self._encode_result(task, TaskStatus.FAILED, None, error, 0.0))
+        self._put_result(self._encode_result(task, TaskStatus.FAILED, None, error, 0.0))
+
+    def _put_result(self, frame: str) -> None:
+        """Queue a result frame (built without a message on the fast path, so the
+        session rules check its type only)."""
+        self._rules.check_send(TaskResultMessage)
+        self._outbox.put(frame)

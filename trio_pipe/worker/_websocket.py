@@ -1,26 +1,23 @@
-"""The WebSocket transport for the worker: the dispatcher's own connection object,
+"""The WebSocket transport for the worker: the dispatcher's own
+:class:`~trio_pipe.transports.WebSocketChannel`, over a connected
 :class:`WebSocketStream` (the sans-IO client protocol of ``websockets`` driven on a
-Trio stream), behind :class:`Connection`."""
+Trio stream)."""
 
 from __future__ import annotations
 
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
 
+from .._errors import ChannelClosed, HandshakeFailed
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
-from ..transports._websocket import (
-    HandshakeFailed,
-    WebSocketClosed,
-    WebSocketStream,
-    connect_websocket,
-)
-from ._transport import Connection, TransportClosed
+from ..transports import FrameChannel, WebSocketChannel
+from ..transports._websocket import connect_websocket
 
-__all__ = ["WebSocketConnection", "check_websocket_url", "open_websocket_connection"]
+__all__ = ["check_websocket_url", "open_websocket_connection"]
 
 
 def check_websocket_url(url: str) -> str:
@@ -34,28 +31,6 @@ def check_websocket_url(url: str) -> str:
     except ValueError as exc:
         raise ValueError(f"bad port in URL {url!r}: {exc}") from None
     return url
-
-
-class WebSocketConnection:
-    """:class:`Connection` over a :class:`WebSocketStream` (one message per frame)."""
-
-    def __init__(self, ws: WebSocketStream) -> None:
-        self._ws = ws
-
-    async def send_all(self, frames: Sequence[str]) -> None:
-        try:
-            await self._ws.send_all(frames)
-        except WebSocketClosed as exc:
-            raise TransportClosed(f"WebSocket {exc}") from exc
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self._ws.receive()
-        except WebSocketClosed as exc:
-            raise TransportClosed(f"WebSocket {exc}") from exc
-
-    async def aclose(self) -> None:
-        await self._ws.aclose()  # never raises for a connection already gone
 
 
 def _describe(exc: BaseException) -> str:
@@ -72,12 +47,12 @@ def _split_url(url: str) -> tuple[str, int, bool]:
 @asynccontextmanager
 async def open_websocket_connection(
     url: str, *, connect_timeout: float, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[Connection]:
+) -> AsyncIterator[FrameChannel]:
     """Connect to *url*; yield the connection; close it on the way out.
 
     *connect_timeout* bounds the TCP (and TLS) connection, the opening handshake and
     the closing handshake, each. ``wss://`` URLs use *ssl_context* or the default
-    context. Raises :class:`TransportClosed` if the connection cannot be opened
+    context. Raises ``ChannelClosed`` if the connection cannot be opened
     (refused, rejected, TLS failure, timeout).
     """
     host, port, secure = _split_url(url)
@@ -94,7 +69,7 @@ async def open_websocket_connection(
             else:
                 stream = await trio.open_tcp_stream(host, port)
     except (OSError, trio.TooSlowError) as exc:
-        raise TransportClosed(f"connecting to {url} failed: {_describe(exc)}") from exc
+        raise ChannelClosed(f"connecting to {url} failed: {_describe(exc)}") from exc
     async with stream:
         try:
             with trio.fail_after(connect_timeout):
@@ -102,9 +77,9 @@ async def open_websocket_connection(
                     stream, url, max_message_size=DEFAULT_MAX_FRAME_SIZE
                 )
         except (HandshakeFailed, trio.TooSlowError, OSError) as exc:
-            raise TransportClosed(f"connecting to {url} failed: {_describe(exc)}") from exc
+            raise ChannelClosed(f"connecting to {url} failed: {_describe(exc)}") from exc
         try:
-            yield WebSocketConnection(ws)
+            yield WebSocketChannel(ws)
         finally:
             with trio.move_on_after(connect_timeout):
                 await ws.aclose()

@@ -4,45 +4,28 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
-import re
-import secrets
 import socket
 from collections.abc import Iterable, Mapping
 
 import trio
 
+from .._backoff import backoff_delay
+from .._errors import ChannelClosed, WorkerConnectionError
+from .._validation import derive_worker_id
 from ..protocol import validate_worker_id
 from ._core import SessionEnd, WorkerConfig, register, serve_connection
 from ._handlers import HandlerFunc
-from ._transport import Connector, TransportClosed
+from ._transport import Connector
 from ._websocket import check_websocket_url, open_websocket_connection
 
 __all__ = ["WorkerConnectionError", "default_worker_id", "run_worker", "run_worker_on"]
 
 logger = logging.getLogger("trio_pipe.worker")
 
-_NOT_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class WorkerConnectionError(Exception):
-    """A worker that may not reconnect (``reconnect=False``) could not connect or
-    register, or lost its connection. The message says why; ``__cause__`` holds the
-    transport's error when there is one."""
-
 
 def default_worker_id() -> str:
     """A fresh valid worker id, ``py-<hostname>-<8 hex digits>``."""
-    host = _NOT_ID_CHARS.sub("-", socket.gethostname()).strip("-.")[:64] or "host"
-    return validate_worker_id(f"py-{host}-{secrets.token_hex(4)}")
-
-
-def backoff_delay(
-    attempt: int, initial: float, maximum: float, rng: random.Random
-) -> float:
-    """Full jitter: uniform in ``[0, min(maximum, initial * 2**attempt)]``."""
-    cap = min(maximum, initial * 2.0 ** min(attempt, 64))
-    return rng.uniform(0.0, cap)
+    return derive_worker_id("py", socket.gethostname() or "host")
 
 
 async def run_worker(
@@ -194,18 +177,17 @@ async def run_worker_on(
     )
     supported = tuple(table)
     started_at = trio.current_time()
-    rng = random.Random()
     failures = 0
     registered_once = False
     while True:
         end: SessionEnd | None = None
         try:
             async with connect() as conn:
-                # Nothing here raises TransportClosed: a connector that runs a nursery
+                # Nothing here raises ChannelClosed: a connector that runs a nursery
                 # would wrap it in an ExceptionGroup on the way out.
                 try:
-                    await register(conn, config, supported)
-                except TransportClosed as exc:
+                    registered = await register(conn, config, supported)
+                except ChannelClosed as exc:
                     end = SessionEnd(shutdown=False, reason=str(exc))
                 else:
                     logger.info(
@@ -215,14 +197,16 @@ async def run_worker_on(
                     if not registered_once:
                         registered_once = True
                         task_status.started()
-                    end = await serve_connection(conn, table, config, started_at=started_at)
+                    end = await serve_connection(
+                        conn, table, config, started_at=started_at, registered=registered
+                    )
                     if end.shutdown:
                         with trio.move_on_after(connect_timeout):
                             await conn.aclose()
-        except TransportClosed as exc:  # opening failed, or closing did
+        except ChannelClosed as exc:  # opening failed, or closing did
             if end is None:
                 end = SessionEnd(shutdown=False, reason=str(exc))
-            cause: TransportClosed | None = exc
+            cause: ChannelClosed | None = exc
         else:
             cause = None
         assert end is not None
@@ -233,7 +217,7 @@ async def run_worker_on(
             raise WorkerConnectionError(
                 f"worker {config.worker_id}: {end.reason}"
             ) from cause
-        delay = backoff_delay(failures, backoff_initial, backoff_max, rng)
+        delay = backoff_delay(failures, backoff_initial, backoff_max, jitter="full")
         failures += 1
         logger.warning("%s; reconnecting in %.2f s", end.reason, delay)
         await trio.sleep(delay)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrorKind classifies why [Decode] rejected a frame.
@@ -108,7 +109,8 @@ func Decode(frame []byte) (Message, error) {
 	if tag[0] != '"' || json.Unmarshal(tag, &name) != nil {
 		return nil, &DecodeError{KindTypeNotString, "message type must be a string"}
 	}
-	decode := decoders[strings.ToLower(name)]
+	key, _ := asciiLower(name) // "" when not ASCII, which names no message
+	decode := decoders[key]
 	if decode == nil {
 		return nil, &DecodeError{KindUnknownType, "unknown message type " + quoteShort(name)}
 	}
@@ -380,24 +382,65 @@ func (o object) timestamp(name string, def time.Time) time.Time {
 	return t
 }
 
-// enumKey is how enum values are matched: ignoring case and underscores.
-func enumKey(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "")) }
+// asciiLower is s in lower case, and true, when s is ASCII only; "" and false
+// otherwise. The type tag and enum values are matched ignoring ASCII case only:
+// strings.ToLower and strings.EqualFold would also take "İ" (U+0130) for "i" and the
+// Kelvin sign (U+212A) for "k", which no other SDK does.
+func asciiLower(s string) (string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return "", false
+		}
+	}
+	return strings.ToLower(s), true
+}
+
+// enumKeys are the spellings of the PascalCase enum value name that Decode accepts, in
+// lower case: the name and, for a name of several words, its snake_case ("timedout",
+// "timed_out"). Matched against the ASCII lower case of the value received, so that
+// these are accepted in any ASCII case, and nothing else (docs/protocol.md, "Enum").
+func enumKeys(name string) []string {
+	var snake strings.Builder
+	var previous rune
+	for _, r := range name {
+		if 'A' <= r && r <= 'Z' && ('a' <= previous && previous <= 'z' || '0' <= previous && previous <= '9') {
+			snake.WriteByte('_')
+		}
+		snake.WriteRune(r)
+		previous = r
+	}
+	return []string{strings.ToLower(name), strings.ToLower(snake.String())}
+}
 
 var (
-	priorities = map[string]Priority{"low": PriorityLow, "normal": PriorityNormal, "high": PriorityHigh, "critical": PriorityCritical}
+	priorities = map[string]Priority{}
 	statuses   = map[string]TaskStatus{}
 )
 
 func init() {
+	for _, p := range []Priority{PriorityLow, PriorityNormal, PriorityHigh, PriorityCritical} {
+		for _, key := range enumKeys(p.String()) {
+			priorities[key] = p
+		}
+	}
 	for _, s := range []TaskStatus{StatusPending, StatusDispatched, StatusRunning,
 		StatusCompleted, StatusFailed, StatusTimedOut, StatusCancelled} {
-		statuses[enumKey(string(s))] = s
+		for _, key := range enumKeys(string(s)) {
+			statuses[key] = s
+		}
 	}
+}
+
+// enumLookup finds the value received, s, in a table built with enumKeys.
+func enumLookup[E any](table map[string]E, s string) (E, bool) {
+	key, ascii := asciiLower(s)
+	value, ok := table[key]
+	return value, ascii && ok
 }
 
 func (o object) priority(name string) Priority {
 	if s, ok := o.enum(name, "priority", false); ok {
-		if p, ok := priorities[enumKey(s)]; ok {
+		if p, ok := enumLookup(priorities, s); ok {
 			return p
 		}
 		o.d.fail(KindBadEnum, o.path+"."+name, "unknown priority %s", quoteShort(s))
@@ -407,7 +450,7 @@ func (o object) priority(name string) Priority {
 
 func (o object) status(name string) TaskStatus {
 	if s, ok := o.enum(name, "task status", true); ok {
-		if status, ok := statuses[enumKey(s)]; ok {
+		if status, ok := enumLookup(statuses, s); ok {
 			return status
 		}
 		o.d.fail(KindBadEnum, o.path+"."+name, "unknown task status %s", quoteShort(s))

@@ -1,10 +1,11 @@
 // Package protocol is the trio_pipe wire protocol: its nine messages, the value
 // types they carry, and a codec that is liberal on input and exact on output.
 //
-// [Decode] accepts what docs/protocol.md says a receiver accepts (enums in any case,
-// defaults for missing optional fields, the task_id and worker_id aliases, unknown
-// members); [Encode] writes the canonical text: compact JSON, every field, camelCase
-// names, PascalCase enums, in the order of the protocol's tables.
+// [Decode] accepts what docs/protocol.md says a receiver accepts (enums in any ASCII
+// case, and in snake_case when of several words; defaults for missing optional
+// fields, the task_id and worker_id aliases, unknown members); [Encode] writes the
+// canonical text: compact JSON, every field, camelCase names, PascalCase enums, in the
+// order of the protocol's tables.
 package protocol
 
 import (

@@ -1,11 +1,11 @@
 /**
  * `decode` and `encode` between protocol messages and JSON text.
  *
- * Liberal on input: the `type` tag and enums in any case (enums also without
- * underscores), defaults for missing optional fields, the `task_id` / `worker_id`
- * aliases on `Kill` / `WorkerRegistered`, `language` as `{"Other": ...}`, unknown
- * members ignored. Exact on output: compact JSON, every field, camelCase names in
- * the protocol's order, PascalCase enums.
+ * Liberal on input: the `type` tag and enums in any ASCII case (an enum of several
+ * words also in snake_case: "timed_out"), defaults for missing optional fields, the
+ * `task_id` / `worker_id` aliases on `Kill` / `WorkerRegistered`, `language` as
+ * `{"Other": ...}`, unknown members ignored. Exact on output: compact JSON, every
+ * field, camelCase names in the protocol's order, PascalCase enums.
  */
 
 import type {
@@ -77,7 +77,7 @@ export function decode(frame: string): Message {
   const tag = value["type"];
   if (tag === undefined || tag === null) throw new ProtocolError("missing type", "missing message type");
   if (typeof tag !== "string") throw new ProtocolError("type not a string", "message type must be a string");
-  const decodeBody = BODIES.get(tag.toLowerCase());
+  const decodeBody = isAscii(tag) ? BODIES.get(tag.toLowerCase()) : undefined;
   if (decodeBody === undefined) {
     throw new ProtocolError("unknown type", `unknown message type ${quote(tag)}`);
   }
@@ -211,11 +211,28 @@ const readStringList: Reader<string[]> = (value, path) => {
   return value as string[];
 };
 
+/**
+ * Whether `text` is ASCII only: then `toLowerCase` folds A-Z and nothing else. (On other
+ * text it does more: "\u212A", the Kelvin sign, becomes "k".)
+ */
+function isAscii(text: string): boolean {
+  return /^[\x00-\x7f]*$/.test(text);
+}
+
+/**
+ * An enum value as the protocol spells it on input: its PascalCase name or, for a name
+ * of several words, its snake_case ("TimedOut", "timed_out"), in any ASCII case; no
+ * other separator, no underscore elsewhere, no non-ASCII letter.
+ */
 function readEnum<T extends string>(what: string, values: readonly T[]): Reader<T> {
-  const byKey = new Map(values.map((v) => [v.toLowerCase(), v]));
+  const byKey = new Map<string, T>();
+  for (const v of values) {
+    byKey.set(v.toLowerCase(), v);
+    byKey.set(v.replace(/(?<=[a-z0-9])(?=[A-Z])/g, "_").toLowerCase(), v);
+  }
   return (value, path) => {
     if (typeof value !== "string") throw mistyped(`a ${what} string`, value, path);
-    const found = byKey.get(value.replaceAll("_", "").toLowerCase());
+    const found = isAscii(value) ? byKey.get(value.toLowerCase()) : undefined;
     if (found === undefined) throw new ProtocolError("bad enum value", `unknown ${what} ${quote(value)} @ ${path}`);
     return found;
   };

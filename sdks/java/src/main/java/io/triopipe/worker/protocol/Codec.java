@@ -70,7 +70,8 @@ public final class Codec {
         if (!tag.isTextual()) {
             throw new ProtocolException("message type must be a string");
         }
-        String type = TAGS.get(tag.textValue().toLowerCase(Locale.ROOT));
+        String key = WireEnums.asciiLower(tag.textValue()); // null if not ASCII
+        String type = key == null ? null : TAGS.get(key);
         if (type == null) {
             throw new ProtocolException("unknown message type " + Text.quote(tag.textValue()));
         }

@@ -1,5 +1,7 @@
 package io.triopipe.worker.protocol;
 
+import java.util.Map;
+
 /** A task's scheduling priority, lowest first. Workers may ignore it. */
 public enum Priority {
     /** Below normal. */
@@ -10,6 +12,9 @@ public enum Priority {
     HIGH("High"),
     /** The highest. */
     CRITICAL("Critical");
+
+    private static final Map<String, Priority> SPELLINGS =
+            WireEnums.spellings(values(), Priority::wireName);
 
     private final String wireName;
 
@@ -27,13 +32,13 @@ public enum Priority {
     }
 
     /**
-     * The priority a wire name stands for, matched ignoring case and underscores.
+     * The priority a wire name stands for, in any ASCII case ({@code "high"}, {@code "HIGH"}).
      *
      * @param name a name as received
      * @return the priority
      * @throws IllegalArgumentException if no priority has that name
      */
     public static Priority fromWire(String name) {
-        return WireEnums.lookup(values(), Priority::wireName, name, "priority");
+        return WireEnums.lookup(SPELLINGS, name, "priority");
     }
 }

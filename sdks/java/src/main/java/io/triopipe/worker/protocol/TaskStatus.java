@@ -1,5 +1,7 @@
 package io.triopipe.worker.protocol;
 
+import java.util.Map;
+
 /** Where a task stands; the last four are terminal. */
 public enum TaskStatus {
     /** Queued in the dispatcher. */
@@ -16,6 +18,9 @@ public enum TaskStatus {
     TIMED_OUT("TimedOut", true),
     /** The task was stopped on purpose (Kill, a cancelled caller, shutdown). */
     CANCELLED("Cancelled", true);
+
+    private static final Map<String, TaskStatus> SPELLINGS =
+            WireEnums.spellings(values(), TaskStatus::wireName);
 
     private final String wireName;
     private final boolean terminal;
@@ -44,14 +49,15 @@ public enum TaskStatus {
     }
 
     /**
-     * The status a wire name stands for, matched ignoring case and underscores
-     * ({@code "timed_out"}, {@code "TIMEDOUT"} and {@code "TimedOut"} are the same).
+     * The status a wire name stands for, in any ASCII case and, for a name of several words,
+     * in snake_case too ({@code "timed_out"}, {@code "TIMEDOUT"} and {@code "TimedOut"} are the
+     * same; {@code "timed-out"} and {@code "Time_dOut"} are no status).
      *
      * @param name a name as received
      * @return the status
      * @throws IllegalArgumentException if no status has that name
      */
     public static TaskStatus fromWire(String name) {
-        return WireEnums.lookup(values(), TaskStatus::wireName, name, "task status");
+        return WireEnums.lookup(SPELLINGS, name, "task status");
     }
 }

@@ -48,9 +48,22 @@ class ModelTest {
     }
 
     @Test
-    void enumsMatchIgnoringCaseAndUnderscores() {
+    void enumsMatchInAnyAsciiCaseAndInSnakeCase() {
         assertEquals(TaskStatus.TIMED_OUT, TaskStatus.fromWire("timed_OUT"));
+        assertEquals(TaskStatus.TIMED_OUT, TaskStatus.fromWire("TIMEDOUT"));
         assertEquals(Priority.CRITICAL, Priority.fromWire("CRITICAL"));
         assertThrows(IllegalArgumentException.class, () -> TaskStatus.fromWire("done"));
+    }
+
+    @Test
+    void nearMissesOfAnEnumValueAreNoValue() {
+        for (String nearMiss : new String[] {
+            "timed-out", "timed out", "Time_dOut", "_TimedOut", "timed__out", "TimedOu", "T\u0130medOut"
+        }) {
+            assertThrows(IllegalArgumentException.class, () -> TaskStatus.fromWire(nearMiss), nearMiss);
+        }
+        // equalsIgnoreCase would take the dotless i (U+0131) for an I
+        assertThrows(IllegalArgumentException.class, () -> Priority.fromWire("H\u0131gh"));
+        assertThrows(IllegalArgumentException.class, () -> Priority.fromWire("Hi_gh"));
     }
 }
