@@ -10,8 +10,7 @@ import attrs
 import trio
 
 from .._errors import TaskFailed
-from ..protocol import TaskError, TaskResult, TaskStatus
-from ..protocol._types import Task
+from ..protocol import Task, TaskError, TaskResult, TaskStatus
 
 __all__ = ["Attempt", "BatchResult", "TaskHandle"]
 

@@ -109,8 +109,9 @@ async def open_dispatcher(
 
     Everything the dispatcher does runs in one nursery tree under this block::
 
-        open_dispatcher ─┬─ sessions      one task per worker: reader + watchdog, writer
-                         ├─ supervisors   one task per spawned worker (and the SSH pool)
+        open_dispatcher ─┬─ sessions      one task per WebSocket worker: its session
+                         ├─ supervisors   one task per spawned worker, its session
+                         │                inside (and the SSH pool, on first use)
                          └─ serve ─┬─ deadlines  one task: every task deadline
                                    ├─ retries    one task: every retry backoff
                                    └─ listener   accepts WebSocket workers

@@ -385,7 +385,14 @@ class Scheduler:
         )
 
     def _retry_due(self, entry: TaskEntry) -> None:
-        self._place(entry, force=True)
+        constraint = entry.constraint
+        if isinstance(constraint, OnWorker) and self.pool.get(constraint.worker_id) is None:
+            # Its worker left during the backoff: nowhere to retry (as in worker_gone).
+            message = f"worker {constraint.worker_id} is gone"
+            code = ErrorCode.WORKER_DISCONNECTED
+            self._resolve_error(entry, TaskStatus.FAILED, code, message)
+        else:
+            self._place(entry, force=True)
 
     def _expire(self, entry: TaskEntry) -> None:
         timeout_ms = entry.handle.task.metadata.timeout_ms

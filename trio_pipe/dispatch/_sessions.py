@@ -1,9 +1,9 @@
 """Serving one worker connection: registration, reader, watchdog, writer and close.
 
 ```
-serve_worker                   one per connection, in the dispatcher's sessions nursery
+serve_worker                   one per connection (sessions nursery, or a supervisor)
 └── record.cancel_scope        cancelled to end the session (remove, replace, writer end)
-    ├── reader                 decodes each frame and hands the message to the scheduler
+    ├── (serve_worker itself)  the reader: decodes each frame, hands it to the scheduler
     ├── watchdog               ends the reader after heartbeat_timeout of silence
     └── writer                 sends the outbox, every pending frame per write
 ```

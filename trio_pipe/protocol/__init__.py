@@ -3,7 +3,13 @@
 Nothing here imports Trio or touches a socket; the Trio layer drives it.
 """
 
-from ._codec import DEFAULT_MAX_FRAME_SIZE, decode, encode, encode_dispatch
+from ._codec import (
+    DEFAULT_MAX_FRAME_SIZE,
+    decode,
+    encode,
+    encode_dispatch,
+    parse_json_value,
+)
 from ._converter import converter, describe_structure_error
 from ._errors import LocalProtocolError, NotAMessage, ProtocolError, RemoteProtocolError
 from ._fast import encode_completed
@@ -86,5 +92,6 @@ __all__ = [
     "encode",
     "encode_completed",
     "encode_dispatch",
+    "parse_json_value",
     "validate_worker_id",
 ]

@@ -3,7 +3,7 @@ the dispatcher's side and a worker's."""
 
 from ._channel import ChannelClosed, FrameChannel, InputClosed, Outbox, write_batches
 from ._stdio import LineChannel, StdioChannel
-from ._websocket import WebSocketChannel, serve_websocket_workers
+from ._websocket import WebSocketChannel, connect_websocket, serve_websocket_workers
 
 __all__ = [
     "ChannelClosed",
@@ -13,6 +13,7 @@ __all__ = [
     "Outbox",
     "StdioChannel",
     "WebSocketChannel",
+    "connect_websocket",
     "serve_websocket_workers",
     "write_batches",
 ]

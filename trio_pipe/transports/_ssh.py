@@ -5,7 +5,8 @@ loop inside the Trio run (``trio_asyncio.open_loop()``) and turns each asyncio a
 into one a Trio task can await, with Trio's cancellation (``aio_as_trio``). Every call
 into asyncssh goes through this module (``_aio`` below); nothing else in trio_pipe
 imports asyncio, asyncssh or trio_asyncio, and this module itself is imported only by
-``Dispatcher.spawn_ssh``, so ``import trio_pipe`` works without the ``ssh`` extra.
+``Dispatcher.spawn_ssh`` (and on first use of ``trio_pipe.INSECURE_ACCEPT_ANY_HOST_KEY``),
+so ``import trio_pipe`` works without the ``ssh`` extra.
 
 The pieces, and where they live in the dispatcher's nursery tree::
 

@@ -88,8 +88,8 @@ from ..protocol import (
     converter,
     decode,
     encode,
+    parse_json_value,
 )
-from ..protocol._codec import parse_json_value
 from ._channel import ChannelClosed
 
 __all__ = [

@@ -5,7 +5,7 @@ the Python worker's client side in ``trio_pipe.worker`` -- are a
 :class:`WebSocketStream` on a Trio stream, driving the sans-IO protocol of the
 ``websockets`` library (opening handshake, framing, close handshake). No reader task
 and no queue per connection, and every message pending for a connection goes out in
-one write (see "Performance decisions" in docs/architecture.md).
+one write (docs/architecture.md says why; docs/performance.md what it bought).
 """
 
 from __future__ import annotations

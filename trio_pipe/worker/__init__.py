@@ -14,7 +14,8 @@
     trio.run(run_worker, "ws://127.0.0.1:9876", handlers)
 
 The worker is itself Trio: each task runs in its own task under a cancel scope that
-carries its deadline and answers ``Kill``; see :func:`run_worker`. A process that a
+``Kill`` and the task's deadline (one heap of deadlines for all) cancel; see
+:func:`run_worker`. A process that a
 dispatcher spawns serves the same handlers over its stdin and stdout with
 :func:`serve_stdio`.
 """

@@ -14,8 +14,7 @@ import trio
 
 from .._errors import ChannelClosed, HandshakeFailed
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
-from ..transports import FrameChannel, WebSocketChannel
-from ..transports._websocket import connect_websocket
+from ..transports import FrameChannel, WebSocketChannel, connect_websocket
 
 __all__ = ["check_websocket_url", "open_websocket_connection"]
 
