@@ -50,17 +50,21 @@ class Deadlines(Generic[T]):
         if deadline < self._sleep.deadline:
             self._sleep.deadline = deadline
 
-    async def run(self) -> NoReturn:
+    def expire_due(self) -> float:
+        """Expire every item whose deadline has passed and that is not ``done``, in
+        order of deadline (then of :meth:`watch`); return the earliest deadline left
+        (``inf`` if none). :meth:`run` does this at each wake-up; a test that moves a
+        ``MockClock`` by hand may call it instead of running :meth:`run`."""
         heap = self._heap
+        now = trio.current_time()
+        while heap and (heap[0][0] <= now or heap[0][2].done):
+            item = heapq.heappop(heap)[2]
+            if not item.done:
+                self._expire(item)
+        return heap[0][0] if heap else math.inf
+
+    async def run(self) -> NoReturn:
         while True:
             with trio.CancelScope() as self._sleep:
-                while heap and heap[0][2].done:
-                    heapq.heappop(heap)
-                if heap:
-                    self._sleep.deadline = heap[0][0]
+                self._sleep.deadline = self.expire_due()
                 await trio.sleep_forever()
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                item = heapq.heappop(heap)[2]
-                if not item.done:
-                    self._expire(item)

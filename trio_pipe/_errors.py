@@ -138,3 +138,8 @@ class WorkerConnectionError(TrioPipeError):
     """A worker that may not reconnect (``reconnect=False``) could not connect or
     register, or lost its connection. The message says why; ``__cause__`` holds the
     transport's error when there is one."""
+
+
+def describe(exc: BaseException) -> str:
+    """``"TypeName: message"`` (or the bare type name), for a one-line error report."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

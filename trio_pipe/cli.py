@@ -14,16 +14,23 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
 from .protocol import validate_worker_id
-from .worker import Handlers, WorkerConnectionError, run_worker, serve_stdio
+from .worker import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_STDIO_MAX_CONCURRENCY,
+    Handlers,
+    WorkerConnectionError,
+    run_worker,
+    serve_stdio,
+)
 
 __all__ = ["main"]
 
-T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -123,12 +130,6 @@ def load_handlers(spec: str) -> Mapping[str, Any]:
         raise UsageError(f"{spec}: {exc}") from exc
 
 
-# Defaults of run_worker and serve_stdio, which the options follow.
-_URL_MAX_CONCURRENCY = 10
-_URL_HEARTBEAT = 5.0
-_STDIO_MAX_CONCURRENCY = 1
-
-
 def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "worker",
@@ -164,13 +165,19 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--max-concurrency",
         type=_positive_int,
         metavar="N",
-        help=f"default {_URL_MAX_CONCURRENCY} ({_STDIO_MAX_CONCURRENCY} with --stdio)",
+        help=(
+            f"default {DEFAULT_MAX_CONCURRENCY} "
+            f"({DEFAULT_STDIO_MAX_CONCURRENCY} with --stdio)"
+        ),
     )
     parser.add_argument(
         "--heartbeat-interval",
         type=_positive_seconds,
         metavar="S",
-        help=f"seconds between heartbeats, default {_URL_HEARTBEAT:g} (none with --stdio)",
+        help=(
+            f"seconds between heartbeats, default {DEFAULT_HEARTBEAT_INTERVAL:g} "
+            "(none with --stdio)"
+        ),
     )
     parser.add_argument(
         "--tag",
@@ -193,8 +200,14 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _given(value: T | None, default: T) -> T:
-    return default if value is None else value
+# What each kind of worker takes from the command line; an option not given is left
+# out, so that the function's own default applies.
+_STDIO_OPTIONS = ("worker_id", "max_concurrency", "heartbeat_interval")
+_URL_OPTIONS = (*_STDIO_OPTIONS, "reconnect")
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 # Environment variables that supply options not given on the command line, as the
@@ -227,24 +240,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             raise UsageError("--tag applies to --url workers only")
         if not args.reconnect:
             raise UsageError("--no-reconnect applies to --url workers only")
-        worker = partial(
-            serve_stdio,
-            handlers,
-            worker_id=args.worker_id,
-            max_concurrency=_given(args.max_concurrency, _STDIO_MAX_CONCURRENCY),
-            heartbeat_interval=args.heartbeat_interval,
-        )
+        worker = partial(serve_stdio, handlers, **_given(args, _STDIO_OPTIONS))
     else:
-        worker = partial(
-            run_worker,
-            args.url,
-            handlers,
-            worker_id=args.worker_id,
-            max_concurrency=_given(args.max_concurrency, _URL_MAX_CONCURRENCY),
-            heartbeat_interval=_given(args.heartbeat_interval, _URL_HEARTBEAT),
-            tags=tuple(args.tags),
-            reconnect=args.reconnect,
-        )
+        options = _given(args, _URL_OPTIONS)
+        worker = partial(run_worker, args.url, handlers, tags=tuple(args.tags), **options)
     try:
         trio.run(worker)
     except WorkerConnectionError as exc:

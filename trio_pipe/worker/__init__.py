@@ -21,10 +21,19 @@ dispatcher spawns serves the same handlers over its stdin and stdout with
 """
 
 from ._handlers import HandlerFunc, Handlers, TaskFailure, current_task
-from ._stdio import serve_stdio
-from ._worker import WorkerConnectionError, default_worker_id, run_worker
+from ._stdio import DEFAULT_STDIO_MAX_CONCURRENCY, serve_stdio
+from ._worker import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_CONCURRENCY,
+    WorkerConnectionError,
+    default_worker_id,
+    run_worker,
+)
 
 __all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_STDIO_MAX_CONCURRENCY",
     "HandlerFunc",
     "Handlers",
     "TaskFailure",

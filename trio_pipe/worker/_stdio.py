@@ -18,24 +18,22 @@ from collections.abc import AsyncIterator, Mapping
 import attrs
 import trio
 
-from .._errors import ChannelClosed, WorkerConnectionError
+from .._errors import ChannelClosed, WorkerConnectionError, describe
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ..transports import LineChannel
 from ._core import serve_connection
 from ._handlers import HandlerFunc
 from ._worker import _check_handlers, _make_config
 
-__all__ = ["open_stdio_connection", "serve_stdio"]
+__all__ = ["DEFAULT_STDIO_MAX_CONCURRENCY", "open_stdio_connection", "serve_stdio"]
+
+DEFAULT_STDIO_MAX_CONCURRENCY = 1
 
 logger = logging.getLogger("trio_pipe.worker")
 
 _WRITE_TIMEOUT = 10.0
 """Bounds one write to stdout and the closing flush, as ``connect_timeout`` does for
 a WebSocket worker: a dispatcher that stops reading for that long is gone."""
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +67,7 @@ async def _dup_fd_stream(fd: int, name: str) -> AsyncIterator[trio.lowlevel.FdSt
     try:
         stream = trio.lowlevel.FdStream(os.dup(fd))
     except OSError as exc:
-        raise ChannelClosed(f"{name} is not usable: {_describe(exc)}") from exc
+        raise ChannelClosed(f"{name} is not usable: {describe(exc)}") from exc
     async with stream:
         yield stream
 
@@ -77,7 +75,7 @@ async def _dup_fd_stream(fd: int, name: str) -> AsyncIterator[trio.lowlevel.FdSt
 async def serve_stdio(
     handlers: Mapping[str, HandlerFunc],
     *,
-    max_concurrency: int = 1,
+    max_concurrency: int = DEFAULT_STDIO_MAX_CONCURRENCY,
     heartbeat_interval: float | None = None,
     worker_id: str | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,

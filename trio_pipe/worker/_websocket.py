@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from .._errors import ChannelClosed, HandshakeFailed
+from .._errors import ChannelClosed, HandshakeFailed, describe
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ..transports import FrameChannel, WebSocketChannel, connect_websocket
 
@@ -30,10 +30,6 @@ def check_websocket_url(url: str) -> str:
     except ValueError as exc:
         raise ValueError(f"bad port in URL {url!r}: {exc}") from None
     return url
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _split_url(url: str) -> tuple[str, int, bool]:
@@ -68,7 +64,7 @@ async def open_websocket_connection(
             else:
                 stream = await trio.open_tcp_stream(host, port)
     except (OSError, trio.TooSlowError) as exc:
-        raise ChannelClosed(f"connecting to {url} failed: {_describe(exc)}") from exc
+        raise ChannelClosed(f"connecting to {url} failed: {describe(exc)}") from exc
     async with stream:
         try:
             with trio.fail_after(connect_timeout):
@@ -76,7 +72,7 @@ async def open_websocket_connection(
                     stream, url, max_message_size=DEFAULT_MAX_FRAME_SIZE
                 )
         except (HandshakeFailed, trio.TooSlowError, OSError) as exc:
-            raise ChannelClosed(f"connecting to {url} failed: {_describe(exc)}") from exc
+            raise ChannelClosed(f"connecting to {url} failed: {describe(exc)}") from exc
         try:
             yield WebSocketChannel(ws)
         finally:

@@ -18,7 +18,17 @@ from ._handlers import HandlerFunc
 from ._transport import Connector
 from ._websocket import check_websocket_url, open_websocket_connection
 
-__all__ = ["WorkerConnectionError", "default_worker_id", "run_worker", "run_worker_on"]
+__all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_MAX_CONCURRENCY",
+    "WorkerConnectionError",
+    "default_worker_id",
+    "run_worker",
+    "run_worker_on",
+]
+
+DEFAULT_MAX_CONCURRENCY = 10
+DEFAULT_HEARTBEAT_INTERVAL = 5.0  # seconds
 
 logger = logging.getLogger("trio_pipe.worker")
 
@@ -33,8 +43,8 @@ async def run_worker(
     handlers: Mapping[str, HandlerFunc],
     *,
     worker_id: str | None = None,
-    max_concurrency: int = 10,
-    heartbeat_interval: float = 5.0,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     tags: Iterable[str] = (),
     reconnect: bool = True,
     backoff_initial: float = 0.1,
@@ -151,8 +161,8 @@ async def run_worker_on(
     handlers: Mapping[str, HandlerFunc],
     *,
     worker_id: str | None = None,
-    max_concurrency: int = 10,
-    heartbeat_interval: float = 5.0,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     tags: Iterable[str] = (),
     reconnect: bool = True,
     backoff_initial: float = 0.1,
