@@ -5,6 +5,7 @@ violations of the framing rules, TLS, slow and idle connections."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -162,15 +163,19 @@ async def test_a_close_frame_without_a_code_is_answered_without_one() -> None:
                 assert await client.stream.receive_some() == b""
 
 
-async def test_a_message_over_max_frame_size_closes_with_1009() -> None:
+async def test_a_message_over_max_frame_size_closes_with_1009(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with trio_pipe.open_dispatcher(max_frame_size=1000) as d:
         with trio.fail_after(WAIT):
             async with raw_client(d.port) as client:
                 await client.send(TextMessage(data=REGISTER))
                 assert decode(await client.next_message()) == WorkerRegistered("raw")
-                await client.send(TextMessage(data="x" * 1001))
-                close = await close_of(client)
+                with caplog.at_level(logging.WARNING, logger="trio_pipe.websocket"):
+                    await client.send(TextMessage(data="x" * 1001))
+                    close = await close_of(client)
     assert close.code == 1009
+    assert any("closed with 1009" in r.getMessage() for r in caplog.records)
     assert d.workers()[0].close_reason is not None
     assert "1009" in d.workers()[0].close_reason
 
@@ -192,12 +197,16 @@ async def test_a_message_over_max_frame_size_closes_with_1009() -> None:
         (masked_frame(0x88, (1000).to_bytes(2, "big") + b"\xff"), 1007),  # a close reason
     ],
 )
-async def test_a_framing_violation_closes_with_its_code(frame: bytes, code: int) -> None:
+async def test_a_framing_violation_closes_with_its_code_and_is_logged(
+    frame: bytes, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
     async with trio_pipe.open_dispatcher() as d:
         with trio.fail_after(WAIT):
             async with raw_client(d.port) as client:
-                await client.stream.send_all(frame)
-                assert (await close_of(client)).code == code
+                with caplog.at_level(logging.WARNING, logger="trio_pipe.websocket"):
+                    await client.stream.send_all(frame)
+                    assert (await close_of(client)).code == code
+    assert any(f"closed with {code}" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_binary_frame_closes_with_1008_and_the_reason() -> None:

@@ -224,11 +224,22 @@ class WebSocketStream:
             if sent is None:
                 self._close(WebSocketClosed(_LOST, str(protocol.parser_exc)))
             else:
+                # The peer broke WebSocket framing (an oversize frame: 1009...): logged
+                # as every protocol error is.
+                log.warning(
+                    "%s broke the WebSocket protocol: %s (closed with %d)",
+                    self.peer,
+                    protocol.parser_exc,
+                    sent.code,
+                )
                 self._close(WebSocketClosed(sent.code, sent.reason))
             self._close_seen.set()
 
     def _fail_utf8(self, exc: UnicodeDecodeError) -> None:
         reason = f"invalid UTF-8: {exc.reason} at position {exc.start}"
+        log.warning(
+            "%s broke the WebSocket protocol: %s (closed with 1007)", self.peer, reason
+        )
         self._protocol.fail(_INVALID_DATA, reason)
         self._unsent += self._protocol.data_to_send()
         self._close(WebSocketClosed(_INVALID_DATA, reason))
