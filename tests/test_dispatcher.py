@@ -1,21 +1,33 @@
-"""Dispatcher rules, with in-memory workers under Trio's MockClock (autojump_clock)."""
+"""Dispatcher rules, with in-memory workers under Trio's MockClock (autojump_clock);
+the last few need the real world (a spawned process, listening sockets) and real time.
+"""
 
 from __future__ import annotations
 
 import math
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 import trio
+from helpers import open_raw_websocket
 
 import trio_pipe
 from trio_pipe import (
     DispatcherClosed,
+    DispatcherConfig,
     ErrorCode,
+    EventStream,
     NoWorkerAvailable,
     Priority,
     QueueFull,
     Task,
+    TaskEvent,
+    TaskEventKind,
     TaskFailed,
     TaskSpec,
     TaskStatus,
@@ -34,7 +46,11 @@ from trio_pipe.protocol import (
     TaskResult,
     TaskResultMessage,
     WorkerRegister,
+    WorkerRegistered,
     WorkerRegistration,
+    decode,
+    encode,
+    validate_worker_id,
 )
 from trio_pipe.testing import MemoryWorker, connect_memory_worker, open_memory_worker
 
@@ -56,6 +72,18 @@ def _failed(dispatch_task: Task, worker_id: str, *, retryable: bool) -> TaskResu
             worker_id=worker_id,
         )
     )
+
+
+async def _next_event(
+    events: EventStream, kind: TaskEventKind, task_id: uuid.UUID, *, retry_count: int
+) -> TaskEvent:
+    """The next *kind* event of the task's try number *retry_count* + 1."""
+    async for event in events:
+        if not isinstance(event, TaskEvent) or event.task_id != task_id:
+            continue
+        if (event.kind, event.retry_count) == (kind, retry_count):
+            return event
+    raise AssertionError(f"the events ended before {kind.value} of {task_id}")
 
 
 # --------------------------------------------------------------------- routing
@@ -177,6 +205,24 @@ async def test_a_pinned_task_fails_when_its_worker_leaves(autojump_clock: object
         assert result.error.code == ErrorCode.WORKER_DISCONNECTED
 
 
+async def test_a_pinned_task_waiting_to_be_retried_fails_when_its_worker_leaves(
+    autojump_clock: object,
+) -> None:
+    async with trio_pipe.open_dispatcher(port=None, retry_backoff=1.0) as d:
+        async with open_memory_worker(d, "only", ["t"]) as w:
+            handle = await d.dispatch_to("only", Task.new("t", 1, timeout_ms=60_000))
+            dispatch = await w.receive_task()
+            await w.send(_failed(dispatch.task, "only", retryable=True))
+            await trio.sleep(0.1)  # within the backoff (0.5 s at least): not retried yet
+            assert not handle.done
+        result = await handle.result()
+        assert (result.status, result.error and result.error.code) == (
+            TaskStatus.FAILED,
+            ErrorCode.WORKER_DISCONNECTED,
+        )
+        assert trio.current_time() < 2  # not at its timeout, a minute later
+
+
 # ------------------------------------------------------------------- priority
 
 
@@ -266,18 +312,23 @@ async def test_a_queued_task_times_out_without_being_sent(autojump_clock: object
 # -------------------------------------------------------------------- timeouts
 
 
-async def test_timeout_resolves_timed_out_and_kills_on_the_worker(
+async def test_a_task_its_worker_keeps_past_its_timeout_is_killed_there(
     autojump_clock: object,
 ) -> None:
     async with trio_pipe.open_dispatcher(port=None) as d:
         async with open_memory_worker(d, "w", ["t"]) as w:
             handle = await d.submit(Task.new("t", 1, timeout_ms=2_000))
             dispatch = await w.receive_task()
-            result = await handle.result()
+            assert dispatch.task.metadata.timeout_ms == 2_000
+            # The worker ignores the deadline it was given: it never answers.
+            with trio.fail_after(5):
+                result = await handle.result()
+            assert trio.current_time() == pytest.approx(2.0)
             assert result.status is TaskStatus.TIMED_OUT
             assert result.error is not None and result.error.code == ErrorCode.TIMEOUT
-            kill = await w.receive()
-            assert kill == Kill(task_id=dispatch.task.id, reason="timed out")
+            with trio.fail_after(1):
+                frame = await w.receive_frame()
+            assert decode(frame) == Kill(task_id=dispatch.task.id, reason="timed out")
 
 
 async def test_a_late_result_after_timeout_frees_the_slot(autojump_clock: object) -> None:
@@ -396,6 +447,55 @@ async def test_retry_prefers_a_different_worker(autojump_clock: object) -> None:
             await first.send(_failed(dispatch.task, first.worker_id, retryable=True))
             again = await other.receive_task()
             assert again.task.id == handle.id
+
+
+async def test_a_retry_avoids_the_worker_that_failed_it_even_when_the_other_is_busier(
+    autojump_clock: object,
+) -> None:
+    async with trio_pipe.open_dispatcher(port=None, retry_backoff=0.01) as d:
+        async with (
+            open_memory_worker(d, "a", ["t"], max_concurrency=4) as a,
+            open_memory_worker(d, "b", ["t"], max_concurrency=4) as b,
+            d.events() as events,
+        ):
+            await d.dispatch_to("b", Task.new("t", "holds one slot of b"))
+            handle = await d.submit(Task.new("t", "fails on a"))
+            assert handle.worker_id == "a"  # the least loaded: 0 of 4 slots taken
+            dispatch = await a.receive_task()
+            await a.send(_failed(dispatch.task, "a", retryable=True))
+            retry = await _next_event(
+                events, TaskEventKind.DISPATCHED, handle.id, retry_count=1
+            )
+            # a is idle again (0 of 4) and b is not (1 of 4): only avoiding a sends it to b.
+            assert retry.worker_id == "b"
+            assert (await b.receive_task()).task.payload == "holds one slot of b"
+            again = await b.receive_task()
+            assert (again.task.id, again.task.metadata.retry_count) == (handle.id, 1)
+
+
+async def test_a_retried_task_keeps_its_place_in_the_queue(autojump_clock: object) -> None:
+    async with trio_pipe.open_dispatcher(port=None, retry_backoff=0.01) as d:
+        async with open_memory_worker(d, "w", ["t"]) as w, d.events() as events:
+            await d.submit(Task.new("t", "blocker"))
+            first = await d.submit(Task.new("t", "first"))  # queued at 0 s
+            await trio.sleep(1)
+            await d.submit(Task.new("t", "second"))  # queued at 1 s, the same priority
+            async with open_memory_worker(d, "x", ["t"]) as x:
+                dispatch = await x.receive_task()
+                assert dispatch.task.id == first.id  # the older of the two
+                d.drain_worker("x")  # so that the retry has to wait in the queue
+                await trio.sleep(1)
+                await x.send(_failed(dispatch.task, "x", retryable=True))
+                # Queued again at 2 s, with the rank it got at 0 s.
+                await _next_event(events, TaskEventKind.PENDING, first.id, retry_count=1)
+                assert d.pool_stats().queued == 2
+            await w.complete(await w.receive_task())  # the blocker: w has a free slot
+            order = []
+            for _ in range(2):
+                dispatch = await w.receive_task()
+                order.append(dispatch.task.payload)
+                await w.complete(dispatch)
+            assert order == ["first", "second"]
 
 
 # ------------------------------------------------------------------- faults
@@ -646,3 +746,166 @@ async def test_an_error_in_the_block_resolves_every_handle(autojump_clock: objec
         assert result.status is TaskStatus.CANCELLED
         assert result.error is not None
         assert result.error.code == ErrorCode.DISPATCHER_CLOSED
+
+
+# ------------------------------------------------------------------- settings
+
+#: One bad value for every setting of DispatcherConfig, and what it raises.
+BAD_SETTINGS: list[tuple[str, Any, type[Exception]]] = [
+    ("heartbeat_timeout", 0, ValueError),
+    ("registration_timeout", -1.0, ValueError),
+    ("send_timeout", math.nan, ValueError),
+    ("close_timeout", math.inf, ValueError),
+    ("shutdown_grace", -0.5, ValueError),
+    ("max_queued", -1, ValueError),
+    ("aging_interval", "10", TypeError),
+    ("retry_backoff", True, TypeError),
+    ("retry_backoff_max", -math.inf, ValueError),
+    ("max_pool_size", 0, ValueError),
+    ("min_pool_size", 1.5, TypeError),
+    ("on_below_minimum", "print", TypeError),
+    ("max_frame_size", 0, ValueError),
+]
+
+
+@pytest.mark.parametrize(("setting", "value", "error"), BAD_SETTINGS)
+def test_each_setting_refuses_a_bad_value_by_its_name(
+    setting: str, value: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=rf"\b{setting}\b"):
+        DispatcherConfig(**{setting: value})
+
+
+def test_every_setting_has_a_bad_value_tested() -> None:
+    fields = {field.name for field in attrs.fields(DispatcherConfig)}
+    assert fields == {setting for setting, _, _ in BAD_SETTINGS}
+
+
+def test_the_settings_bounds_are_inclusive_where_zero_makes_sense() -> None:
+    config = DispatcherConfig(
+        shutdown_grace=0,
+        max_queued=0,
+        aging_interval=0,
+        retry_backoff=0,
+        retry_backoff_max=0,
+        min_pool_size=0,
+    )
+    assert (config.max_queued, config.shutdown_grace) == (0, 0)
+
+
+async def test_open_dispatcher_refuses_a_bad_setting_before_starting(
+    autojump_clock: object,
+) -> None:
+    with pytest.raises(ValueError, match=r"\bheartbeat_timeout\b"):
+        async with trio_pipe.open_dispatcher(port=None, heartbeat_timeout=-1):
+            pytest.fail("the dispatcher opened with a bad setting")
+
+
+# ------------------------------------------- a real process and real listeners
+
+ECHO_WORKER = """\
+#!{python}
+# A stdio worker: answers each task with its payload.
+import json
+import sys
+
+for line in sys.stdin:
+    message = json.loads(line)
+    if message["type"] == "TaskDispatch":
+        task = message["task"]
+        result = {{"taskId": task["id"], "status": "Completed", "payload": task["payload"]}}
+        print(json.dumps({{"type": "TaskResult", "result": result}}), flush=True)
+"""
+
+
+@pytest.mark.slow
+async def test_the_default_id_of_a_spawned_program_is_a_valid_id(tmp_path: Path) -> None:
+    # Named with a leading underscore, and run by a path: neither may reach the id.
+    program = tmp_path / "_worker.py"
+    program.write_text(ECHO_WORKER.format(python=sys.executable))
+    program.chmod(0o755)
+    async with trio_pipe.open_dispatcher(port=None) as d:
+        worker_id = await d.spawn_stdio(["./_worker.py"], ["echo"], cwd=str(tmp_path))
+        assert validate_worker_id(worker_id) == worker_id  # the protocol's rule
+        assert worker_id.startswith("worker.py-")
+        with trio.fail_after(30):
+            assert await d.run(Task.new("echo", "hello")) == "hello"
+        assert [info.worker_id for info in d.workers()] == [worker_id]
+
+
+def _stream_addresses(host: str) -> list[str]:
+    """The addresses a listener on *host* binds, one per listener, as trio finds them."""
+    found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    return [str(sockaddr[0]) for *_, sockaddr in found]
+
+
+LOCALHOST = _stream_addresses("localhost")
+
+
+async def _register_on_each_listener(addresses: list[str]) -> None:
+    """Open a dispatcher on localhost: it reports one port per listener (in the order
+    of *addresses*), and a worker registers through each."""
+    async with trio_pipe.open_dispatcher(host="localhost", port=0) as d:
+        assert len(d.ports) == len(addresses)
+        assert d.port == d.ports[0]
+        with trio.fail_after(30):
+            for n, (address, port) in enumerate(zip(addresses, d.ports, strict=True)):
+                host = f"[{address}]" if ":" in address else address
+                async with open_raw_websocket(f"ws://{host}:{port}") as ws:
+                    registration = WorkerRegistration(f"w{n}", ("t",), 1, "Python")
+                    await ws.send_message(encode(WorkerRegister(registration)))
+                    assert decode(await ws.get_message()) == WorkerRegistered(f"w{n}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    sorted(LOCALHOST) != ["127.0.0.1", "::1"],
+    reason=f"localhost resolves to {LOCALHOST} here (socket.getaddrinfo, SOCK_STREAM, "
+    "AI_PASSIVE); this test needs it to resolve to 127.0.0.1 and ::1",
+)
+async def test_listeners_on_a_host_with_two_addresses_report_every_port() -> None:
+    await _register_on_each_listener(LOCALHOST)
+
+
+class _BothLoopbacks(trio.abc.HostnameResolver):
+    """``localhost`` is 127.0.0.1 and ::1, as on a dual-stack machine; other names are
+    resolved as usual."""
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        if host in (b"localhost", "localhost"):
+            number = int(port or 0)
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", number)),
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", number, 0, 0)),
+            ]
+        return await trio.to_thread.run_sync(
+            socket.getaddrinfo, host, port, family, type, proto, flags
+        )
+
+    async def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
+        return await trio.to_thread.run_sync(socket.getnameinfo, sockaddr, flags)
+
+
+def _can_bind_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_bind_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+async def test_listeners_report_every_port_wherever_localhost_has_two_addresses() -> None:
+    # The same rule on any machine with an IPv6 loopback, whatever its resolver says.
+    trio.socket.set_custom_hostname_resolver(_BothLoopbacks())
+    await _register_on_each_listener(["127.0.0.1", "::1"])

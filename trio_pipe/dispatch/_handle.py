@@ -58,7 +58,7 @@ class TaskHandle(Generic[R]):
         self.status = TaskStatus.PENDING
         #: The worker the task is on now, or finished on; ``None`` while it waits.
         self.worker_id: str | None = None
-        #: Failed tries that were retried, oldest first.
+        #: Every try that ended on a worker, oldest first (the last one included).
         self.attempts: list[Attempt] = []
         self._structure = structure
         self._cancel = cancel
