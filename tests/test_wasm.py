@@ -445,7 +445,8 @@ async def test_at_most_max_concurrency_instances_run_at_once(
 ) -> None:
     """Straight at the channel, past the dispatcher's own capacity accounting: four
     tasks on a channel of two, and only two instances start until one ends."""
-    from trio_pipe.transports._wasm import open_wasm_channel, wasm_spec
+    from trio_pipe.transports._wasm_channel import open_wasm_channel
+    from trio_pipe.transports._wasm_spec import wasm_spec
 
     allowed = await slack(modules)
     spec = wasm_spec(modules["infinite_loop"], worker_id="limit", max_concurrency=2)

@@ -286,7 +286,7 @@ class SupervisorSet:
         *,
         task_status: trio.TaskStatus[None],
     ) -> None:
-        from ..transports._wasm import open_wasm_channel
+        from ..transports._wasm_channel import open_wasm_channel
 
         async with open_wasm_channel(spec) as channel:
             task_status.started()

@@ -4,11 +4,13 @@ The contract (rust-pipe's): a module is a WASI *command*. It reads the whole Tas
 on stdin and writes the result **payload** JSON on stdout; a trap, a non-zero exit or
 output that is not JSON fails the task.
 
-:class:`WasmChannel` is a :class:`~trio_pipe.transports.FrameChannel` with no
-connection behind it: the dispatcher writes ``TaskDispatch``/``Kill``/``Shutdown``
-frames to it, and it answers with ``TaskResult`` frames -- it is a worker like any
-other, whose frames cost a few microseconds against the milliseconds of an instance.
-It is the only module of trio_pipe that imports :mod:`wasmtime` (the ``wasm`` extra).
+The WASM transport is three modules: ``_wasm_spec`` (what to run, validated),
+this one (running an instance: the only module of trio_pipe that imports wasmtime) and
+``_wasm_channel``: :class:`WasmChannel`, a :class:`~trio_pipe.transports.FrameChannel`
+with no connection behind it. The dispatcher writes ``TaskDispatch``/``Kill``/
+``Shutdown`` frames to it, and it answers with ``TaskResult`` frames -- it is a worker
+like any other, whose frames cost a few microseconds against the milliseconds of an
+instance.
 
 Lifetime and threads
 --------------------
@@ -53,63 +55,48 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import logging
-import math
 import os
 import struct
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
-import trio
 import wasmtime
 from wasmtime import _ffi as _wasmtime_ffi
 
 from .._errors import ErrorCode
-from .._validation import InvalidSpec, validate_env, validate_path
 from ..protocol import (
-    DEFAULT_MAX_FRAME_SIZE,
-    Kill,
-    Shutdown,
     Task,
-    TaskDispatch,
     TaskError,
     TaskResult,
-    TaskResultMessage,
     TaskStatus,
-    converter,
-    decode,
-    encode,
     parse_json_value,
 )
-from ._channel import ChannelClosed
+from ._wasm_spec import (
+    DEFAULT_MAX_MEMORY_BYTES,
+    EPOCH_TICK,
+    STDERR_IN_MESSAGE,
+    WASM_PAGE,
+    WasmSpec,
+    wasm_spec,
+)
 
 __all__ = [
     "DEFAULT_MAX_MEMORY_BYTES",
     "EPOCH_TICK",
-    "WasmChannel",
+    "WASMTIME_VERSION",
     "WasmSpec",
-    "open_wasm_channel",
+    "result_of",
     "wasm_spec",
 ]
 
 log = logging.getLogger("trio_pipe.wasm")
 
-#: Seconds between two epoch ticks while an instance runs: the resolution of timeouts
-#: and the longest a ``Kill`` waits to reach a module running wasm code.
-EPOCH_TICK: Final = 0.005
-DEFAULT_MAX_MEMORY_BYTES: Final = 64 * 1024 * 1024
-WASM_PAGE: Final = 65536
-#: stderr kept for a failure message (the rest is logged, up to the output limit).
-STDERR_IN_MESSAGE: Final = 2048
 
 WASMTIME_VERSION: Final = metadata.version("wasmtime")
 
@@ -225,77 +212,6 @@ def _poll_oneoff(
     memory.write(caller, b"".join(ready), out_ptr)
     memory.write(caller, _U32.pack(len(ready)), nevents_ptr)
     return _ERRNO_SUCCESS
-
-
-# -- the spec ----------------------------------------------------------------------------
-
-
-@attrs.frozen
-class WasmSpec:
-    """What to run for one WASM worker, validated (make it with :func:`wasm_spec`)."""
-
-    module_path: str
-    worker_id: str
-    max_concurrency: int
-    max_memory_bytes: int
-    timeout_ms: int | None
-    fuel: int | None
-    env: tuple[tuple[str, str], ...]  # copied from os.environ by name, at spawn
-    preopen_dirs: tuple[tuple[str, str], ...]  # (guest path, host directory)
-    preopen_writable: bool
-    cache_dir: str | None
-    max_output_bytes: int
-
-
-def _positive_int(value: object, field: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidSpec(field, f"must be an int >= {minimum}", repr(value)[:64])
-    return int(value)
-
-
-def wasm_spec(
-    module_path: str | os.PathLike[str],
-    *,
-    worker_id: str,
-    max_concurrency: int = 2,
-    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-    timeout_ms: int | None = None,
-    fuel: int | None = None,
-    env_allow: Sequence[str] = (),
-    preopen_dirs: Mapping[str, str | os.PathLike[str]] | None = None,
-    preopen_writable: bool = False,
-    cache_dir: str | os.PathLike[str] | None = None,
-    max_output_bytes: int = DEFAULT_MAX_FRAME_SIZE,
-) -> WasmSpec:
-    """Validate the options of :meth:`Dispatcher.spawn_wasm` (``InvalidSpec``)."""
-    if isinstance(env_allow, str):
-        raise InvalidSpec("env_allow", "must be a sequence of names, not one str")
-    names = validate_env(dict.fromkeys(env_allow, ""), field="env_allow")
-    directories = []
-    for guest, host in (preopen_dirs or {}).items():
-        guest_path = validate_path(guest, field="preopen_dirs guest path")
-        host_path = validate_path(host, field=f"preopen_dirs[{guest_path!r}]")
-        if not os.path.isdir(host_path):
-            raise InvalidSpec(
-                f"preopen_dirs[{guest_path!r}]", "is not a directory", repr(host_path)[:64]
-            )
-        directories.append((guest_path, host_path))
-    cache = None if cache_dir is None else validate_path(cache_dir, field="cache_dir")
-    return WasmSpec(
-        module_path=validate_path(module_path, field="module_path"),
-        worker_id=worker_id,
-        max_concurrency=_positive_int(max_concurrency, "max_concurrency"),
-        max_memory_bytes=_positive_int(
-            max_memory_bytes, "max_memory_bytes", minimum=WASM_PAGE
-        ),
-        timeout_ms=None if timeout_ms is None else _positive_int(timeout_ms, "timeout_ms"),
-        fuel=None if fuel is None else _positive_int(fuel, "fuel"),
-        env=tuple((name, os.environ[name]) for name in names if name in os.environ),
-        preopen_dirs=tuple(directories),
-        preopen_writable=bool(preopen_writable),
-        cache_dir=cache,
-        max_output_bytes=_positive_int(max_output_bytes, "max_output_bytes"),
-    )
 
 
 # -- one task ----------------------------------------------------------------------------
@@ -655,150 +571,3 @@ def _host_failure(run: _Run, spec: WasmSpec, exc: Exception) -> TaskResult:
         ),
         worker_id=spec.worker_id,
     )
-
-
-# -- the channel -------------------------------------------------------------------------
-
-
-class WasmChannel:
-    """The dispatcher's end of a WASM worker (a ``FrameChannel``); made by
-    :func:`open_wasm_channel`, which owns its runners and its epoch ticker."""
-
-    lenient = False
-
-    def __init__(self, module: _Module) -> None:
-        spec = module.spec
-        self.peer = f"wasm:{module.argv0}"
-        self._module = module
-        self._spec = spec
-        self._results_in, self._results = trio.open_memory_channel[str](math.inf)
-        self._runs: dict[uuid.UUID, _Run] = {}
-        self._limiter = trio.CapacityLimiter(spec.max_concurrency)
-        # Threads are bounded by _limiter (held around each one): this one only keeps
-        # to_thread off the process-wide default limiter.
-        self._thread_limiter = trio.CapacityLimiter(spec.max_concurrency)
-        self._running = 0
-        self._ticker_lot = trio.lowlevel.ParkingLot()
-        self._runners: trio.Nursery | None = None
-        self._closed = False
-        self._stderr_log = logging.getLogger(f"trio_pipe.worker.{spec.worker_id}")
-
-    @property
-    def running(self) -> int:
-        """Instances executing right now (each on its own thread)."""
-        return self._running
-
-    async def receive(self) -> str:
-        try:
-            return await self._results.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise ChannelClosed("the WASM worker was closed") from None
-
-    async def send_all(self, frames: Sequence[str]) -> None:
-        await trio.lowlevel.checkpoint()
-        if self._closed:
-            raise ChannelClosed("the WASM worker was closed")
-        for frame in frames:
-            message = decode(frame)
-            if isinstance(message, TaskDispatch):
-                self._start(message.task)
-            elif isinstance(message, Kill):
-                run = self._runs.get(message.task_id)
-                if run is not None:
-                    run.stop("killed", f"killed: {message.reason}")
-            elif isinstance(message, Shutdown) and not message.graceful:
-                self._stop_all("the dispatcher shut down")
-            # A graceful Shutdown lets in-flight tasks finish; acks need no answer.
-
-    async def aclose(self, reason: str = "", *, protocol_error: bool = False) -> None:
-        self._closed = True
-        self._stop_all(f"the worker was closed: {reason}" if reason else "closed")
-        self._results_in.close()
-        self._results.close()
-        await trio.lowlevel.checkpoint()
-
-    def _stop_all(self, reason: str) -> None:
-        for run in self._runs.values():
-            run.stop("killed", reason)
-
-    def _post(self, result: TaskResult) -> None:
-        try:
-            self._results_in.send_nowait(encode(TaskResultMessage(result)))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # closed: nobody waits for it any more
-
-    def _start(self, task: Task) -> None:
-        assert self._runners is not None
-        timeout_ms = task.metadata.timeout_ms
-        if self._spec.timeout_ms is not None:
-            timeout_ms = min(timeout_ms, self._spec.timeout_ms)
-        stdin = json.dumps(
-            converter.unstructure(task), separators=(",", ":"), ensure_ascii=False
-        ).encode()
-        run = _Run(task, stdin, timeout_ms, self._spec.max_output_bytes)
-        self._runs[task.id] = run
-        self._runners.start_soon(self._run, run)
-
-    async def _run(self, run: _Run) -> None:
-        try:
-            async with self._limiter:
-                self._running += 1
-                self._ticker_lot.unpark_all()
-                if not run.stopped:
-                    self._post(
-                        TaskResult(
-                            run.task_id, TaskStatus.RUNNING, worker_id=self._spec.worker_id
-                        )
-                    )
-                try:
-                    outcome = await trio.to_thread.run_sync(
-                        self._module.execute, run, limiter=self._thread_limiter
-                    )
-                except Exception as exc:  # the host failed (e.g. out of descriptors)
-                    log.exception("%s: task %s could not run", self.peer, run.task_id)
-                    self._post(_host_failure(run, self._spec, exc))
-                    return
-                finally:
-                    self._running -= 1
-        finally:
-            del self._runs[run.task_id]
-        if outcome.stderr:
-            for line in _text(outcome.stderr, self._spec.max_output_bytes).splitlines():
-                self._stderr_log.info("%s", line)
-        self._post(result_of(run, outcome, self._spec))
-
-    async def _tick(self, scope: trio.CancelScope) -> None:
-        """Move the engine's epoch on every EPOCH_TICK while an instance runs."""
-        engine = self._module.engine
-        with scope:
-            while True:
-                while not self._running:
-                    await self._ticker_lot.park()
-                await trio.sleep(EPOCH_TICK)
-                engine.increment_epoch()
-
-
-@asynccontextmanager
-async def open_wasm_channel(spec: WasmSpec) -> AsyncIterator[WasmChannel]:
-    """Compile *spec*'s module and open a :class:`WasmChannel` for it.
-
-    Raises ``OSError`` if the module cannot be read and ``ValueError`` if it is not a
-    valid WASI command (or imports anything but WASI). Leaving the block stops every
-    running instance (as by ``Kill``) and waits for their threads, which takes at most
-    about one :data:`EPOCH_TICK`; the ticker runs, shielded, until they are done.
-    """
-    module = await trio.to_thread.run_sync(_Module, spec)
-    channel = WasmChannel(module)
-    ticker_scope = trio.CancelScope(shield=True)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(channel._tick, ticker_scope)
-        try:
-            async with trio.open_nursery() as runners:
-                channel._runners = runners
-                try:
-                    yield channel
-                finally:
-                    channel._closed = True
-                    channel._stop_all("the WASM worker stopped")
-        finally:
-            ticker_scope.cancel()
