@@ -488,12 +488,11 @@ class Scheduler:
                 self._resolve_error(entry, TaskStatus.FAILED, code, message)
         if self.closing and not len(self.pool):
             self.all_gone.set()
-        stats = self.stats()
-        if (
-            self.config.on_below_minimum is not None
-            and stats.active < self.config.min_pool_size
-        ):
-            self.config.on_below_minimum(stats)
+        on_below_minimum = self.config.on_below_minimum
+        if on_below_minimum is not None:  # the stats walk every worker: only if wanted
+            stats = self.stats()
+            if stats.active < self.config.min_pool_size:
+                on_below_minimum(stats)
 
     # ------------------------------------------------------------ shutdown
 
