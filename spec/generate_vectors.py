@@ -101,6 +101,19 @@ VALID: list[tuple[str, Message]] = [
     ),
     ("TaskDispatch: every optional field at its default", TaskDispatch(_task("ping"))),
     (
+        "TaskDispatch: the extensions (idempotencyKey, attempt, epoch)",
+        TaskDispatch(
+            _task(
+                "charge",
+                payload={"order": 42},
+                retry_count=2,
+                idempotency_key="order-42",
+                attempt=3,
+                epoch=7,
+            )
+        ),
+    ),
+    (
         "TaskDispatch: priority Low, a retry, microseconds in createdAt",
         TaskDispatch(
             _task(
@@ -654,6 +667,8 @@ INVALID: list[tuple[str, str, str, str]] = [
     *NEAR_MISSES,
     ("negative timeoutMs", "out of range", _dispatch(f'{_CREATED},"timeoutMs":-1'), "timeoutMs must be >= 0, got -1"),
     ("negative retryCount", "out of range", _dispatch(f'{_CREATED},"retryCount":-1'), "retryCount must be >= 0, got -1"),
+    ("attempt 0", "out of range", _dispatch(f'{_CREATED},"attempt":0'), "attempt must be >= 1, got 0"),
+    ("negative epoch", "out of range", _dispatch(f'{_CREATED},"epoch":-1'), "epoch must be >= 0, got -1"),
     ("negative maxRetries", "out of range", _dispatch(f'{_CREATED},"maxRetries":-3'), "maxRetries must be >= 0, got -3"),
     ("negative durationMs", "out of range", _result_body('"taskId":"%s","status":"Completed","durationMs":-5' % _ID), "durationMs must be >= 0, got -5"),
     ("negative activeTasks", "out of range", _heartbeat('"activeTasks":-1'), "activeTasks must be >= 0, got -1"),

@@ -73,20 +73,28 @@ def encode(message: Message) -> str:
 
 
 def encode_dispatch(
-    task: Task, *, timeout_ms: int | None = None, retry_count: int | None = None
+    task: Task,
+    *,
+    timeout_ms: int | None = None,
+    retry_count: int | None = None,
+    attempt: int | None = None,
+    epoch: int | None = None,
 ) -> str:
-    """``encode(TaskDispatch(task))``, with the metadata's ``timeoutMs`` and
-    ``retryCount`` replaced when given (the dispatcher's hot path: no copy of the task).
-    """
+    """``encode(TaskDispatch(task))``, with the metadata's ``timeoutMs``,
+    ``retryCount``, ``attempt`` and ``epoch`` replaced when given (the dispatcher's hot
+    path: no copy of the task)."""
     metadata = task.metadata
     timeout = metadata.timeout_ms if timeout_ms is None else timeout_ms
     retries = metadata.retry_count if retry_count is None else retry_count
-    text = _encode_dispatch_fast(task, timeout, retries)
+    attempt = metadata.attempt if attempt is None else attempt
+    epoch = metadata.epoch if epoch is None else epoch
+    text = _encode_dispatch_fast(task, timeout, retries, attempt, epoch)
     if text is not None:
         return text
-    if timeout != metadata.timeout_ms or retries != metadata.retry_count:
-        metadata = attrs.evolve(metadata, timeout_ms=timeout, retry_count=retries)
-        task = attrs.evolve(task, metadata=metadata)
+    changes = {"timeout_ms": timeout, "retry_count": retries}
+    changes |= {"attempt": attempt, "epoch": epoch}
+    if any(getattr(metadata, name) != value for name, value in changes.items()):
+        task = attrs.evolve(task, metadata=attrs.evolve(metadata, **changes))
     return _encode_reference(TaskDispatch(task))
 
 

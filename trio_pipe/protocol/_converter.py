@@ -221,7 +221,12 @@ def _protocol_structure_factory(cls: type[T]) -> Callable[[Any, Any], T]:
 
 
 def _protocol_unstructure_factory(cls: type[T]) -> Callable[[T], dict[str, Any]]:
-    renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}  # type: ignore[arg-type]
+    renames = {
+        a.name: override(
+            rename=_camel(a.name), omit_if_default=a.metadata.get(_types.EXTENSION, False)
+        )
+        for a in attrs.fields(cls)  # type: ignore[arg-type]
+    }
     return make_dict_unstructure_fn(cls, converter, **renames)  # type: ignore[arg-type]
 
 

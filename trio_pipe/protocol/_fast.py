@@ -127,33 +127,46 @@ def _is_int64(*values: object) -> bool:
     return True
 
 
-def _encode_dispatch_fast(task: Task, timeout_ms: int, retry_count: int) -> str | None:
+def _encode_dispatch_fast(
+    task: Task, timeout_ms: int, retry_count: int, attempt: int | None, epoch: int | None
+) -> str | None:
     metadata = task.metadata
-    trace_id = metadata.trace_id
+    trace_id, key = metadata.trace_id, metadata.idempotency_key
     if not (
         type(task.id) is uuid.UUID
         and _is_str(task.task_type)
         and (trace_id is None or _is_str(trace_id))
+        and (key is None or _is_str(key))
+        and (attempt is None or _is_int64(attempt))
+        and (epoch is None or _is_int64(epoch))
         and _is_int64(timeout_ms, retry_count, metadata.max_retries)
         and type(metadata.priority) is Priority
         and type(metadata.created_at) is datetime
         and metadata.created_at.tzinfo is UTC
     ):
         return None
+    fields = {
+        "createdAt": metadata.created_at,
+        "timeoutMs": timeout_ms,
+        "priority": metadata.priority.wire_name,
+        "retryCount": retry_count,
+        "maxRetries": metadata.max_retries,
+        "traceId": trace_id,
+    }
+    # The extensions, each only when it has a value (as the reference path writes them).
+    if key is not None:
+        fields["idempotencyKey"] = key
+    if attempt is not None:
+        fields["attempt"] = attempt
+    if epoch is not None:
+        fields["epoch"] = epoch
     document = {
         "type": "TaskDispatch",
         "task": {
             "id": task.id,
             "taskType": task.task_type,
             "payload": task.payload,
-            "metadata": {
-                "createdAt": metadata.created_at,
-                "timeoutMs": timeout_ms,
-                "priority": metadata.priority.wire_name,
-                "retryCount": retry_count,
-                "maxRetries": metadata.max_retries,
-                "traceId": trace_id,
-            },
+            "metadata": fields,
         },
     }
     return _dumps(document, task.payload)
@@ -226,11 +239,19 @@ def _structure_dispatch_fast(obj: dict[str, Any]) -> TaskDispatch | None:
         metadata["maxRetries"],
     )
     payload = task.get("payload")
+    key, attempt, epoch = (
+        metadata.get("idempotencyKey"),
+        metadata.get("attempt"),
+        metadata.get("epoch"),
+    )
     if not (
         _is_str(task_id, task_type, created_at)
         and (trace_id is None or _is_str(trace_id))
         and _is_int64(timeout_ms, retry_count, max_retries)
         and _read_alike(payload)
+        and (key is None or _is_str(key))
+        and (attempt is None or _is_int64(attempt))
+        and (epoch is None or _is_int64(epoch))
     ):
         return None
     return TaskDispatch(
@@ -245,6 +266,9 @@ def _structure_dispatch_fast(obj: dict[str, Any]) -> TaskDispatch | None:
                 retry_count=retry_count,
                 max_retries=max_retries,
                 trace_id=trace_id,
+                idempotency_key=key,
+                attempt=attempt,
+                epoch=epoch,
             ),
         )
     )

@@ -116,6 +116,14 @@ _FIELD_NOTES: Final[dict[tuple[type, str], str]] = {
     (_types.WorkerRegistration, "tags"): "Receivers read `null` as `[]`.",
     (_types.TaskResult, "worker_id"): "Informational: the dispatcher replaces it with "
     "the id the connection registered with.",
+    (_types.TaskMetadata, "idempotency_key"): "The submitter's key: the dispatcher keeps "
+    "one task per key (for its store's retention). Workers may use it to make side "
+    "effects idempotent.",
+    (_types.TaskMetadata, "attempt"): "Which try of the task this dispatch is, counted "
+    "over the task's whole life (across retries and dispatcher restarts). With `epoch`, "
+    "the fencing token of this try: a worker may pass both to the systems it writes to.",
+    (_types.TaskMetadata, "epoch"): "The dispatcher's epoch: it grows each time a "
+    "dispatcher opens the task store.",
 }
 
 _FACTORY_DEFAULTS: Final[dict[Any, str]] = {
@@ -200,14 +208,18 @@ class _Builder:
                 "const": tag,
                 "description": "The message's name; receivers match it ignoring case.",
             }
+        extensions = set()
         for field in attrs.fields(cls):
             properties[_wire_name(field.name)] = self._field(cls, field, hints[field.name])
+            if field.metadata.get(_types.EXTENSION):
+                extensions.add(_wire_name(field.name))
         return {
             "title": cls.__name__,
             "description": self._describe(cls.__name__),
             "type": "object",
             "properties": properties,
-            "required": list(properties),  # the codec writes every field
+            # The codec writes every field, but an extension only when it has a value.
+            "required": [name for name in properties if name not in extensions],
             "additionalProperties": False,
         }
 
@@ -243,6 +255,11 @@ class _Builder:
             notes.append(
                 f"Receivers also accept the name `{alias}` "
                 f"(`{_wire_name(field.name)}` wins if both are present)."
+            )
+        if field.metadata.get(_types.EXTENSION):
+            notes.append(
+                "An extension of trio_pipe (not in rust-pipe v0.1): written only when it "
+                "has a value."
             )
         note = _FIELD_NOTES.get((cls, field.name))
         if note is not None:

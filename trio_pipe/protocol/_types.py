@@ -101,8 +101,8 @@ class _AtLeast:
 
     minimum: int
 
-    def __call__(self, _inst: object, attr: attrs.Attribute[int], value: int) -> None:
-        if value < self.minimum:
+    def __call__(self, _inst: object, attr: attrs.Attribute[int], value: int | None) -> None:
+        if value is not None and value < self.minimum:
             raise ValueError(f"{_camel(attr.name)} must be >= {self.minimum}, got {value}")
 
 
@@ -111,6 +111,16 @@ def _at_least(minimum: int) -> _AtLeast:
 
 
 _non_negative = _at_least(0)
+
+EXTENSION = "trio_pipe.extension"
+"""The attrs metadata key of a field trio_pipe adds to rust-pipe v0.1's messages."""
+
+
+def _extension(default: Any = None, validator: Any = None) -> Any:
+    """A field beyond rust-pipe v0.1: optional on input, and written only when it
+    holds something other than its default, so that every message a v0.1 peer could
+    send or read keeps its exact v0.1 form."""
+    return attrs.field(default=default, validator=validator, metadata={EXTENSION: True})
 
 
 @attrs.frozen
@@ -121,6 +131,13 @@ class TaskMetadata:
     retry_count: int = attrs.field(default=0, validator=_non_negative)
     max_retries: int = attrs.field(default=DEFAULT_MAX_RETRIES, validator=_non_negative)
     trace_id: str | None = None
+    #: The caller's key for the task: a second submission with the same key is the
+    #: same task (within the store's retention).
+    idempotency_key: str | None = _extension()
+    #: Which try of the task this dispatch is (1, 2, ... over the task's whole life,
+    #: across restarts), and the dispatcher's epoch: together the fencing token.
+    attempt: int | None = _extension(validator=_at_least(1))
+    epoch: int | None = _extension(validator=_non_negative)
 
 
 @attrs.frozen
@@ -142,6 +159,7 @@ class Task:
         priority: Priority = Priority.NORMAL,
         max_retries: int = DEFAULT_MAX_RETRIES,
         trace_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Task:
         """A new task with a fresh random id, created now."""
         if not task_type:
@@ -155,6 +173,7 @@ class Task:
                 priority=Priority(priority),
                 max_retries=max_retries,
                 trace_id=trace_id,
+                idempotency_key=idempotency_key,
             ),
         )
 
