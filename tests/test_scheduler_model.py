@@ -75,6 +75,7 @@ from trio_pipe.dispatch import (
     WorkerState,
 )
 from trio_pipe.dispatch._entry import Constraint, OnWorker, TaskEntry, WithTag
+from trio_pipe.store import MemoryStore
 from trio_pipe.dispatch._pool import WorkerRecord
 from trio_pipe.dispatch._scheduler import Scheduler
 from trio_pipe.protocol import (
@@ -301,14 +302,14 @@ class SchedulerModel(RuleBasedStateMachine):
         self.run = TrioRun()
         self.clock = self.run.clock
         self.trio = self.run.call
-        self.scheduler = Scheduler(CONFIG)
+        self.scheduler = Scheduler(CONFIG, MemoryStore())
         self.log = EventLog(self.scheduler.listeners)
         self.scheduler.listeners.append(self.log)
         self.tasks: dict[uuid.UUID, ModelTask] = {}
         self.workers: list[ModelWorker] = []  # every record, in the order they joined
         self.worker_names = itertools.count()
         self.arrivals = itertools.count()
-        self.completed = self.failed = self.retried = 0
+        self.completed = self.failed = self.retried = self.stale_results = 0
         self.dead: set[str] = set()  # ids of workers that died (not removed)
         self.ok = True  # no step has failed: the end-of-run checks may run
         self.requeued_retries_served = 0  # fills that met a retry queued once before
@@ -716,7 +717,8 @@ class SchedulerModel(RuleBasedStateMachine):
         self, data: st.DataObject, status: TaskStatus, *, retryable: bool = False
     ) -> None:
         """A worker reports on a task it holds (perhaps one the dispatcher gave up on:
-        a late result, which only frees the slot)."""
+        a stale result, counted, which only frees the slot -- or, for a progress
+        report, is answered with another Kill)."""
         self.ok = False
         worker, task = data.draw(st.sampled_from(self.held()), label="worker, task")
         error = None
@@ -725,8 +727,12 @@ class SchedulerModel(RuleBasedStateMachine):
         result = TaskResult(task.id, status, "ok", error=error, worker_id=worker.id)
         self.trio(self.scheduler.on_message, worker.record, TaskResultMessage(result))
         waited_for = worker.slots[task.id]
+        if not waited_for:
+            self.stale_results += 1
         if status is TaskStatus.RUNNING:
-            if waited_for and not task.running:
+            if not waited_for:
+                worker.frames.append(("Kill", task, "superseded"))
+            elif not task.running:
                 task.running, task.status = True, TaskStatus.RUNNING
                 self.expect(TaskEventKind.RUNNING, task)
         else:
@@ -938,6 +944,7 @@ class SchedulerModel(RuleBasedStateMachine):
             completed=self.completed,
             failed=self.failed,
             retried=self.retried,
+            stale_results=self.stale_results,
         )
         assert len(self.scheduler.queue) == len(queued)
 
@@ -960,6 +967,8 @@ class SchedulerModel(RuleBasedStateMachine):
             waited_for = worker.slots.pop(task.id)
             if waited_for:
                 self.ended(task, worker.id, TaskStatus.COMPLETED, None, retryable=False)
+            else:
+                self.stale_results += 1
             self.fill(worker)
         self.end_of_step()
 

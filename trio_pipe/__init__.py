@@ -18,7 +18,9 @@ from ._errors import (
     PoolFull,
     QueueFull,
     SshError,
+    StoreError,
     TaskFailed,
+    TaskNotFound,
     TrioPipeError,
     WorkerConnectionError,
     WorkerNotFound,
@@ -62,6 +64,15 @@ _FROM_DISPATCH = (
     "WorkerState",
     "open_dispatcher",
 )
+# The stores (trio_pipe.store) too: SqliteStore runs on Trio's threads.
+_FROM_STORE = (
+    "AttemptRecord",
+    "MemoryStore",
+    "Retention",
+    "SqliteStore",
+    "Store",
+    "TaskRecord",
+)
 # This one needs the optional ``ssh`` extra (asyncssh, trio-asyncio), so it is imported
 # on first use too, and left out of __all__ (``from trio_pipe import *`` must work
 # without the extra).
@@ -83,9 +94,11 @@ __all__ = [
     "QueueFull",
     "RemoteProtocolError",
     "SshError",
+    "StoreError",
     "Task",
     "TaskError",
     "TaskFailed",
+    "TaskNotFound",
     "TaskMetadata",
     "TaskResult",
     "TaskSpec",
@@ -95,10 +108,12 @@ __all__ = [
     "WorkerNotFound",
     "__version__",
     *_FROM_DISPATCH,
+    *_FROM_STORE,
 ]
 
 if TYPE_CHECKING:
     from .dispatch import *  # noqa: F403 (names re-exported: _FROM_DISPATCH)
+    from .store import *  # noqa: F403 (names re-exported: _FROM_STORE)
     from .transports._ssh import (
         INSECURE_ACCEPT_ANY_HOST_KEY as INSECURE_ACCEPT_ANY_HOST_KEY,
     )
@@ -107,6 +122,8 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     if name in _FROM_DISPATCH:
         module = ".dispatch"
+    elif name in _FROM_STORE:
+        module = ".store"
     elif name == _FROM_SSH:
         module = ".transports._ssh"
     else:

@@ -20,7 +20,9 @@ __all__ = [
     "PoolFull",
     "QueueFull",
     "SshError",
+    "StoreError",
     "TaskFailed",
+    "TaskNotFound",
     "TrioPipeError",
     "WorkerConnectionError",
     "WorkerNotFound",
@@ -41,6 +43,7 @@ class ErrorCode:
     WORKER_SATURATED: Final = "WORKER_SATURATED"
     WORKER_SHUTTING_DOWN: Final = "WORKER_SHUTTING_DOWN"
     DISPATCHER_CLOSED: Final = "DISPATCHER_CLOSED"
+    DISPATCHER_RESTARTED: Final = "DISPATCHER_RESTARTED"  # on a worker when it stopped
     INVALID_PAYLOAD: Final = "INVALID_PAYLOAD"
     # WASM workers (spawn_wasm): how a module's run failed.
     WASM_TRAP: Final = "WASM_TRAP"  # a trap; the message is the trap's
@@ -52,6 +55,16 @@ class ErrorCode:
 
 class TrioPipeError(Exception):
     """Base class of trio_pipe's own exceptions."""
+
+
+class StoreError(TrioPipeError):
+    """The task store cannot do what was asked: the disk is full, the file is
+    read-only or in use by another dispatcher, its schema is from a newer version.
+    The message says which, and names the store."""
+
+
+class TaskNotFound(TrioPipeError, LookupError):
+    """No task with this id in the store (never submitted, or pruned)."""
 
 
 class TaskFailed(TrioPipeError):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
+import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
 
-from .._errors import WorkerNotFound
+from .._errors import TaskNotFound, WorkerNotFound
 from .._typed import TaskSpec
 from .._validation import (
     InvalidSpec,
@@ -43,6 +45,7 @@ from ..protocol import (
     TaskStatus,
     WorkerRegistration,
 )
+from ..store import Store, TaskRecord
 from ..transports import FrameChannel
 from ..transports._spawn import (
     client_key_paths,
@@ -54,7 +57,7 @@ from ..transports._spawn import (
 from ._config import DispatcherConfig
 from ._entry import Constraint, OnWorker, TaskEntry, WithTag
 from ._events import EventStream
-from ._handle import BatchResult, TaskHandle
+from ._handle import Attempt, BatchResult, TaskHandle
 from ._pool import PoolStats, WorkerInfo, WorkerState
 from ._scheduler import Scheduler
 from ._sessions import evict, serve_worker
@@ -79,9 +82,13 @@ class Dispatcher:
         *,
         sessions: trio.Nursery,
         supervisors: trio.Nursery,
+        store: Store,
     ) -> None:
         self.config = config
-        self._scheduler = scheduler = Scheduler(config)
+        self._scheduler = scheduler = Scheduler(config, store)
+        self._store = store
+        #: Tasks the store is writing, not admitted yet (found by ``handle()``).
+        self._adding: dict[uuid.UUID, TaskEntry] = {}
         self._sessions = sessions
         self._supervisors = SupervisorSet(
             supervisors,
@@ -125,6 +132,11 @@ class Dispatcher:
 
     def pool_stats(self) -> PoolStats:
         return self._scheduler.stats()
+
+    @property
+    def store(self) -> Store:
+        """Where this dispatcher keeps its tasks (``open_dispatcher(store=...)``)."""
+        return self._store
 
     def events(self, *, buffer: int = 1024) -> EventStream:
         """Listen to task and worker lifecycle events from now on.
@@ -195,8 +207,18 @@ class Dispatcher:
         """Like :meth:`submit`, but never waits: raises :class:`NoWorkerAvailable` when
         no registered worker supports the task type, :class:`QueueFull` when the task
         would have to wait for room in a full queue."""
-        entry = self._scheduler.new_entry(task, options)
-        self._scheduler.admit_nowait(entry)
+        scheduler = self._scheduler
+        entry = scheduler.new_entry(task, options)
+        if self._store.durable:
+            raise RuntimeError(
+                f"submit_nowait() cannot wait for {self._store!r} to make the task "
+                "durable: use await submit()"
+            )
+        scheduler.check_admissible(entry)
+        stored = self._store.add_nowait(scheduler.record_of(entry))
+        if stored.id != entry.handle.id:
+            return self._live_handle(stored.id) or _finished_handle(stored)
+        scheduler.admit(entry)
         return entry.handle
 
     async def dispatch_to(self, worker_id: str, task: Task) -> TaskHandle[Any]:
@@ -221,16 +243,31 @@ class Dispatcher:
     ) -> TaskHandle[Any]:
         await trio.lowlevel.checkpoint_if_cancelled()
         entry = self._scheduler.new_entry(task, options, constraint=constraint)
-        await self._admit(entry)
+        handle = await self._admit(entry)
         await trio.lowlevel.cancel_shielded_checkpoint()
-        return entry.handle
+        return handle
 
-    async def _admit(self, entry: TaskEntry) -> None:
-        """Admit the task, waiting for room in a full queue (backpressure)."""
+    async def _admit(self, entry: TaskEntry) -> TaskHandle[Any]:
+        """Keep the task in the store, then admit it, waiting for room in a full
+        queue (backpressure). Returns its handle -- or, if the store already holds a
+        task with its idempotency key, that task's."""
         scheduler = self._scheduler
+        store = self._store
+        record = scheduler.record_of(entry)
+        if store.durable:
+            self._adding[entry.handle.id] = entry
+            try:
+                stored = await store.add(record)
+            finally:
+                del self._adding[entry.handle.id]
+        else:
+            stored = store.add_nowait(record)
+        if stored.id != entry.handle.id:
+            return await self.handle(stored.id)
         while not scheduler.admit(entry):
             await scheduler.queue_space.park()
             scheduler.check_open()
+        return entry.handle
 
     @overload
     async def run(
@@ -260,7 +297,7 @@ class Dispatcher:
         )
         handle = entry.handle
         try:
-            await self._admit(entry)
+            handle = await self._admit(entry)
             result = await handle.result()
             if result.status is not TaskStatus.COMPLETED:
                 # If our own deadline is what ended it, let Trio say so.
@@ -342,6 +379,87 @@ class Dispatcher:
             handle = await finished.receive()
             index, payload = in_flight.pop(handle)
             yield BatchResult(index, payload, handle.result_nowait())
+
+    # ---------------------------------------------------------------- store
+
+    async def handle(self, task_id: uuid.UUID) -> TaskHandle[Any]:
+        """The handle of task *task_id*: the live one if the task is unfinished, or
+        one resolved with its outcome from the store -- also after a restart, for as
+        long as the store's retention keeps it. Typed results come back unstructured
+        (as the worker sent them). Raises :class:`TaskNotFound`."""
+        handle = self._live_handle(task_id)
+        if handle is not None:
+            await trio.lowlevel.checkpoint()
+            return handle
+        record = await self._store.get(task_id)
+        handle = self._live_handle(task_id)  # it may have been admitted meanwhile
+        if handle is not None:
+            return handle
+        if record is None or not record.done:
+            raise TaskNotFound(f"no task {task_id}")
+        return _finished_handle(record)
+
+    def _live_handle(self, task_id: uuid.UUID) -> TaskHandle[Any] | None:
+        entry = self._scheduler.entry(task_id) or self._adding.get(task_id)
+        return None if entry is None else entry.handle
+
+    async def tasks(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        task_type: str | None = None,
+        limit: int = 100,
+        after: uuid.UUID | None = None,
+    ) -> list[TaskRecord]:
+        """A page of the store's tasks, in submission order: up to *limit*, starting
+        after task *after* (the last of the previous page), filtered by *status* and
+        *task_type*. A live task's record may lag its handle by one group commit."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit!r}")
+        return await self._store.tasks(
+            status=status, task_type=task_type, limit=limit, after=after
+        )
+
+    async def dead_letters(
+        self, *, limit: int = 100, after: uuid.UUID | None = None
+    ) -> list[TaskRecord]:
+        """Tasks that ended ``Failed`` -- their retries used up, or an error that is
+        not retryable -- with every attempt; see :meth:`requeue` and :meth:`purge`."""
+        return await self.tasks(status=TaskStatus.FAILED, limit=limit, after=after)
+
+    async def requeue(self, task_id: uuid.UUID) -> TaskHandle[Any]:
+        """Send a task that ended without completing (a dead letter, a timeout, a
+        cancellation) round again, with a fresh deadline and retry budget; return its
+        new handle. Raises :class:`TaskNotFound`, or ``ValueError`` if it is unfinished
+        or completed."""
+        self._scheduler.check_open()
+        record = await self._store.requeue(task_id, time.time())
+        entry = self._scheduler.resumed_entry(record)
+        self._scheduler.admit_resumed(entry)
+        return entry.handle
+
+    async def purge(
+        self,
+        task_ids: Iterable[uuid.UUID] | None = None,
+        *,
+        status: TaskStatus | None = TaskStatus.FAILED,
+        older_than: float | None = None,
+    ) -> int:
+        """Delete finished tasks from the store -- by default every dead letter --
+        and return how many: those among *task_ids* (if given), with *status* (``None``:
+        any), finished more than *older_than* seconds ago (if given). Unfinished tasks
+        are never deleted."""
+        return await self._store.purge(
+            task_ids=None if task_ids is None else frozenset(task_ids),
+            status=status,
+            finished_before=None if older_than is None else time.time() - older_than,
+        )
+
+    def _resume(self, records: Iterable[TaskRecord]) -> None:
+        """Queue the unfinished tasks the store gave back on opening."""
+        scheduler = self._scheduler
+        for record in records:
+            scheduler.admit_resumed(scheduler.resumed_entry(record))
 
     # -------------------------------------------------------------- workers
 
@@ -627,3 +745,21 @@ class Dispatcher:
         await serve_worker(
             self._scheduler, channel, registration=registration, transport=transport
         )
+
+
+def _finished_handle(record: TaskRecord) -> TaskHandle[Any]:
+    """A handle resolved with the outcome *record* holds."""
+    assert record.result is not None
+
+    def cannot_cancel(_: TaskHandle[Any], __: str) -> None:
+        pass  # it has ended
+
+    handle: TaskHandle[Any] = TaskHandle(
+        record.task, structure=lambda payload: payload, cancel=cannot_cancel
+    )
+    ended = [a for a in record.attempts[record.counted_from :] if a.status is not None]
+    handle.attempts.extend(map(Attempt.of, ended))
+    if ended:
+        handle.worker_id = ended[-1].worker_id
+    handle._resolve(record.result)
+    return handle

@@ -42,6 +42,7 @@ class TaskEntry:
     """
 
     __slots__ = (
+        "attempt",
         "caller_deadline",
         "constraint",
         "deadline",
@@ -49,6 +50,7 @@ class TaskEntry:
         "handle",
         "queued",
         "queued_at",
+        "started_at",
         "worker",
     )
 
@@ -74,6 +76,10 @@ class TaskEntry:
         self.queued = False
         #: When the task first entered the queue: its rank, kept across retries.
         self.queued_at: float | None = None
+        #: The number of its latest attempt (0: none yet), and when that one started
+        #: (wall-clock seconds): with the store's epoch, the fencing token.
+        self.attempt = 0
+        self.started_at = 0.0
 
     @property
     def done(self) -> bool:

@@ -11,6 +11,7 @@ import trio
 
 from .._errors import TaskFailed
 from ..protocol import Task, TaskError, TaskResult, TaskStatus
+from ..store import AttemptRecord
 
 __all__ = ["Attempt", "BatchResult", "TaskHandle"]
 
@@ -19,11 +20,29 @@ R = TypeVar("R")
 
 @attrs.frozen
 class Attempt:
-    """One try of a task on a worker, and how it ended."""
+    """One try of a task on a worker, and how it ended. ``number`` counts the task's
+    tries over its whole life (across dispatcher restarts); the times are wall-clock
+    seconds since the epoch."""
 
     worker_id: str
     status: TaskStatus
     error: TaskError | None
+    number: int = 0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+
+    @classmethod
+    def of(cls, record: AttemptRecord) -> Attempt:
+        """The attempt a store recorded (one that has ended)."""
+        assert record.status is not None and record.ended_at is not None
+        return cls(
+            record.worker_id,
+            record.status,
+            record.error,
+            record.number,
+            record.started_at,
+            record.ended_at,
+        )
 
 
 class TaskHandle(Generic[R]):

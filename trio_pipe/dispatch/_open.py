@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
+from ..store import MemoryStore, Store, store_from_url
 from ..transports import serve_websocket_workers
 from ._config import DispatcherConfig
 from ._dispatcher import Dispatcher
@@ -100,16 +101,21 @@ async def open_dispatcher(
     min_pool_size: int = 0,
     on_below_minimum: Callable[[PoolStats], object] | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    store: Store | str | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """Open a dispatcher, listening for WebSocket workers on *host*:*port*.
 
     ``port=0`` picks a free port (``dispatcher.port`` tells which); ``port=None``
-    listens nowhere (for spawned workers only). The other settings are those of
+    listens nowhere (for spawned workers only). *store* is where tasks are kept: a
+    :class:`~trio_pipe.store.Store`, or a URL (``"sqlite:///tasks.db"``); by default a
+    new :class:`~trio_pipe.store.MemoryStore`. Opening a store that holds unfinished
+    tasks resumes them (docs/durability.md). The other settings are those of
     :class:`DispatcherConfig` (times in seconds), validated before anything starts.
 
     Everything the dispatcher does runs in one nursery tree under this block::
 
-        open_dispatcher ─┬─ sessions      one task per WebSocket worker: its session
+        open_dispatcher ─┬─ store         the store's writer (outlives the rest)
+                         ├─ sessions      one task per WebSocket worker: its session
                          ├─ supervisors   one task per spawned worker, its session
                          │                inside (and the SSH pool, on first use)
                          └─ serve ─┬─ deadlines  one task: every task deadline
@@ -138,26 +144,41 @@ async def open_dispatcher(
         on_below_minimum=on_below_minimum,
         max_frame_size=max_frame_size,
     )
+    if store is None:
+        store = MemoryStore()
+    elif isinstance(store, str):
+        store = store_from_url(store)
     dispatcher: Dispatcher | None = None
     body_error: BaseException | None = None
     try:
-        async with trio.open_nursery() as root:
-            dispatcher = Dispatcher(
-                config,
-                sessions=await root.start(_open_nursery_task),
-                supervisors=await root.start(_open_nursery_task),
-            )
-            listener_scope = trio.CancelScope()
-            await root.start(_serve, dispatcher, host, port, ssl_context, listener_scope)
+        async with trio.open_nursery() as outer:
+            resumed = await outer.start(store.run)
             try:
-                yield dispatcher
-                await _shutdown(dispatcher, listener_scope)
-            except BaseException as exc:
-                body_error = exc
-                raise
+                async with trio.open_nursery() as root:
+                    dispatcher = Dispatcher(
+                        config,
+                        sessions=await root.start(_open_nursery_task),
+                        supervisors=await root.start(_open_nursery_task),
+                        store=store,
+                    )
+                    dispatcher._resume(resumed)
+                    del resumed
+                    listener_scope = trio.CancelScope()
+                    await root.start(
+                        _serve, dispatcher, host, port, ssl_context, listener_scope
+                    )
+                    try:
+                        yield dispatcher
+                        await _shutdown(dispatcher, listener_scope)
+                    except BaseException as exc:
+                        body_error = exc
+                        raise
+                    finally:
+                        dispatcher._scheduler.closing = True
+                        root.cancel_scope.cancel()
             finally:
-                dispatcher._scheduler.closing = True
-                root.cancel_scope.cancel()
+                # Last: the store writes what the rest of the tree reported.
+                outer.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Re-raise an error of the caller's own block as itself, not wrapped in the
         # group of the nursery it happened to run in.

@@ -61,6 +61,7 @@ class PoolStats:
     completed: int  # tasks resolved Completed since the dispatcher opened
     failed: int  # tasks resolved any other way (Failed, TimedOut, Cancelled)
     retried: int  # retries scheduled (a task retried twice counts twice)
+    stale_results: int = 0  # results of attempts given up on, discarded (fencing)
 
 
 @attrs.define(eq=False)
@@ -262,6 +263,7 @@ class Pool:
         completed: int,
         failed: int,
         retried: int,
+        stale_results: int,
     ) -> PoolStats:
         connected = list(self._workers.values())
         active = [r for r in connected if r.state is WorkerState.ACTIVE]
@@ -279,6 +281,7 @@ class Pool:
             completed=completed,
             failed=failed,
             retried=retried,
+            stale_results=stale_results,
         )
 
     def _index(self, record: WorkerRecord) -> None:

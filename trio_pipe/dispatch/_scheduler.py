@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,7 @@ from ..protocol import (
     encode,
     encode_dispatch,
 )
+from ..store import Store, TaskRecord
 from ._config import DispatcherConfig
 from ._entry import Constraint, OnWorker, TaskEntry, WithTag
 from ._events import (
@@ -71,6 +73,22 @@ def _identity(payload: Any) -> Any:
     return payload
 
 
+def placement_of(constraint: Constraint) -> str | None:
+    """*constraint* as the store keeps it."""
+    if isinstance(constraint, OnWorker):
+        return f"worker:{constraint.worker_id}"
+    if isinstance(constraint, WithTag):
+        return f"tag:{constraint.tag}"
+    return None
+
+
+def constraint_of(placement: str | None) -> Constraint:
+    if placement is None:
+        return None
+    kind, _, value = placement.partition(":")
+    return OnWorker(value) if kind == "worker" else WithTag(value)
+
+
 class Scheduler:
     """Tasks, workers and the rules that join them; see the module docstring.
 
@@ -78,8 +96,10 @@ class Scheduler:
     waits on :attr:`queue_space` and :attr:`pool_changed`; everything else is called.
     """
 
-    def __init__(self, config: DispatcherConfig) -> None:
+    def __init__(self, config: DispatcherConfig, store: Store) -> None:
         self.config = config
+        #: Told every change (``dispatched``, ``ended``); it never makes us wait.
+        self.store = store
         self.pool = Pool(max_size=config.max_pool_size)
         self.queue = TaskQueue(
             max_queued=config.max_queued, aging_interval=config.aging_interval
@@ -99,6 +119,7 @@ class Scheduler:
         self.completed = 0
         self.failed = 0
         self.retried = 0
+        self.stale_results = 0
 
     def _live(self) -> int:
         return len(self._entries)
@@ -111,6 +132,7 @@ class Scheduler:
             completed=self.completed,
             failed=self.failed,
             retried=self.retried,
+            stale_results=self.stale_results,
         )
 
     def count_active(self, task_type: str | None) -> int:
@@ -119,6 +141,10 @@ class Scheduler:
             and (task_type is None or task_type in r.supported_tasks)
             for r in self.pool
         )
+
+    def entry(self, task_id: uuid.UUID) -> TaskEntry | None:
+        """The entry of an unfinished task, if it is here."""
+        return self._entries.get(task_id)
 
     def check_open(self) -> None:
         if self.closing:
@@ -175,7 +201,7 @@ class Scheduler:
             task = task.to_task(**{k: v for k, v in options.items() if v is not None})
         elif options:
             raise TypeError("options apply to typed tasks; give a Task its own metadata")
-        frame = encode_dispatch(task)
+        frame = encode_dispatch(task, attempt=1, epoch=self.store.epoch)
         handle = TaskHandle(task, structure=structure, cancel=self.cancel, on_done=on_done)
         return TaskEntry(
             handle,
@@ -185,19 +211,61 @@ class Scheduler:
             frame=frame,
         )
 
+    def record_of(self, entry: TaskEntry) -> TaskRecord:
+        """What the store keeps of a new task *entry*."""
+        now = time.time()
+        task = entry.handle.task
+        return TaskRecord(
+            task,
+            TaskStatus.PENDING,
+            submitted_at=now,
+            deadline=now + task.metadata.timeout_ms / 1000,
+            updated_at=now,
+            placement=placement_of(entry.constraint),
+        )
+
+    def resumed_entry(self, record: TaskRecord) -> TaskEntry:
+        """The entry (and a new handle) of a task the store gives back, not admitted
+        yet: its tries so far, its deadline, its placement."""
+        handle = TaskHandle(record.task, structure=_identity, cancel=self.cancel)
+        handle.attempts.extend(map(Attempt.of, record.attempts[record.counted_from :]))
+        entry = TaskEntry(
+            handle,
+            deadline=trio.current_time() + (record.deadline - time.time()),
+            constraint=constraint_of(record.placement),
+        )
+        entry.attempt = record.attempts[-1].number if record.attempts else 0
+        return entry
+
+    def check_admissible(self, entry: TaskEntry) -> None:
+        """Raise ``NoWorkerAvailable`` when no registered worker supports the task's
+        type, ``QueueFull`` when it would have to wait: what ``admit`` would refuse,
+        changing nothing."""
+        task_type = entry.handle.task.task_type
+        if not self.pool.supports(task_type):
+            raise NoWorkerAvailable(f"no worker supports task type {task_type!r}")
+        constraint = entry.constraint
+        if self.queue.full and (
+            self.pool.select(
+                task_type,
+                worker_id=constraint.worker_id
+                if isinstance(constraint, OnWorker)
+                else None,
+                tag=constraint.tag if isinstance(constraint, WithTag) else None,
+            )
+            is None
+        ):
+            raise QueueFull(f"the queue holds {self.queue.max_queued} tasks")
+
     def admit(self, entry: TaskEntry) -> bool:
         """Send the task to the best worker now, or queue it. False if it would have
         to wait and the queue is full (the caller waits on :attr:`queue_space`)."""
         return self._place(entry, force=False)
 
-    def admit_nowait(self, entry: TaskEntry) -> None:
-        """:meth:`admit`, raising ``NoWorkerAvailable`` when no registered worker
-        supports the task's type, ``QueueFull`` when it would have to wait."""
-        task_type = entry.handle.task.task_type
-        if not self.pool.supports(task_type):
-            raise NoWorkerAvailable(f"no worker supports task type {task_type!r}")
-        if not self._place(entry, force=False):
-            raise QueueFull(f"the queue holds {self.queue.max_queued} tasks")
+    def admit_resumed(self, entry: TaskEntry) -> None:
+        """Admit a task the store gave back (requeued, or resumed on opening): never
+        refused for a full queue, since the store already holds it."""
+        self._place(entry, force=True)
 
     # ----------------------------------------------------------- placement
 
@@ -240,17 +308,23 @@ class Scheduler:
         metadata = task.metadata
         time_left_ms = math.ceil((entry.effective_deadline - trio.current_time()) * 1000)
         frame, entry.frame = entry.frame, None
+        entry.attempt += 1
         if (
             frame is None
             or time_left_ms < metadata.timeout_ms
             or handle.retry_count != metadata.retry_count
+            or entry.attempt != 1
         ):
             frame = encode_dispatch(
                 task,
                 timeout_ms=max(min(time_left_ms, metadata.timeout_ms), 1),
                 retry_count=handle.retry_count,
+                attempt=entry.attempt,
+                epoch=self.store.epoch,
             )
         self._post(record, TaskDispatch(task), frame)
+        entry.started_at = now = time.time()
+        self.store.dispatched(handle.id, entry.attempt, record.worker_id, now)
         if rank:
             self.pool.changed(record)
         entry.worker = record
@@ -293,16 +367,25 @@ class Scheduler:
 
     # ---------------------------------------------------------- resolution
 
-    def _resolve(self, entry: TaskEntry, result: TaskResult) -> None:
+    def _resolve(
+        self, entry: TaskEntry, result: TaskResult, *, attempt: int | None = None
+    ) -> None:
+        """End the task with *result* (which ended *attempt*, if it came from a try
+        that is over already)."""
         handle = entry.handle
         if handle.done:
             return
         if entry.queued:
             self.queue.discard(entry)
             self.queue_space.unpark()
-        elif entry.worker is not None:
+        elif entry.worker is not None:  # the live attempt ends with the task
             entry.worker.session.abandon(handle.id)
+            attempt = entry.attempt
         entry.worker = None
+        error = result.error
+        if error is None or error.code != ErrorCode.DISPATCHER_CLOSED:
+            # (Closing is not an outcome: the store keeps the task for the next opening.)
+            self.store.ended(handle.id, attempt, result, time.time(), final=True)
         self._entries.pop(handle.id, None)
         if result.status is TaskStatus.COMPLETED:
             self.completed += 1
@@ -353,7 +436,17 @@ class Scheduler:
         """A try ended on a worker: retry it if it may be retried, else resolve."""
         handle = entry.handle
         entry.worker = None
-        handle.attempts.append(Attempt(result.worker_id, result.status, result.error))
+        now = time.time()
+        handle.attempts.append(
+            Attempt(
+                result.worker_id,
+                result.status,
+                result.error,
+                entry.attempt,
+                entry.started_at,
+                now,
+            )
+        )
         if (
             result.status is TaskStatus.FAILED
             and result.error is not None
@@ -370,8 +463,9 @@ class Scheduler:
                 self.config.retry_backoff_max,
             )
             self.retries.watch(entry, trio.current_time() + delay)
+            self.store.ended(handle.id, entry.attempt, result, now, final=False)
         else:
-            self._resolve(entry, result)
+            self._resolve(entry, result, attempt=entry.attempt)
 
     def _may_retry(self, entry: TaskEntry) -> bool:
         handle = entry.handle
@@ -434,7 +528,15 @@ class Scheduler:
             result = accepted.result
             entry = self._entries.get(result.task_id)
             if entry is None or entry.worker is not record:
-                pass  # resolved already (timeout, kill): the slot is free again
+                # From an attempt we gave up on (its deadline passed, it was
+                # cancelled, another attempt took over): never an outcome. Its worker
+                # was sent Kill then; a progress report says it still runs the task.
+                self.stale_results += 1
+                if not result.status.is_terminal and record.session.state in (
+                    SessionState.ACTIVE,
+                    SessionState.CLOSING,
+                ):
+                    self._post(record, Kill(task_id=result.task_id, reason="superseded"))
             elif not result.status.is_terminal:
                 handle = entry.handle
                 if handle.status is not TaskStatus.RUNNING:

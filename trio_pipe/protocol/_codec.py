@@ -91,10 +91,11 @@ def encode_dispatch(
     text = _encode_dispatch_fast(task, timeout, retries, attempt, epoch)
     if text is not None:
         return text
-    changes = {"timeout_ms": timeout, "retry_count": retries}
-    changes |= {"attempt": attempt, "epoch": epoch}
-    if any(getattr(metadata, name) != value for name, value in changes.items()):
-        task = attrs.evolve(task, metadata=attrs.evolve(metadata, **changes))
+    changed = attrs.evolve(
+        metadata, timeout_ms=timeout, retry_count=retries, attempt=attempt, epoch=epoch
+    )
+    if changed != metadata:
+        task = attrs.evolve(task, metadata=changed)
     return _encode_reference(TaskDispatch(task))
 
 

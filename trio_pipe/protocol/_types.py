@@ -101,7 +101,9 @@ class _AtLeast:
 
     minimum: int
 
-    def __call__(self, _inst: object, attr: attrs.Attribute[int], value: int | None) -> None:
+    def __call__(
+        self, _inst: object, attr: attrs.Attribute[int], value: int | None
+    ) -> None:
         if value is not None and value < self.minimum:
             raise ValueError(f"{_camel(attr.name)} must be >= {self.minimum}, got {value}")
 
