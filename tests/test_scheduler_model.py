@@ -75,7 +75,6 @@ from trio_pipe.dispatch import (
     WorkerState,
 )
 from trio_pipe.dispatch._entry import Constraint, OnWorker, TaskEntry, WithTag
-from trio_pipe.store import MemoryStore
 from trio_pipe.dispatch._pool import WorkerRecord
 from trio_pipe.dispatch._scheduler import Scheduler
 from trio_pipe.protocol import (
@@ -96,6 +95,7 @@ from trio_pipe.protocol import (
     WorkerSession,
     decode,
 )
+from trio_pipe.store import MemoryStore
 from trio_pipe.transports import Outbox
 
 TYPES = ("a", "b")

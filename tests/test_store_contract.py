@@ -11,10 +11,10 @@ must be the model's.
 from __future__ import annotations
 
 import threading
-from functools import partial
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
