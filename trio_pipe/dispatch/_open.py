@@ -152,7 +152,11 @@ async def open_dispatcher(
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as outer:
-            resumed = await outer.start(store.run)
+            try:
+                resumed = await outer.start(store.run)
+            except BaseException as exc:  # e.g. StoreError: raised as itself
+                body_error = exc
+                raise
             try:
                 async with trio.open_nursery() as root:
                     dispatcher = Dispatcher(

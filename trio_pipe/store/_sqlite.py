@@ -126,10 +126,11 @@ _WRITE_ERROR_BACKOFF: Final = (0.05, 5.0)  # seconds: first retry's ceiling, and
 class _Add:
     """A submission waiting for its transaction."""
 
-    __slots__ = ("done", "error", "record", "stored")
+    __slots__ = ("done", "error", "frame", "record", "stored")
 
     def __init__(self, record: TaskRecord) -> None:
         self.record = record
+        self.frame = encode_dispatch(record.task)  # raises here if not JSON
         self.done = trio.Event()
         self.stored: TaskRecord | None = None
         self.error: StoreError | None = None
@@ -187,6 +188,9 @@ class SqliteStore(Store):
         self.readonly = readonly
         #: Changes that named an attempt that was not the task's live one (fencing).
         self.stale_writes = 0
+        #: Group commits made, and the submissions and changes they carried.
+        self.commits = 0
+        self.committed = 0
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._limiter = trio.CapacityLimiter(1)
@@ -383,7 +387,9 @@ class SqliteStore(Store):
         if not batch:
             return True
         try:
-            stored = await self._call(self._commit, batch)
+            # Shielded: a batch taken is a batch written (or given back on error).
+            with trio.CancelScope(shield=True):
+                stored = await self._call(self._commit, batch)
         except StoreError as error:
             log.error("%s", error)
             self._pending[:0] = [item for item in batch if not isinstance(item, _Add)]
@@ -405,14 +411,18 @@ class SqliteStore(Store):
         with self._transaction(db):
             for item in batch:
                 if isinstance(item, _Add):
-                    stored.append(self._insert(db, item.record))
+                    stored.append(self._insert(db, item.record, item.frame))
                 elif item[0] == _DISPATCHED:
                     self._dispatch(db, *item[1:])
                 else:
                     self._end(db, *item[1:])
+        self.commits += 1
+        self.committed += len(batch)
         return stored
 
-    def _insert(self, db: sqlite3.Connection, record: TaskRecord) -> TaskRecord:
+    def _insert(
+        self, db: sqlite3.Connection, record: TaskRecord, frame: str
+    ) -> TaskRecord:
         task = record.task
         metadata = task.metadata
         cursor = db.execute(
@@ -435,7 +445,7 @@ class SqliteStore(Store):
                 int(metadata.priority),
                 metadata.max_retries,
                 metadata.trace_id,
-                encode_dispatch(task),
+                frame,
             ),
         )
         if cursor.rowcount == 1:
@@ -691,6 +701,8 @@ class SqliteStore(Store):
             return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
         except sqlite3.Error as exc:
             raise StoreError(f"task store {self.path}: {_describe(exc)}") from exc
+        except OSError as exc:  # the lock file: a missing directory, permissions
+            raise StoreError(f"task store {self.path}: {exc}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
