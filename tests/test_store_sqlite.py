@@ -172,7 +172,8 @@ async def test_two_submissions_with_one_key_in_one_transaction_are_one_task(
             for record in (first, second):
                 nursery.start_soon(lambda r: _append(stored, store.add(r)), record)
         assert store.commits == 1
-        assert {r.id for r in stored} == {first.id}
+        (winner,) = {r.id for r in stored}  # whichever was queued first
+        assert winner in (first.id, second.id)
         assert len(await store.tasks()) == 1
 
 
