@@ -119,7 +119,7 @@ async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> Non
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(
-        StoreError, match="newer than this trio_pipe knows.*upgrade trio_pipe"
+        StoreError, match=r"newer than this trio_pipe knows.*upgrade trio_pipe"
     ):
         async with opened(SqliteStore(path)):
             pass  # pragma: no cover
@@ -220,7 +220,7 @@ async def test_a_database_that_cannot_be_written_fails_the_submission_clearly(
     async with opened(store):
         accepted = await store.add(new_record(1))
         await on_store_thread(store, "PRAGMA query_only = ON")
-        with pytest.raises(StoreError, match="cannot be written.*permissions"):
+        with pytest.raises(StoreError, match=r"cannot be written.*permissions"):
             await store.add(new_record(2))
         await on_store_thread(store, "PRAGMA query_only = OFF")
         assert (await store.get(accepted.id)) == accepted
