@@ -420,9 +420,7 @@ class SqliteStore(Store):
         self.committed += len(batch)
         return stored
 
-    def _insert(
-        self, db: sqlite3.Connection, record: TaskRecord, frame: str
-    ) -> TaskRecord:
+    def _insert(self, db: sqlite3.Connection, record: TaskRecord, frame: str) -> TaskRecord:
         task = record.task
         metadata = task.metadata
         cursor = db.execute(
