@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from helpers import ROOT
+from helpers import ROOT, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,13 +93,6 @@ def _missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _keygen(path: Path) -> str:
     """Make an ed25519 key pair at *path*; return the public key's "type base64"."""
     subprocess.run(
@@ -123,7 +116,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     other_key = _keygen(directory / "other_host_key")
     _keygen(directory / "client_key")
     shutil.copy(directory / "client_key.pub", directory / "authorized_keys")
-    port = _free_port()
+    port = free_port()
     (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key}\n")
     (directory / "wrong_known_hosts").write_text(f"[127.0.0.1]:{port} {other_key}\n")
     config = directory / "sshd_config"
@@ -441,7 +434,7 @@ async def test_an_unreachable_host_is_an_error_at_once(sshd: SshServer) -> None:
     async with trio_pipe.open_dispatcher(port=None) as d:
         with pytest.raises(trio_pipe.SshError, match=r"127\.0\.0\.1"):
             await d.spawn_ssh(
-                "127.0.0.1", PLAIN, ["echo"], **sshd.options(port=_free_port())
+                "127.0.0.1", PLAIN, ["echo"], **sshd.options(port=free_port())
             )
         assert d.workers() == []
 
