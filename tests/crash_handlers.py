@@ -38,6 +38,22 @@ async def job(payload: dict[str, Any]) -> str:
         _log("end", task.id, attempt, time.monotonic_ns(), how)
 
 
+@HANDLERS.handler("stall-first-attempt")
+async def stall_first_attempt(payload: dict[str, Any]) -> str:
+    """The first attempt takes ``payload["seconds"]``; any later one, no time."""
+    task = current_task()
+    attempt = task.metadata.attempt
+    _log("start", task.id, attempt, time.monotonic_ns())
+    how = "cancelled"
+    try:
+        if attempt == 1:
+            await trio.sleep(payload["seconds"])
+        how = "completed"
+        return f"attempt {attempt}"
+    finally:
+        _log("end", task.id, attempt, time.monotonic_ns(), how)
+
+
 if __name__ == "__main__":
     # python -m tests.crash_handlers URL WORKER_ID: a worker that reconnects quickly
     # (the dispatcher is down for well under a second at each kill).
