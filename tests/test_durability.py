@@ -254,3 +254,17 @@ async def test_an_unknown_store_url_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown store; use memory:// or sqlite:///"):
         async with open_dispatcher(store="postgres://localhost/x"):
             pass  # pragma: no cover
+
+
+async def test_a_submission_cancelled_while_the_queue_is_full_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    """Backpressure comes before the store: a submission that gives up waiting for
+    room was never written, in this process or for the next."""
+    path = tmp_path / "tasks.db"
+    async with open_dispatcher(store=SqliteStore(path), max_queued=1) as d:
+        first = await d.submit(Task.new("job", 1))  # no worker: it fills the queue
+        with trio.move_on_after(0.2) as waited:
+            await d.submit(Task.new("job", 2))
+        assert waited.cancelled_caught
+        assert [r.id for r in await d.tasks()] == [first.id]

@@ -703,7 +703,8 @@ class SchedulerModel(RuleBasedStateMachine):
             admitted=number,
         )
         self.tasks[task.id] = model
-        assert self.trio(self.scheduler.admit, entry)
+        assert self.trio(self.scheduler.has_room, entry)
+        self.trio(self.scheduler.admit, entry)
         self.place(model, admitted_now=True)
         self.step()
 

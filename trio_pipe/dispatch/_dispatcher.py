@@ -248,25 +248,26 @@ class Dispatcher:
         return handle
 
     async def _admit(self, entry: TaskEntry) -> TaskHandle[Any]:
-        """Keep the task in the store, then admit it, waiting for room in a full
-        queue (backpressure). Returns its handle -- or, if the store already holds a
-        task with its idempotency key, that task's."""
+        """Wait for room in a full queue (backpressure), keep the task in the store,
+        then admit it. Returns its handle -- or, if the store already holds a task
+        with its idempotency key, that task's."""
         scheduler = self._scheduler
-        store = self._store
+        while not scheduler.has_room(entry):
+            await scheduler.queue_space.park()
+            scheduler.check_open()
         record = scheduler.record_of(entry)
+        store = self._store
         if store.durable:
             self._adding[entry.handle.id] = entry
             try:
-                stored = await store.add(record)
+                stored = await store.add(record)  # once written, admitted: shielded
             finally:
                 del self._adding[entry.handle.id]
         else:
             stored = store.add_nowait(record)
         if stored.id != entry.handle.id:
             return await self.handle(stored.id)
-        while not scheduler.admit(entry):
-            await scheduler.queue_space.park()
-            scheduler.check_open()
+        scheduler.admit(entry)
         return entry.handle
 
     @overload
@@ -435,7 +436,7 @@ class Dispatcher:
         self._scheduler.check_open()
         record = await self._store.requeue(task_id, time.time())
         entry = self._scheduler.resumed_entry(record)
-        self._scheduler.admit_resumed(entry)
+        self._scheduler.admit(entry)
         return entry.handle
 
     async def purge(
@@ -459,7 +460,7 @@ class Dispatcher:
         """Queue the unfinished tasks the store gave back on opening."""
         scheduler = self._scheduler
         for record in records:
-            scheduler.admit_resumed(scheduler.resumed_entry(record))
+            scheduler.admit(scheduler.resumed_entry(record))
 
     # -------------------------------------------------------------- workers
 

@@ -237,41 +237,37 @@ class Scheduler:
         entry.attempt = record.attempts[-1].number if record.attempts else 0
         return entry
 
+    def has_room(self, entry: TaskEntry) -> bool:
+        """Whether *entry* may be admitted now without overfilling the queue: the
+        queue has room, or a worker can take the task at once."""
+        if not self.queue.full:
+            return True
+        constraint = entry.constraint
+        worker_id = constraint.worker_id if isinstance(constraint, OnWorker) else None
+        tag = constraint.tag if isinstance(constraint, WithTag) else None
+        task_type = entry.handle.task.task_type
+        return self.pool.select(task_type, worker_id=worker_id, tag=tag) is not None
+
     def check_admissible(self, entry: TaskEntry) -> None:
         """Raise ``NoWorkerAvailable`` when no registered worker supports the task's
-        type, ``QueueFull`` when it would have to wait: what ``admit`` would refuse,
-        changing nothing."""
+        type, ``QueueFull`` when it would have to wait for room."""
         task_type = entry.handle.task.task_type
         if not self.pool.supports(task_type):
             raise NoWorkerAvailable(f"no worker supports task type {task_type!r}")
-        constraint = entry.constraint
-        if self.queue.full and (
-            self.pool.select(
-                task_type,
-                worker_id=constraint.worker_id
-                if isinstance(constraint, OnWorker)
-                else None,
-                tag=constraint.tag if isinstance(constraint, WithTag) else None,
-            )
-            is None
-        ):
+        if not self.has_room(entry):
             raise QueueFull(f"the queue holds {self.queue.max_queued} tasks")
 
-    def admit(self, entry: TaskEntry) -> bool:
-        """Send the task to the best worker now, or queue it. False if it would have
-        to wait and the queue is full (the caller waits on :attr:`queue_space`)."""
-        return self._place(entry, force=False)
-
-    def admit_resumed(self, entry: TaskEntry) -> None:
-        """Admit a task the store gave back (requeued, or resumed on opening): never
-        refused for a full queue, since the store already holds it."""
-        self._place(entry, force=True)
+    def admit(self, entry: TaskEntry) -> None:
+        """Send the task to the best worker now, or queue it. Never refused: callers
+        wait for :meth:`has_room` first, before the store takes the task (a task the
+        store holds -- resumed, requeued, or admitted while others were being
+        written -- may take the queue past ``max_queued``)."""
+        self._place(entry)
 
     # ----------------------------------------------------------- placement
 
-    def _place(self, entry: TaskEntry, *, force: bool) -> bool:
-        """Send the task to the best worker, or queue it. False if the queue is full
-        (unless *force*: a task already admitted, coming back for a retry)."""
+    def _place(self, entry: TaskEntry) -> None:
+        """Send the task to the best worker, or queue it."""
         handle = entry.handle
         constraint = entry.constraint
         attempts = handle.attempts
@@ -282,8 +278,6 @@ class Scheduler:
             tag=constraint.tag if isinstance(constraint, WithTag) else None,
             avoid=avoid,
         )
-        if record is None and self.queue.full and not force:
-            return False
         admitted = handle.id not in self._entries
         if admitted:
             self._entries[handle.id] = entry
@@ -296,7 +290,6 @@ class Scheduler:
             handle.status = TaskStatus.PENDING
             entry.frame = None  # it will have waited: its timeout will differ
             self.queue.push(entry, trio.current_time())
-        return True
 
     def _send_task(
         self, entry: TaskEntry, record: WorkerRecord, *, rank: bool = True
@@ -486,7 +479,7 @@ class Scheduler:
             code = ErrorCode.WORKER_DISCONNECTED
             self._resolve_error(entry, TaskStatus.FAILED, code, message)
         else:
-            self._place(entry, force=True)
+            self._place(entry)
 
     def _expire(self, entry: TaskEntry) -> None:
         timeout_ms = entry.handle.task.metadata.timeout_ms
