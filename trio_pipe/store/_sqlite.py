@@ -5,9 +5,11 @@ One connection, used by one thread at a time: every statement runs through
 event loop never waits on the disk and SQLite never sees two writers. Writes are
 **group-committed**: the scheduler's changes and the submissions waiting in
 ``add()`` collect in a list while the previous transaction commits, and the writer
-takes them all in the next one (after ``commit_delay``, unless ``max_batch`` are
-waiting). ``add()`` returns once its transaction has committed; the scheduler's
-changes are written behind.
+takes them all in the next one. ``add()`` returns once its transaction has committed
+(the writer waits ``commit_delay`` for more first, 0 by default). The scheduler's
+changes are written behind: nobody waits for them, so they gather for up to
+``writeback_delay`` -- until a submission comes, whose transaction takes them, or
+``max_batch`` of them wait.
 
 The database is in WAL mode. A lock file beside it (``<file>.lock``, ``flock``) keeps
 a second dispatcher out while one runs; the kernel drops the lock when the process
@@ -149,9 +151,12 @@ class SqliteStore(Store):
       WAL) loses nothing to a crash of the application, and may lose the last
       transactions, never the file, to a power loss; ``"FULL"`` loses nothing to
       either; ``"OFF"`` risks the file on a power loss (docs/durability.md).
-    - *commit_delay*: seconds the writer waits after the first change before it
-      commits, to gather more per transaction (0: as soon as the last commit ends);
-      *max_batch* changes waiting end the wait early.
+    - *commit_delay*: seconds the writer waits, once a submission waits for it,
+      before it commits, to gather more per transaction (0: as soon as the last
+      commit ends). *writeback_delay*: how long the scheduler's changes (dispatches,
+      results) may wait for a transaction when no submission does; a crash loses at
+      most that much of them (their tasks then run again). *max_batch* waiting ends
+      either wait early.
     - *retention*: how long finished tasks are kept; *prune_interval*, how often the
       expired ones are deleted.
     - *readonly*: open for reading only (the CLI on a running dispatcher's store): no
@@ -166,6 +171,7 @@ class SqliteStore(Store):
         *,
         synchronous: Synchronous = "NORMAL",
         commit_delay: float = 0.0,
+        writeback_delay: float = 0.01,
         max_batch: int = 4096,
         retention: Retention = Retention(),  # noqa: B008 (frozen)
         prune_interval: float = 60.0,
@@ -175,13 +181,15 @@ class SqliteStore(Store):
             raise ValueError(
                 f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}"
             )
-        if commit_delay < 0 or max_batch < 1 or prune_interval <= 0:
+        if min(commit_delay, writeback_delay) < 0 or max_batch < 1 or prune_interval <= 0:
             raise ValueError(
-                "commit_delay must be >= 0, max_batch >= 1 and prune_interval > 0"
+                "commit_delay and writeback_delay must be >= 0, max_batch >= 1 and "
+                "prune_interval > 0"
             )
         self.path = Path(path)
         self.synchronous = synchronous
         self.commit_delay = commit_delay
+        self.writeback_delay = writeback_delay
         self.max_batch = max_batch
         self.retention = retention
         self.prune_interval = prune_interval
@@ -195,6 +203,7 @@ class SqliteStore(Store):
         self._lock_fd: int | None = None
         self._limiter = trio.CapacityLimiter(1)
         self._pending: list[_Change | _Add] = []
+        self._adds = 0  # submissions among them
         self._wake = trio.Event()
         self._failures = 0
 
@@ -367,11 +376,7 @@ class SqliteStore(Store):
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            if self.commit_delay and len(self._pending) < self.max_batch:
-                with trio.move_on_after(self.commit_delay):
-                    while len(self._pending) < self.max_batch:
-                        await self._wake.wait()
-                        self._wake = trio.Event()
+            await self._gather()
             if not await self._write_pending():
                 # The disk refused (full, read-only): try the changes again later.
                 self._failures += 1
@@ -380,10 +385,23 @@ class SqliteStore(Store):
             else:
                 self._failures = 0
 
+    async def _gather(self) -> None:
+        """Let more join the next transaction: for ``commit_delay`` once a
+        submission waits, for ``writeback_delay`` while only changes do, never past
+        ``max_batch``."""
+        start = trio.current_time()
+        while len(self._pending) < self.max_batch:
+            delay = self.commit_delay if self._adds else self.writeback_delay
+            if trio.current_time() >= start + delay:
+                return
+            with trio.move_on_at(start + delay):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
     async def _write_pending(self) -> bool:
         """Commit everything pending in one transaction; False if it failed (the
         submissions in it then raise :class:`StoreError`; the changes stay pending)."""
-        batch, self._pending = self._pending, []
+        batch, self._pending, self._adds = self._pending, [], 0
         if not batch:
             return True
         try:
@@ -555,6 +573,7 @@ class SqliteStore(Store):
     async def add(self, record: TaskRecord) -> TaskRecord:
         self._writable()
         item = _Add(record)
+        self._adds += 1
         self._queue(item)
         # Shielded: once queued, the task is written whatever the caller does, so
         # the caller learns how that went (commits are short, and failures raise).

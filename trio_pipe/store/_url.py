@@ -17,7 +17,8 @@ def store_from_url(url: str, *, readonly: bool = False) -> Store:
     - ``memory://``: a :class:`MemoryStore`;
     - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the path is
       what follows ``sqlite:///``, as in SQLAlchemy), with ``?synchronous=FULL`` and
-      ``?commit_delay=0.002`` as options: a :class:`SqliteStore`.
+      ``?commit_delay=0.002`` and ``?writeback_delay=0.01`` as options: a
+      :class:`SqliteStore`.
 
     Raises ``ValueError`` naming what is wrong with the URL.
     """
@@ -37,22 +38,23 @@ def store_from_url(url: str, *, readonly: bool = False) -> Store:
         if not path:
             raise ValueError(f"{url!r}: no database file given (sqlite:///tasks.db)")
         synchronous = options.pop("synchronous", "NORMAL").upper()
-        delay = options.pop("commit_delay", "0")
+        delays = {}
+        for name, default in (("commit_delay", "0"), ("writeback_delay", "0.01")):
+            text = options.pop(name, default)
+            try:
+                delays[name] = float(text)
+            except ValueError:
+                raise ValueError(f"{url!r}: {name} must be seconds, not {text!r}") from None
         if options:
             raise ValueError(
                 f"{url!r}: unknown option(s) {', '.join(sorted(options))} "
-                "(known: synchronous, commit_delay)"
+                "(known: synchronous, commit_delay, writeback_delay)"
             )
-        try:
-            commit_delay = float(delay)
-        except ValueError:
-            raise ValueError(
-                f"{url!r}: commit_delay must be seconds, not {delay!r}"
-            ) from None
         return SqliteStore(
             path,
             synchronous=synchronous,  # type: ignore[arg-type]  # SqliteStore checks it
-            commit_delay=commit_delay,
+            commit_delay=delays["commit_delay"],
+            writeback_delay=delays["writeback_delay"],
             readonly=readonly,
         )
     raise ValueError(f"{url!r}: unknown store; use memory:// or sqlite:///path/to/tasks.db")
