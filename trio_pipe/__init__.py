@@ -34,6 +34,7 @@ from .protocol import (
     Task,
     TaskError,
     TaskMetadata,
+    TaskProgress,
     TaskResult,
     TaskStatus,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "TaskError",
     "TaskFailed",
     "TaskMetadata",
+    "TaskProgress",
     "TaskResult",
     "TaskSpec",
     "TaskStatus",
