@@ -36,6 +36,7 @@ from trio_pipe.protocol import (
     TaskDispatch,
     TaskError,
     TaskMetadata,
+    TaskProgress,
     TaskResult,
     TaskResultMessage,
     TaskStatus,
@@ -205,6 +206,18 @@ VALID: list[tuple[str, Message]] = [
         WorkerRegister(WorkerRegistration(worker_id="w1", supported_tasks=("hash",))),
     ),
     (
+        "WorkerRegister: a limit per task type (maxConcurrencyByType)",
+        WorkerRegister(
+            WorkerRegistration(
+                worker_id="w1",
+                supported_tasks=("render", "fetch"),
+                max_concurrency=52,
+                language="Go",
+                max_concurrency_by_type={"render": 2, "fetch": 50},
+            )
+        ),
+    ),
+    (
         "WorkerRegister: edges (longest id, no task types, max concurrency, unicode)",
         WorkerRegister(
             WorkerRegistration(
@@ -286,6 +299,34 @@ VALID: list[tuple[str, Message]] = [
         ),
     ),
     ("TaskResult: Running (progress report)", _result(TaskStatus.RUNNING, duration_ms=150)),
+    (
+        "TaskResult: Running with progress and a message",
+        _result(
+            TaskStatus.RUNNING,
+            duration_ms=1200,
+            progress=TaskProgress(fraction=0.4, message="stage 2"),
+        ),
+    ),
+    (
+        "TaskResult: Running with progress, fraction 1.0 and no message",
+        _result(TaskStatus.RUNNING, progress=TaskProgress(fraction=1.0)),
+    ),
+    (
+        "TaskResult: Running with progress, a message only",
+        _result(TaskStatus.RUNNING, progress=TaskProgress(message="downloading ✓")),
+    ),
+    (
+        "TaskResult: Running with extendMs (a deadline extension)",
+        _result(TaskStatus.RUNNING, duration_ms=29_000, extend_ms=60_000),
+    ),
+    (
+        "TaskResult: Running with progress and extendMs",
+        _result(
+            TaskStatus.RUNNING,
+            progress=TaskProgress(fraction=0.75, message=None),
+            extend_ms=MAX_INT,
+        ),
+    ),
     ("TaskResult: Dispatched", _result(TaskStatus.DISPATCHED)),
     (
         "TaskResult: Pending (decodes; the session rules refuse it from a worker)",
@@ -316,6 +357,12 @@ VALID: list[tuple[str, Message]] = [
     (
         "Backpressure: every optional field at its default",
         Backpressure(BackpressureSignal("w1")),
+    ),
+    (
+        "Backpressure: draining",
+        Backpressure(
+            BackpressureSignal("w1", current_load=0.5, should_throttle=True, draining=True)
+        ),
     ),
     (
         "Backpressure: a load with all 16 digits",
@@ -443,12 +490,44 @@ LENIENT: list[tuple[str, str]] = [
     ),
     (
         "unknown fields: in result and error",
-        '{"type":"TaskResult","result":{"taskId":"%s","status":"Failed","progress":0.5,'
+        '{"type":"TaskResult","result":{"taskId":"%s","status":"Failed","percent":0.5,'
         '"error":{"code":"E","message":"m","retryable":true,"stack":["a","b"]}}}' % ID,
     ),
     (
         "unknown fields: in signal",
         '{"type":"Backpressure","signal":{"workerId":"w1","shouldThrottle":true,"why":"mem"}}',
+    ),
+    # Extension fields (draining, progress, extendMs, maxConcurrencyByType): written
+    # only when they hold something; meaningless in a terminal result
+    (
+        "extensions: draining false is left out",
+        '{"type":"Backpressure","signal":{"workerId":"w1","currentLoad":0.5,'
+        '"shouldThrottle":true,"draining":false}}',
+    ),
+    (
+        "extensions: progress and extendMs null are left out",
+        '{"type":"TaskResult","result":{"taskId":"%s","status":"Running",'
+        '"progress":null,"extendMs":null}}' % ID,
+    ),
+    (
+        "extensions: an empty maxConcurrencyByType is left out",
+        '{"type":"WorkerRegister","registration":{"workerId":"w1","supportedTasks":["x"],'
+        '"maxConcurrencyByType":{}}}',
+    ),
+    (
+        "extensions: progress and extendMs of a terminal result are dropped",
+        '{"type":"TaskResult","result":{"taskId":"%s","status":"Completed","payload":1,'
+        '"progress":{"fraction":1},"extendMs":1000}}' % ID,
+    ),
+    (
+        "extensions: progress with a fraction only, an integer written as a float",
+        '{"type":"TaskResult","result":{"taskId":"%s","status":"running",'
+        '"progress":{"fraction":1}}}' % ID,
+    ),
+    (
+        "extensions: an empty progress object",
+        '{"type":"TaskResult","result":{"taskId":"%s","status":"Running",'
+        '"progress":{}}}' % ID,
     ),
     # Timestamps: any offset, converted to UTC; extra digits truncated; no offset = UTC
     ("timestamp: +01:00 offset", _created("2025-03-14T10:26:53+01:00")),
@@ -675,6 +754,21 @@ INVALID: list[tuple[str, str, str, str]] = [
     ("negative capacity", "out of range", _heartbeat('"capacity":-1'), "capacity must be >= 0, got -1"),
     ("negative uptimeSeconds", "out of range", _heartbeat('"uptimeSeconds":-1'), "uptimeSeconds must be >= 0, got -1"),
     ("maxConcurrency 0", "out of range", _registration('"workerId":"w1","supportedTasks":[],"maxConcurrency":0'), "maxConcurrency must be >= 1, got 0"),
+    ("maxConcurrencyByType limit 0", "out of range", _registration('"workerId":"w1","supportedTasks":["render"],"maxConcurrency":2,"maxConcurrencyByType":{"render":0}'), "maxConcurrencyByType['render'] must be >= 1, got 0"),
+    ("maxConcurrencyByType limit above maxConcurrency", "out of range", _registration('"workerId":"w1","supportedTasks":["render"],"maxConcurrency":2,"maxConcurrencyByType":{"render":3}'), "maxConcurrencyByType['render'] must be <= maxConcurrency (2), got 3"),
+    ("maxConcurrencyByType an array", "mistyped field", _registration('"workerId":"w1","supportedTasks":[],"maxConcurrencyByType":[["render",2]]'), "expected an object of integers, got list @ $.registration.maxConcurrencyByType"),
+    ("maxConcurrencyByType limit a string", "mistyped field", _registration('"workerId":"w1","supportedTasks":[],"maxConcurrencyByType":{"render":"2"}'), "expected an integer for 'render', got str @ $.registration.maxConcurrencyByType"),
+    ("maxConcurrencyByType limit with a fraction", "mistyped field", _registration('"workerId":"w1","supportedTasks":[],"maxConcurrency":4,"maxConcurrencyByType":{"render":2.0}'), "expected an integer for 'render', got float @ $.registration.maxConcurrencyByType"),
+    ("draining a string", "mistyped field", '{"type":"Backpressure","signal":{"workerId":"w1","draining":"yes"}}', "expected bool, got str @ $.signal.draining"),
+    ("draining null", "mistyped field", '{"type":"Backpressure","signal":{"workerId":"w1","draining":null}}', "expected bool, got null @ $.signal.draining"),
+    ("extendMs 0", "out of range", _result_body('"taskId":"%s","status":"Running","extendMs":0' % _ID), "extendMs must be >= 1, got 0"),
+    ("extendMs with a fraction", "mistyped field", _result_body('"taskId":"%s","status":"Running","extendMs":1.5' % _ID), "expected int, got float @ $.result.extendMs"),
+    ("extendMs a string", "mistyped field", _result_body('"taskId":"%s","status":"Running","extendMs":"1000"' % _ID), "expected int, got str @ $.result.extendMs"),
+    ("progress a number", "mistyped field", _result_body('"taskId":"%s","status":"Running","progress":0.5' % _ID), "expected an object, got float @ $.result.progress"),
+    ("progress fraction above 1", "out of range", _result_body('"taskId":"%s","status":"Running","progress":{"fraction":1.5}' % _ID), "fraction must be from 0 to 1, got 1.5"),
+    ("progress fraction negative", "out of range", _result_body('"taskId":"%s","status":"Running","progress":{"fraction":-0.1}' % _ID), "fraction must be from 0 to 1, got -0.1"),
+    ("progress fraction a string", "mistyped field", _result_body('"taskId":"%s","status":"Running","progress":{"fraction":"40%%"}' % _ID), "expected float, got str @ $.result.progress.fraction"),
+    ("progress message a number", "mistyped field", _result_body('"taskId":"%s","status":"Running","progress":{"message":2}' % _ID), "expected str, got int @ $.result.progress.message"),
     ("worker id starting with a hyphen", "bad worker id", _registration('"workerId":"-w1","supportedTasks":[]'), "invalid worker id '-w1'"),
     ("empty worker id", "bad worker id", _registration('"workerId":"","supportedTasks":[]'), "invalid worker id ''"),
     ("worker id with a space", "bad worker id", _registration('"workerId":"my worker","supportedTasks":[]'), "invalid worker id 'my worker'"),

@@ -23,6 +23,7 @@ from trio_pipe.protocol import (
     TaskDispatch,
     TaskError,
     TaskMetadata,
+    TaskProgress,
     TaskResult,
     TaskResultMessage,
     TaskStatus,
@@ -91,23 +92,52 @@ tasks = st.builds(
 task_errors = st.builds(
     TaskError, code=st.text(), message=st.text(), retryable=st.booleans()
 )
-task_results = st.builds(
-    TaskResult,
-    task_id=uuids,
-    status=statuses,
-    payload=json_values(),
-    error=optional(task_errors),
-    duration_ms=counts,
-    worker_id=st.text(),
+task_progress = st.builds(
+    TaskProgress,
+    fraction=optional(st.floats(min_value=0, max_value=1)),
+    message=optional(st.text()),
 )
-registrations = st.builds(
-    WorkerRegistration,
-    worker_id=worker_ids,
-    supported_tasks=str_tuples(),
-    max_concurrency=st.integers(min_value=1, max_value=2**32),
-    language=st.text(),
-    tags=str_tuples(),
-)
+
+
+@st.composite
+def _task_results(draw: st.DrawFn) -> TaskResult:
+    """A result; a non-terminal one may carry progress and a deadline extension."""
+    status = draw(statuses)
+    extensions = {}
+    if not status.is_terminal:
+        extensions = {
+            "progress": draw(optional(task_progress)),
+            "extend_ms": draw(optional(st.integers(min_value=1, max_value=2**64 - 1))),
+        }
+    return TaskResult(
+        task_id=draw(uuids),
+        status=status,
+        payload=draw(json_values()),
+        error=draw(optional(task_errors)),
+        duration_ms=draw(counts),
+        worker_id=draw(st.text()),
+        **extensions,
+    )
+
+
+task_results = _task_results()
+
+
+@st.composite
+def _registrations(draw: st.DrawFn) -> WorkerRegistration:
+    max_concurrency = draw(st.integers(min_value=1, max_value=2**32))
+    limits = st.integers(min_value=1, max_value=max_concurrency)
+    return WorkerRegistration(
+        worker_id=draw(worker_ids),
+        supported_tasks=draw(str_tuples()),
+        max_concurrency=max_concurrency,
+        language=draw(st.text()),
+        tags=draw(str_tuples()),
+        max_concurrency_by_type=draw(st.dictionaries(st.text(), limits, max_size=3)),
+    )
+
+
+registrations = _registrations()
 heartbeat_payloads = st.builds(
     HeartbeatPayload,
     worker_id=st.text(),
@@ -120,6 +150,7 @@ backpressure_signals = st.builds(
     worker_id=st.text(),
     current_load=finite_floats,
     should_throttle=st.booleans(),
+    draining=st.booleans(),
 )
 
 # -- the nine messages -------------------------------------------------------
@@ -150,7 +181,8 @@ FIELD_NAMES = [
     "graceful", "workerId", "worker_id", "registration", "supportedTasks",
     "maxConcurrency", "language", "tags", "activeTasks", "capacity", "uptimeSeconds",
     "result", "status", "error", "code", "message", "retryable", "durationMs",
-    "signal", "currentLoad", "shouldThrottle",
+    "signal", "currentLoad", "shouldThrottle", "draining", "progress", "fraction",
+    "extendMs", "maxConcurrencyByType",
 ]  # fmt: skip
 
 field_names = st.sampled_from(FIELD_NAMES) | st.text(max_size=8)

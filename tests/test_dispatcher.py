@@ -765,6 +765,11 @@ BAD_SETTINGS: list[tuple[str, Any, type[Exception]]] = [
     ("min_pool_size", 1.5, TypeError),
     ("on_below_minimum", "print", TypeError),
     ("max_frame_size", 0, ValueError),
+    ("max_lifetime_by_type", {"render": 0}, ValueError),
+    ("max_lifetime_by_type", {"render": math.inf}, ValueError),
+    ("max_lifetime_by_type", {"render": "60"}, TypeError),
+    ("max_lifetime_by_type", {"": 60}, TypeError),
+    ("max_lifetime_by_type", ["render"], TypeError),
 ]
 
 

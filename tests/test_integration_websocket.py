@@ -174,6 +174,36 @@ async def test_graceful_shutdown_completes_in_flight_tasks() -> None:
         assert worker.returncode == 0
 
 
+@pytest.mark.parametrize("how", ["exception", "cancellation"])
+async def test_a_dispatcher_left_abruptly_stops_its_workers_for_good(
+    tmp_path: Path, how: str
+) -> None:
+    marker = tmp_path / "cancelled"
+    async with trio.open_nursery() as n:
+        with trio.CancelScope() as scope:
+            try:
+                async with trio_pipe.open_dispatcher() as d:
+                    worker = await start_python_worker(n, d.url, "w")
+                    with trio.fail_after(30):
+                        await d.wait_for_workers(1)
+                    handle = await d.submit(Task.new("hang", {"marker": str(marker)}))
+                    assert handle.status is TaskStatus.DISPATCHED
+                    if how == "exception":
+                        raise LookupError("the application failed")
+                    scope.cancel()
+                    await trio.sleep_forever()
+            except LookupError:
+                pass
+        result = await handle.result()
+        assert result.error is not None
+        assert result.error.code == ErrorCode.DISPATCHER_CLOSED
+        # Shutdown{graceful:false}: it stops its task and exits, not reconnecting.
+        with trio.fail_after(10):
+            await worker.wait()
+        assert worker.returncode == 0
+        assert marker.read_text() == "cancelled"
+
+
 async def test_two_hundred_simultaneous_connections_are_held() -> None:
     async with trio_pipe.open_dispatcher() as d, trio.open_nursery() as n:
         ready = trio.Semaphore(0)

@@ -9,6 +9,7 @@ precisely what is wrong and where.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from trio_pipe.protocol import (
     TaskDispatch,
     TaskError,
     TaskMetadata,
+    TaskProgress,
     TaskResult,
     TaskResultMessage,
     TaskStatus,
@@ -871,6 +873,14 @@ WIRE_SHAPES: dict[str, dict[tuple[str, ...], set[str]]] = {
 }  # fmt: skip
 
 
+# The extensions of rust-pipe v0.1: written only when not at their default.
+EXTENSIONS: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {
+    "WorkerRegister": {("registration",): {"maxConcurrencyByType": {}}},
+    "TaskResult": {("result",): {"progress": None, "extendMs": None}},
+    "Backpressure": {("signal",): {"draining": False}},
+}
+
+
 @settings(deadline=None)
 @given(messages)
 def test_every_field_is_written_under_its_camel_case_name(message: Message) -> None:
@@ -881,7 +891,12 @@ def test_every_field_is_written_under_its_camel_case_name(message: Message) -> N
             node = node[key]
         if node is None and path == ("result", "error"):
             continue  # the one nullable object: written as null
-        assert set(node) == keys, path
+        extensions = EXTENSIONS.get(message.TYPE, {}).get(path, {})
+        assert set(node) - set(extensions) == keys, path
+        for name, default in extensions.items():
+            assert node.get(name, default) != default or name not in node, name
+        if node.get("progress") is not None:
+            assert set(node["progress"]) == {"fraction", "message"}
 
 
 @settings(deadline=None)
@@ -973,3 +988,50 @@ def test_the_protocol_package_itself_imports_no_trio_module() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True
     )
     assert run.returncode == 0, run.stderr
+
+
+# ---------------------------------------------------------------------------
+# Extensions: checked when built, as every other field is
+
+
+@pytest.mark.parametrize("status", [s for s in TaskStatus if s.is_terminal])
+@pytest.mark.parametrize(
+    "extension",
+    [{"progress": TaskProgress(0.5)}, {"extend_ms": 1000}],
+    ids=["progress", "extendMs"],
+)
+def test_a_terminal_result_cannot_carry_progress_or_an_extension(
+    status: TaskStatus, extension: dict[str, Any]
+) -> None:
+    with pytest.raises(ValueError, match="carries no progress or extendMs"):
+        TaskResult(TASK_ID, status, **extension)
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (
+            lambda: TaskResult(TASK_ID, TaskStatus.RUNNING, extend_ms=0),
+            "extendMs must be >= 1",
+        ),
+        (lambda: TaskProgress(fraction=1.01), "fraction must be from 0 to 1"),
+        (lambda: TaskProgress(fraction=-0.5), "fraction must be from 0 to 1"),
+        (lambda: TaskProgress(fraction=math.nan), "fraction must be from 0 to 1"),
+        (
+            lambda: WorkerRegistration("w", ("a",), 2, max_concurrency_by_type={"a": 3}),
+            r"maxConcurrencyByType\['a'\] must be <= maxConcurrency \(2\), got 3",
+        ),
+    ],
+)
+def test_an_extension_out_of_range_is_refused_when_built(build: Any, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        build()
+
+
+def test_limits_per_type_are_a_read_only_copy() -> None:
+    limits = {"render": 2}
+    registration = WorkerRegistration("w", ("render",), 4, max_concurrency_by_type=limits)
+    limits["render"] = 4
+    assert registration.max_concurrency_by_type == {"render": 2}
+    with pytest.raises(TypeError):
+        registration.max_concurrency_by_type["render"] = 1  # type: ignore[index]

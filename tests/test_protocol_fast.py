@@ -34,6 +34,7 @@ from trio_pipe.protocol import (
     Task,
     TaskDispatch,
     TaskMetadata,
+    TaskProgress,
     TaskResult,
     TaskResultMessage,
     TaskStatus,
@@ -42,6 +43,7 @@ from trio_pipe.protocol import (
     encode_completed,
 )
 from trio_pipe.protocol._codec import _decode_reference, _encode_reference, encode_dispatch
+from trio_pipe.protocol._fast import _decode_fast, _encode_result_fast
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 fuzz = settings(
@@ -129,7 +131,12 @@ def test_encode_completed_is_the_reference_text_or_declines(
     )
     if text is not None:  # None: the caller builds the message and encodes it
         completed = attrs.evolve(
-            result, status=TaskStatus.COMPLETED, payload=payload, error=None
+            result,
+            status=TaskStatus.COMPLETED,
+            payload=payload,
+            error=None,
+            progress=None,
+            extend_ms=None,
         )
         assert text == _encode_reference(TaskResultMessage(completed))
 
@@ -243,3 +250,57 @@ def test_encode_completed_takes_the_common_case_and_declines_the_rest() -> None:
         '"workerId":"w1"}}'
     )
     assert encode_completed(task_id, "\ud800", duration_ms=3, worker_id="w1") is None
+
+
+# -- the extensions (progress, extendMs, draining) ---------------------------------
+
+_TASK_ID = "6f1c2a4e-9b3d-4c8a-a1e2-3b4c5d6e7f80"
+_V01_RESULT = (
+    f'{{"type":"TaskResult","result":{{"taskId":"{_TASK_ID}","status":"Running",'
+    '"payload":null,"error":null,"durationMs":5,"workerId":"w"}}'
+)
+_V01_BACKPRESSURE = (
+    '{"type":"Backpressure","signal":{"workerId":"w","currentLoad":1.0,'
+    '"shouldThrottle":true}}'
+)
+
+
+@pytest.mark.parametrize("frame", [_V01_RESULT, _V01_BACKPRESSURE])
+def test_messages_of_rust_pipe_v0_1_shape_stay_on_the_fast_path(frame: str) -> None:
+    message = _decode_fast(json.loads(frame))
+    assert message is not None
+    assert encode(message) == frame
+
+
+@pytest.mark.parametrize(
+    ("extension", "expected"),
+    [
+        (
+            ',"progress":{"fraction":0.5,"message":"half"}',
+            {"progress": TaskProgress(0.5, "half")},
+        ),
+        (',"extendMs":2000', {"extend_ms": 2000}),
+        (
+            ',"progress":{"fraction":1},"extendMs":1',
+            {"progress": TaskProgress(1.0), "extend_ms": 1},
+        ),
+    ],
+)
+def test_a_progress_report_goes_the_reference_way_and_loses_nothing(
+    extension: str, expected: dict[str, Any]
+) -> None:
+    frame = _V01_RESULT[:-2] + extension + "}}"
+    assert _decode_fast(json.loads(frame)) is None
+    message = decode(frame)
+    assert isinstance(message, TaskResultMessage)
+    assert attrs.asdict(message.result, recurse=False) | expected == attrs.asdict(
+        message.result, recurse=False
+    )
+    assert _encode_result_fast(message.result) is None
+    assert encode(message) == _encode_reference(message)
+
+
+@pytest.mark.parametrize("draining", ["true", "false", '"yes"', "null"])
+def test_draining_is_read_as_the_reference_reads_it(draining: str) -> None:
+    frame = _V01_BACKPRESSURE[:-2] + ',"draining":' + draining + "}}"
+    assert decoded(decode, frame) == decoded(_decode_reference, frame)

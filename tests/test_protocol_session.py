@@ -442,6 +442,107 @@ def test_a_heartbeat_at_full_capacity_keeps_the_throttle() -> None:
 
 
 # ---------------------------------------------------------------------------
+# Draining (a worker that stops on its own)
+
+
+def draining(current_load: float = 0.5) -> Backpressure:
+    return Backpressure(BackpressureSignal(WORKER_ID, current_load, True, draining=True))
+
+
+def test_a_draining_worker_gets_no_new_task_and_its_tasks_finish() -> None:
+    session = spawned_session()
+    running = dispatch(session)
+    session.receive(draining())
+    assert session.draining
+    assert session.state is SessionState.DRAINING
+    assert not session.can_accept()
+    with pytest.raises(LocalProtocolError, match="cannot send TaskDispatch while draining"):
+        dispatch(session)
+    session.send(Kill(running))
+    assert session.receive(result(running)) is not None
+    assert session.load == 0
+
+
+@pytest.mark.parametrize(
+    "later",
+    [backpressure(False), heartbeat(active_tasks=0)],
+    ids=["Backpressure without throttle", "idle Heartbeat"],
+)
+def test_nothing_but_the_connection_ending_lifts_a_drain(later: Message) -> None:
+    session = spawned_session()
+    session.receive(draining())
+    session.receive(later)
+    assert session.draining
+    assert not session.can_accept()
+
+
+def test_a_draining_worker_may_still_be_shut_down() -> None:
+    session = spawned_session()
+    session.receive(draining())
+    session.send(Shutdown(graceful=False))
+    assert session.state is SessionState.CLOSING
+
+
+# ---------------------------------------------------------------------------
+# Limits per task type
+
+
+def limited_session() -> WorkerSession:
+    """Capacity 3, at most 1 ``render`` at once, ``fetch`` unlimited."""
+    return WorkerSession(
+        WorkerRegistration(
+            WORKER_ID,
+            ("render", "fetch"),
+            max_concurrency=3,
+            max_concurrency_by_type={"render": 1},
+        )
+    )
+
+
+def dispatch_type(session: WorkerSession, task_type: str) -> uuid.UUID:
+    task = Task(id=uuid.uuid4(), task_type=task_type)
+    session.send(TaskDispatch(task))
+    return task.id
+
+
+def test_a_task_type_at_its_limit_is_refused_while_others_are_taken() -> None:
+    session = limited_session()
+    first = dispatch_type(session, "render")
+    assert not session.can_accept("render")
+    assert session.can_accept("fetch") and session.can_accept()
+    assert session.accepting(("render", "fetch")) == ("fetch",)
+    with pytest.raises(LocalProtocolError, match="at its limit for task type 'render'"):
+        dispatch_type(session, "render")
+    dispatch_type(session, "fetch")
+    dispatch_type(session, "fetch")
+    assert not session.can_accept("fetch")  # the worker's capacity, over all types
+    session.receive(result(first))
+    assert session.load_of("render") == 0
+    assert session.accepting(("render", "fetch")) == ("render", "fetch")
+
+
+def test_a_type_slot_is_freed_by_a_heartbeat_as_any_slot_is() -> None:
+    session = limited_session()
+    task_id = dispatch_type(session, "render")
+    session.abandon(task_id)
+    session.receive(heartbeat(active_tasks=0))
+    assert session.can_accept("render")
+
+
+def test_closing_frees_every_type_slot() -> None:
+    session = limited_session()
+    dispatch_type(session, "render")
+    session.close()
+    assert session.load_of("render") == 0
+
+
+def test_a_worker_without_limits_accepts_every_type_it_has_room_for() -> None:
+    session = spawned_session()
+    assert session.accepting(("echo", "other")) == ("echo", "other")
+    assert session.can_accept("echo")
+
+
+# ---------------------------------------------------------------------------
 # Shutdown and close
 
 

@@ -60,6 +60,8 @@ EXAMPLES: dict[type[Message], Message] = {
     HeartbeatAck: HeartbeatAck(),
 }
 ALL_TYPES = list(EXAMPLES)
+DRAINING = Backpressure(BackpressureSignal("w1", should_throttle=True, draining=True))
+ALL_MESSAGES = [*EXAMPLES.values(), DRAINING]
 
 
 def websocket_worker() -> Session:
@@ -166,6 +168,29 @@ def test_shutdown_closes_the_session_to_new_tasks_only() -> None:
     assert session.state is SessionState.CLOSING
 
 
+def test_a_draining_worker_takes_no_new_task_but_reports_and_may_be_shut_down() -> None:
+    session = spawned_worker()
+    session.send(DRAINING)
+    assert session.state is SessionState.DRAINING
+    with pytest.raises(RemoteProtocolError, match="TaskDispatch received while draining"):
+        session.receive(EXAMPLES[TaskDispatch])
+    for kind in (Kill, HeartbeatAck):
+        session.receive(EXAMPLES[kind])
+    for message in (*(EXAMPLES[k] for k in (TaskResultMessage, Heartbeat)), DRAINING):
+        session.send(message)
+    session.send(EXAMPLES[Backpressure])  # a later Backpressure does not lift it
+    assert session.state is SessionState.DRAINING
+    session.receive(Shutdown(graceful=False))
+    assert session.state is SessionState.CLOSING
+
+
+def test_a_draining_backpressure_after_shutdown_changes_nothing() -> None:
+    session = spawned_worker()
+    session.receive(Shutdown())
+    session.send(DRAINING)
+    assert session.state is SessionState.CLOSING
+
+
 @pytest.mark.parametrize("message", [EXAMPLES[k] for k in WORKER_MESSAGES], ids=_type_of)
 def test_a_worker_message_from_the_dispatcher_is_a_remote_error(message: Message) -> None:
     with pytest.raises(RemoteProtocolError, match="sent by a worker, not by a dispatcher"):
@@ -208,7 +233,8 @@ def test_check_send_refuses_as_send_would_but_records_nothing() -> None:
 # Both sides, one table
 
 AWAITING, ACTIVE = SessionState.AWAITING_REGISTRATION, SessionState.ACTIVE
-CLOSING, CLOSED = SessionState.CLOSING, SessionState.CLOSED
+DRAINING_STATE, CLOSING = SessionState.DRAINING, SessionState.CLOSING
+CLOSED = SessionState.CLOSED
 WORKER_LIVE = {WorkerRegister, Heartbeat, TaskResultMessage, Backpressure}
 
 # The rules as docs/protocol.md states them ("Session rules"), in the plainest form.
@@ -216,12 +242,14 @@ MAY_SEND: dict[Role, dict[SessionState, set[type[Message]]]] = {
     Role.WORKER: {
         AWAITING: {WorkerRegister},
         ACTIVE: WORKER_LIVE,
+        DRAINING_STATE: WORKER_LIVE,
         CLOSING: WORKER_LIVE,
         CLOSED: set(),
     },
     Role.DISPATCHER: {
         AWAITING: set(),
         ACTIVE: {WorkerRegistered, TaskDispatch, Kill, HeartbeatAck, Shutdown},
+        DRAINING_STATE: {WorkerRegistered, Kill, HeartbeatAck, Shutdown},
         CLOSING: {WorkerRegistered, Kill, HeartbeatAck, Shutdown},
         CLOSED: set(),
     },
@@ -243,7 +271,8 @@ class ConnectionModel:
             return self.registered and not self.answered
         return True
 
-    def crossed(self, kind: type[Message]) -> None:
+    def crossed(self, message: Message) -> None:
+        kind = type(message)
         if kind is WorkerRegister:
             self.registered = True
             if self.state is AWAITING:
@@ -252,6 +281,8 @@ class ConnectionModel:
             self.answered = True
         elif kind is Shutdown:
             self.state = CLOSING
+        elif message == DRAINING and self.state is ACTIVE:
+            self.state = DRAINING_STATE
 
 
 class ConnectionMachine(RuleBasedStateMachine):
@@ -269,14 +300,14 @@ class ConnectionMachine(RuleBasedStateMachine):
         self.model = ConnectionModel(spawned=spawned)
         self.sessions = {role: Session(role, registered=spawned) for role in Role}
 
-    @rule(sender=st.sampled_from(Role), kind=st.sampled_from(ALL_TYPES))
-    def a_message_is_sent(self, sender: Role, kind: type[Message]) -> None:
-        message = EXAMPLES[kind]
+    @rule(sender=st.sampled_from(Role), message=st.sampled_from(ALL_MESSAGES))
+    def a_message_is_sent(self, sender: Role, message: Message) -> None:
+        kind = type(message)
         ours, theirs = self.sessions[sender], self.sessions[sender.peer]
         if self.model.legal(sender, kind):
             ours.send(message)
             theirs.receive(message)
-            self.model.crossed(kind)
+            self.model.crossed(message)
             self.crossed += 1
             return
         with pytest.raises(LocalProtocolError):

@@ -174,7 +174,7 @@ def test_the_lenient_vectors_cover_every_liberal_rule() -> None:
     rules = {_name(vector).split(":")[0] for vector in LENIENT}
     assert rules == {
         "type tag", "TaskStatus", "Priority", "defaults", "alias", "language", "tags",
-        "unknown fields", "timestamp", "UUID", "number", "JSON",
+        "unknown fields", "extensions", "timestamp", "UUID", "number", "JSON",
     }  # fmt: skip
     assert any("timed_out" in vector["input"] for vector in LENIENT)
 
@@ -250,6 +250,22 @@ NOT_CANONICAL: list[tuple[str, str, Mutation]] = [
      lambda d: d["result"]["error"].pop("retryable")),
     ("metadata null", "TaskDispatch: typical (priority High, traceId)",
      lambda d: d["task"].update(metadata=None)),
+    ("draining false written", "Backpressure: released",
+     lambda d: d["signal"].update(draining=False)),
+    ("progress null written", "TaskResult: Running (progress report)",
+     lambda d: d["result"].update(progress=None)),
+    ("extendMs null written", "TaskResult: Running (progress report)",
+     lambda d: d["result"].update(extendMs=None)),
+    ("extendMs 0", "TaskResult: Running with extendMs (a deadline extension)",
+     lambda d: d["result"].update(extendMs=0)),
+    ("progress without a message", "TaskResult: Running with progress and a message",
+     lambda d: d["result"]["progress"].pop("message")),
+    ("fraction above 1", "TaskResult: Running with progress and a message",
+     lambda d: d["result"]["progress"].update(fraction=1.5)),
+    ("empty maxConcurrencyByType written", "WorkerRegister: typical",
+     lambda d: d["registration"].update(maxConcurrencyByType={})),
+    ("a limit of 0", "WorkerRegister: a limit per task type (maxConcurrencyByType)",
+     lambda d: d["registration"]["maxConcurrencyByType"].update(render=0)),
 ]  # fmt: skip
 
 

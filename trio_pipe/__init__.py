@@ -36,6 +36,7 @@ from .protocol import (
     Task,
     TaskError,
     TaskMetadata,
+    TaskProgress,
     TaskResult,
     TaskStatus,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "TaskFailed",
     "TaskNotFound",
     "TaskMetadata",
+    "TaskProgress",
     "TaskResult",
     "TaskSpec",
     "TaskStatus",

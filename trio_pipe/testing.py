@@ -18,7 +18,14 @@ move a batch with one.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -232,6 +239,7 @@ async def connect_memory_worker(
     *,
     max_concurrency: int = 1,
     tags: tuple[str, ...] = (),
+    max_concurrency_by_type: Mapping[str, int] | None = None,
     register: bool = True,
     spawned: bool = False,
 ) -> MemoryWorker:
@@ -252,6 +260,7 @@ async def connect_memory_worker(
         max_concurrency=max_concurrency,
         language="Python",
         tags=tags,
+        max_concurrency_by_type=max_concurrency_by_type or {},
     )
     dispatcher.attach_worker(
         channel, registration=registration if spawned else None, transport="memory"

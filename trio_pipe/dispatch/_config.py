@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -48,6 +49,28 @@ def _optional_count(_: Any, attribute: attrs.Attribute[Any], value: int | None) 
         _count(1)(_, attribute, value)
 
 
+def _lifetimes(value: Mapping[str, float]) -> Mapping[str, float]:
+    """A read-only copy of *value*: task type -> seconds, each checked."""
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"max_lifetime_by_type must be a mapping of task type to seconds, not {value!r}"
+        )
+    for task_type, seconds in value.items():
+        if not isinstance(task_type, str) or not task_type:
+            raise TypeError(f"max_lifetime_by_type: bad task type {task_type!r}")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError(
+                f"max_lifetime_by_type[{task_type!r}] must be a number of seconds, "
+                f"not {seconds!r}"
+            )
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(
+                f"max_lifetime_by_type[{task_type!r}] must be a finite number > 0, "
+                f"not {seconds!r}"
+            )
+    return types.MappingProxyType(dict(value))
+
+
 @attrs.frozen(kw_only=True)
 class DispatcherConfig:
     """Every setting of a dispatcher; times are in seconds.
@@ -83,3 +106,8 @@ class DispatcherConfig:
     )
     #: The largest frame accepted from a worker, in bytes.
     max_frame_size: int = attrs.field(default=DEFAULT_MAX_FRAME_SIZE, validator=_count(1))
+    #: Task type -> the longest a task of that type may live, in seconds from its
+    #: submission, by extending its deadline (``extendMs``); other types cannot.
+    max_lifetime_by_type: Mapping[str, float] = attrs.field(
+        factory=dict, converter=_lifetimes, hash=False
+    )

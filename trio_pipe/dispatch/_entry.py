@@ -51,6 +51,7 @@ class TaskEntry:
         "queued",
         "queued_at",
         "started_at",
+        "submitted_at",
         "worker",
     )
 
@@ -62,9 +63,13 @@ class TaskEntry:
         caller_deadline: float = math.inf,
         constraint: Constraint = None,
         frame: str | None = None,
+        submitted_at: float = -math.inf,
     ) -> None:
         self.handle = handle
-        #: When the task times out (its own ``timeoutMs`` from submission).
+        #: When the task was submitted (``-inf``: an entry for a task never admitted).
+        self.submitted_at = submitted_at
+        #: When the task times out (its own ``timeoutMs`` from submission, or later if
+        #: a worker extended it).
         self.deadline = deadline
         #: The deadline of the scope waiting in ``Dispatcher.run`` (its expiry cancels
         #: the task through that scope); it shortens the timeout the worker is given.

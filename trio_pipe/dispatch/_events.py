@@ -17,7 +17,7 @@ from typing import Final
 import attrs
 import trio
 
-from ..protocol import TaskError, TaskStatus
+from ..protocol import TaskError, TaskProgress, TaskStatus
 
 __all__ = [
     "LEGAL_TASK_TRANSITIONS",
@@ -35,6 +35,7 @@ class TaskEventKind(enum.Enum):
     PENDING = "Pending"  # admitted: queued, or about to be sent
     DISPATCHED = "Dispatched"  # sent to a worker
     RUNNING = "Running"  # the worker said it started (only if it says so)
+    PROGRESS = "Progress"  # the worker said how far it has come (``progress``)
     RETRYING = "Retrying"  # a try failed retryably; waiting out the backoff
     COMPLETED = "Completed"
     FAILED = "Failed"
@@ -60,13 +61,17 @@ LEGAL_TASK_TRANSITIONS: Final[dict[TaskEventKind | None, frozenset[TaskEventKind
     TaskEventKind.PENDING: frozenset({TaskEventKind.DISPATCHED}) | _TERMINAL,
     TaskEventKind.DISPATCHED: frozenset({TaskEventKind.RUNNING, TaskEventKind.RETRYING})
     | _TERMINAL,
-    TaskEventKind.RUNNING: frozenset({TaskEventKind.RETRYING}) | _TERMINAL,
+    TaskEventKind.RUNNING: frozenset({TaskEventKind.PROGRESS, TaskEventKind.RETRYING})
+    | _TERMINAL,
+    TaskEventKind.PROGRESS: frozenset({TaskEventKind.PROGRESS, TaskEventKind.RETRYING})
+    | _TERMINAL,
     TaskEventKind.RETRYING: frozenset({TaskEventKind.PENDING, TaskEventKind.DISPATCHED})
     | _TERMINAL,
     **{kind: frozenset() for kind in _TERMINAL},
 }
 """The order task events arrive in, per task: each kind maps to the kinds that may
-follow it (``None``: the first event). A retried task re-enters through ``Retrying``."""
+follow it (``None``: the first event). A retried task re-enters through ``Retrying``;
+``Progress`` events come in the order the worker sent its reports."""
 
 
 class WorkerEventKind(enum.Enum):
@@ -89,6 +94,7 @@ class TaskEvent:
     worker_id: str | None = None
     retry_count: int = 0
     error: TaskError | None = None
+    progress: TaskProgress | None = None  # kind PROGRESS: the worker's report
 
 
 @attrs.frozen

@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from .._errors import TaskFailed
-from ..protocol import Task, TaskError, TaskResult, TaskStatus
+from ..protocol import Task, TaskError, TaskProgress, TaskResult, TaskStatus
 from ..store import AttemptRecord
 
 __all__ = ["Attempt", "BatchResult", "TaskHandle"]
@@ -59,6 +59,7 @@ class TaskHandle(Generic[R]):
         "_result",
         "_structure",
         "attempts",
+        "progress",
         "status",
         "task",
         "worker_id",
@@ -79,6 +80,8 @@ class TaskHandle(Generic[R]):
         self.worker_id: str | None = None
         #: Every try that ended on a worker, oldest first (the last one included).
         self.attempts: list[Attempt] = []
+        #: The worker's latest progress report, if it sent one (``None`` until then).
+        self.progress: TaskProgress | None = None
         self._structure = structure
         self._cancel = cancel
         self._on_done = on_done  # called once the handle resolves (Dispatcher.map)

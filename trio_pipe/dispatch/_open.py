@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import trio
@@ -102,6 +102,7 @@ async def open_dispatcher(
     on_below_minimum: Callable[[PoolStats], object] | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     store: Store | str | None = None,
+    max_lifetime_by_type: Mapping[str, float] | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """Open a dispatcher, listening for WebSocket workers on *host*:*port*.
 
@@ -126,8 +127,10 @@ async def open_dispatcher(
     :class:`DispatcherClosed`), queued tasks resolve ``Cancelled`` with
     ``DISPATCHER_CLOSED``, workers get ``Shutdown{graceful:true}``, in-flight tasks
     have ``shutdown_grace`` seconds to finish, then every connection is closed.
-    Leaving by an exception or cancellation skips the grace period. Either way, every
-    handle is resolved by the time the block has exited.
+    Leaving by an exception or cancellation (Ctrl-C included) skips the grace period:
+    every worker gets ``Shutdown{graceful:false}`` (stop your tasks now, do not
+    reconnect) before its connection is closed, all within ``close_timeout``. Either
+    way, every handle is resolved by the time the block has exited.
     """
     config = DispatcherConfig(
         heartbeat_timeout=heartbeat_timeout,
@@ -143,6 +146,7 @@ async def open_dispatcher(
         min_pool_size=min_pool_size,
         on_below_minimum=on_below_minimum,
         max_frame_size=max_frame_size,
+        max_lifetime_by_type=max_lifetime_by_type or {},
     )
     if store is None:
         store = MemoryStore()

@@ -80,6 +80,7 @@ class WorkerRecord:
     removed: bool = False  # by Dispatcher.remove_worker, not by its own failure
     evicted: bool = False  # its session ended on purpose (removed, or replaced)
     watched: bool = True  # by the heartbeat watchdog
+    writing: bool = False  # its session's writer is in the middle of a write
     rank: int = 0  # bumped by Pool.changed: older entries in the pool's heaps are stale
 
     @property
@@ -96,8 +97,13 @@ class WorkerRecord:
         assert self.session.registration is not None
         return self.session.registration.tags
 
-    def can_accept(self) -> bool:
-        return self.state is WorkerState.ACTIVE and self.session.can_accept()
+    def can_accept(self, task_type: str | None = None) -> bool:
+        """Whether a task (of *task_type*, if given: within its limit) may go here."""
+        return self.state is WorkerState.ACTIVE and self.session.can_accept(task_type)
+
+    def accepting_tasks(self) -> tuple[str, ...]:
+        """The supported task types it may be sent one of now (below their limits)."""
+        return self.session.accepting(self.supported_tasks)
 
     def info(self) -> WorkerInfo:
         registration = self.session.registration
@@ -218,7 +224,11 @@ class Pool:
         *avoid*; ``None`` if there is none."""
         if worker_id is not None:
             record = self._workers.get(worker_id)
-            ok = record and record.can_accept() and task_type in record.supported_tasks
+            ok = (
+                record
+                and record.can_accept(task_type)
+                and task_type in record.supported_tasks
+            )
             return record if ok else None
         if tag is None and not avoid:
             return self._least_loaded(task_type)
@@ -228,8 +238,9 @@ class Pool:
         heap = self._free.get(task_type)
         while heap:
             *_, rank, record = heap[0]
-            if rank == record.rank and record.can_accept():
+            if rank == record.rank and record.can_accept(task_type):
                 return record
+            # Stale, or at its limit for this type: ranked anew when that changes.
             heapq.heappop(heap)
         return None
 
@@ -241,7 +252,9 @@ class Pool:
         best: WorkerRecord | None = None
         best_key = (True, math.inf, 0)
         for record in self._by_type.get(task_type, ()):
-            if not record.can_accept() or (tag is not None and tag not in record.tags):
+            if not record.can_accept(task_type) or (
+                tag is not None and tag not in record.tags
+            ):
                 continue
             session = record.session
             key = (

@@ -39,6 +39,7 @@ from ..protocol import (
     Task,
     TaskDispatch,
     TaskError,
+    TaskProgress,
     TaskResult,
     TaskResultMessage,
     TaskStatus,
@@ -157,7 +158,11 @@ class Scheduler:
             listener._deliver(event)
 
     def _task_event(
-        self, handle: TaskHandle[Any], kind: TaskEventKind, error: TaskError | None = None
+        self,
+        handle: TaskHandle[Any],
+        kind: TaskEventKind,
+        error: TaskError | None = None,
+        progress: TaskProgress | None = None,
     ) -> None:
         if self.listeners:
             self._emit(
@@ -169,6 +174,7 @@ class Scheduler:
                     handle.worker_id,
                     handle.retry_count,
                     error,
+                    progress,
                 )
             )
 
@@ -203,12 +209,14 @@ class Scheduler:
             raise TypeError("options apply to typed tasks; give a Task its own metadata")
         frame = encode_dispatch(task, attempt=1, epoch=self.store.epoch)
         handle = TaskHandle(task, structure=structure, cancel=self.cancel, on_done=on_done)
+        now = trio.current_time()
         return TaskEntry(
             handle,
-            deadline=trio.current_time() + task.metadata.timeout_ms / 1000,
+            deadline=now + task.metadata.timeout_ms / 1000,
             caller_deadline=caller_deadline,
             constraint=constraint,
             frame=frame,
+            submitted_at=now,
         )
 
     def record_of(self, entry: TaskEntry) -> TaskRecord:
@@ -343,7 +351,7 @@ class Scheduler:
         taken = False
         while record.can_accept():
             entry = self.queue.pop_for(
-                record.supported_tasks, record.worker_id, record.tags
+                record.accepting_tasks(), record.worker_id, record.tags
             )
             if entry is None:
                 break
@@ -426,7 +434,12 @@ class Scheduler:
         self._resolve_error(entry, TaskStatus.CANCELLED, ErrorCode.CANCELLED, reason)
 
     def _on_task_ended(self, entry: TaskEntry, result: TaskResult) -> None:
-        """A try ended on a worker: retry it if it may be retried, else resolve."""
+        """A try ended on a worker: retry it if it may be retried, else resolve.
+
+        A retryable ``Failed`` is retried after a backoff. A retryable ``Cancelled``
+        is one the dispatcher did not ask for (after its ``Kill`` the task is resolved
+        already, and its result never comes here): a worker that drained stopped it,
+        and it is retried at once."""
         handle = entry.handle
         entry.worker = None
         now = time.time()
@@ -440,8 +453,9 @@ class Scheduler:
                 now,
             )
         )
+        status = result.status
         if (
-            result.status is TaskStatus.FAILED
+            (status is TaskStatus.FAILED or status is TaskStatus.CANCELLED)
             and result.error is not None
             and result.error.retryable
             and self._may_retry(entry)
@@ -450,11 +464,13 @@ class Scheduler:
             handle.status = TaskStatus.PENDING
             self._task_event(handle, TaskEventKind.RETRYING, result.error)
             handle.worker_id = None  # until it is on a worker again
-            delay = backoff_delay(
-                handle.retry_count - 1,
-                self.config.retry_backoff,
-                self.config.retry_backoff_max,
-            )
+            delay = 0.0
+            if status is TaskStatus.FAILED:
+                delay = backoff_delay(
+                    handle.retry_count - 1,
+                    self.config.retry_backoff,
+                    self.config.retry_backoff_max,
+                )
             self.retries.watch(entry, trio.current_time() + delay)
             self.store.ended(handle.id, entry.attempt, result, now, final=False)
         else:
@@ -482,6 +498,8 @@ class Scheduler:
             self._place(entry)
 
     def _expire(self, entry: TaskEntry) -> None:
+        if trio.current_time() < entry.deadline:
+            return  # a worker extended it since this deadline was watched
         timeout_ms = entry.handle.task.metadata.timeout_ms
         where = "on its worker" if entry.worker is not None else "waiting"
         message = f"no result within its deadline ({timeout_ms} ms timeout; {where})"
@@ -510,7 +528,11 @@ class Scheduler:
         session = record.session
         was_throttled = session.throttled
         accepted = session.receive(message)
-        if session.throttled != was_throttled:
+        if session.draining:
+            if record.state is WorkerState.ACTIVE:
+                log.info("worker %s is draining", record.worker_id)
+                self.drain(record)
+        elif session.throttled != was_throttled:
             kind = (
                 WorkerEventKind.THROTTLED
                 if session.throttled
@@ -531,10 +553,7 @@ class Scheduler:
                 ):
                     self._post(record, Kill(task_id=result.task_id, reason="superseded"))
             elif not result.status.is_terminal:
-                handle = entry.handle
-                if handle.status is not TaskStatus.RUNNING:
-                    handle.status = TaskStatus.RUNNING
-                    self._task_event(handle, TaskEventKind.RUNNING)
+                self._on_progress_report(entry, result)
             else:
                 self._on_task_ended(entry, result)
         elif isinstance(accepted, Heartbeat):
@@ -547,6 +566,39 @@ class Scheduler:
             if session.registered_by_peer:
                 self._post(record, WorkerRegistered(worker_id=record.worker_id))
         self._fill(record)  # and ranks the worker anew: its load may have changed
+
+    def _on_progress_report(self, entry: TaskEntry, result: TaskResult) -> None:
+        """A ``Running`` report: the task runs; pass its progress on, in order, and
+        grant its deadline extension if its type allows one."""
+        handle = entry.handle
+        if handle.status is not TaskStatus.RUNNING:
+            handle.status = TaskStatus.RUNNING
+            self._task_event(handle, TaskEventKind.RUNNING)
+        if result.progress is not None:
+            handle.progress = result.progress
+            self._task_event(handle, TaskEventKind.PROGRESS, progress=result.progress)
+        if result.extend_ms is not None:
+            self._extend(entry, result.extend_ms)
+
+    def _extend(self, entry: TaskEntry, extend_ms: int) -> None:
+        """Move the task's deadline to now + *extend_ms*, within the longest life its
+        type allows (``max_lifetime_by_type``); never nearer than it was."""
+        task = entry.handle.task
+        lifetime = self.config.max_lifetime_by_type.get(task.task_type)
+        if lifetime is None:
+            log.info(
+                "task %s (%s) asked for %d ms more: its type may not extend its deadline",
+                task.id,
+                task.task_type,
+                extend_ms,
+            )
+            return
+        deadline = min(
+            trio.current_time() + extend_ms / 1000, entry.submitted_at + lifetime
+        )
+        if deadline > entry.deadline:
+            entry.deadline = deadline
+            self.deadlines.watch(entry, deadline)
 
     def drain(self, record: WorkerRecord) -> None:
         """Send *record* no new tasks; its running tasks finish normally."""

@@ -14,7 +14,10 @@ endings. A frame that does not decode ends the session (close code 1008), but on
 line that is no message at all is the worker's own output, and a script that answers
 ``Shutdown`` with a half-filled result must not lose its other results.
 However a session ends, :meth:`Scheduler.worker_gone` runs, so the worker's tasks are
-retried or resolved at once.
+retried or resolved at once. A session cancelled from outside (the dispatcher left
+abruptly: an exception, a cancellation, Ctrl-C) first tells its worker
+``Shutdown{graceful:false}`` and closes the connection, shielded, within
+``close_timeout``.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ from ..protocol import (
     Message,
     NotAMessage,
     RemoteProtocolError,
+    SessionState,
+    Shutdown,
     WorkerRegistration,
     WorkerSession,
     decode,
+    encode,
 )
 from ..transports import ChannelClosed, FrameChannel, Outbox, write_batches
 from ._config import DispatcherConfig
@@ -69,6 +75,7 @@ async def serve_worker(
     if replaced is not None:
         evict(replaced, "replaced by a new connection with the same id")
     reason = "dispatcher closed"
+    ended = False  # on its own, or by our cancel scope: not cancelled from outside
     try:
         with record.cancel_scope:
             async with trio.open_nursery() as nursery:
@@ -77,9 +84,12 @@ async def serve_worker(
                 nursery.start_soon(_watchdog, config, record, reading)
                 reason = await _read_loop(scheduler, record, channel, reading)
                 nursery.cancel_scope.cancel()
+        ended = True
         if record.evicted:
             await _close(config, channel, record.close_reason or "", protocol_error=False)
     finally:
+        if not ended:
+            await _abort(config, record, channel)
         scheduler.worker_gone(record, record.close_reason or reason)
 
 
@@ -183,9 +193,18 @@ async def _write_loop(
     config: DispatcherConfig, record: WorkerRecord, channel: FrameChannel
 ) -> None:
     """Send everything queued for the worker, as many frames per write as are
-    pending; when the outbox is closed (graceful shutdown), close the connection."""
+    pending; when the outbox is closed (graceful shutdown), close the connection.
+    ``record.writing`` says whether a write is under way (a cancelled one leaves the
+    connection unusable)."""
+
+    async def next_batch() -> list[str]:
+        record.writing = False
+        frames = await record.outbox.take()
+        record.writing = True
+        return frames
+
     try:
-        if await write_batches(channel, record.outbox.take, config.send_timeout):
+        if await write_batches(channel, next_batch, config.send_timeout):
             record.close_reason = "closed by the dispatcher"
             await _close(config, channel, "dispatcher shutting down", protocol_error=False)
         else:
@@ -193,6 +212,26 @@ async def _write_loop(
     except ChannelClosed as exc:
         record.close_reason = f"connection lost while sending: {exc}"
     record.cancel_scope.cancel()
+
+
+async def _abort(
+    config: DispatcherConfig, record: WorkerRecord, channel: FrameChannel
+) -> None:
+    """The session was cancelled from outside: the dispatcher is being left abruptly.
+    Tell the worker to stop now (``Shutdown{graceful:false}``: no reconnecting) and
+    close the connection, shielded, within ``close_timeout``; unless a write was cut
+    short (the connection is unusable) or the connection is closed already."""
+    session = record.session
+    if record.writing or session.state is SessionState.CLOSED:
+        return
+    shutdown = Shutdown(graceful=False)
+    session.send(shutdown)
+    with trio.move_on_after(config.close_timeout, shield=True):
+        try:
+            await channel.send_all([encode(shutdown)])
+        except ChannelClosed:
+            return
+        await _close(config, channel, "dispatcher closed", protocol_error=False)
 
 
 async def _close(

@@ -3,9 +3,11 @@
 Liberal on input (enums in any ASCII case, and in snake_case for names of several
 words, with a hint for a near miss; defaults for missing optional fields; ``task_id``
 and ``worker_id`` read as ``taskId`` and ``workerId``; ``language`` as a string or
-``{"Other": ...}``), exact on output (camelCase fields, PascalCase enums, UUIDs, RFC 3339
-timestamps in UTC, every field written). Scalar hooks are strict (no ``3`` for a
-``str``). :func:`describe_structure_error` says what the converter refused, and where.
+``{"Other": ...}``; a terminal result's ``progress`` and ``extendMs`` dropped), exact on
+output (camelCase fields, PascalCase enums, UUIDs, RFC 3339 timestamps in UTC, every
+field written but an extension field at its default). Scalar hooks are strict (no ``3``
+for a ``str``). :func:`describe_structure_error` says what the converter refused, and
+where.
 
 JSON values, not JSON text: :mod:`._codec` reads and writes the text, and :mod:`._fast`
 reuses the hooks it needs.
@@ -26,7 +28,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from . import _messages, _types
 from ._messages import DISPATCHER_MESSAGES, WORKER_MESSAGES
-from ._types import Priority, TaskStatus, _camel
+from ._types import EXTENSION, Priority, TaskStatus, _camel
 
 __all__ = ["converter", "describe_structure_error"]
 
@@ -41,6 +43,7 @@ _PROTOCOL_CLASSES: Final[frozenset[type]] = frozenset(
         _types.TaskMetadata,
         _types.Task,
         _types.TaskError,
+        _types.TaskProgress,
         _types.TaskResult,
         _types.WorkerRegistration,
         _types.HeartbeatPayload,
@@ -97,6 +100,25 @@ def _structure_uuid(value: Any, _: Any) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise ValueError(f"not a UUID: {value[:64]!r}") from None
+
+
+def _structure_limits(value: Any, _: Any) -> Mapping[str, int]:
+    """An object of integers (task type -> limit); the class checks their range."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object of integers, got {_type_name(value)}")
+    for key, limit in value.items():
+        if type(limit) is not int:
+            kind = _type_name(limit)
+            raise TypeError(f"expected an integer for {key[:64]!r}, got {kind}")
+    return value
+
+
+def _is_limits(tp: Any) -> bool:
+    return bool(tp == Mapping[str, int])
+
+
+converter.register_structure_hook_func(_is_limits, _structure_limits)
+converter.register_unstructure_hook_func(_is_limits, dict)
 
 
 converter.register_structure_hook(uuid.UUID, _structure_uuid)
@@ -198,10 +220,25 @@ def _normalise_registration(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _normalise_result(data: dict[str, Any]) -> dict[str, Any]:
+    """A terminal result's progress report and deadline extension mean nothing: they
+    are dropped (a sender never writes them; a receiver ignores them)."""
+    if "progress" not in data and "extendMs" not in data:
+        return data
+    try:
+        terminal = converter.structure(data.get("status"), TaskStatus).is_terminal
+    except (TypeError, ValueError):
+        return data  # the status itself is wrong: structuring says so
+    if terminal:
+        data = {k: v for k, v in data.items() if k not in ("progress", "extendMs")}
+    return data
+
+
 _NORMALISERS: Final[dict[type, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     _messages.Kill: _alias("task_id", "taskId"),
     _messages.WorkerRegistered: _alias("worker_id", "workerId"),
     _types.WorkerRegistration: _normalise_registration,
+    _types.TaskResult: _normalise_result,
 }
 
 
@@ -222,9 +259,7 @@ def _protocol_structure_factory(cls: type[T]) -> Callable[[Any, Any], T]:
 
 def _protocol_unstructure_factory(cls: type[T]) -> Callable[[T], dict[str, Any]]:
     renames = {
-        a.name: override(
-            rename=_camel(a.name), omit_if_default=a.metadata.get(_types.EXTENSION, False)
-        )
+        a.name: override(rename=_camel(a.name), omit_if_default=a.metadata.get(EXTENSION))
         for a in attrs.fields(cls)  # type: ignore[arg-type]
     }
     return make_dict_unstructure_fn(cls, converter, **renames)  # type: ignore[arg-type]

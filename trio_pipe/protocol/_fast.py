@@ -1,5 +1,7 @@
 """The fast paths of the hot messages: orjson, and hand-written structure and
 unstructure for the canonical ``TaskDispatch``, ``TaskResult`` and ``Backpressure``.
+A progress report that carries ``progress`` or ``extendMs`` is no hot message: it goes
+the reference way, as does a ``Backpressure`` whose ``draining`` is not a boolean.
 
 orjson writes and reads JSON ~10x faster than the standard library, but not always
 the same way: it writes NaN as null, some floats in another form (0.00001 for
@@ -175,7 +177,9 @@ def _encode_dispatch_fast(
 def _encode_result_fast(result: TaskResult) -> str | None:
     error = result.error
     if not (
-        type(result.task_id) is uuid.UUID
+        result.progress is None
+        and result.extend_ms is None
+        and type(result.task_id) is uuid.UUID
         and type(result.status) is TaskStatus
         and _is_int64(result.duration_ms)
         and _is_str(result.worker_id)
@@ -276,6 +280,8 @@ def _structure_dispatch_fast(obj: dict[str, Any]) -> TaskDispatch | None:
 
 def _structure_result_fast(obj: dict[str, Any]) -> TaskResultMessage | None:
     result = obj["result"]
+    if "progress" in result or "extendMs" in result:
+        return None
     task_id = result["taskId"]
     worker_id, duration_ms = result.get("workerId", ""), result.get("durationMs", 0)
     payload, error = result.get("payload"), result.get("error")
@@ -304,19 +310,21 @@ def _structure_error_fast(error: dict[str, Any]) -> TaskError:
 
 def _structure_backpressure_fast(obj: dict[str, Any]) -> Backpressure | None:
     signal = obj["signal"]
-    worker_id, load, throttle = (
+    worker_id, load, throttle, draining = (
         signal["workerId"],
         signal["currentLoad"],
         signal["shouldThrottle"],
+        signal.get("draining", False),
     )
     if not (
         _is_str(worker_id)
         and type(load) is float
         and _read_alike(load)
         and type(throttle) is bool
+        and type(draining) is bool
     ):
         return None
-    return Backpressure(BackpressureSignal(worker_id, load, throttle))
+    return Backpressure(BackpressureSignal(worker_id, load, throttle, draining))
 
 
 _FAST_STRUCTURE: Final[dict[str, Callable[[dict[str, Any]], Message | None]]] = {

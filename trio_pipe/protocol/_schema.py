@@ -4,8 +4,9 @@ The attrs classes in :mod:`._types` and :mod:`._messages` and the one cattrs
 :data:`~._converter.converter` are the single source of truth: field names are camelCased
 as the codec writes them, enum values are what the converter writes for each member,
 lower bounds come from the fields' validators, defaults from the fields' defaults. The
-schema describes the **canonical output** (every field written, exact spellings);
-receivers are more liberal, as the descriptions say (see ``docs/protocol.md``).
+schema describes the **canonical output** (every field written but an extension at its
+default, exact spellings); receivers are more liberal, as the descriptions say (see
+``docs/protocol.md``).
 
 No Trio here: ``python -m trio_pipe.protocol.schema`` runs without it.
 """
@@ -20,7 +21,7 @@ import sys
 import types
 import typing
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -42,7 +43,10 @@ _COMMAND: Final = "python -m trio_pipe.protocol.schema --write spec/schema"
 _OVERVIEW: Final = (
     "One trio_pipe wire message (a JSON object whose `type` names it), in the canonical "
     "form every sender writes: every field present, in the order of `properties`, with "
-    "`type` first; camelCase names; enums in PascalCase; UUIDs lowercase and hyphenated; "
+    "`type` first, but for the optional extensions of rust-pipe v0.1 (`draining`, "
+    "`progress`, `extendMs`, `maxConcurrencyByType`: not in `required`), which are "
+    "written only when they hold something; camelCase names; enums in PascalCase; "
+    "UUIDs lowercase and hyphenated; "
     "timestamps in UTC with a `Z`. Receivers are liberal (docs/protocol.md): they ignore "
     "members they do not know, match `type` in any ASCII case and enum values as their "
     "name or its snake_case in any ASCII case, give a missing optional field its "
@@ -77,7 +81,7 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
         "TaskResult type it carries)."
     ),
     "Backpressure": "Worker to dispatcher: stop sending me tasks for now, or I can take "
-    "tasks again.",
+    "tasks again; or, with `draining`, I take no new task on this connection.",
     "DispatcherMessage": "A message the dispatcher sends; a worker receives only these.",
     "WorkerMessage": "A message a worker sends; the dispatcher receives only these.",
     # Types
@@ -87,10 +91,13 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
     "TaskError": "Why a task did not complete. `code` is an open set, UPPER_SNAKE_CASE by "
     "convention (docs/protocol.md lists the codes with a fixed meaning).",
     "TaskResult": "What a worker reports about one task: a terminal status, or `Running` "
-    "as a progress report.",
+    "as a progress report, which alone may carry `progress` and `extendMs`.",
+    "TaskProgress": "How far a running task has come: the fraction done and a message "
+    "for people, either `null` if the worker does not say.",
     "WorkerRegistration": "How a worker describes itself when it registers.",
     "HeartbeatPayload": "A worker's current state, carried by every Heartbeat.",
-    "BackpressureSignal": "A worker's load, and whether it wants new tasks.",
+    "BackpressureSignal": "A worker's load, whether it wants new tasks, and whether it "
+    "is draining.",
     "Priority": "Task priority, lowest first. Written in PascalCase as listed; receivers "
     "match in any ASCII case (`critical`, `CRITICAL`).",
     "TaskStatus": "Where a task is in its lifecycle; `Completed`, `Failed`, `TimedOut` "
@@ -124,10 +131,23 @@ _FIELD_NOTES: Final[dict[tuple[type, str], str]] = {
     "the fencing token of this try: a worker may pass both to the systems it writes to.",
     (_types.TaskMetadata, "epoch"): "The dispatcher's epoch: it grows each time a "
     "dispatcher opens the task store.",
+    (_types.TaskResult, "progress"): "Only in a progress report (`Running`); receivers "
+    "ignore it in a terminal result. The dispatcher surfaces each report, in order.",
+    (_types.TaskResult, "extend_ms"): "Only in a progress report (`Running`): I am "
+    "alive, let my deadline be now + extendMs milliseconds. The dispatcher grants it "
+    "if the task's type allows it, up to a maximum life per type; receivers ignore it "
+    "in a terminal result.",
+    (_types.WorkerRegistration, "max_concurrency_by_type"): "Task type -> the most "
+    "tasks of that type the worker runs at once, each from 1 to `maxConcurrency`. The "
+    "dispatcher never has more unfinished tasks of a type on the worker.",
+    (_types.BackpressureSignal, "draining"): "`true`: the worker is draining (stopping): "
+    "it takes no new task for the rest of this connection, and neither a later "
+    "Backpressure nor a Heartbeat lifts that; the tasks it runs finish normally.",
 }
 
 _FACTORY_DEFAULTS: Final[dict[Any, str]] = {
     _types._utcnow: "the time the message is decoded (so senders always write it)",
+    dict: "{} (no limit per type)",
 }
 
 _VALUE_DEFS: Final[dict[type, tuple[str, dict[str, Any]]]] = {
@@ -150,6 +170,22 @@ _VALUE_DEFS: Final[dict[type, tuple[str, dict[str, Any]]]] = {
         },
     ),
 }
+
+
+_WRITTEN_ONLY_IF: Final[dict[Any, dict[str, Any]]] = {
+    "boolean": {"const": True},  # an extension is written only when not its default
+    "object": {"minProperties": 1},
+}
+
+
+def _written_type(tp: Any) -> Any:
+    """The type of an extension field as it is written: never ``None``, which is its
+    default and so never written."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        others = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(others) == 1:
+            return others[0]
+    return tp
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -202,69 +238,75 @@ class _Builder:
     def _object(self, cls: type) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
         properties: dict[str, Any] = {}
+        required = []
         tag: str | None = getattr(cls, "TYPE", None)
         if tag is not None:
             properties["type"] = {
                 "const": tag,
                 "description": "The message's name; receivers match it ignoring case.",
             }
-        extensions = set()
+            required.append("type")
         for field in attrs.fields(cls):
-            properties[_wire_name(field.name)] = self._field(cls, field, hints[field.name])
-            if field.metadata.get(_types.EXTENSION):
-                extensions.add(_wire_name(field.name))
+            name = _wire_name(field.name)
+            properties[name] = self._field(cls, field, hints[field.name])
+            if not field.metadata.get(_types.EXTENSION):  # written only if not default
+                required.append(name)
         return {
             "title": cls.__name__,
             "description": self._describe(cls.__name__),
             "type": "object",
             "properties": properties,
-            # The codec writes every field, but an extension only when it has a value.
-            "required": [name for name in properties if name not in extensions],
+            "required": required,
             "additionalProperties": False,
         }
 
     def _field(self, cls: type, field: attrs.Attribute[Any], tp: Any) -> dict[str, Any]:
-        schema = self.type_schema(tp)
+        extension = bool(field.metadata.get(_types.EXTENSION))
+        schema = self.type_schema(_written_type(tp) if extension else tp)
         bounds = self._bounds(cls, field)
         schema = bounds if "$ref" in bounds else {**schema, **bounds}
         notes = []
         default: Any = field.default
         if default is attrs.NOTHING:
             notes.append("Required.")
-        elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            factory = default.factory
-            if isinstance(factory, type) and attrs.has(factory):
-                missing = f"an object with every {factory.__name__} default"
-            else:
-                try:
-                    missing = _FACTORY_DEFAULTS[factory]
-                except (KeyError, TypeError):
-                    raise LookupError(
-                        f"{cls.__name__}.{field.name}: describe its default factory "
-                        "in _schema._FACTORY_DEFAULTS"
-                    ) from None
-            notes.append(f"Optional on input: a missing value means {missing}.")
         else:
-            schema["default"] = converter.unstructure(default)
-            notes.append(
-                "Optional on input: a missing value means "
-                f"{json.dumps(schema['default'], ensure_ascii=False)}."
-            )
+            missing = self._missing(cls, field)
+            if extension:
+                schema |= _WRITTEN_ONLY_IF.get(schema.get("type"), {})
+                notes.append(
+                    "Optional, an extension of rust-pipe v0.1: written only when it "
+                    f"holds something. A missing value means {missing}."
+                )
+            else:
+                if not isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                    schema["default"] = converter.unstructure(default)
+                notes.append(f"Optional on input: a missing value means {missing}.")
         alias = _input_alias(cls, _wire_name(field.name))
         if alias is not None:
             notes.append(
                 f"Receivers also accept the name `{alias}` "
                 f"(`{_wire_name(field.name)}` wins if both are present)."
             )
-        if field.metadata.get(_types.EXTENSION):
-            notes.append(
-                "An extension of trio_pipe (not in rust-pipe v0.1): written only when it "
-                "has a value."
-            )
         note = _FIELD_NOTES.get((cls, field.name))
         if note is not None:
             notes.append(note)
         return {"description": " ".join(notes), **schema}
+
+    def _missing(self, cls: type, field: attrs.Attribute[Any]) -> str:
+        """What a missing value of *field* means, in words."""
+        default: Any = field.default
+        if not isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            return json.dumps(converter.unstructure(default), ensure_ascii=False)
+        factory = default.factory
+        if isinstance(factory, type) and attrs.has(factory):
+            return f"an object with every {factory.__name__} default"
+        try:
+            return _FACTORY_DEFAULTS[factory]
+        except (KeyError, TypeError):
+            raise LookupError(
+                f"{cls.__name__}.{field.name}: describe its default factory "
+                "in _schema._FACTORY_DEFAULTS"
+            ) from None
 
     def _bounds(self, cls: type, field: attrs.Attribute[Any]) -> dict[str, Any]:
         validator = field.validator
@@ -272,6 +314,12 @@ class _Builder:
             return {}
         if isinstance(validator, _types._AtLeast):
             return {"minimum": validator.minimum}
+        if isinstance(validator, _types._Fraction):
+            return {"minimum": 0, "maximum": 1}
+        if isinstance(validator, _types._ConcurrencyLimits):
+            return {"additionalProperties": {"type": "integer", "minimum": 1}}
+        if validator is _types._check_extensions:
+            return {"minimum": 1}
         if validator is _types._check_worker_id:
             return self._need("WorkerId", _worker_id_schema())
         raise TypeError(
@@ -293,6 +341,8 @@ class _Builder:
             return {"anyOf": [inner, {"type": "null"}]}
         if origin is tuple and args == (str, Ellipsis):
             return {"type": "array", "items": {"type": "string"}}
+        if tp == Mapping[str, int]:
+            return {"type": "object", "additionalProperties": {"type": "integer"}}
         simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
         if tp in simple:
             return {"type": simple[tp]}

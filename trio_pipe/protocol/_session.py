@@ -4,7 +4,8 @@ In the manner of h11: :class:`WorkerSession` is fed every message that crosses t
 connection (``receive`` for the worker's, ``send`` for ours) and says whether it is
 legal now, by the session rules of :mod:`._state` (role ``DISPATCHER``). It owns the
 bookkeeping that legality depends on besides -- which tasks are in flight on this
-worker, and so how much capacity is free -- and nothing else. It never performs I/O.
+worker, and so how much capacity is free, in all and per task type -- and nothing
+else. It never performs I/O.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import attrs
 
@@ -48,7 +50,10 @@ class WorkerSession:
     worker reports a terminal result for it -- even after the dispatcher has given up
     on it (:meth:`abandon`), because the worker may still be running it. A heartbeat
     reporting fewer active tasks than are held frees abandoned slots first, so a
-    worker that ignores ``Kill`` or loses tasks does not stay "full" forever.
+    worker that ignores ``Kill`` or loses tasks does not stay "full" forever. A task
+    also holds a unit of its type's limit, if the registration sets one
+    (``max_concurrency_by_type``). A worker that said it is draining takes no task
+    again on this connection.
     """
 
     def __init__(
@@ -62,6 +67,8 @@ class WorkerSession:
         self.duplicate_results = 0
         self._rules = Session(Role.DISPATCHER, registered=registration is not None)
         self._slots: dict[uuid.UUID, _Slot] = {}
+        self._type_of: dict[uuid.UUID, str] = {}  # the task type of each slot
+        self._load_by_type: dict[str, int] = {}
         self._finished: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._remembered = remembered_results
 
@@ -96,12 +103,37 @@ class WorkerSession:
         """The worker sent ``WorkerRegister`` (and so expects ``WorkerRegistered``)."""
         return self._rules.worker_registered
 
-    def can_accept(self) -> bool:
+    @property
+    def draining(self) -> bool:
+        """The worker said it is draining: it takes no new task on this connection."""
+        return self._rules.state is SessionState.DRAINING
+
+    def can_accept(self, task_type: str | None = None) -> bool:
+        """Whether a task (of *task_type*, if given) may be sent now."""
         return (
             self._rules.state is SessionState.ACTIVE
             and not self.throttled
             and self.load < self.capacity
+            and (task_type is None or self._below_type_limit(task_type))
         )
+
+    def accepting(self, task_types: tuple[str, ...]) -> tuple[str, ...]:
+        """Those of *task_types* below their limit (all of them if none is set)."""
+        if not self._limits():
+            return task_types
+        return tuple(t for t in task_types if self._below_type_limit(t))
+
+    def load_of(self, task_type: str) -> int:
+        """Capacity units held by tasks of *task_type*."""
+        return self._load_by_type.get(task_type, 0)
+
+    def _limits(self) -> Mapping[str, int]:
+        registration = self.registration
+        return registration.max_concurrency_by_type if registration else {}
+
+    def _below_type_limit(self, task_type: str) -> bool:
+        limit = self._limits().get(task_type)
+        return limit is None or self._load_by_type.get(task_type, 0) < limit
 
     def in_flight(self) -> list[uuid.UUID]:
         """Tasks this worker holds that the dispatcher still waits for."""
@@ -164,6 +196,7 @@ class WorkerSession:
 
     def _finish(self, task_id: uuid.UUID) -> None:
         del self._slots[task_id]
+        self._release_type(task_id)
         self._finished[task_id] = None
         self._finished.move_to_end(task_id)  # a retried id may already be remembered
         if len(self._finished) > self._remembered:
@@ -184,8 +217,8 @@ class WorkerSession:
         Raises :class:`LocalProtocolError`, and records nothing, if it is not legal
         now: a worker's message, anything before the worker registered or after
         :meth:`close`, ``TaskDispatch`` after ``Shutdown``, beyond the worker's
-        capacity or of a task already on it, ``Kill`` of a task not on it, a
-        ``WorkerRegistered`` that answers no ``WorkerRegister``.
+        capacity (or its task type's limit) or of a task already on it, ``Kill`` of a
+        task not on it, a ``WorkerRegistered`` that answers no ``WorkerRegister``.
         """
         # TaskDispatch and Kill move nothing in the rules, so a refusal of their
         # content below still leaves the session as it was.
@@ -196,7 +229,14 @@ class WorkerSession:
                 raise LocalProtocolError(f"task {task_id} is already on this worker")
             if self.load >= self.capacity:
                 raise LocalProtocolError(f"worker {self.worker_id} is at capacity")
+            task_type = message.task.task_type
+            if not self._below_type_limit(task_type):
+                raise LocalProtocolError(
+                    f"worker {self.worker_id} is at its limit for task type {task_type!r}"
+                )
             self._slots[task_id] = _Slot.DISPATCHED
+            self._type_of[task_id] = task_type
+            self._load_by_type[task_type] = self._load_by_type.get(task_type, 0) + 1
         elif isinstance(message, Kill) and message.task_id not in self._slots:
             raise LocalProtocolError(f"task {message.task_id} is not on this worker")
 
@@ -211,7 +251,17 @@ class WorkerSession:
         lost = self.in_flight()
         self._rules.close()
         self._slots.clear()
+        self._type_of.clear()
+        self._load_by_type.clear()
         return lost
+
+    def _release_type(self, task_id: uuid.UUID) -> None:
+        task_type = self._type_of.pop(task_id)
+        left = self._load_by_type[task_type] - 1
+        if left:
+            self._load_by_type[task_type] = left
+        else:
+            del self._load_by_type[task_type]
 
 
 def _with_worker_id(result: TaskResult, worker_id: str) -> TaskResult:

@@ -11,19 +11,28 @@ when we were about to send it and a :class:`RemoteProtocolError` when it came in
 ```
                      WorkerRegister (from the worker)
 awaiting registration ------------------------------> active
-  (a spawned worker, registered by the dispatcher,      |
-   starts active)                                       | Shutdown (from the dispatcher)
-                                                        v
+  (a spawned worker, registered by the dispatcher,      |  |
+   starts active)                                       |  | Backpressure with draining
+                                                        |  v (from the worker)
+                                  Shutdown (from the    |  draining
+                                  dispatcher)           |  |
+                                                        v  v Shutdown
                           closed <-------------------- closing
                           (close(): the connection is gone, from any state)
 ```
 
+*draining* and *closing* allow the same messages -- results still flow, new tasks do
+not -- and differ in who stopped the work: the worker (draining), or the dispatcher's
+``Shutdown`` (closing), which may still follow a drain.
+
 Two rules hold per connection rather than per state, and are checked beside the
 table: ``WorkerRegister`` crosses at most once, and ``WorkerRegistered`` answers it,
-once. What depends on the content of a message (which tasks a worker holds, its
-capacity) is left to each side: :class:`~trio_pipe.protocol.WorkerSession` adds it on
-the dispatcher's; a worker answers a task it cannot take with a result
-(``WORKER_SATURATED``, docs/protocol.md), so on its side that is no protocol error.
+once. One move depends on a message's content rather than its type: a
+``Backpressure`` whose ``draining`` is true leads from *active* to *draining*. What
+else depends on content (which tasks a worker holds, its capacity) is left to each
+side: :class:`~trio_pipe.protocol.WorkerSession` adds it on the dispatcher's; a worker
+answers a task it cannot take with a result (``WORKER_SATURATED``, docs/protocol.md),
+so on its side that is no protocol error.
 """
 
 from __future__ import annotations
@@ -65,12 +74,14 @@ class Role(enum.Enum):
 class SessionState(enum.Enum):
     AWAITING_REGISTRATION = "awaiting registration"
     ACTIVE = "active"
+    DRAINING = "draining"  # the worker said so: results still flow, no new tasks
     CLOSING = "closing"  # Shutdown crossed: results still flow, no new tasks
     CLOSED = "closed"
 
 
 _AWAITING: Final = SessionState.AWAITING_REGISTRATION
 _ACTIVE: Final = SessionState.ACTIVE
+_DRAINING: Final = SessionState.DRAINING
 _CLOSING: Final = SessionState.CLOSING
 _CLOSED: Final = SessionState.CLOSED
 
@@ -84,6 +95,12 @@ _SENDS: Final[Mapping[Role, Mapping[SessionState, _Moves]]] = {
             Heartbeat: _ACTIVE,
             TaskResultMessage: _ACTIVE,
             Backpressure: _ACTIVE,
+        },
+        _DRAINING: {
+            WorkerRegister: _DRAINING,
+            Heartbeat: _DRAINING,
+            TaskResultMessage: _DRAINING,
+            Backpressure: _DRAINING,
         },
         _CLOSING: {
             WorkerRegister: _CLOSING,
@@ -102,6 +119,12 @@ _SENDS: Final[Mapping[Role, Mapping[SessionState, _Moves]]] = {
             HeartbeatAck: _ACTIVE,
             Shutdown: _CLOSING,
         },
+        _DRAINING: {
+            WorkerRegistered: _DRAINING,
+            Kill: _DRAINING,
+            HeartbeatAck: _DRAINING,
+            Shutdown: _CLOSING,
+        },
         _CLOSING: {
             WorkerRegistered: _CLOSING,
             Kill: _CLOSING,
@@ -112,12 +135,20 @@ _SENDS: Final[Mapping[Role, Mapping[SessionState, _Moves]]] = {
     },
 }
 """For each sender role and state: the message types it may send, and the state
-each leads to."""
+each leads to (but for the one move that depends on content: :func:`_moves_to`)."""
 
 _SENT_BY: Final[Mapping[Role, frozenset[type[Message]]]] = {
     Role.DISPATCHER: frozenset(DISPATCHER_MESSAGES),
     Role.WORKER: frozenset(WORKER_MESSAGES),
 }
+
+
+def _moves_to(message: Message, after: SessionState) -> SessionState:
+    """The state *message* leads to, where the table says *after*: a draining
+    ``Backpressure`` leads from active to draining."""
+    if after is _ACTIVE and isinstance(message, Backpressure) and message.signal.draining:
+        return _DRAINING
+    return after
 
 
 class Session:
@@ -168,6 +199,8 @@ class Session:
             raise self._send_refusal(kind)
         if kind is WorkerRegister or kind is WorkerRegistered:
             self._cross_once(kind, LocalProtocolError)
+        elif kind is Backpressure:
+            after = _moves_to(message, after)
         if after is not self._state:
             self._enter(after)
 
@@ -191,6 +224,8 @@ class Session:
             raise self._receive_refusal(kind)
         if kind is WorkerRegister or kind is WorkerRegistered:
             self._cross_once(kind, RemoteProtocolError)
+        elif kind is Backpressure:
+            after = _moves_to(message, after)
         if after is not self._state:
             self._enter(after)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 import re
+import types
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -19,6 +21,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskMetadata",
+    "TaskProgress",
     "TaskResult",
     "TaskStatus",
     "WorkerRegistration",
@@ -114,15 +117,30 @@ def _at_least(minimum: int) -> _AtLeast:
 
 _non_negative = _at_least(0)
 
-EXTENSION = "trio_pipe.extension"
-"""The attrs metadata key of a field trio_pipe adds to rust-pipe v0.1's messages."""
+
+@attrs.frozen
+class _Fraction:
+    """Validator of a number from 0 to 1, or None (the JSON Schema's ``minimum`` and
+    ``maximum``)."""
+
+    def __call__(
+        self, _inst: object, attr: attrs.Attribute[float | None], value: float | None
+    ) -> None:
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"{_camel(attr.name)} must be from 0 to 1, got {value}")
+
+
+EXTENSION: Final = "trio_pipe.extension"
+"""Field metadata marking an optional extension of rust-pipe v0.1 (docs/protocol.md):
+written only when it holds something (not its default), so that a message without
+it is written exactly as rust-pipe v0.1 writes it."""
+
+_EXTENSION: Final = {EXTENSION: True}
 
 
 def _extension(default: Any = None, validator: Any = None) -> Any:
-    """A field beyond rust-pipe v0.1: optional on input, and written only when it
-    holds something other than its default, so that every message a v0.1 peer could
-    send or read keeps its exact v0.1 form."""
-    return attrs.field(default=default, validator=validator, metadata={EXTENSION: True})
+    """An extension field (see :data:`EXTENSION`), with no value by default."""
+    return attrs.field(default=default, validator=validator, metadata=_EXTENSION)
 
 
 @attrs.frozen
@@ -187,14 +205,81 @@ class TaskError:
     retryable: bool = False
 
 
+def _as_float(value: float | None) -> float | None:
+    """An int as the float it stands for (written ``1.0``, as the converter reads it)."""
+    if type(value) is int:
+        return float(value)
+    return value
+
+
+@attrs.frozen
+class TaskProgress:
+    """How far a running task has come, as a worker reports it (both parts optional):
+    *fraction* done, from 0 to 1, and a *message* for people."""
+
+    fraction: float | None = attrs.field(
+        default=None, converter=_as_float, validator=_Fraction()
+    )
+    message: str | None = None
+
+
+def _check_extensions(
+    inst: TaskResult, _attr: attrs.Attribute[int | None], value: int | None
+) -> None:
+    """``extend_ms`` >= 1, and neither it nor ``progress`` in a terminal result. (One
+    plain function for both: every result is checked, the common one cheaply.)"""
+    if value is None and inst.progress is None:
+        return
+    if inst.status in _TERMINAL:
+        raise ValueError(
+            f"a {inst.status.value} result carries no progress or extendMs "
+            "(only a progress report does)"
+        )
+    if value is not None and value < 1:
+        raise ValueError(f"extendMs must be >= 1, got {value}")
+
+
 @attrs.frozen
 class TaskResult:
+    """What a worker reports about one task: a terminal status, or a non-terminal one
+    (``Running``) as a progress report, which alone may carry ``progress`` and
+    ``extend_ms`` (raises :class:`ValueError` otherwise)."""
+
     task_id: uuid.UUID
     status: TaskStatus
     payload: Any = None
     error: TaskError | None = None
     duration_ms: int = attrs.field(default=0, validator=_non_negative)
     worker_id: str = ""
+    progress: TaskProgress | None = attrs.field(default=None, metadata=_EXTENSION)
+    extend_ms: int | None = attrs.field(
+        default=None, validator=_check_extensions, metadata=_EXTENSION
+    )
+
+
+def _frozen_limits(value: Mapping[str, int]) -> Mapping[str, int]:
+    return types.MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class _ConcurrencyLimits:
+    """Validator of ``maxConcurrencyByType``: each limit from 1 to ``maxConcurrency``."""
+
+    def __call__(
+        self,
+        inst: WorkerRegistration,
+        _attr: attrs.Attribute[Mapping[str, int]],
+        value: Mapping[str, int],
+    ) -> None:
+        for task_type, limit in value.items():
+            where = f"maxConcurrencyByType[{task_type!r}]"
+            if limit < 1:
+                raise ValueError(f"{where} must be >= 1, got {limit}")
+            if limit > inst.max_concurrency:
+                raise ValueError(
+                    f"{where} must be <= maxConcurrency ({inst.max_concurrency}), "
+                    f"got {limit}"
+                )
 
 
 @attrs.frozen
@@ -204,6 +289,14 @@ class WorkerRegistration:
     max_concurrency: int = attrs.field(default=1, validator=_at_least(1))
     language: str = "Unknown"
     tags: tuple[str, ...] = ()
+    #: Task type -> the most tasks of that type the worker runs at once.
+    max_concurrency_by_type: Mapping[str, int] = attrs.field(
+        factory=dict,
+        converter=_frozen_limits,
+        validator=_ConcurrencyLimits(),
+        hash=False,  # a mapping: equal ones compare equal, but none is hashable
+        metadata=_EXTENSION,
+    )
 
 
 @attrs.frozen
@@ -219,3 +312,5 @@ class BackpressureSignal:
     worker_id: str
     current_load: float = 0.0
     should_throttle: bool = False
+    #: The worker is draining: no new task for the rest of this connection.
+    draining: bool = attrs.field(default=False, metadata=_EXTENSION)
