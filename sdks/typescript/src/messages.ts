@@ -52,6 +52,17 @@ export interface TaskResult {
   readonly error: TaskError | null;
   readonly durationMs: number;
   readonly workerId: string;
+  /** Only in a `Running` report: how far the task has got. Absent when it says nothing. */
+  readonly progress?: TaskProgress;
+  /** Only in a `Running` report: "let my deadline be now + extendMs" (>= 1). Absent when not asked. */
+  readonly extendMs?: number;
+}
+
+/** What a `Running` report says about a task's progress. */
+export interface TaskProgress {
+  /** From 0 to 1, or `null` when the handler cannot tell. */
+  readonly fraction: number | null;
+  readonly message: string | null;
 }
 
 export interface WorkerRegistration {
@@ -60,6 +71,8 @@ export interface WorkerRegistration {
   readonly maxConcurrency: number;
   readonly language: string;
   readonly tags: readonly string[];
+  /** Limits per task type (each >= 1, at most `maxConcurrency`). Absent when there are none. */
+  readonly maxConcurrencyByType?: { readonly [taskType: string]: number };
 }
 
 export interface HeartbeatPayload {
@@ -73,6 +86,8 @@ export interface BackpressureSignal {
   readonly workerId: string;
   readonly currentLoad: number;
   readonly shouldThrottle: boolean;
+  /** Present, and `true`, only when the worker is draining: it takes no new task for the rest of the connection. */
+  readonly draining?: true;
 }
 
 // Dispatcher to worker
