@@ -415,13 +415,14 @@ export function encode(message: Message): string {
       return json({ type: message.type });
     case "WorkerRegister": {
       const r = message.registration;
+      const byType = r.maxConcurrencyByType ?? {};
       const registration = {
         workerId: r.workerId,
         supportedTasks: r.supportedTasks,
         maxConcurrency: r.maxConcurrency,
         language: r.language,
         tags: r.tags,
-        ...(Object.keys(r.maxConcurrencyByType ?? {}).length === 0 ? {} : { maxConcurrencyByType: r.maxConcurrencyByType }),
+        ...(Object.keys(byType).length === 0 ? {} : { maxConcurrencyByType: byType }),
       };
       return json({ type: message.type, registration });
     }

@@ -100,9 +100,8 @@ function limitsByType(
       throw new TypeError(`maxConcurrencyByType names task type '${taskType}', which has no handler`);
     }
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > maxConcurrency) {
-      throw new RangeError(
-        `maxConcurrencyByType['${taskType}'] must be an integer from 1 to maxConcurrency (${maxConcurrency}), got ${limit}`,
-      );
+      const range = `an integer from 1 to maxConcurrency (${maxConcurrency})`;
+      throw new RangeError(`maxConcurrencyByType['${taskType}'] must be ${range}, got ${limit}`);
     }
   }
   return limits;
@@ -115,7 +114,8 @@ function drainTimeout(option: number | undefined): number {
   if (variable === undefined || variable === "") return DEFAULT_DRAIN_TIMEOUT_MS;
   const value = Number(variable);
   if (!isDrainTimeout(value)) {
-    throw new RangeError(`TRIO_PIPE_DRAIN_TIMEOUT_MS must be milliseconds from 0 to ${MAX_TIMER_MS}, got '${variable}'`);
+    const range = `milliseconds from 0 to ${MAX_TIMER_MS}`;
+    throw new RangeError(`TRIO_PIPE_DRAIN_TIMEOUT_MS must be ${range}, got '${variable}'`);
   }
   return value;
 }

@@ -421,7 +421,7 @@ function taskError(code: string, message: string, retryable: boolean): TaskError
   return { code, message, retryable };
 }
 
-/** A progress report as a handler gives it; throws `RangeError` / `TypeError` for values the protocol has no room for. */
+/** A handler's progress report; throws `RangeError` / `TypeError` for values the protocol has no room for. */
 function progressOf(fraction: number | null, message: string | null): TaskProgress {
   if (fraction !== null && !(typeof fraction === "number" && fraction >= 0 && fraction <= 1)) {
     throw new RangeError(`progress takes a fraction from 0 to 1, or null; got ${fraction}`);

@@ -92,7 +92,8 @@ const isDraining = (m: WorkerMessage): boolean => m.type === "Backpressure" && m
 
 /** The result has `status` and the error a drain reports: `WORKER_SHUTTING_DOWN`, retryable. */
 function assertShuttingDown(result: TaskResult, status: "Failed" | "Cancelled"): void {
-  assert.deepEqual([result.status, result.error?.code, result.error?.retryable], [status, "WORKER_SHUTTING_DOWN", true]);
+  const { code, retryable } = result.error ?? {};
+  assert.deepEqual([result.status, code, retryable], [status, "WORKER_SHUTTING_DOWN", true]);
 }
 
 /** A stack trace's frame lines, which a clean stop never prints. */
@@ -155,7 +156,7 @@ describe("the conformance worker process", () => {
 });
 
 describe("SIGTERM and SIGINT drain a worker process", () => {
-  test("WebSocket, SIGTERM with tasks in flight: they complete, a crossing task is refused, close 1000, exit 0", async () => {
+  test("WebSocket, SIGTERM with tasks in flight: they finish, a crossing one is refused, close 1000", async () => {
     const dispatcher = await FakeDispatcher.start();
     const { child, exited, stderr } = launch([CONFORMANCE_WORKER, dispatcher.url]);
     const peer = await dispatcher.accept();
@@ -196,7 +197,7 @@ describe("SIGTERM and SIGINT drain a worker process", () => {
   });
 
   for (const mode of ["WebSocket", "stdio"] as const) {
-    test(`${mode}: a task that outlives TRIO_PIPE_DRAIN_TIMEOUT_MS is reported Cancelled, WORKER_SHUTTING_DOWN, retryable`, async () => {
+    test(`${mode}: a task outliving TRIO_PIPE_DRAIN_TIMEOUT_MS: Cancelled, WORKER_SHUTTING_DOWN`, async () => {
       const worker = await launchIn(mode, [CONFORMANCE_WORKER], { TRIO_PIPE_DRAIN_TIMEOUT_MS: "300" });
       const task = dispatch("sleep", { ms: 30_000 });
       worker.peer.send(task.frame);
