@@ -8,7 +8,8 @@ export interface TaskContext {
   /**
    * Aborts when the task must stop: `Kill` from the dispatcher, its `timeoutMs`
    * ran out, a non-graceful `Shutdown`, the drain timeout ran out, the connection
-   * was lost, or the worker was stopped through its own `signal`. `signal.reason` is a {@link TaskAbortedError}.
+   * was lost, or the worker was stopped through its own `signal`. `signal.reason`
+   * is a {@link TaskAbortedError}.
    * Pass it on (`fetch(url, { signal })`, `setTimeout(ms, v, { signal })` from
    * `node:timers/promises`) or check it between steps. The task's result is
    * reported as soon as it aborts; whatever the handler returns afterwards is dropped.

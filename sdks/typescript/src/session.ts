@@ -161,7 +161,6 @@ export class Session {
     if (this.drainDeadline === undefined) {
       this.config.logger.debug(`draining: ${this.active.size} tasks in flight, ${Math.round(delay)} ms to finish`);
       this.shutDown("drained");
-      this.throttled = true;
       const currentLoad = this.active.size / this.config.maxConcurrency;
       const signal = { workerId: this.config.workerId, currentLoad, shouldThrottle: true, draining: true } as const;
       this.link.send(encode({ type: "Backpressure", signal }));

@@ -31,7 +31,7 @@ export async function drainOnSignals(worker: RunningWorker, logger: Logger): Pro
       first = signal;
       process.exitCode = EXIT_STATUS[signal];
       logger.info(`${signal} received: draining (a second signal stops at once)`);
-      void worker.drain();
+      worker.drain().catch(() => {}); // a failure surfaces through worker.done, awaited below
       return;
     }
     const status = EXIT_STATUS[first];

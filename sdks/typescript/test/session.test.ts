@@ -428,8 +428,9 @@ describe("progress and deadline extension", () => {
     });
     assert.ok(performance.now() - sent >= 595, "timed out before the extended deadline");
     assert.equal(timedOut?.status, "TimedOut");
-    const message = /^task exceeded its deadline, extended to 6\d\d ms after receipt \(timeoutMs 100\)$/;
-    assert.match(timedOut?.error?.message ?? "", message);
+    const message = /^task exceeded its deadline, extended to (\d+) ms after receipt \(timeoutMs 100\)$/;
+    const [, allowed] = message.exec(timedOut?.error?.message ?? "") ?? assert.fail(`${timedOut?.error?.message}`);
+    assert.ok(Number(allowed) >= 600);
     assert.deepEqual(gate.aborted.map((e) => e.kind), ["timeout"]);
     input.end();
     await served;
