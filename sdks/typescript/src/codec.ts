@@ -6,8 +6,9 @@
  * `task_id` / `worker_id` aliases on `Kill` / `WorkerRegistered`, `language` as
  * `{"Other": ...}`, unknown members ignored. Exact on output: compact JSON, every
  * field, camelCase names in the protocol's order, PascalCase enums; the optional
- * extension fields (`draining`, `progress`, `extendMs`, `maxConcurrencyByType`) only
- * when they hold something, so that every other message keeps rust-pipe v0.1's shape.
+ * extension fields (`draining`, `progress`, `extendMs`, `maxConcurrencyByType`, and
+ * `idempotencyKey`, `attempt`, `epoch` in a task's metadata) only when they hold
+ * something, so that every other message keeps rust-pipe v0.1's shape.
  * A decoded message has those fields under the same rule: absent, not `false`,
  * `null` or `{}`; and a terminal `TaskResult` never has `progress` or `extendMs`
  * (they are ignored on input, as unknown members are).
@@ -207,6 +208,13 @@ function nullable<T>(read: Reader<T>): Reader<T | null> {
   return (value, path) => (value === null ? null : read(value, path));
 }
 
+/** `fields` without its null members: an extension field that holds nothing is absent. */
+function present<T extends object>(fields: T): { [K in keyof T]?: NonNullable<T[K]> } {
+  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== null)) as {
+    [K in keyof T]?: NonNullable<T[K]>;
+  };
+}
+
 /** A progress fraction: a number from 0 to 1. */
 const readFraction: Reader<number> = (value, path) => {
   const fraction = readNumber(value, path);
@@ -301,6 +309,11 @@ const readMetadata = readObject<TaskMetadata>((f) => ({
   retryCount: f.optional("retryCount", readCount, () => 0),
   maxRetries: f.optional("maxRetries", readCount, () => DEFAULT_MAX_RETRIES),
   traceId: f.optional("traceId", readNullableString, () => null),
+  ...present({
+    idempotencyKey: f.optional("idempotencyKey", readNullableString, () => null),
+    attempt: f.optional("attempt", nullable(readInteger(1)), () => null),
+    epoch: f.optional("epoch", nullable(readCount), () => null),
+  }),
 }));
 
 const readTask = readObject<Task>((f) => ({
@@ -332,9 +345,13 @@ const readTaskResult = readObject<TaskResult>((f) => {
     workerId: f.optional("workerId", readString, () => ""),
   };
   if (TERMINAL.has(result.status)) return result;
-  const progress = f.optional("progress", nullable(readProgress), () => null);
-  const extendMs = f.optional("extendMs", nullable(readInteger(1)), () => null);
-  return { ...result, ...(progress === null ? {} : { progress }), ...(extendMs === null ? {} : { extendMs }) };
+  return {
+    ...result,
+    ...present({
+      progress: f.optional("progress", nullable(readProgress), () => null),
+      extendMs: f.optional("extendMs", nullable(readInteger(1)), () => null),
+    }),
+  };
 });
 
 /** Task type -> an integer >= 1; `null` means none. */
@@ -454,6 +471,7 @@ function json(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** JSON.stringify leaves out the members that are `undefined`: the metadata's extensions when not set. */
 function taskJson(task: Task): object {
   const m = task.metadata;
   return {
@@ -467,6 +485,9 @@ function taskJson(task: Task): object {
       retryCount: m.retryCount,
       maxRetries: m.maxRetries,
       traceId: m.traceId,
+      idempotencyKey: m.idempotencyKey,
+      attempt: m.attempt,
+      epoch: m.epoch,
     },
   };
 }

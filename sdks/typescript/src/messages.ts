@@ -29,6 +29,24 @@ export interface TaskMetadata {
   readonly retryCount: number;
   readonly maxRetries: number;
   readonly traceId: string | null;
+  /**
+   * The submitter's key for the task: the dispatcher keeps one task per key, so a
+   * repeated submission is the same task. Pass it to the systems the handler
+   * writes to, to make its side effects idempotent. Absent when the task has none.
+   */
+  readonly idempotencyKey?: string;
+  /**
+   * Which try of the task this dispatch is (>= 1), counted over the task's whole
+   * life: across retries and dispatcher restarts, unlike `retryCount`. With `epoch`,
+   * the fencing token of this try. Absent when the dispatcher sends none.
+   */
+  readonly attempt?: number;
+  /**
+   * The dispatcher's epoch (>= 0), which grows each time a dispatcher opens its task
+   * store. With `attempt`, the fencing token of this try: a system the handler writes
+   * to can refuse a write from a superseded try. Absent when the dispatcher sends none.
+   */
+  readonly epoch?: number;
 }
 
 export interface Task {

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 
 import { decode, encode, ProtocolError } from "trio-pipe-worker";
-import type { Message } from "trio-pipe-worker";
+import type { Message, TaskDispatch } from "trio-pipe-worker";
 import { SPEC_DIR } from "./paths.js";
 import { messageProblems } from "./schema.js";
 
@@ -131,6 +131,9 @@ describe("the optional extension fields: written only when they hold something",
   const TASK_ID = "3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f";
   const RESULT =
     `"taskId":"${TASK_ID}","status":"Running","payload":null,"error":null,` + `"durationMs":1200,"workerId":"w1"`;
+  const METADATA =
+    '"createdAt":"2025-03-14T09:26:53Z","timeoutMs":300000,"priority":"Normal","retryCount":2,"maxRetries":3,' +
+    '"traceId":null';
   /** decode, then encode: the canonical text of `frame`. */
   const canonical = (frame: string): string => encode(decode(frame));
 
@@ -178,9 +181,43 @@ describe("the optional extension fields: written only when they hold something",
     }
   });
 
+  test("a task's metadata: idempotencyKey, attempt and epoch after traceId, each only when set", () => {
+    const head = `"id":"${TASK_ID}","taskType":"charge","payload":null`;
+    const frame = (extra: string): string => `{"type":"TaskDispatch","task":{${head},"metadata":{${METADATA}${extra}}}}`;
+    const all = frame(',"idempotencyKey":"order-42","attempt":3,"epoch":0');
+    assert.equal(canonical(all), all);
+    assert.deepEqual(decode(all), JSON.parse(all));
+    assert.deepEqual(messageProblems(JSON.parse(all) as Message), []);
+    for (const one of [',"idempotencyKey":""', ',"attempt":1', ',"epoch":7']) {
+      assert.equal(canonical(frame(one)), frame(one));
+    }
+    assert.equal(canonical(frame(',"idempotencyKey":null,"attempt":null,"epoch":null')), frame(""));
+    const { task } = decode(frame(',"attempt":null')) as TaskDispatch;
+    assert.deepEqual(Object.keys(task.metadata), [
+      "createdAt",
+      "timeoutMs",
+      "priority",
+      "retryCount",
+      "maxRetries",
+      "traceId",
+    ]);
+    const reordered: TaskDispatch = {
+      type: "TaskDispatch",
+      task: { ...task, metadata: { epoch: 0, attempt: 3, idempotencyKey: "order-42", ...task.metadata } },
+    };
+    assert.equal(encode(reordered), all);
+  });
+
   test("values out of their range are rejected, naming the path", () => {
     const result = (extra: string): string => `{"type":"TaskResult","result":{${RESULT},${extra}}}`;
+    const metadata = (extra: string): string =>
+      `{"type":"TaskDispatch","task":{"id":"${TASK_ID}","taskType":"x","metadata":{${extra}}}}`;
     const cases: Array<[string, string, string]> = [
+      [metadata('"attempt":0'), "out of range", "@ $.task.metadata.attempt"],
+      [metadata('"attempt":"3"'), "mistyped field", "@ $.task.metadata.attempt"],
+      [metadata('"epoch":-1'), "out of range", "@ $.task.metadata.epoch"],
+      [metadata('"epoch":0.5'), "mistyped field", "@ $.task.metadata.epoch"],
+      [metadata('"idempotencyKey":42'), "mistyped field", "@ $.task.metadata.idempotencyKey"],
       [result('"progress":{"fraction":1.5}'), "out of range", "@ $.result.progress.fraction"],
       [result('"progress":{"fraction":"half"}'), "mistyped field", "@ $.result.progress.fraction"],
       [result('"progress":0.5'), "mistyped field", "@ $.result.progress"],

@@ -29,13 +29,19 @@ const shared = JSON.parse(readFileSync(`${SPEC_DIR}/schema/messages.schema.json`
 };
 
 /**
- * The optional fields that the protocol's "workers in production" additions give
- * three types, as this SDK writes them: each only when it holds something, after
- * the fields of rust-pipe v0.1, never required. They are checked from here for as
- * long as the shared schema does not list them; a field the shared schema has wins.
+ * The optional fields that the protocol's additions give four types ("workers in
+ * production", and the durability fields of a task's metadata), as this SDK writes
+ * them: each only when it holds something, after the fields of rust-pipe v0.1, never
+ * required. They are checked from here for as long as the shared schema does not
+ * list them; a field the shared schema has wins.
  */
 const EXTENSIONS: Readonly<Record<string, Readonly<Record<string, Schema>>>> = {
   BackpressureSignal: { draining: { const: true } },
+  TaskMetadata: {
+    idempotencyKey: { type: "string" },
+    attempt: { type: "integer", minimum: 1 },
+    epoch: { type: "integer", minimum: 0 },
+  },
   TaskResult: {
     progress: {
       type: "object",

@@ -152,6 +152,29 @@ describe("results", () => {
     await served;
   });
 
+  test("a handler sees the idempotency key and fencing token when the dispatcher sends them", async () => {
+    const seen: TaskContext[] = [];
+    const handlers: Handlers = {
+      look: (_payload, ctx) => {
+        seen.push(ctx);
+      },
+    };
+    const { peer, input, served } = serveOverPipes({ handlers });
+    const fenced = dispatch("look", null, { idempotencyKey: "order-42", attempt: 3, epoch: 0 });
+    const plain = dispatch("look");
+    for (const { id, frame } of [fenced, plain]) {
+      peer.send(frame);
+      assert.equal((await peer.result(id)).status, "Completed");
+    }
+    const tokens = seen.map(({ task: { metadata: m } }) => [m.idempotencyKey, m.attempt, m.epoch]);
+    assert.deepEqual(tokens, [
+      ["order-42", 3, 0],
+      [undefined, undefined, undefined],
+    ]);
+    input.end();
+    await served;
+  });
+
   test("failures: an error thrown, a TaskFailure, a bad payload, a result not JSON, an unknown type", async () => {
     const handlers: Handlers = {
       fail: () => {
