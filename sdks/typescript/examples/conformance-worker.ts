@@ -1,7 +1,8 @@
 /**
  * The worker the conformance kit runs (`trio-pipe conformance -- sdks/typescript/conformance-worker`):
  * serves `echo`, `sleep` and `fail`, over WebSocket when a ws:// URL is the last
- * argument or in TRIO_PIPE_URL, else over stdin/stdout.
+ * argument or in TRIO_PIPE_URL, else over stdin/stdout. SIGTERM and SIGINT drain it
+ * (the SDK's own signal handling), within TRIO_PIPE_DRAIN_TIMEOUT_MS when that is set.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -36,16 +37,11 @@ function numberFromEnv(name: string): number | undefined {
   return value === undefined || value === "" ? undefined : Number(value);
 }
 
-const stop = new AbortController();
-process.once("SIGTERM", () => stop.abort());
-process.once("SIGINT", () => stop.abort());
-
 const options = {
   handlers,
   workerId: process.env["TRIO_PIPE_WORKER_ID"],
   maxConcurrency: numberFromEnv("TRIO_PIPE_MAX_CONCURRENCY"),
   heartbeatIntervalMs: numberFromEnv("TRIO_PIPE_HEARTBEAT_MS"),
-  signal: stop.signal,
 };
 const url = [process.argv.slice(2).at(-1), process.env["TRIO_PIPE_URL"]].find((arg) => /^wss?:\/\//.test(arg ?? ""));
 if (url === undefined) {

@@ -5,7 +5,13 @@
  * words also in snake_case: "timed_out"), defaults for missing optional fields, the
  * `task_id` / `worker_id` aliases on `Kill` / `WorkerRegistered`, `language` as
  * `{"Other": ...}`, unknown members ignored. Exact on output: compact JSON, every
- * field, camelCase names in the protocol's order, PascalCase enums.
+ * field, camelCase names in the protocol's order, PascalCase enums; the optional
+ * extension fields (`draining`, `progress`, `extendMs`, `maxConcurrencyByType`, and
+ * `idempotencyKey`, `attempt`, `epoch` in a task's metadata) only when they hold
+ * something, so that every other message keeps rust-pipe v0.1's shape.
+ * A decoded message has those fields under the same rule: absent, not `false`,
+ * `null` or `{}`; and a terminal `TaskResult` never has `progress` or `extendMs`
+ * (they are ignored on input, as unknown members are).
  */
 
 import type {
@@ -17,6 +23,7 @@ import type {
   Task,
   TaskError,
   TaskMetadata,
+  TaskProgress,
   TaskResult,
   TaskStatus,
   WorkerRegistration,
@@ -64,6 +71,7 @@ const STATUSES: readonly TaskStatus[] = [
   "TimedOut",
   "Cancelled",
 ];
+const TERMINAL: ReadonlySet<TaskStatus> = new Set(["Completed", "Failed", "TimedOut", "Cancelled"]);
 
 // ---------------------------------------------------------------------------
 // decode
@@ -195,6 +203,27 @@ function readInteger(minimum: number): Reader<number> {
 
 const readCount = readInteger(0);
 
+/** `read`, or `null` for a null value. */
+function nullable<T>(read: Reader<T>): Reader<T | null> {
+  return (value, path) => (value === null ? null : read(value, path));
+}
+
+/** `fields` without its null members: an extension field that holds nothing is absent. */
+function present<T extends object>(fields: T): { [K in keyof T]?: NonNullable<T[K]> } {
+  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== null)) as {
+    [K in keyof T]?: NonNullable<T[K]>;
+  };
+}
+
+/** A progress fraction: a number from 0 to 1. */
+const readFraction: Reader<number> = (value, path) => {
+  const fraction = readNumber(value, path);
+  if (!(fraction >= 0 && fraction <= 1)) {
+    throw new ProtocolError("out of range", `fraction must be from 0 to 1, got ${fraction} @ ${path}`);
+  }
+  return fraction;
+};
+
 function readObject<T>(read: (fields: Fields) => T): Reader<T> {
   return (value, path) => {
     if (!isObject(value)) throw mistyped("an object", value, path);
@@ -280,6 +309,11 @@ const readMetadata = readObject<TaskMetadata>((f) => ({
   retryCount: f.optional("retryCount", readCount, () => 0),
   maxRetries: f.optional("maxRetries", readCount, () => DEFAULT_MAX_RETRIES),
   traceId: f.optional("traceId", readNullableString, () => null),
+  ...present({
+    idempotencyKey: f.optional("idempotencyKey", readNullableString, () => null),
+    attempt: f.optional("attempt", nullable(readInteger(1)), () => null),
+    epoch: f.optional("epoch", nullable(readCount), () => null),
+  }),
 }));
 
 const readTask = readObject<Task>((f) => ({
@@ -295,22 +329,50 @@ const readTaskError = readObject<TaskError>((f) => ({
   retryable: f.optional("retryable", readBoolean, () => false),
 }));
 
-const readTaskResult = readObject<TaskResult>((f) => ({
-  taskId: f.required("taskId", readUuid),
-  status: f.required("status", readEnum("task status", STATUSES)),
-  payload: f.optional("payload", readJson, () => null),
-  error: f.optional("error", (v, p) => (v === null ? null : readTaskError(v, p)), () => null),
-  durationMs: f.optional("durationMs", readCount, () => 0),
-  workerId: f.optional("workerId", readString, () => ""),
+const readProgress = readObject<TaskProgress>((f) => ({
+  fraction: f.optional("fraction", nullable(readFraction), () => null),
+  message: f.optional("message", readNullableString, () => null),
 }));
 
-const readRegistration = readObject<WorkerRegistration>((f) => ({
-  workerId: f.required("workerId", readWorkerId),
-  supportedTasks: f.required("supportedTasks", readStringList),
-  maxConcurrency: f.optional("maxConcurrency", readInteger(1), () => 1),
-  language: f.optional("language", readLanguage, () => "Unknown"),
-  tags: f.optional("tags", readStringList, () => []),
-}));
+/** A terminal result carries no progress and no extension: those members are ignored, as unknown ones are. */
+const readTaskResult = readObject<TaskResult>((f) => {
+  const result = {
+    taskId: f.required("taskId", readUuid),
+    status: f.required("status", readEnum("task status", STATUSES)),
+    payload: f.optional("payload", readJson, () => null),
+    error: f.optional("error", nullable(readTaskError), () => null),
+    durationMs: f.optional("durationMs", readCount, () => 0),
+    workerId: f.optional("workerId", readString, () => ""),
+  };
+  if (TERMINAL.has(result.status)) return result;
+  return {
+    ...result,
+    ...present({
+      progress: f.optional("progress", nullable(readProgress), () => null),
+      extendMs: f.optional("extendMs", nullable(readInteger(1)), () => null),
+    }),
+  };
+});
+
+/** Task type -> an integer >= 1; `null` means none. */
+const readLimits: Reader<Record<string, number>> = (value, path) => {
+  if (value === null) return {};
+  if (!isObject(value)) throw mistyped("an object", value, path);
+  const readLimit = readInteger(1);
+  return Object.fromEntries(Object.entries(value).map(([type, limit]) => [type, readLimit(limit, `${path}.${type}`)]));
+};
+
+const readRegistration = readObject<WorkerRegistration>((f) => {
+  const registration = {
+    workerId: f.required("workerId", readWorkerId),
+    supportedTasks: f.required("supportedTasks", readStringList),
+    maxConcurrency: f.optional("maxConcurrency", readInteger(1), () => 1),
+    language: f.optional("language", readLanguage, () => "Unknown"),
+    tags: f.optional("tags", readStringList, () => []),
+  };
+  const byType = f.optional("maxConcurrencyByType", readLimits, () => ({}));
+  return { ...registration, ...(Object.keys(byType).length === 0 ? {} : { maxConcurrencyByType: byType }) };
+});
 
 const readHeartbeat = readObject<HeartbeatPayload>((f) => ({
   workerId: f.required("workerId", readString),
@@ -323,6 +385,7 @@ const readSignal = readObject<BackpressureSignal>((f) => ({
   workerId: f.required("workerId", readString),
   currentLoad: f.optional("currentLoad", readNumber, () => 0),
   shouldThrottle: f.optional("shouldThrottle", readBoolean, () => false),
+  ...(f.optional("draining", readBoolean, () => false) ? { draining: true as const } : {}),
 }));
 
 /** Each message's body reader, by its lower-case `type` tag. */
@@ -353,7 +416,7 @@ const BODIES = new Map<string, (f: Fields) => Message>([
  * order whatever the order of the object's own properties; a payload is written
  * as `JSON.stringify` writes it (`undefined` as `null`). Throws `TypeError` for a
  * payload that is not JSON-serialisable (a BigInt, a cycle) and `RangeError` for a
- * `currentLoad` that is not finite.
+ * `currentLoad` or progress `fraction` that is not finite.
  */
 export function encode(message: Message): string {
   switch (message.type) {
@@ -369,12 +432,14 @@ export function encode(message: Message): string {
       return json({ type: message.type });
     case "WorkerRegister": {
       const r = message.registration;
+      const byType = r.maxConcurrencyByType ?? {};
       const registration = {
         workerId: r.workerId,
         supportedTasks: r.supportedTasks,
         maxConcurrency: r.maxConcurrency,
         language: r.language,
         tags: r.tags,
+        ...(Object.keys(byType).length === 0 ? {} : { maxConcurrencyByType: byType }),
       };
       return json({ type: message.type, registration });
     }
@@ -389,13 +454,14 @@ export function encode(message: Message): string {
       return json({ type: message.type, payload });
     }
     case "TaskResult":
-      return json({ type: message.type, result: resultJson(message.result) });
+      return `{"type":"TaskResult","result":${resultText(message.result)}}`;
     case "Backpressure": {
       // By hand: currentLoad is a float and always has a fraction (1.0, not 1).
       const s = message.signal;
       return (
         `{"type":"Backpressure","signal":{"workerId":${json(s.workerId)},` +
-        `"currentLoad":${formatFloat(s.currentLoad)},"shouldThrottle":${json(s.shouldThrottle)}}}`
+        `"currentLoad":${formatFloat(s.currentLoad)},"shouldThrottle":${json(s.shouldThrottle)}` +
+        `${s.draining === true ? ',"draining":true' : ""}}}`
       );
     }
   }
@@ -405,6 +471,7 @@ function json(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** JSON.stringify leaves out the members that are `undefined`: the metadata's extensions when not set. */
 function taskJson(task: Task): object {
   const m = task.metadata;
   return {
@@ -418,20 +485,31 @@ function taskJson(task: Task): object {
       retryCount: m.retryCount,
       maxRetries: m.maxRetries,
       traceId: m.traceId,
+      idempotencyKey: m.idempotencyKey,
+      attempt: m.attempt,
+      epoch: m.epoch,
     },
   };
 }
 
-function resultJson(result: TaskResult): object {
+/** Partly by hand: a progress fraction is a float, written with a fraction as `currentLoad` is. */
+function resultText(result: TaskResult): string {
   const e = result.error;
-  return {
+  const fields = json({
     taskId: result.taskId,
     status: result.status,
     payload: result.payload ?? null,
     error: e === null ? null : { code: e.code, message: e.message, retryable: e.retryable },
     durationMs: result.durationMs,
     workerId: result.workerId,
-  };
+  }).slice(0, -1);
+  const { progress, extendMs } = result;
+  const progressText =
+    progress === undefined
+      ? ""
+      : `,"progress":{"fraction":${progress.fraction === null ? "null" : formatFloat(progress.fraction)},` +
+        `"message":${json(progress.message ?? null)}}`;
+  return `${fields}${progressText}${extendMs === undefined ? "" : `,"extendMs":${json(extendMs)}`}}`;
 }
 
 /** The shortest text that reads back as `value`, always with a fraction or exponent. */

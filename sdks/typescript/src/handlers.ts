@@ -7,8 +7,9 @@ import type { Task } from "./messages.js";
 export interface TaskContext {
   /**
    * Aborts when the task must stop: `Kill` from the dispatcher, its `timeoutMs`
-   * ran out, a non-graceful `Shutdown`, the connection was lost, or the worker was
-   * stopped through its own `signal`. `signal.reason` is a {@link TaskAbortedError}.
+   * ran out, a non-graceful `Shutdown`, the drain timeout ran out, the connection
+   * was lost, or the worker was stopped through its own `signal`. `signal.reason`
+   * is a {@link TaskAbortedError}.
    * Pass it on (`fetch(url, { signal })`, `setTimeout(ms, v, { signal })` from
    * `node:timers/promises`) or check it between steps. The task's result is
    * reported as soon as it aborts; whatever the handler returns afterwards is dropped.
@@ -18,6 +19,22 @@ export interface TaskContext {
   readonly task: Task;
   /** The id this worker labels its messages with. */
   readonly workerId: string;
+  /**
+   * Report how far the task has got: a `Running` result with `progress`, which the
+   * dispatcher surfaces in order. `fraction` is from 0 to 1, or `null` when the
+   * handler cannot tell (`RangeError` otherwise). Does nothing once the task's
+   * result has been reported (its signal aborted).
+   */
+  progress(fraction: number | null, message?: string | null): void;
+  /**
+   * Ask for more time: a `Running` result with `extendMs`, "let my deadline be now +
+   * `ms`". The worker's own `timeoutMs` clock for the task moves to now + `ms` at
+   * once (never earlier than it was); the dispatcher grants it only if the task's
+   * type allows it, and otherwise its `Kill` at the old deadline stops the task.
+   * `ms` is an integer >= 1 (`RangeError` otherwise). Does nothing once the task's
+   * result has been reported.
+   */
+  extendDeadline(ms: number): void;
 }
 
 /**
@@ -92,7 +109,10 @@ export type AbortKind =
   | "kill"
   /** `timeoutMs` ran out: reported `TimedOut`, code `TIMEOUT`. */
   | "timeout"
-  /** A non-graceful `Shutdown`: reported `Cancelled`, code `WORKER_SHUTTING_DOWN`. */
+  /**
+   * A non-graceful `Shutdown`, or a drain whose timeout ran out (or that a second
+   * signal cut short): reported `Cancelled`, code `WORKER_SHUTTING_DOWN`, retryable.
+   */
   | "shutdown"
   /** The connection was lost: nothing can be reported; the dispatcher retries the task. */
   | "disconnect"

@@ -1,12 +1,14 @@
 /**
  * trio-pipe-worker: serve typed task handlers to a trio_pipe dispatcher, over
- * WebSocket ({@link runWorker}) or stdin/stdout ({@link serveStdio}).
+ * WebSocket ({@link runWorker}) or stdin/stdout ({@link serveStdio}); or start
+ * serving ({@link startWorker}, {@link startStdio}) and drain when you choose.
  */
 
-export { runWorker, WorkerConnectionError } from "./websocket.js";
+export { runWorker, startWorker, WorkerConnectionError } from "./websocket.js";
 export type { ReconnectOptions, RunWorkerOptions } from "./websocket.js";
-export { serveStdio } from "./stdio.js";
+export { serveStdio, startStdio } from "./stdio.js";
 export type { StdioOptions } from "./stdio.js";
+export type { RunningWorker } from "./drain.js";
 export type { WorkerOptions } from "./options.js";
 export { defaultWorkerId } from "./options.js";
 export { defineHandler, TaskAbortedError, TaskFailure } from "./handlers.js";

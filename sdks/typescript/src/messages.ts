@@ -29,6 +29,24 @@ export interface TaskMetadata {
   readonly retryCount: number;
   readonly maxRetries: number;
   readonly traceId: string | null;
+  /**
+   * The submitter's key for the task: the dispatcher keeps one task per key, so a
+   * repeated submission is the same task. Pass it to the systems the handler
+   * writes to, to make its side effects idempotent. Absent when the task has none.
+   */
+  readonly idempotencyKey?: string;
+  /**
+   * Which try of the task this dispatch is (>= 1), counted over the task's whole
+   * life: across retries and dispatcher restarts, unlike `retryCount`. With `epoch`,
+   * the fencing token of this try. Absent when the dispatcher sends none.
+   */
+  readonly attempt?: number;
+  /**
+   * The dispatcher's epoch (>= 0), which grows each time a dispatcher opens its task
+   * store. With `attempt`, the fencing token of this try: a system the handler writes
+   * to can refuse a write from a superseded try. Absent when the dispatcher sends none.
+   */
+  readonly epoch?: number;
 }
 
 export interface Task {
@@ -52,6 +70,17 @@ export interface TaskResult {
   readonly error: TaskError | null;
   readonly durationMs: number;
   readonly workerId: string;
+  /** Only in a `Running` report: how far the task has got. Absent when it says nothing. */
+  readonly progress?: TaskProgress;
+  /** Only in a `Running` report: "let my deadline be now + extendMs" (>= 1). Absent when not asked. */
+  readonly extendMs?: number;
+}
+
+/** What a `Running` report says about a task's progress. */
+export interface TaskProgress {
+  /** From 0 to 1, or `null` when the handler cannot tell. */
+  readonly fraction: number | null;
+  readonly message: string | null;
 }
 
 export interface WorkerRegistration {
@@ -60,6 +89,8 @@ export interface WorkerRegistration {
   readonly maxConcurrency: number;
   readonly language: string;
   readonly tags: readonly string[];
+  /** Limits per task type (each >= 1, at most `maxConcurrency`). Absent when there are none. */
+  readonly maxConcurrencyByType?: { readonly [taskType: string]: number };
 }
 
 export interface HeartbeatPayload {
@@ -73,6 +104,8 @@ export interface BackpressureSignal {
   readonly workerId: string;
   readonly currentLoad: number;
   readonly shouldThrottle: boolean;
+  /** Present, and `true`, only when the worker is draining: it takes no new task for the rest of the connection. */
+  readonly draining?: true;
 }
 
 // Dispatcher to worker

@@ -1,8 +1,8 @@
 /**
  * One connection's worth of serving, independent of the transport: the transport
  * feeds frames in ({@link Session.receive}) and says when it ends; the session runs
- * handlers, enforces the concurrency limit and deadlines, and writes results,
- * heartbeats and backpressure through a {@link Link}.
+ * handlers, enforces the concurrency limits and deadlines, drains, and writes
+ * results, progress reports, heartbeats and backpressure through a {@link Link}.
  */
 
 import { decode, encode, ProtocolError } from "./codec.js";
@@ -11,7 +11,7 @@ import type { Handler, TaskContext } from "./handlers.js";
 import { TaskAbortedError, TaskFailure, errorMessage } from "./handlers.js";
 import type { Logger } from "./log.js";
 import { ErrorCode } from "./messages.js";
-import type { Json, Message, Task, TaskError, TaskStatus } from "./messages.js";
+import type { Json, Message, Task, TaskError, TaskProgress, TaskStatus } from "./messages.js";
 
 /** Where a session writes. */
 export interface Link {
@@ -25,9 +25,11 @@ export interface SessionConfig {
   readonly workerId: string;
   readonly handlers: ReadonlyMap<string, Handler>;
   readonly maxConcurrency: number;
+  /** Limits per task type, each at most `maxConcurrency`. */
+  readonly maxConcurrencyByType: ReadonlyMap<string, number>;
   /** Milliseconds between heartbeats; `null` sends none. */
   readonly heartbeatIntervalMs: number | null;
-  /** Bounds the final flush after `Shutdown`. */
+  /** Bounds the final flush after `Shutdown` or a drain. */
   readonly flushTimeoutMs: number;
   /** `performance.now()` when the worker started: heartbeats' uptime counts from it. */
   readonly startedAt: number;
@@ -47,7 +49,10 @@ interface Running {
   readonly task: Task;
   readonly receivedAt: number;
   readonly controller: AbortController;
-  readonly timer: NodeJS.Timeout | undefined;
+  /** When the worker's own clock times the task out (`performance.now()`); `extendDeadline` moves it. */
+  deadline: number;
+  /** Fires at `deadline`; none beyond the reach of Node's timers. */
+  timer: NodeJS.Timeout | undefined;
 }
 
 /** How a task ended, as reported. */
@@ -68,10 +73,18 @@ export class Session {
   readonly ended: Promise<SessionEnd>;
 
   private readonly active = new Map<string, Running>();
+  /** How many of the active tasks are of each type. */
+  private readonly activeByType = new Map<string, number>();
   private readonly heartbeats: NodeJS.Timeout | undefined;
   private resolveEnded!: (end: SessionEnd) => void;
   private throttled = false;
+  /** No new task; end once the tasks in flight are reported (`Shutdown`, or a drain). */
   private shuttingDown = false;
+  /** Why, once shutting down. */
+  private stopReason = "";
+  /** When a drain cancels the tasks still running (`performance.now()`); `undefined` unless draining. */
+  private drainDeadline: number | undefined;
+  private drainTimer: NodeJS.Timeout | undefined;
   private over = false;
 
   constructor(
@@ -136,6 +149,28 @@ export class Session {
     this.end({ lost: false, reason });
   }
 
+  /**
+   * Drain: tell the dispatcher (`Backpressure`, `draining: true`, once), take no new
+   * task, report the tasks in flight as they finish, and at `deadline` (a
+   * `performance.now()` time) cancel those still running; then end, once the results
+   * are flushed. A later call can bring the deadline closer, never push it back.
+   */
+  drain(deadline: number): void {
+    if (this.over || (this.drainDeadline !== undefined && deadline >= this.drainDeadline)) return;
+    const delay = Math.max(0, deadline - performance.now());
+    if (this.drainDeadline === undefined) {
+      this.config.logger.debug(`draining: ${this.active.size} tasks in flight, ${Math.round(delay)} ms to finish`);
+      this.shutDown("drained");
+      const currentLoad = this.active.size / this.config.maxConcurrency;
+      const signal = { workerId: this.config.workerId, currentLoad, shouldThrottle: true, draining: true } as const;
+      this.link.send(encode({ type: "Backpressure", signal }));
+    }
+    this.drainDeadline = deadline;
+    clearTimeout(this.drainTimer);
+    this.drainTimer = setTimeout(() => this.drainTimedOut(), delay);
+    this.endIfDrained();
+  }
+
   // -- messages ---------------------------------------------------------------
 
   private onDispatch(task: Task, receivedAt: number): void {
@@ -143,13 +178,19 @@ export class Session {
       this.config.logger.warn(`ignoring a second dispatch of running task ${task.id}`);
       return;
     }
-    const handler = this.config.handlers.get(task.taskType);
+    const { taskType } = task;
+    const handler = this.config.handlers.get(taskType);
+    const ofType = this.activeByType.get(taskType) ?? 0;
+    const typeLimit = this.config.maxConcurrencyByType.get(taskType) ?? Infinity;
     if (this.shuttingDown) {
       this.reject(task, ErrorCode.WORKER_SHUTTING_DOWN, "the worker is shutting down", true);
     } else if (handler === undefined) {
-      this.reject(task, ErrorCode.UNKNOWN_TASK_TYPE, `no handler for task type '${task.taskType}'`, false);
+      this.reject(task, ErrorCode.UNKNOWN_TASK_TYPE, `no handler for task type '${taskType}'`, false);
     } else if (this.active.size >= this.config.maxConcurrency) {
       const message = `the worker is running ${this.active.size} tasks, its maximum`;
+      this.reject(task, ErrorCode.WORKER_SATURATED, message, true);
+    } else if (ofType >= typeLimit) {
+      const message = `the worker is running ${ofType} '${taskType}' tasks, its maximum for that type`;
       this.reject(task, ErrorCode.WORKER_SATURATED, message, true);
     } else {
       this.start(task, handler, receivedAt);
@@ -167,34 +208,63 @@ export class Session {
   }
 
   private onShutdown(graceful: boolean): void {
-    this.shuttingDown = true;
+    this.shutDown("shut down by the dispatcher");
     const how = graceful ? "a graceful" : "an immediate";
     this.config.logger.info(`the dispatcher requested ${how} shutdown; ${this.active.size} tasks in flight`);
-    if (!graceful) {
-      const error = taskError(ErrorCode.WORKER_SHUTTING_DOWN, "the worker was shut down (not gracefully)", true);
-      for (const running of [...this.active.values()]) this.abort(running, "shutdown", { status: "Cancelled", error });
-    }
+    if (!graceful) this.cancelAll("the worker was shut down (not gracefully)");
     this.endIfDrained();
+  }
+
+  private drainTimedOut(): void {
+    this.config.logger.warn(`the drain is over: cancelling ${this.active.size} tasks still running`);
+    this.cancelAll("the worker is shutting down: its drain ended before the task did");
+  }
+
+  private shutDown(reason: string): void {
+    if (!this.shuttingDown) this.stopReason = reason;
+    this.shuttingDown = true;
+  }
+
+  /** Abort every task in flight, reporting each `Cancelled` / `WORKER_SHUTTING_DOWN` (retryable). */
+  private cancelAll(message: string): void {
+    const error = taskError(ErrorCode.WORKER_SHUTTING_DOWN, message, true);
+    for (const running of [...this.active.values()]) this.abort(running, "shutdown", { status: "Cancelled", error });
   }
 
   // -- tasks ------------------------------------------------------------------
 
   private start(task: Task, handler: Handler, receivedAt: number): void {
-    const controller = new AbortController();
-    const { timeoutMs } = task.metadata;
-    const timer =
-      timeoutMs <= MAX_TIMER_MS
-        ? setTimeout(() => this.timeOut(task.id), Math.max(0, receivedAt + timeoutMs - performance.now()))
-        : undefined;
-    const running: Running = { task, receivedAt, controller, timer };
+    const deadline = receivedAt + task.metadata.timeoutMs;
+    const running: Running = { task, receivedAt, controller: new AbortController(), deadline, timer: undefined };
+    this.schedule(running);
     this.active.set(task.id, running);
+    this.countActive(task.taskType, +1);
     this.updateBackpressure();
     void this.run(running, handler);
   }
 
+  /** (Re)arm the task's timer for its deadline. */
+  private schedule(running: Running): void {
+    clearTimeout(running.timer);
+    const delay = Math.max(0, running.deadline - performance.now());
+    running.timer = delay <= MAX_TIMER_MS ? setTimeout(() => this.timeOut(running.task.id), delay) : undefined;
+  }
+
+  private countActive(taskType: string, delta: number): void {
+    const count = (this.activeByType.get(taskType) ?? 0) + delta;
+    if (count > 0) this.activeByType.set(taskType, count);
+    else this.activeByType.delete(taskType);
+  }
+
   private async run(running: Running, handler: Handler): Promise<void> {
     const { task, controller } = running;
-    const ctx: TaskContext = { signal: controller.signal, task, workerId: this.config.workerId };
+    const ctx: TaskContext = {
+      signal: controller.signal,
+      task,
+      workerId: this.config.workerId,
+      progress: (fraction, message = null) => this.report(running, { progress: progressOf(fraction, message) }),
+      extendDeadline: (ms) => this.extend(running, ms),
+    };
     let outcome: Outcome;
     try {
       outcome = { status: "Completed", payload: await handler(task.payload, ctx) };
@@ -205,12 +275,38 @@ export class Session {
     this.finish(running, outcome);
   }
 
+  /** Send a `Running` report for the task, unless its result is reported already. */
+  private report(running: Running, extension: { progress: TaskProgress } | { extendMs: number }): boolean {
+    const { task, receivedAt } = running;
+    if (this.active.get(task.id) !== running) return false;
+    const durationMs = Math.max(0, Math.round(performance.now() - receivedAt));
+    const result = { taskId: task.id, status: "Running", payload: null, error: null, durationMs } as const;
+    this.link.send(encode({ type: "TaskResult", result: { ...result, workerId: this.config.workerId, ...extension } }));
+    return true;
+  }
+
+  /** Ask the dispatcher for `ms` more, and move the task's own deadline to now + `ms` if that is later. */
+  private extend(running: Running, ms: number): void {
+    if (!(Number.isSafeInteger(ms) && ms >= 1)) {
+      throw new RangeError(`extendDeadline takes an integer number of milliseconds >= 1, got ${ms}`);
+    }
+    if (!this.report(running, { extendMs: ms })) return;
+    const deadline = performance.now() + ms;
+    if (deadline <= running.deadline) return;
+    running.deadline = deadline;
+    this.schedule(running);
+  }
+
   private timeOut(taskId: string): void {
     const running = this.active.get(taskId);
     if (running === undefined) return;
     const { timeoutMs } = running.task.metadata;
-    const error = taskError(ErrorCode.TIMEOUT, `task exceeded its timeout of ${timeoutMs} ms`, true);
-    this.abort(running, "timeout", { status: "TimedOut", error });
+    const allowed = Math.round(running.deadline - running.receivedAt);
+    const message =
+      allowed > timeoutMs
+        ? `task exceeded its deadline, extended to ${allowed} ms after receipt (timeoutMs ${timeoutMs})`
+        : `task exceeded its timeout of ${timeoutMs} ms`;
+    this.abort(running, "timeout", { status: "TimedOut", error: taskError(ErrorCode.TIMEOUT, message, true) });
   }
 
   /** Abort the handler's signal and report `outcome` now, without waiting for the handler. */
@@ -223,6 +319,7 @@ export class Session {
   private abandon(kind: "disconnect" | "stop", reason: string): void {
     const running = [...this.active.values()];
     this.active.clear();
+    this.activeByType.clear();
     for (const { controller, timer } of running) {
       clearTimeout(timer);
       controller.abort(new TaskAbortedError(kind, reason));
@@ -235,6 +332,7 @@ export class Session {
     if (this.active.get(task.id) !== running) return;
     clearTimeout(running.timer);
     this.active.delete(task.id);
+    this.countActive(task.taskType, -1);
     const durationMs = Math.max(0, Math.round(performance.now() - running.receivedAt));
     this.link.send(this.resultFrame(task, outcome, durationMs));
     this.updateBackpressure();
@@ -273,10 +371,10 @@ export class Session {
 
   // -- the rest -----------------------------------------------------------------
 
-  /** Send `Backpressure` when the worker has just filled up, or has a free slot again. */
+  /** Send `Backpressure` when the worker has just filled up, or has a free slot again; never while draining. */
   private updateBackpressure(): void {
     const full = this.active.size >= this.config.maxConcurrency;
-    if (full === this.throttled || this.over) return;
+    if (full === this.throttled || this.over || this.drainDeadline !== undefined) return;
     this.throttled = full;
     const currentLoad = this.active.size / this.config.maxConcurrency;
     this.link.send(
@@ -294,13 +392,13 @@ export class Session {
     this.link.send(encode({ type: "Heartbeat", payload }));
   }
 
-  /** After `Shutdown`, once every task is reported: end, once the results are flushed. */
+  /** After `Shutdown` or during a drain, once every task is reported: end, once the results are flushed. */
   private endIfDrained(): void {
     if (!this.shuttingDown || this.active.size > 0 || !this.close()) return;
     const { flushTimeoutMs, logger } = this.config;
     void withTimeout(this.link.drained(), flushTimeoutMs).then((flushed) => {
       if (!flushed) logger.warn(`could not flush results within ${flushTimeoutMs} ms of shutdown`);
-      this.resolveEnded({ lost: false, reason: "shut down by the dispatcher" });
+      this.resolveEnded({ lost: false, reason: this.stopReason });
     });
   }
 
@@ -313,12 +411,22 @@ export class Session {
     if (this.over) return false;
     this.over = true;
     clearInterval(this.heartbeats);
+    clearTimeout(this.drainTimer);
     return true;
   }
 }
 
 function taskError(code: string, message: string, retryable: boolean): TaskError {
   return { code, message, retryable };
+}
+
+/** A handler's progress report; throws `RangeError` / `TypeError` for values the protocol has no room for. */
+function progressOf(fraction: number | null, message: string | null): TaskProgress {
+  if (fraction !== null && !(typeof fraction === "number" && fraction >= 0 && fraction <= 1)) {
+    throw new RangeError(`progress takes a fraction from 0 to 1, or null; got ${fraction}`);
+  }
+  if (message !== null && typeof message !== "string") throw new TypeError("a progress message must be a string");
+  return { fraction, message };
 }
 
 /** Whether `promise` settled within `ms`. */

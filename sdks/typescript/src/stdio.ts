@@ -6,10 +6,13 @@
 
 import type { Readable, Writable } from "node:stream";
 
+import { DrainRequest, runningWorker } from "./drain.js";
+import type { RunningWorker } from "./drain.js";
 import { checkPositive, settings } from "./options.js";
-import type { WorkerOptions } from "./options.js";
+import type { Settings, WorkerOptions } from "./options.js";
 import { Session } from "./session.js";
 import type { Link } from "./session.js";
+import { drainOnSignals } from "./signals.js";
 
 /** Options of {@link serveStdio}. */
 export interface StdioOptions extends WorkerOptions {
@@ -32,35 +35,68 @@ const FLUSH_TIMEOUT_MS = 10_000;
  *
  * Resolves after `Shutdown` (graceful: once the tasks in flight have finished and
  * their results are written, even if stdin closes meanwhile; not graceful: once
- * they are aborted and reported `Cancelled`), when stdin ends or stdout breaks
- * before any `Shutdown` (handlers are then aborted and their results dropped), or
- * when `signal` aborts. Then it stops reading stdin, so that the process can exit.
- * Rejects only with `TypeError` / `RangeError` for invalid options.
+ * they are aborted and reported `Cancelled`), after a drain, when stdin ends or
+ * stdout breaks before any `Shutdown` (handlers are then aborted and their results
+ * dropped), or when `signal` aborts. Then it stops reading stdin, so that the
+ * process can exit. Rejects only with `TypeError` / `RangeError` for invalid options.
+ *
+ * Unless `handleSignals` is `false`, SIGTERM and SIGINT drain the worker (see
+ * {@link RunningWorker.drain}) with `drainTimeoutMs` of grace, and set the process's
+ * exit status to 0 (SIGTERM) or 130 (SIGINT); a second signal during the drain
+ * cancels the tasks still running and exits the process at once.
  *
  * Only protocol messages are written to `output`: log to stderr, never with
  * `console.log`, which writes to stdout too. Input lines that are not JSON objects
  * with a `"type"` (blank lines, text) are skipped.
  */
 export async function serveStdio(options: StdioOptions): Promise<void> {
-  const { handlers, workerId, maxConcurrency, logger } = settings(options, 1);
+  const config = configure(options);
+  const worker = start(config, options);
+  await (config.handleSignals ? drainOnSignals(worker, config.logger) : worker.done);
+}
+
+/**
+ * Start serving as {@link serveStdio} does, without installing signal handlers, and
+ * return a handle to drain the worker with. Throws `TypeError` / `RangeError` for
+ * invalid options.
+ */
+export function startStdio(options: StdioOptions): RunningWorker {
+  return start(configure(options), options);
+}
+
+interface Config extends Settings {
+  readonly heartbeatIntervalMs: number | null;
+  readonly maxLineBytes: number;
+}
+
+function configure(options: StdioOptions): Config {
   const interval = options.heartbeatIntervalMs;
-  const heartbeatIntervalMs = interval === undefined ? null : checkPositive("heartbeatIntervalMs", interval);
   const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
   if (!Number.isSafeInteger(maxLineBytes) || maxLineBytes < 1) {
     throw new RangeError(`maxLineBytes must be an integer >= 1, got ${maxLineBytes}`);
   }
+  return {
+    ...settings(options, 1),
+    heartbeatIntervalMs: interval === undefined ? null : checkPositive("heartbeatIntervalMs", interval),
+    maxLineBytes,
+  };
+}
+
+function start(config: Config, options: StdioOptions): RunningWorker {
+  const drain = new DrainRequest();
+  return runningWorker(config.workerId, config.drainTimeoutMs, drain, serve(config, options, drain));
+}
+
+async function serve(config: Config, options: StdioOptions, drain: DrainRequest): Promise<void> {
+  const { handlers, workerId, logger, maxLineBytes } = config;
   const { input = process.stdin, output = process.stdout, signal } = options;
   if (signal?.aborted) return;
 
   const session = new Session(new StreamLink(output), {
-    workerId,
-    handlers,
-    maxConcurrency,
-    heartbeatIntervalMs,
+    ...config,
     flushTimeoutMs: FLUSH_TIMEOUT_MS,
     startedAt: performance.now(),
     linesMayBeLog: true,
-    logger,
   });
   const lines = new LineSplitter(maxLineBytes, (line) => session.receive(line), (size) =>
     logger.warn(`skipping an input line of ${size} bytes (the limit is ${maxLineBytes})`),
@@ -77,6 +113,7 @@ export async function serveStdio(options: StdioOptions): Promise<void> {
   input.on("data", onData).on("end", onEnd).on("close", onEnd).on("error", onInputError);
   output.on("error", onOutputError);
   signal?.addEventListener("abort", onAbort, { once: true });
+  const unwatch = drain.watch((deadline) => session.drain(deadline));
   logger.info(`serving ${[...handlers.keys()].join(", ")} on stdin/stdout as ${workerId}`);
   try {
     const end = await session.ended;
@@ -85,6 +122,7 @@ export async function serveStdio(options: StdioOptions): Promise<void> {
     // The output's error listener stays: a write that fails late must not become an uncaught error.
     input.off("data", onData).off("end", onEnd).off("close", onEnd).off("error", onInputError);
     signal?.removeEventListener("abort", onAbort);
+    unwatch();
     input.pause(); // a paused stdin no longer keeps the process alive
   }
 }

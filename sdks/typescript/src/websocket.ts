@@ -6,11 +6,15 @@ import WebSocket from "ws";
 import type { ClientOptions } from "ws";
 
 import { decode, encode, ProtocolError } from "./codec.js";
+import { DrainRequest, runningWorker } from "./drain.js";
+import type { RunningWorker } from "./drain.js";
 import type { Logger } from "./log.js";
+import type { WorkerRegistration } from "./messages.js";
 import { checkPositive, settings } from "./options.js";
 import type { Settings, WorkerOptions } from "./options.js";
 import { Session } from "./session.js";
 import type { Link } from "./session.js";
+import { drainOnSignals } from "./signals.js";
 
 /** How to reconnect when the connection is lost (not after `Shutdown`). */
 export interface ReconnectOptions {
@@ -55,6 +59,7 @@ const LANGUAGE = "TypeScript";
 const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 
 interface Config extends Settings {
+  readonly reconnect: ReconnectPolicy;
   readonly url: string;
   readonly tags: readonly string[];
   readonly heartbeatIntervalMs: number;
@@ -72,19 +77,26 @@ interface Attempt {
 }
 
 /**
- * Serve `handlers` to the dispatcher at `url` until it sends `Shutdown`.
+ * Serve `handlers` to the dispatcher at `url` until it sends `Shutdown`, or the
+ * worker is drained.
  *
- * Connects, registers as `workerId` with the task types of `handlers`, then runs
- * each dispatched task (at most `maxConcurrency` at once), aborts a task's
+ * Connects, registers as `workerId` with the task types of `handlers` (and
+ * `maxConcurrencyByType`), then runs each dispatched task (at most
+ * `maxConcurrency` at once, and at most its type's limit), aborts a task's
  * `ctx.signal` on `Kill` or when its `timeoutMs` runs out, sends a heartbeat every
  * `heartbeatIntervalMs` (default 5 000) and `Backpressure` when the worker fills
  * up or frees up.
  *
  * Resolves after `Shutdown` (graceful: once the tasks in flight have finished and
  * their results are flushed; not graceful: once they are aborted and reported
- * `Cancelled`), the connection closed with code 1000. Also resolves when `signal`
- * aborts: handlers are aborted, their results dropped, and the connection closed
- * with code 1001.
+ * `Cancelled`) or a drain, the connection closed with code 1000. Also resolves
+ * when `signal` aborts: handlers are aborted, their results dropped, and the
+ * connection closed with code 1001.
+ *
+ * Unless `handleSignals` is `false`, SIGTERM and SIGINT drain the worker (see
+ * {@link RunningWorker.drain}) with `drainTimeoutMs` of grace, and set the process's
+ * exit status to 0 (SIGTERM) or 130 (SIGINT); a second signal during the drain
+ * cancels the tasks still running and exits the process at once.
  *
  * A connection that fails, is lost, or falls silent without `Shutdown` aborts the
  * handlers in flight (the dispatcher retries their tasks) and, unless
@@ -95,25 +107,54 @@ interface Attempt {
  */
 export async function runWorker(options: RunWorkerOptions): Promise<void> {
   const config = configure(options);
-  const policy = reconnectPolicy(options.reconnect);
-  const { logger } = config;
-  const { signal } = options;
+  const worker = start(config, options.signal);
+  await (config.handleSignals ? drainOnSignals(worker, config.logger) : worker.done);
+}
+
+/**
+ * Start serving as {@link runWorker} does, without installing signal handlers, and
+ * return a handle to drain the worker with. Throws `TypeError` / `RangeError` for
+ * invalid options.
+ */
+export function startWorker(options: RunWorkerOptions): RunningWorker {
+  return start(configure(options), options.signal);
+}
+
+function start(config: Config, signal: AbortSignal | undefined): RunningWorker {
+  const drain = new DrainRequest();
+  return runningWorker(config.workerId, config.drainTimeoutMs, drain, serve(config, signal, drain));
+}
+
+/** Connect, serve, reconnect after a loss: until `Shutdown`, a drain, `signal`, or too many failures. */
+async function serve(config: Config, signal: AbortSignal | undefined, drain: DrainRequest): Promise<void> {
+  const { logger, reconnect: policy } = config;
+  const stopped = (): boolean => signal?.aborted === true || drain.deadline !== undefined;
+  // Ends the wait before a reconnection early.
+  const interrupt = new AbortController();
+  const onStop = (): void => interrupt.abort();
+  signal?.addEventListener("abort", onStop, { once: true });
+  const unwatch = drain.watch(onStop);
   let failures = 0;
-  while (!signal?.aborted) {
-    const attempt = await serveConnection(config, signal);
-    if (!attempt.lost || signal?.aborted) return;
-    if (attempt.registered) failures = 0;
-    if (failures >= policy.maxRetries) {
-      throw new WorkerConnectionError(`worker ${config.workerId}: ${attempt.reason}`);
+  try {
+    while (!stopped()) {
+      const attempt = await serveConnection(config, signal, drain);
+      if (!attempt.lost || stopped()) return;
+      if (attempt.registered) failures = 0;
+      if (failures >= policy.maxRetries) {
+        throw new WorkerConnectionError(`worker ${config.workerId}: ${attempt.reason}`);
+      }
+      const delay = Math.round(Math.random() * Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** failures));
+      failures += 1;
+      logger.warn(`${attempt.reason}; reconnecting in ${delay} ms`);
+      try {
+        await sleep(delay, undefined, { signal: interrupt.signal });
+      } catch {
+        return; // stopped or drained while waiting
+      }
     }
-    const delay = Math.round(Math.random() * Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** failures));
-    failures += 1;
-    logger.warn(`${attempt.reason}; reconnecting in ${delay} ms`);
-    try {
-      await sleep(delay, undefined, { signal });
-    } catch {
-      return; // aborted while waiting
-    }
+  } finally {
+    signal?.removeEventListener("abort", onStop);
+    unwatch();
   }
 }
 
@@ -129,6 +170,7 @@ function configure(options: RunWorkerOptions): Config {
   const heartbeatIntervalMs = checkPositive("heartbeatIntervalMs", options.heartbeatIntervalMs ?? 5_000);
   return {
     ...base,
+    reconnect: reconnectPolicy(options.reconnect),
     url,
     tags,
     heartbeatIntervalMs,
@@ -164,13 +206,25 @@ function reconnectPolicy(option: RunWorkerOptions["reconnect"]): ReconnectPolicy
   return policy;
 }
 
-/** One connection: open, register, serve until it ends, close. */
-async function serveConnection(config: Config, signal: AbortSignal | undefined): Promise<Attempt> {
+/**
+ * One connection: open, register, serve until it ends, close. A drain before
+ * registration closes the connection (code 1000 if it is open).
+ */
+async function serveConnection(
+  config: Config,
+  signal: AbortSignal | undefined,
+  drain: DrainRequest,
+): Promise<Attempt> {
   const { logger } = config;
   const link = new SocketLink(config);
   let session: Session | undefined;
   const onAbort = (): void => (session ? session.stop("stopped by the worker's signal") : link.terminate("stopped"));
+  const onDrain = (deadline: number): void => {
+    if (session) session.drain(deadline);
+    else void link.close(1000, "worker draining");
+  };
   signal?.addEventListener("abort", onAbort, { once: true });
+  const unwatch = drain.watch(onDrain);
   try {
     try {
       await link.opened;
@@ -185,6 +239,7 @@ async function serveConnection(config: Config, signal: AbortSignal | undefined):
     session = current;
     link.receiveWith((frame) => current.receive(frame));
     void link.closed.then((reason) => current.lost(reason));
+    if (drain.deadline !== undefined) current.drain(drain.deadline); // asked for while registering
     const end = await current.ended;
     if (end.lost) {
       link.terminate(end.reason);
@@ -196,6 +251,7 @@ async function serveConnection(config: Config, signal: AbortSignal | undefined):
     return { registered: true, lost: end.lost, reason: end.reason };
   } finally {
     signal?.removeEventListener("abort", onAbort);
+    unwatch();
   }
 }
 
@@ -223,12 +279,13 @@ async function register(link: SocketLink, config: Config): Promise<void> {
       }
     });
   });
-  const registration = {
+  const registration: WorkerRegistration = {
     workerId: config.workerId,
     supportedTasks: [...config.handlers.keys()],
     maxConcurrency: config.maxConcurrency,
     language: LANGUAGE,
     tags: config.tags,
+    maxConcurrencyByType: Object.fromEntries(config.maxConcurrencyByType),
   };
   link.send(encode({ type: "WorkerRegister", registration }));
   const timeout = new AbortController();
@@ -324,9 +381,13 @@ class SocketLink implements Link {
     this.socket.terminate();
   }
 
-  /** The closing handshake, after everything queued; dropped if it takes longer than connectTimeoutMs. */
+  /**
+   * The closing handshake, after everything queued; dropped if it takes longer than
+   * connectTimeoutMs. A connection still being opened is dropped at once.
+   */
   async close(code: number, reason: string): Promise<void> {
     if (this.socket.readyState === WebSocket.OPEN) this.socket.close(code, reason);
+    else if (this.socket.readyState === WebSocket.CONNECTING) this.terminate(reason);
     const timer = setTimeout(() => this.terminate("the closing handshake timed out"), this.closeTimeoutMs);
     await this.closed;
     clearTimeout(timer);

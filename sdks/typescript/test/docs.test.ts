@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { test } from "node:test";
 
 import { SDK_DIR } from "./paths.js";
@@ -14,7 +14,7 @@ const examples = readdirSync(EXAMPLES_DIR)
   .map((name) => readFileSync(join(EXAMPLES_DIR, name), "utf8"));
 
 for (const page of PAGES) {
-  test(`the ts blocks of ${page.slice(SDK_DIR.length)} are in examples/`, () => {
+  test(`the ts blocks of ${relative(SDK_DIR, page)} are in examples/`, () => {
     const blocks = [...readFileSync(page, "utf8").matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1] as string);
     assert.ok(blocks.length > 0);
     for (const block of blocks) {

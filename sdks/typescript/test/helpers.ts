@@ -9,8 +9,16 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { WebSocketServer } from "ws";
 import type WebSocket from "ws";
 
-import { decode, encode, serveStdio } from "trio-pipe-worker";
-import type { Logger, Message, StdioOptions, TaskMetadata, TaskResult, WorkerMessage } from "trio-pipe-worker";
+import { decode, encode, startStdio } from "trio-pipe-worker";
+import type {
+  Logger,
+  Message,
+  RunningWorker,
+  StdioOptions,
+  TaskMetadata,
+  TaskResult,
+  WorkerMessage,
+} from "trio-pipe-worker";
 import { LineSplitter } from "../src/stdio.js";
 import { messageProblems } from "./schema.js";
 
@@ -144,7 +152,9 @@ export interface StdioHarness {
   readonly peer: Peer;
   readonly input: PassThrough;
   readonly logger: RecordingLogger;
-  /** What serveStdio returned. */
+  /** The handle startStdio returned (it installs no signal handler). */
+  readonly worker: RunningWorker;
+  /** Its `done`: what serveStdio would return. */
   readonly served: Promise<void>;
 }
 
@@ -155,8 +165,8 @@ export function serveOverPipes(options: Omit<StdioOptions, "input" | "output">):
   const peer = new Peer((frame) => input.write(`${frame}\n`));
   const lines = new LineSplitter(Infinity, (line) => peer.receive(line), () => {});
   output.on("data", (chunk: Buffer) => lines.push(chunk));
-  const served = serveStdio({ logger, ...options, input, output });
-  return { peer, input, logger, served };
+  const worker = startStdio({ logger, ...options, input, output });
+  return { peer, input, logger, worker, served: worker.done };
 }
 
 /** The dispatcher's end of a WebSocket. */

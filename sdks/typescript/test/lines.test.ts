@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { runWorker, serveStdio } from "trio-pipe-worker";
+import { runWorker, serveStdio, startStdio, startWorker } from "trio-pipe-worker";
 import { LineSplitter } from "../src/stdio.js";
 
 function split(chunks: readonly Buffer[], maxBytes = 100): { lines: string[]; tooLong: string[] } {
@@ -49,6 +49,25 @@ describe("options are checked before any I/O", () => {
       () => runWorker({ url, handlers, reconnect: { initialDelayMs: 10, maxDelayMs: 5 } }),
       /maxDelayMs/,
     ],
+    [
+      "a per-type limit for a type without a handler",
+      () => runWorker({ url, handlers, maxConcurrencyByType: { render: 1 } }),
+      /maxConcurrencyByType names task type 'render', which has no handler/,
+    ],
+    [
+      "a per-type limit of 0",
+      () => serveStdio({ handlers, maxConcurrencyByType: { echo: 0 } }),
+      /maxConcurrencyByType\['echo'\] must be an integer from 1 to maxConcurrency \(1\), got 0/,
+    ],
+    [
+      "a per-type limit above maxConcurrency",
+      () => runWorker({ url, handlers, maxConcurrency: 4, maxConcurrencyByType: { echo: 5 } }),
+      /from 1 to maxConcurrency \(4\), got 5/,
+    ],
+    ["a fractional per-type limit", () => serveStdio({ handlers, maxConcurrencyByType: { echo: 0.5 } }), /got 0.5/],
+    ["a negative drain timeout", () => serveStdio({ handlers, drainTimeoutMs: -1 }), /drainTimeoutMs must be/],
+    ["a drain timeout too long for a timer", () => runWorker({ url, handlers, drainTimeoutMs: 2 ** 31 }), /2147483647/],
+    ["handleSignals not a boolean", () => serveStdio({ handlers, handleSignals: "no" as never }), /handleSignals/],
   ];
   for (const [name, run, message] of cases) {
     test(name, async () => {
@@ -58,4 +77,36 @@ describe("options are checked before any I/O", () => {
       );
     });
   }
+});
+
+describe("options of the start functions and of drain()", () => {
+  const handlers = { echo: (payload: unknown) => payload };
+
+  test("startWorker and startStdio throw at once for invalid options", () => {
+    assert.throws(() => startWorker({ url: "http://x", handlers }), TypeError);
+    assert.throws(() => startStdio({ handlers, maxConcurrencyByType: { echo: 2 } }), RangeError);
+  });
+
+  test("a bad TRIO_PIPE_DRAIN_TIMEOUT_MS is named in the error, unless the option is given", () => {
+    const saved = process.env["TRIO_PIPE_DRAIN_TIMEOUT_MS"];
+    process.env["TRIO_PIPE_DRAIN_TIMEOUT_MS"] = "soon";
+    try {
+      assert.throws(() => startStdio({ handlers }), {
+        name: "RangeError",
+        message: "TRIO_PIPE_DRAIN_TIMEOUT_MS must be milliseconds from 0 to 2147483647, got 'soon'",
+      });
+      const worker = startStdio({ handlers, drainTimeoutMs: 5, signal: AbortSignal.abort() });
+      return worker.done;
+    } finally {
+      if (saved === undefined) delete process.env["TRIO_PIPE_DRAIN_TIMEOUT_MS"];
+      else process.env["TRIO_PIPE_DRAIN_TIMEOUT_MS"] = saved;
+    }
+  });
+
+  test("drain() rejects a bad timeout with RangeError", async () => {
+    const worker = startStdio({ handlers, signal: AbortSignal.abort() });
+    await assert.rejects(worker.drain(-5), RangeError);
+    await assert.rejects(worker.drain(Number.NaN), RangeError);
+    await worker.done;
+  });
 });

@@ -12,19 +12,63 @@ interface Schema {
   readonly type?: string | readonly string[];
   readonly properties?: Record<string, Schema>;
   readonly required?: readonly string[];
-  readonly additionalProperties?: boolean;
+  readonly additionalProperties?: boolean | Schema;
   readonly items?: Schema;
   readonly const?: unknown;
   readonly enum?: readonly unknown[];
   readonly pattern?: string;
   readonly minimum?: number;
+  readonly maximum?: number;
   readonly $ref?: string;
   readonly anyOf?: readonly Schema[];
   readonly oneOf?: readonly Schema[];
 }
 
-const root = JSON.parse(readFileSync(`${SPEC_DIR}/schema/messages.schema.json`, "utf8")) as Schema & {
+const shared = JSON.parse(readFileSync(`${SPEC_DIR}/schema/messages.schema.json`, "utf8")) as Schema & {
   readonly $defs: Record<string, Schema>;
+};
+
+/**
+ * The optional fields that the protocol's additions give four types ("workers in
+ * production", and the durability fields of a task's metadata), as this SDK writes
+ * them: each only when it holds something, after the fields of rust-pipe v0.1, never
+ * required. They are checked from here for as long as the shared schema does not
+ * list them; a field the shared schema has wins.
+ */
+const EXTENSIONS: Readonly<Record<string, Readonly<Record<string, Schema>>>> = {
+  BackpressureSignal: { draining: { const: true } },
+  TaskMetadata: {
+    idempotencyKey: { type: "string" },
+    attempt: { type: "integer", minimum: 1 },
+    epoch: { type: "integer", minimum: 0 },
+  },
+  TaskResult: {
+    progress: {
+      type: "object",
+      properties: {
+        fraction: { anyOf: [{ type: "number", minimum: 0, maximum: 1 }, { type: "null" }] },
+        message: { type: ["string", "null"] },
+      },
+      required: ["fraction", "message"],
+      additionalProperties: false,
+    },
+    extendMs: { type: "integer", minimum: 1 },
+  },
+  WorkerRegistration: {
+    maxConcurrencyByType: { type: "object", additionalProperties: { type: "integer", minimum: 1 } },
+  },
+};
+
+const root = {
+  $defs: Object.fromEntries(
+    Object.entries(shared.$defs).map(([name, definition]) => {
+      const extension = EXTENSIONS[name];
+      if (extension === undefined) return [name, definition];
+      // The shared fields keep their order and their schemas; the others follow them.
+      const properties = { ...definition.properties, ...extension, ...definition.properties };
+      return [name, { ...definition, properties }];
+    }),
+  ),
 };
 
 /** Problems of `message` against the definition of its `type`; empty when it conforms. */
@@ -60,10 +104,13 @@ function check(value: unknown, schema: Schema, path: string): string[] {
     problems.push(`${path}: does not match ${schema.pattern}`);
   }
   if (schema.minimum !== undefined && (value as number) < schema.minimum) problems.push(`${path}: below the minimum`);
+  if (schema.maximum !== undefined && (value as number) > schema.maximum) problems.push(`${path}: above the maximum`);
   if (schema.items !== undefined) {
     (value as unknown[]).forEach((item, i) => problems.push(...check(item, schema.items as Schema, `${path}[${i}]`)));
   }
-  if (schema.properties !== undefined) problems.push(...checkObject(value as Record<string, unknown>, schema, path));
+  if (schema.properties !== undefined || typeof schema.additionalProperties === "object") {
+    problems.push(...checkObject(value as Record<string, unknown>, schema, path));
+  }
   return problems;
 }
 
@@ -74,11 +121,13 @@ function checkObject(value: Record<string, unknown>, schema: Schema, path: strin
     .map((name) => `${path}.${name}: missing`);
   for (const [name, member] of Object.entries(value)) {
     const property = properties[name];
+    const additional = schema.additionalProperties;
     if (property !== undefined) problems.push(...check(member, property, `${path}.${name}`));
-    else if (schema.additionalProperties === false) problems.push(`${path}.${name}: not allowed`);
+    else if (additional === false) problems.push(`${path}.${name}: not allowed`);
+    else if (typeof additional === "object") problems.push(...check(member, additional, `${path}.${name}`));
   }
   const order = Object.keys(properties).filter((name) => Object.hasOwn(value, name));
-  if (Object.keys(value).join() !== order.join()) {
+  if (schema.properties !== undefined && Object.keys(value).join() !== order.join()) {
     problems.push(`${path}: members not in the order ${order.join(", ")}`);
   }
   return problems;

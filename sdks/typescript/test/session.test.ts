@@ -1,6 +1,7 @@
 /**
  * The runtime, through stdio over in-memory pipes: results and errors,
- * concurrency, backpressure, Kill, timeouts, shutdown, malformed input.
+ * concurrency (in all and per type), backpressure, Kill, timeouts, progress and
+ * deadline extension, shutdown, drain, malformed input.
  */
 
 import assert from "node:assert/strict";
@@ -8,8 +9,9 @@ import { once } from "node:events";
 import { describe, test } from "node:test";
 
 import { defineHandler, TaskAbortedError, TaskFailure } from "trio-pipe-worker";
-import type { Handlers, TaskContext } from "trio-pipe-worker";
+import type { Handlers, TaskContext, TaskResult, WorkerMessage } from "trio-pipe-worker";
 import { dispatch, serveOverPipes } from "./helpers.js";
+import type { Peer } from "./helpers.js";
 
 /**
  * A `gate` handler whose tasks run until the test releases them (in order) or,
@@ -45,6 +47,56 @@ function gated({ ignoreAbort = false } = {}): {
       else waiting.push(resolve);
     });
   return { handlers, started, release: (value) => releases.shift()?.(value), aborted };
+}
+
+/**
+ * A handler that counts the tasks running of each type, and their peaks, and
+ * holds each until the test releases it.
+ */
+function counted(): {
+  handler: Handlers[string];
+  running: Map<string, number>;
+  peaks: Map<string, number>;
+  started: (count: number) => Promise<void>;
+  release: (taskType: string) => void;
+  releaseAll: () => void;
+} {
+  const running = new Map<string, number>();
+  const peaks = new Map<string, number>();
+  const held: Array<{ taskType: string; finish: () => void }> = [];
+  let startedCount = 0;
+  const waiters: Array<{ count: number; resolve: () => void }> = [];
+  const handler: Handlers[string] = (_payload, { task: { taskType } }) =>
+    new Promise((resolve) => {
+      const now = (running.get(taskType) ?? 0) + 1;
+      running.set(taskType, now);
+      peaks.set(taskType, Math.max(peaks.get(taskType) ?? 0, now));
+      held.push({
+        taskType,
+        finish: () => {
+          running.set(taskType, (running.get(taskType) ?? 0) - 1);
+          resolve(taskType);
+        },
+      });
+      startedCount += 1;
+      for (const waiter of waiters.filter((w) => w.count <= startedCount)) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    });
+  return {
+    handler,
+    running,
+    peaks,
+    started: (count) =>
+      count <= startedCount ? Promise.resolve() : new Promise((resolve) => waiters.push({ count, resolve })),
+    release: (taskType) => {
+      const index = held.findIndex((h) => h.taskType === taskType);
+      assert.ok(index >= 0, `no ${taskType} task is held`);
+      held.splice(index, 1)[0]?.finish();
+    },
+    releaseAll: () => held.splice(0).forEach((h) => h.finish()),
+  };
 }
 
 describe("results", () => {
@@ -96,6 +148,29 @@ describe("results", () => {
     const { traceId, retryCount } = task.metadata;
     assert.deepEqual([task.id, task.payload, traceId, retryCount], [id, { a: 1 }, "trace-1", 2]);
     assert.equal(seen?.signal.aborted, false);
+    input.end();
+    await served;
+  });
+
+  test("a handler sees the idempotency key and fencing token when the dispatcher sends them", async () => {
+    const seen: TaskContext[] = [];
+    const handlers: Handlers = {
+      look: (_payload, ctx) => {
+        seen.push(ctx);
+      },
+    };
+    const { peer, input, served } = serveOverPipes({ handlers });
+    const fenced = dispatch("look", null, { idempotencyKey: "order-42", attempt: 3, epoch: 0 });
+    const plain = dispatch("look");
+    for (const { id, frame } of [fenced, plain]) {
+      peer.send(frame);
+      assert.equal((await peer.result(id)).status, "Completed");
+    }
+    const tokens = seen.map(({ task: { metadata: m } }) => [m.idempotencyKey, m.attempt, m.epoch]);
+    assert.deepEqual(tokens, [
+      ["order-42", 3, 0],
+      [undefined, undefined, undefined],
+    ]);
     input.end();
     await served;
   });
@@ -169,6 +244,32 @@ describe("capacity", () => {
     gate.release("second");
     assert.equal((await peer.result(b.id)).payload, "second");
     assert.deepEqual(peer.untaken(), []);
+    input.end();
+    await served;
+  });
+
+  test("maxConcurrencyByType: beyond a type's limit a task is refused; other types still run; peaks hold", async () => {
+    const tasks = counted();
+    const handlers: Handlers = { render: tasks.handler, fetch: tasks.handler };
+    const limits = { maxConcurrency: 6, maxConcurrencyByType: { render: 2 } };
+    const { peer, input, served } = serveOverPipes({ handlers, ...limits });
+    const [r1, r2, r3] = [dispatch("render"), dispatch("render"), dispatch("render")];
+    const fetches = [dispatch("fetch"), dispatch("fetch"), dispatch("fetch")];
+    for (const { frame } of [r1, r2, r3, ...fetches]) peer.send(frame);
+    const refused = await peer.result(r3.id);
+    const message = "the worker is running 2 'render' tasks, its maximum for that type";
+    assert.equal(refused.status, "Failed");
+    assert.deepEqual(refused.error, { code: "WORKER_SATURATED", message, retryable: true });
+    await tasks.started(5);
+    assert.deepEqual(tasks.running, new Map([["render", 2], ["fetch", 3]]));
+    tasks.release("render"); // a render finishes: its slot takes the next one
+    assert.equal((await peer.result(r1.id)).status, "Completed");
+    const r4 = dispatch("render");
+    peer.send(r4.frame);
+    await tasks.started(6);
+    tasks.releaseAll();
+    for (const { id } of [r2, r4, ...fetches]) assert.equal((await peer.result(id)).status, "Completed");
+    assert.deepEqual(tasks.peaks, new Map([["render", 2], ["fetch", 3]]));
     input.end();
     await served;
   });
@@ -247,6 +348,248 @@ describe("cancellation", () => {
     input.end();
     await served;
     assert.equal(peer.received.filter((m) => m.type === "TaskResult" && m.result.taskId === task.id).length, 1);
+  });
+});
+
+describe("progress and deadline extension", () => {
+  /** The `Running` reports received for `taskId`, in order, up to its terminal result (returned last). */
+  async function reportsUntilDone(peer: Peer, taskId: string): Promise<TaskResult[]> {
+    const reports: TaskResult[] = [];
+    for (;;) {
+      const result = await peer.result(taskId);
+      reports.push(result);
+      if (result.status !== "Running") return reports;
+    }
+  }
+
+  test("progress reports arrive in order, shaped as the protocol says; none after the result", async () => {
+    let late: TaskContext | undefined;
+    const handlers: Handlers = {
+      stages: (_payload, ctx) => {
+        ctx.progress(0, "queued");
+        ctx.progress(0.5, "stage 2");
+        ctx.progress(null, "no idea how far");
+        ctx.progress(1);
+        late = ctx;
+        return "done";
+      },
+    };
+    const { peer, input, served } = serveOverPipes({ handlers, workerId: "w-p" });
+    const task = dispatch("stages");
+    peer.send(task.frame);
+    const reports = await reportsUntilDone(peer, task.id);
+    const running = { taskId: task.id, status: "Running", payload: null, error: null, workerId: "w-p" };
+    assert.deepEqual(
+      reports.map(({ durationMs: _, ...report }) => report),
+      [
+        ...[
+          { fraction: 0, message: "queued" },
+          { fraction: 0.5, message: "stage 2" },
+          { fraction: null, message: "no idea how far" },
+          { fraction: 1, message: null },
+        ].map((progress) => ({ ...running, progress })),
+        { taskId: task.id, status: "Completed", payload: "done", error: null, workerId: "w-p" },
+      ],
+    );
+    late?.progress(0.9, "too late");
+    const echo = dispatch("stages");
+    peer.send(echo.frame);
+    await reportsUntilDone(peer, echo.id);
+    assert.equal(peer.received.filter((m) => m.type === "TaskResult" && m.result.taskId === task.id).length, 5);
+    input.end();
+    await served;
+  });
+
+  test("progress and extendDeadline refuse values the protocol has no room for", async () => {
+    const thrown: string[] = [];
+    const handlers: Handlers = {
+      bad: (_payload, ctx) => {
+        for (const call of [
+          () => ctx.progress(1.5),
+          () => ctx.progress(-0.1),
+          () => ctx.progress(Number.NaN),
+          () => ctx.progress(0.5, 42 as never),
+          () => ctx.extendDeadline(0),
+          () => ctx.extendDeadline(1.5),
+          () => ctx.extendDeadline(Number.POSITIVE_INFINITY),
+        ]) {
+          try {
+            call();
+          } catch (error) {
+            thrown.push((error as Error).name);
+          }
+        }
+      },
+    };
+    const { peer, input, served } = serveOverPipes({ handlers });
+    const task = dispatch("bad");
+    peer.send(task.frame);
+    const reports = await reportsUntilDone(peer, task.id);
+    assert.deepEqual(reports.map((r) => r.status), ["Completed"]); // no report was sent
+    const [range, type] = ["RangeError", "TypeError"];
+    assert.deepEqual(thrown, [range, range, range, type, range, range, range]);
+    input.end();
+    await served;
+  });
+
+  test("extendDeadline sends extendMs and moves the task's own timeout clock", async () => {
+    const gate = gated();
+    const { peer, input, served } = serveOverPipes({ handlers: gate.handlers, workerId: "w-x" });
+    const task = dispatch("gate", null, { timeoutMs: 100 });
+    const sent = performance.now();
+    peer.send(task.frame);
+    (await gate.started()).extendDeadline(600);
+    const [extension, timedOut] = await reportsUntilDone(peer, task.id);
+    assert.deepEqual({ ...extension, durationMs: 0 }, {
+      taskId: task.id,
+      status: "Running",
+      payload: null,
+      error: null,
+      durationMs: 0,
+      workerId: "w-x",
+      extendMs: 600,
+    });
+    assert.ok(performance.now() - sent >= 595, "timed out before the extended deadline");
+    assert.equal(timedOut?.status, "TimedOut");
+    const message = /^task exceeded its deadline, extended to (\d+) ms after receipt \(timeoutMs 100\)$/;
+    const [, allowed] = message.exec(timedOut?.error?.message ?? "") ?? assert.fail(`${timedOut?.error?.message}`);
+    assert.ok(Number(allowed) >= 600);
+    assert.deepEqual(gate.aborted.map((e) => e.kind), ["timeout"]);
+    input.end();
+    await served;
+  });
+
+  test("an extension never brings the task's own deadline closer", async () => {
+    const gate = gated();
+    const { peer, input, served } = serveOverPipes({ handlers: gate.handlers });
+    const task = dispatch("gate", null, { timeoutMs: 300 });
+    const sent = performance.now();
+    peer.send(task.frame);
+    (await gate.started()).extendDeadline(1);
+    const [extension, timedOut] = await reportsUntilDone(peer, task.id);
+    assert.equal(extension?.extendMs, 1);
+    assert.ok(performance.now() - sent >= 295, "timed out before timeoutMs");
+    assert.equal(timedOut?.error?.message, "task exceeded its timeout of 300 ms");
+    input.end();
+    await served;
+  });
+});
+
+describe("drain", () => {
+  const isDraining = (m: WorkerMessage): boolean => m.type === "Backpressure" && m.signal.draining === true;
+
+  test("tells the dispatcher once, refuses new tasks, lets those in flight finish, then ends", async () => {
+    const gate = gated();
+    const { peer, worker, served } = serveOverPipes({ handlers: gate.handlers, maxConcurrency: 4, workerId: "w-d" });
+    const [a, b] = [dispatch("gate"), dispatch("gate")];
+    peer.send(a.frame);
+    peer.send(b.frame);
+    await gate.started();
+    await gate.started();
+    const drained = worker.drain(60_000);
+    const signal = { workerId: "w-d", currentLoad: 0.5, shouldThrottle: true, draining: true };
+    assert.deepEqual(await peer.next(), { type: "Backpressure", signal });
+    const crossing = dispatch("gate");
+    peer.send(crossing.frame);
+    const refused = await peer.result(crossing.id);
+    const message = "the worker is shutting down";
+    assert.deepEqual(refused.error, { code: "WORKER_SHUTTING_DOWN", message, retryable: true });
+    gate.release("a");
+    assert.equal((await peer.result(a.id)).payload, "a");
+    gate.release("b");
+    assert.equal((await peer.result(b.id)).payload, "b");
+    await drained;
+    await served;
+    assert.deepEqual(gate.aborted, []);
+    assert.deepEqual(peer.untaken(), []); // no Backpressure lifting the drain as slots free up
+  });
+
+  test("tasks running when the drain timeout runs out: aborted, reported Cancelled/WORKER_SHUTTING_DOWN", async () => {
+    const gate = gated();
+    const options = { handlers: gate.handlers, maxConcurrency: 2, drainTimeoutMs: 150 };
+    const { peer, worker, served } = serveOverPipes(options);
+    const [quick, slow] = [dispatch("gate"), dispatch("gate")];
+    peer.send(quick.frame);
+    peer.send(slow.frame);
+    await gate.started();
+    await gate.started();
+    const drainedAt = performance.now();
+    void worker.drain(); // the worker's drainTimeoutMs
+    await peer.next(isDraining);
+    gate.release("in time");
+    assert.equal((await peer.result(quick.id)).payload, "in time");
+    const cancelled = await peer.result(slow.id);
+    assert.ok(performance.now() - drainedAt >= 145, "cancelled before the drain timeout");
+    const message = "the worker is shutting down: its drain ended before the task did";
+    assert.equal(cancelled.status, "Cancelled");
+    assert.deepEqual(cancelled.error, { code: "WORKER_SHUTTING_DOWN", message, retryable: true });
+    await served;
+    assert.deepEqual(gate.aborted.map((e) => e.kind), ["shutdown"]);
+  });
+
+  test("a later drain can only bring the deadline closer: drain(0) cancels at once", async () => {
+    const gate = gated();
+    const { peer, worker, served } = serveOverPipes({ handlers: gate.handlers });
+    const task = dispatch("gate");
+    peer.send(task.frame);
+    await gate.started();
+    void worker.drain(60_000);
+    await peer.next(isDraining);
+    void worker.drain(120_000); // later: changes nothing
+    await worker.drain(0);
+    assert.equal((await peer.result(task.id)).status, "Cancelled");
+    await served;
+    assert.equal(peer.received.filter(isDraining).length, 1);
+  });
+
+  test("an idle worker drains at once; drain after the end changes nothing", async () => {
+    const { peer, worker, served } = serveOverPipes({ handlers: { echo: (p) => p } });
+    await worker.drain();
+    await served;
+    assert.deepEqual(peer.untaken().map((m) => m.type), ["Backpressure"]);
+    await worker.drain(0);
+    assert.equal(peer.received.length, 1);
+  });
+
+  test("the end of stdin during a drain: the tasks in flight still finish and are reported", async () => {
+    const gate = gated();
+    const { peer, input, worker, served } = serveOverPipes({ handlers: gate.handlers });
+    const task = dispatch("gate");
+    peer.send(task.frame);
+    await gate.started();
+    void worker.drain();
+    await peer.next(isDraining);
+    input.end();
+    await once(input, "end");
+    gate.release("done");
+    assert.equal((await peer.result(task.id)).payload, "done");
+    await served;
+  });
+
+  test("the drain timeout defaults to TRIO_PIPE_DRAIN_TIMEOUT_MS, which an explicit option overrides", async () => {
+    const saved = process.env["TRIO_PIPE_DRAIN_TIMEOUT_MS"];
+    process.env["TRIO_PIPE_DRAIN_TIMEOUT_MS"] = "0";
+    try {
+      for (const drainTimeoutMs of [undefined, 60_000]) {
+        const gate = gated();
+        const { peer, worker, served } = serveOverPipes({ handlers: gate.handlers, drainTimeoutMs });
+        const task = dispatch("gate");
+        peer.send(task.frame);
+        await gate.started();
+        void worker.drain();
+        await peer.next(isDraining);
+        if (drainTimeoutMs === undefined) {
+          assert.equal((await peer.result(task.id)).status, "Cancelled"); // at once, though never released
+        } else {
+          gate.release("released");
+          assert.equal((await peer.result(task.id)).status, "Completed");
+        }
+        await served;
+      }
+    } finally {
+      if (saved === undefined) delete process.env["TRIO_PIPE_DRAIN_TIMEOUT_MS"];
+      else process.env["TRIO_PIPE_DRAIN_TIMEOUT_MS"] = saved;
+    }
   });
 });
 

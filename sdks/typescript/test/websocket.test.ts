@@ -1,11 +1,11 @@
-/** WebSocket mode against a stand-in dispatcher: registration, heartbeats, shutdown, reconnection. */
+/** WebSocket mode against a stand-in dispatcher: registration, heartbeats, shutdown, drain, reconnection. */
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { runWorker, WorkerConnectionError } from "trio-pipe-worker";
-import type { Handlers, RunWorkerOptions, TaskAbortedError } from "trio-pipe-worker";
-import { dispatch, FakeDispatcher, RecordingLogger } from "./helpers.js";
+import { runWorker, startWorker, WorkerConnectionError } from "trio-pipe-worker";
+import type { Handlers, RunWorkerOptions, TaskAbortedError, WorkerMessage } from "trio-pipe-worker";
+import { dispatch, FakeDispatcher, PROMPTLY_MS, RecordingLogger } from "./helpers.js";
 
 /** Fast settings for tests: quick heartbeats and reconnections. */
 function options(dispatcher: FakeDispatcher, extra: Partial<RunWorkerOptions> = {}): RunWorkerOptions {
@@ -58,6 +58,25 @@ describe("a WebSocket worker", () => {
     assert.deepEqual((await peer.result(echo.id)).payload, { a: [1, "é"] });
     peer.send({ type: "Shutdown", graceful: true });
     assert.equal(await peer.closed, 1000);
+    await worker;
+    await dispatcher.stop();
+  });
+
+  test("registers its per-type limits", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const handlers: Handlers = { render: () => "r", fetch: () => "f" };
+    const limits = { maxConcurrency: 52, maxConcurrencyByType: { render: 2 } };
+    const worker = runWorker(options(dispatcher, { handlers, ...limits }));
+    const peer = await dispatcher.accept();
+    assert.deepEqual(await peer.register(), {
+      workerId: "ts-test-1",
+      supportedTasks: ["render", "fetch"],
+      maxConcurrency: 52,
+      language: "TypeScript",
+      tags: [],
+      maxConcurrencyByType: { render: 2 },
+    });
+    peer.send({ type: "Shutdown" });
     await worker;
     await dispatcher.stop();
   });
@@ -191,6 +210,73 @@ describe("a WebSocket worker", () => {
     await worker;
     assert.deepEqual(reasons, ["stop"]);
     assert.deepEqual(peer.untaken(), []);
+    await dispatcher.stop();
+  });
+});
+
+describe("draining a WebSocket worker", () => {
+  const isDraining = (m: WorkerMessage): boolean => m.type === "Backpressure" && m.signal.draining === true;
+
+  test("drain(): Backpressure draining, the task in flight finishes, close 1000, no reconnection", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    let release = (): void => {};
+    const handlers: Handlers = { slow: () => new Promise((resolve) => (release = () => resolve("done"))) };
+    const worker = startWorker(options(dispatcher, { handlers, maxConcurrency: 4 }));
+    const peer = await dispatcher.accept();
+    await peer.register();
+    const task = dispatch("slow");
+    peer.send(task.frame);
+    await peer.next((m) => m.type === "Heartbeat" && m.payload.activeTasks === 1);
+    const drained = worker.drain();
+    const signal = { workerId: "ts-test-1", currentLoad: 0.25, shouldThrottle: true, draining: true };
+    assert.deepEqual(await peer.next(), { type: "Backpressure", signal });
+    release();
+    assert.equal((await peer.result(task.id)).payload, "done");
+    assert.equal(await peer.closed, 1000);
+    await drained;
+    assert.equal(dispatcher.connections, 1);
+    await dispatcher.stop();
+  });
+
+  test("a connection lost during the drain is not reopened", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const reasons: string[] = [];
+    const worker = startWorker(options(dispatcher, { handlers: untilAborted(reasons) }));
+    const peer = await dispatcher.accept();
+    await peer.register();
+    peer.send(dispatch("block").frame);
+    await peer.next((m) => m.type === "Heartbeat" && m.payload.activeTasks === 1);
+    void worker.drain();
+    await peer.next(isDraining);
+    peer.socket.close(1012, "service restart");
+    await worker.done;
+    assert.deepEqual(reasons, ["disconnect"]);
+    assert.equal(dispatcher.connections, 1);
+    await dispatcher.stop();
+  });
+
+  test("a drain while waiting to reconnect ends the wait: no new connection", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const logger = new RecordingLogger();
+    const reconnect = { initialDelayMs: 60_000, maxDelayMs: 60_000 };
+    const worker = startWorker(options(dispatcher, { logger, reconnect }));
+    await (await dispatcher.accept()).register();
+    await dispatcher.stop();
+    await logger.logged("reconnecting in");
+    const before = performance.now();
+    await worker.drain();
+    assert.ok(performance.now() - before < PROMPTLY_MS);
+    assert.equal(dispatcher.connections, 1);
+  });
+
+  test("a drain before WorkerRegistered closes the connection with 1000 and ends", async () => {
+    const dispatcher = await FakeDispatcher.start();
+    const worker = startWorker(options(dispatcher));
+    const peer = await dispatcher.accept();
+    await peer.next((m) => m.type === "WorkerRegister"); // not answered
+    await worker.drain();
+    assert.equal(await peer.closed, 1000);
+    assert.equal(dispatcher.connections, 1);
     await dispatcher.stop();
   });
 });
