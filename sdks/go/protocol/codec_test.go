@@ -99,3 +99,108 @@ func TestDecodingEdges(t *testing.T) {
 		t.Errorf("supportedTasks null: %#v, %v", m, err)
 	}
 }
+
+// The optional extension fields are written only when they hold something, so that
+// a message without them keeps rust-pipe v0.1's shape byte for byte.
+func TestExtensionFieldsAreWrittenOnlyWhenPresent(t *testing.T) {
+	const id = "3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f"
+	taskID, _ := protocol.ParseUUID(id)
+	fraction, message := 0.4, "stage 2"
+	running := func(progress *protocol.Progress, extendMs int64) protocol.Message {
+		return protocol.TaskResultMessage{Result: protocol.TaskResult{TaskID: taskID, Status: protocol.StatusRunning,
+			DurationMs: 1200, WorkerID: "w1", Progress: progress, ExtendMs: extendMs}}
+	}
+	const result = `{"type":"TaskResult","result":{"taskId":"` + id + `","status":"Running","payload":null,"error":null,"durationMs":1200,"workerId":"w1"`
+	const registration = `{"type":"WorkerRegister","registration":{"workerId":"w1","supportedTasks":["fetch","render"],"maxConcurrency":52,"language":"Go","tags":[]`
+	register := func(limits map[string]int64) protocol.Message {
+		return protocol.WorkerRegister{Registration: protocol.WorkerRegistration{WorkerID: "w1",
+			SupportedTasks: []string{"fetch", "render"}, MaxConcurrency: 52, Language: "Go", MaxConcurrencyByType: limits}}
+	}
+	for _, c := range []struct {
+		name    string
+		message protocol.Message
+		want    string
+	}{
+		{"running, neither", running(nil, 0), result + `}}`},
+		{"progress", running(&protocol.Progress{Fraction: &fraction, Message: &message}, 0),
+			result + `,"progress":{"fraction":0.4,"message":"stage 2"}}}`},
+		{"progress of nulls", running(&protocol.Progress{}, 0), result + `,"progress":{"fraction":null,"message":null}}}`},
+		{"extension", running(nil, 30_000), result + `,"extendMs":30000}}`},
+		{"both", running(&protocol.Progress{Message: &message}, 5),
+			result + `,"progress":{"fraction":null,"message":"stage 2"},"extendMs":5}}`},
+		{"not draining", protocol.Backpressure{Signal: protocol.BackpressureSignal{WorkerID: "w1", CurrentLoad: 0.5, ShouldThrottle: true}},
+			`{"type":"Backpressure","signal":{"workerId":"w1","currentLoad":0.5,"shouldThrottle":true}}`},
+		{"draining", protocol.Backpressure{Signal: protocol.BackpressureSignal{WorkerID: "w1", CurrentLoad: 0.5, ShouldThrottle: true, Draining: true}},
+			`{"type":"Backpressure","signal":{"workerId":"w1","currentLoad":0.5,"shouldThrottle":true,"draining":true}}`},
+		{"no per-type limits", register(map[string]int64{}), registration + `}}`},
+		{"per-type limits", register(map[string]int64{"render": 2, "fetch": 50, `a"b`: 1}),
+			registration + `,"maxConcurrencyByType":{"a\"b":1,"fetch":50,"render":2}}}`},
+	} {
+		text, err := protocol.Encode(c.message)
+		if err != nil || string(text) != c.want {
+			t.Errorf("%s:\n got: %s (%v)\nwant: %s", c.name, text, err, c.want)
+			continue
+		}
+		if again := reencodeText(t, text); again != c.want {
+			t.Errorf("%s: decoded and encoded again as\n%s", c.name, again)
+		}
+	}
+	if text, err := protocol.Encode(running(&protocol.Progress{Fraction: new(float64)}, 0)); err != nil || !strings.Contains(string(text), `"fraction":0.0`) {
+		t.Errorf("fraction 0: %s (%v)", text, err)
+	}
+	nan := math.NaN()
+	if text, err := protocol.Encode(running(&protocol.Progress{Fraction: &nan}, 0)); err == nil {
+		t.Errorf("a NaN fraction encoded as %s", text)
+	}
+}
+
+func reencodeText(t *testing.T, text []byte) string {
+	t.Helper()
+	m, err := protocol.Decode(text)
+	if err != nil {
+		t.Fatalf("%s: %v", text, err)
+	}
+	again, err := protocol.Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(again)
+}
+
+func TestDecodingExtensionFields(t *testing.T) {
+	const result = `{"type":"TaskResult","result":{"taskId":"3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f","status":`
+	const registration = `{"type":"WorkerRegister","registration":{"workerId":"w","supportedTasks":["a"],"maxConcurrency":4,`
+	for frame, kind := range map[string]protocol.ErrorKind{
+		result + `"Running","progress":{"fraction":1.5,"message":null}}}`:    protocol.KindOutOfRange,
+		result + `"Running","progress":{"fraction":-0.1,"message":null}}}`:   protocol.KindOutOfRange,
+		result + `"Running","progress":{"fraction":"half"}}}`:                protocol.KindMistypedField,
+		result + `"Running","progress":{"message":7}}}`:                      protocol.KindMistypedField,
+		result + `"Running","progress":0.5}}`:                                protocol.KindMistypedField,
+		result + `"Running","extendMs":0}}`:                                  protocol.KindOutOfRange,
+		result + `"Running","extendMs":1.5}}`:                                protocol.KindMistypedField,
+		`{"type":"Backpressure","signal":{"workerId":"w","draining":"yes"}}`: protocol.KindMistypedField,
+		registration + `"maxConcurrencyByType":{"a":0}}}`:                    protocol.KindOutOfRange,
+		registration + `"maxConcurrencyByType":{"a":5}}}`:                    protocol.KindOutOfRange,
+		registration + `"maxConcurrencyByType":{"a":"2"}}}`:                  protocol.KindMistypedField,
+		registration + `"maxConcurrencyByType":[2]}}`:                        protocol.KindMistypedField,
+	} {
+		var decodeErr *protocol.DecodeError
+		if _, err := protocol.Decode([]byte(frame)); !errors.As(err, &decodeErr) || decodeErr.Kind != kind {
+			t.Errorf("%s: got %v, want a %q error", frame, err, kind)
+		}
+	}
+	// Missing members take their defaults; null is absence; a terminal result's
+	// progress is ignored, as it never carries one.
+	for frame, want := range map[string]string{
+		result + `"Running","progress":{},"extendMs":null}}`:                 `"progress":{"fraction":null,"message":null}}}`,
+		result + `"Running","progress":null,"extendMs":9}}`:                  `"workerId":"","extendMs":9}}`,
+		result + `"Completed","progress":{"fraction":2},"extendMs":0}}`:      `"workerId":""}}`,
+		registration + `"maxConcurrencyByType":null}}`:                       `"tags":[]}}`,
+		registration + `"maxConcurrencyByType":{}}}`:                         `"tags":[]}}`,
+		`{"type":"Backpressure","signal":{"workerId":"w","draining":false}}`: `"shouldThrottle":false}}`,
+	} {
+		if got := reencodeText(t, []byte(frame)); !strings.HasSuffix(got, want) {
+			t.Errorf("%s\nre-encoded as %s, want it to end with %s", frame, got, want)
+		}
+	}
+}
