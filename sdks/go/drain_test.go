@@ -17,10 +17,15 @@ import (
 // The drain through the library API (Worker.Drain); signals_test.go drives it
 // through real signals to a real process.
 
-// expectDraining expects the worker's next message to be the draining Backpressure.
+// expectDraining expects the worker's next message, heartbeats aside, to be the
+// draining Backpressure.
 func expectDraining(t *testing.T, p *peer, load float64) {
 	t.Helper()
-	m, ok := p.next().(protocol.Backpressure)
+	next := p.next()
+	for _, ok := next.(protocol.Heartbeat); ok; _, ok = next.(protocol.Heartbeat) {
+		next = p.next()
+	}
+	m, ok := next.(protocol.Backpressure)
 	want := protocol.BackpressureSignal{WorkerID: m.Signal.WorkerID, CurrentLoad: load, ShouldThrottle: true, Draining: true}
 	if !ok || m.Signal != want {
 		t.Fatalf("got %#v, want the draining Backpressure %+v", m, want)
@@ -62,8 +67,8 @@ func newLogRecorder() (*slog.Logger, *logRecorder) {
 }
 
 func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler        { return r }
-func (r *logRecorder) WithGroup(string) slog.Handler             { return r }
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler            { return r }
 func (r *logRecorder) Handle(_ context.Context, record slog.Record) error {
 	r.messages <- record.Message
 	return nil
@@ -85,24 +90,27 @@ func (r *logRecorder) waitFor(t *testing.T, message string) {
 }
 
 func TestDrainLetsTasksInFlightFinish(t *testing.T) {
-	w, g := newWorker(triopipe.Options{MaxConcurrency: 4})
+	w, g := newWorker(triopipe.Options{MaxConcurrency: 2})
 	s := startStdio(t, context.Background(), w)
 	first := s.dispatch("gate", `1`, 60_000)
 	second := s.dispatch("gate", `2`, 60_000)
 	g.waitStarted(t, 2)
+	if full := nextOf[protocol.Backpressure](s.peer).Signal; !full.ShouldThrottle || full.Draining {
+		t.Errorf("when full: %+v", full)
+	}
 	w.Drain(patience)
-	expectDraining(t, s.peer, 0.5)
+	expectDraining(t, s.peer, 1)
 	late := s.dispatch("echo", `"crossed the drain"`, 5000)
 	expectError(t, s.result(late), protocol.StatusFailed, protocol.CodeWorkerShuttingDown, true)
 	_ = s.stdin.Close() // input ending during a drain does not stop it
 	close(g.release)
 	finished := map[protocol.UUID]bool{}
-	for range 2 {
-		r := nextOf[protocol.TaskResultMessage](s.peer).Result
-		if r.Status != protocol.StatusCompleted {
-			t.Errorf("in-flight task: %+v", r)
+	for range 2 { // and no Backpressure lifting the throttle in between
+		m, ok := s.next().(protocol.TaskResultMessage)
+		if !ok || m.Result.Status != protocol.StatusCompleted {
+			t.Errorf("got %#v, want the in-flight task's result", m)
 		}
-		finished[r.TaskID] = true
+		finished[m.Result.TaskID] = true
 	}
 	if !finished[first] || !finished[second] {
 		t.Errorf("finished %v, want %s and %s", finished, first, second)

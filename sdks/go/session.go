@@ -143,9 +143,7 @@ func (s *session) abort(stopTasks context.CancelCauseFunc, cause error) sessionE
 	for len(s.active) > 0 {
 		select {
 		case o := <-s.finished:
-			if s.active[o.task.task.ID] == o.task {
-				s.remove(o.task, nil)
-			}
+			s.remove(o.task, nil)
 		case <-s.drainChanged:
 			s.followDrain()
 		case <-s.drainDeadline():
@@ -207,7 +205,8 @@ func (s *session) stopDrainTimer() {
 
 // cancelRemaining ends a drain whose deadline has passed (or that a second signal
 // cut short): the tasks still running are cancelled and reported at once, without
-// waiting for their handlers.
+// waiting for their handlers. The session ends next, so their handlers' outcomes
+// are never read.
 func (s *session) cancelRemaining() {
 	if len(s.active) > 0 {
 		s.log.Warn("cancelling the tasks still running", "tasks", len(s.active))
@@ -339,9 +338,6 @@ func (s *session) shutdown(graceful bool) {
 
 func (s *session) finish(o outcome) {
 	r := o.task
-	if s.active[r.task.ID] != r {
-		return // reported when the drain ran out of time
-	}
 	result := s.result(o) // before remove: it reads how r.ctx ended
 	s.remove(r, nil)
 	s.sendResult(result)

@@ -262,3 +262,35 @@ func TestStdioHeartbeats(t *testing.T) {
 		return
 	}
 }
+
+func TestPerTypeLimitsHold(t *testing.T) {
+	w, g := newWorker(triopipe.Options{MaxConcurrency: 4, MaxConcurrencyByType: map[string]int{"gate": 2}})
+	s := startStdio(t, context.Background(), w)
+	first := s.dispatch("gate", `1`, 60_000)
+	s.dispatch("gate", `2`, 60_000)
+	g.waitStarted(t, 2)
+	for range 3 { // beyond the type's limit, with free slots in the worker
+		r := s.result(s.dispatch("gate", `3`, 60_000))
+		expectError(t, r, protocol.StatusFailed, protocol.CodeWorkerSaturated, true)
+		if !strings.Contains(r.Error.Message, `type "gate"`) {
+			t.Errorf("message %q", r.Error.Message)
+		}
+	}
+	if r := s.result(s.dispatch("echo", `"other types run"`, 5000)); r.Status != protocol.StatusCompleted {
+		t.Errorf("echo: %+v", r)
+	}
+	s.send(protocol.Kill{TaskID: first}) // a slot of the type frees...
+	expectError(t, s.result(first), protocol.StatusCancelled, protocol.CodeKilled, false)
+	s.dispatch("gate", `4`, 60_000) // ...and is taken again
+	g.waitStarted(t, 1)
+	expectError(t, s.result(s.dispatch("gate", `5`, 60_000)), protocol.StatusFailed, protocol.CodeWorkerSaturated, true)
+	close(g.release)
+	for range 2 {
+		if r := nextOf[protocol.TaskResultMessage](s.peer).Result; r.Status != protocol.StatusCompleted {
+			t.Errorf("%+v", r)
+		}
+	}
+	if peak := g.peak.Load(); peak != 2 {
+		t.Errorf("at most %d gate handlers ran at once, want 2", peak)
+	}
+}

@@ -68,7 +68,7 @@ type Options struct {
 	// DrainTimeout is how long the drain that SIGTERM or SIGINT begins lets the
 	// tasks in flight finish before it cancels them (see [Worker.Drain]). Default:
 	// the milliseconds in the environment variable TRIO_PIPE_DRAIN_TIMEOUT_MS when
-	// it is set (0 cancels at once), else 30 s.
+	// it is set and not empty (0 cancels at once), else 30 s.
 	DrainTimeout time.Duration
 	// NoSignalHandler keeps RunWebSocket and RunStdio from handling SIGTERM and
 	// SIGINT, for a program that handles them itself and calls [Worker.Drain].
@@ -137,7 +137,7 @@ func (w *Worker) config(defaultHeartbeat time.Duration) (*config, error) {
 	var problems []string
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
-		if value, ok := os.LookupEnv(drainTimeoutVariable); ok {
+		if value := os.Getenv(drainTimeoutVariable); value != "" {
 			ms, err := strconv.ParseInt(value, 10, 64)
 			if err != nil || ms < 0 || ms > math.MaxInt64/int64(time.Millisecond) {
 				problems = append(problems, fmt.Sprintf("%s is %q: expected a whole number of milliseconds, 0 or more", drainTimeoutVariable, value))
