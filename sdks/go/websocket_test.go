@@ -29,7 +29,11 @@ func runWS(t *testing.T, w *triopipe.Worker, url string) <-chan error {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-stopped
+		select {
+		case <-stopped:
+		case <-time.After(patience): // a handler that ignores its context holds it
+			t.Error("RunWebSocket did not return after its context was cancelled")
+		}
 	})
 	return ended
 }
