@@ -156,6 +156,18 @@ func TestARunAfterADrainReturnsAtOnce(t *testing.T) {
 	if err := s.wait(); err != nil {
 		t.Errorf("RunStdio returned %v", err)
 	}
+
+	d := newWSDispatcher(t)
+	w, _ = newWorker(triopipe.Options{ConnectTimeout: time.Hour})
+	w.Drain(time.Hour)
+	if err := waitEnded(t, runWS(t, w, d.url)); err != nil {
+		t.Errorf("RunWebSocket returned %v", err)
+	}
+	select {
+	case <-d.conns:
+		t.Error("RunWebSocket connected after the drain")
+	default:
+	}
 }
 
 func TestDrainOverWebSocketClosesNormallyAndDoesNotReconnect(t *testing.T) {
