@@ -145,25 +145,34 @@ type workerProcess struct {
 	stdout chan struct{} // closed at the end of stdout (stdio)
 }
 
-// startWorkerProcess starts the worker; over stdio unless url is set. shell, when
-// not empty, is a shell command that runs the worker as "$0".
-func startWorkerProcess(t *testing.T, url, drainTimeoutMs, shell string) *workerProcess {
+// process says how to start a worker process.
+type process struct {
+	binary       string // default: this test binary, which runs runTestWorker
+	url          string // the dispatcher's, in TRIO_PIPE_URL; none: stdio
+	drainTimeout string // TRIO_PIPE_DRAIN_TIMEOUT_MS
+	shell        string // a shell command that runs the binary as "$0"
+}
+
+// start starts the worker process, which is killed at the end of the test.
+func (o process) start(t *testing.T) *workerProcess {
 	t.Helper()
-	binary, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	var err error
+	if o.binary == "" {
+		if o.binary, err = os.Executable(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cmd := exec.Command(binary)
-	if shell != "" {
-		cmd = exec.Command("/bin/sh", "-c", shell, binary)
+	cmd := exec.Command(o.binary)
+	if o.shell != "" {
+		cmd = exec.Command("/bin/sh", "-c", o.shell, o.binary)
 	}
-	cmd.Env = append(os.Environ(), testWorkerVariable+"=1", "TRIO_PIPE_URL="+url, "TRIO_PIPE_DRAIN_TIMEOUT_MS="+drainTimeoutMs,
-		"GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE")) // under -race: no pause of a second at exit
+	cmd.Env = append(os.Environ(), testWorkerVariable+"=1", "TRIO_PIPE_URL="+o.url, "TRIO_PIPE_DRAIN_TIMEOUT_MS="+o.drainTimeout,
+		"TRIO_PIPE_MAX_CONCURRENCY=4", "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE")) // under -race: no pause of a second at exit
 	p := &workerProcess{t: t, cmd: cmd, exited: make(chan struct{}), stdout: make(chan struct{})}
 	cmd.Stderr = &p.stderr
 	var stdin io.WriteCloser
 	var stdout io.ReadCloser
-	if url == "" {
+	if o.url == "" {
 		if stdin, err = cmd.StdinPipe(); err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +242,7 @@ func (p *workerProcess) waitStdoutEnd() {
 
 func TestSIGTERMLetsTasksInFlightFinish(t *testing.T) {
 	h := newHolds(t)
-	p := startWorkerProcess(t, "", "", "")
+	p := process{}.start(t)
 	first := p.dispatch("hold", h.payload(), 60_000)
 	second := p.dispatch("hold", h.payload(), 60_000)
 	conns := h.started(2)
@@ -262,7 +271,7 @@ func TestSIGTERMLetsTasksInFlightFinish(t *testing.T) {
 func TestSIGTERMOverWebSocket(t *testing.T) {
 	h := newHolds(t)
 	d := newWSDispatcher(t)
-	p := startWorkerProcess(t, d.url, "", "")
+	p := process{url: d.url}.start(t)
 	ws := d.accept()
 	ws.register()
 	id := ws.dispatch("hold", h.payload(), 60_000)
@@ -283,7 +292,7 @@ func TestSIGTERMOverWebSocket(t *testing.T) {
 
 func TestAHandlerOutlivingTheDrainTimeoutIsCancelled(t *testing.T) {
 	h := newHolds(t)
-	p := startWorkerProcess(t, "", "100", "")
+	p := process{drainTimeout: "100"}.start(t)
 	honouring := p.dispatch("hold", h.payload(), 60_000)
 	ignoring := p.dispatch("stubborn", h.payload(), 60_000)
 	h.started(2)
@@ -304,7 +313,7 @@ func TestAHandlerOutlivingTheDrainTimeoutIsCancelled(t *testing.T) {
 
 func TestASecondSIGTERMStopsAtOnce(t *testing.T) {
 	h := newHolds(t)
-	p := startWorkerProcess(t, "", "3600000", "") // an hour's grace
+	p := process{drainTimeout: "3600000"}.start(t) // an hour's grace
 	id := p.dispatch("stubborn", h.payload(), 60_000)
 	h.started(1)
 	p.signal(syscall.SIGTERM)
@@ -319,7 +328,7 @@ func TestASecondSIGTERMStopsAtOnce(t *testing.T) {
 
 func TestSIGINTDrainsAndExits130(t *testing.T) {
 	h := newHolds(t)
-	p := startWorkerProcess(t, "", "", "")
+	p := process{}.start(t)
 	id := p.dispatch("hold", h.payload(), 60_000)
 	conns := h.started(1)
 	p.signal(syscall.SIGINT)
@@ -339,7 +348,7 @@ func TestSIGINTDrainsAndExits130(t *testing.T) {
 // short, and not an exit with 130.
 func TestAnIgnoredSIGINTStaysIgnored(t *testing.T) {
 	h := newHolds(t)
-	p := startWorkerProcess(t, "", "", `trap "" INT; exec "$0"`)
+	p := process{shell: `trap "" INT; exec "$0"`}.start(t)
 	id := p.dispatch("hold", h.payload(), 60_000)
 	conns := h.started(1)
 	p.signal(syscall.SIGINT)
@@ -355,7 +364,7 @@ func TestAnIgnoredSIGINTStaysIgnored(t *testing.T) {
 }
 
 func TestAnErrorExitsWithOneLine(t *testing.T) {
-	p := startWorkerProcess(t, "", "soon", "")
+	p := process{drainTimeout: "soon"}.start(t)
 	if status := p.waitExit(); status != 1 {
 		t.Errorf("exit status %d, want 1", status)
 	}
