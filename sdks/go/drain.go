@@ -26,7 +26,7 @@ import (
 // later returns at once: a worker drains once. Called again, Drain can only bring
 // the deadline sooner: Drain(0) cancels the remaining tasks now.
 func (w *Worker) Drain(grace time.Duration) {
-	w.drain.begin(max(grace, 0), false)
+	w.drain.begin(max(grace, 0), nil)
 }
 
 // ErrInterrupted is what RunWebSocket and RunStdio return after a drain that SIGINT
@@ -64,11 +64,11 @@ func Exit(err error) {
 // drainState is a worker's drain: it begins once, and its deadline can only come
 // sooner. Runs follow it through changed.
 type drainState struct {
-	mu          sync.Mutex
-	begun       bool
-	deadline    time.Time
-	interrupted bool          // SIGINT began it
-	changed     chan struct{} // closed, and replaced, when it begins or its deadline moves
+	mu       sync.Mutex
+	begun    bool
+	deadline time.Time
+	signal   os.Signal     // the signal that began it; nil for Worker.Drain
+	changed  chan struct{} // closed, and replaced, when it begins or its deadline moves
 }
 
 func newDrainState() *drainState {
@@ -76,7 +76,7 @@ func newDrainState() *drainState {
 }
 
 // begin starts the drain with the given grace, or brings its deadline sooner.
-func (d *drainState) begin(grace time.Duration, interrupted bool) {
+func (d *drainState) begin(grace time.Duration, signal os.Signal) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	deadline := time.Now().Add(grace)
@@ -84,7 +84,7 @@ func (d *drainState) begin(grace time.Duration, interrupted bool) {
 		return
 	}
 	if !d.begun {
-		d.begun, d.interrupted = true, interrupted
+		d.begun, d.signal = true, signal
 	}
 	d.deadline = deadline
 	close(d.changed)
@@ -99,11 +99,16 @@ func (d *drainState) state() (begun bool, deadline time.Time, changed <-chan str
 	return d.begun, d.deadline, d.changed
 }
 
-// stopped is what a run returns once it has stopped without an error.
-func (d *drainState) stopped() error {
+// beganWith returns the signal that began the drain, nil if none did.
+func (d *drainState) beganWith() os.Signal {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.interrupted {
+	return d.signal
+}
+
+// stopped is what a run returns once it has stopped without an error.
+func (d *drainState) stopped() error {
+	if d.beganWith() == os.Interrupt {
 		return ErrInterrupted
 	}
 	return nil
@@ -148,17 +153,12 @@ func (w *Worker) handleSignals(c *config) (stop func()) {
 	done, finished := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(finished)
-		for received := 0; ; {
+		grace := c.DrainTimeout
+		for {
 			select {
 			case sig := <-signals:
-				received++
-				if received == 1 {
-					c.Logger.Info("draining on a signal (another one cancels the tasks left)", "signal", sig, "timeout", c.DrainTimeout)
-					w.drain.begin(c.DrainTimeout, sig == os.Interrupt)
-				} else {
-					c.Logger.Warn("a second signal: cancelling the tasks left", "signal", sig)
-					w.drain.begin(0, false)
-				}
+				w.drain.begin(grace, sig)
+				grace = 0 // the next signal cuts the drain short
 			case <-done:
 				return
 			}

@@ -173,7 +173,11 @@ func (s *session) followDrain() {
 	wait := time.Until(deadline)
 	if !s.draining {
 		s.draining = true
-		s.log.Info("draining: taking no new task", "tasks in flight", len(s.active), "timeout", wait.Round(time.Millisecond))
+		attributes := []any{"tasks in flight", len(s.active), "timeout", wait.Round(time.Millisecond)}
+		if sig := s.drain.beganWith(); sig != nil {
+			attributes = append(attributes, "signal", sig.String(), "note", "another signal cancels the tasks left")
+		}
+		s.log.Info("draining: taking no new task", attributes...)
 		s.send(protocol.Backpressure{Signal: protocol.BackpressureSignal{
 			WorkerID:       s.cfg.WorkerID,
 			CurrentLoad:    s.load(),
