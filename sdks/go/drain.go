@@ -22,9 +22,10 @@ import (
 // ([ErrInterrupted] when SIGINT began the drain).
 //
 // Drain returns at once; the runs return when they are done. A run that is not
-// connected and registered returns at once, a WebSocket run does not reconnect, and a run started
-// later returns at once: a worker drains once. Called again, Drain can only bring
-// the deadline sooner: Drain(0) cancels the remaining tasks now.
+// connected and registered returns at once, a WebSocket run does not reconnect,
+// and a run started later returns at once: a worker drains once. Called again,
+// Drain can only bring the deadline sooner: Drain(0) cancels the remaining tasks
+// now. A negative grace counts as 0.
 func (w *Worker) Drain(grace time.Duration) {
 	w.drain.begin(max(grace, 0), nil)
 }

@@ -134,7 +134,7 @@ func Progress(ctx context.Context, fraction float64, message string) error {
 }
 
 // ExtendDeadline asks for more time for the task of a handler's ctx: its deadline
-// becomes now + d (d rounded up to a whole millisecond). It sends a TaskResult with
+// becomes now + d (d rounded up to a whole millisecond), later or sooner than it was. It sends a TaskResult with
 // status Running and extendMs, and moves the worker's own clock for the task
 // (ctx.Deadline() and the timeout that cancels ctx with [ErrTaskTimeout]) at once.
 // The dispatcher grants it only if the task's type allows it, and only up to that

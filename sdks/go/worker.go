@@ -8,7 +8,10 @@
 //
 // Each task runs in its own goroutine with a context that is cancelled on Kill, at
 // its timeoutMs deadline and on a Shutdown that is not graceful (see
-// [HandlerFunc]). The wire types and the codec are in the protocol package.
+// [HandlerFunc]); a handler reports with [Progress] and asks for time with
+// [ExtendDeadline]. A run drains on SIGTERM and SIGINT ([Worker.Drain]); [Exit]
+// turns its return value into the process's exit status. The wire types and the
+// codec are in the protocol package.
 package triopipe
 
 import (
@@ -141,8 +144,9 @@ func (w *Worker) config(defaultHeartbeat time.Duration) (*config, error) {
 			ms, err := strconv.ParseInt(value, 10, 64)
 			if err != nil || ms < 0 || ms > math.MaxInt64/int64(time.Millisecond) {
 				problems = append(problems, fmt.Sprintf("%s is %q: expected a whole number of milliseconds, 0 or more", drainTimeoutVariable, value))
+			} else {
+				c.DrainTimeout = time.Duration(ms) * time.Millisecond
 			}
-			c.DrainTimeout = time.Duration(ms) * time.Millisecond
 		}
 	}
 	setDefault(&c.MaxConcurrency, 10)
