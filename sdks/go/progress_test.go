@@ -127,7 +127,7 @@ func TestProgressRefusesWhatItCannotSend(t *testing.T) {
 }
 
 func TestExtendDeadlineMovesTheLocalClock(t *testing.T) {
-	const timeout, extension = 50 * time.Millisecond, 400 * time.Millisecond
+	const timeout, extension = 250 * time.Millisecond, 750 * time.Millisecond
 	w, _ := newWorker(triopipe.Options{})
 	deadlines := make(chan [2]time.Time, 1)
 	causes := make(chan error, 1)
@@ -157,7 +157,7 @@ func TestExtendDeadlineMovesTheLocalClock(t *testing.T) {
 	if cause := <-causes; !errors.Is(cause, triopipe.ErrTaskTimeout) {
 		t.Errorf("cause %v, want ErrTaskTimeout", cause)
 	}
-	// Without the extension it would have timed out after 50 ms.
+	// Without the extension it would have timed out after 250 ms.
 	if elapsed := time.Since(sent); elapsed < extension || r.DurationMs < extension.Milliseconds() {
 		t.Errorf("timed out after %v (durationMs %d), before the extension of %v ran out", elapsed, r.DurationMs, extension)
 	}
