@@ -91,7 +91,9 @@ var (
 type taskKey struct{}
 
 // TaskFromContext returns the task a handler's ctx belongs to, for its id and
-// metadata (trace id, retry count, ...). ok is false outside a handler.
+// metadata: trace id, retry count, and, when the dispatcher sends them, the
+// idempotency key and the fencing token (epoch, attempt) to pass on to the systems
+// the handler writes to. ok is false outside a handler.
 func TaskFromContext(ctx context.Context) (task protocol.Task, ok bool) {
 	if r, ok := ctx.Value(taskKey{}).(*running); ok {
 		return r.task, true
@@ -134,9 +136,10 @@ func Progress(ctx context.Context, fraction float64, message string) error {
 }
 
 // ExtendDeadline asks for more time for the task of a handler's ctx: its deadline
-// becomes now + d (d rounded up to a whole millisecond), later or sooner than it was. It sends a TaskResult with
-// status Running and extendMs, and moves the worker's own clock for the task
-// (ctx.Deadline() and the timeout that cancels ctx with [ErrTaskTimeout]) at once.
+// becomes now + d (d rounded up to a whole millisecond), later or sooner than it
+// was. It sends a TaskResult with status Running and extendMs, and moves the
+// worker's own clock for the task (ctx.Deadline() and the timeout that cancels ctx
+// with [ErrTaskTimeout]) at once.
 // The dispatcher grants it only if the task's type allows it, and only up to that
 // type's longest life; if it does not, its Kill at the old deadline stops the task.
 // It returns an error for d <= 0 or a ctx that is not a handler's, and the cause of

@@ -86,8 +86,21 @@ func TestHandlerSeesItsTask(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 	task := <-seen
-	if task.ID != id || task.Metadata.TimeoutMs != 1234 || string(task.Payload) != "[1]" {
+	m := task.Metadata
+	if task.ID != id || m.TimeoutMs != 1234 || string(task.Payload) != "[1]" ||
+		m.TraceID != nil || m.IdempotencyKey != nil || m.Attempt != nil || m.Epoch != nil {
 		t.Errorf("TaskFromContext gave %+v", task)
+	}
+	// The extensions, as trio_pipe's dispatcher sends them.
+	s.sendRaw(`{"type":"TaskDispatch","task":{"id":"3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f","taskType":"inspect","payload":null,` +
+		`"metadata":{"retryCount":2,"traceId":"t-1","idempotencyKey":"order-42","attempt":3,"epoch":0}}}`)
+	if r := nextOf[protocol.TaskResultMessage](s.peer).Result; r.Status != protocol.StatusCompleted {
+		t.Fatalf("%+v", r)
+	}
+	m = (<-seen).Metadata
+	if m.RetryCount != 2 || m.TraceID == nil || *m.TraceID != "t-1" || m.IdempotencyKey == nil || *m.IdempotencyKey != "order-42" ||
+		m.Attempt == nil || *m.Attempt != 3 || m.Epoch == nil || *m.Epoch != 0 {
+		t.Errorf("TaskFromContext gave the metadata %+v", m)
 	}
 	if _, ok := triopipe.TaskFromContext(context.Background()); ok {
 		t.Error("TaskFromContext found a task outside a handler")
@@ -195,6 +208,7 @@ func TestMalformedInputIsSkipped(t *testing.T) {
 	for _, line := range []string{
 		"", "not json", "[1,2]", `{"no":"type"}`, `{"type":"Hello"}`,
 		`{"type":"TaskDispatch","task":{"taskType":"echo"}}`,
+		`{"type":"TaskDispatch","task":{"id":"3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f","taskType":"echo","metadata":{"attempt":0}}}`,
 		`{"type":"Kill","taskId":"3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f"}`,
 		`{"type":"Heartbeat","payload":{"workerId":"w"}}`,
 		strings.Repeat("x", protocol.MaxFrameSize+10),

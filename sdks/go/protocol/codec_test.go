@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/trio-pipe/trio-pipe/sdks/go/protocol"
 )
@@ -112,6 +113,13 @@ func TestExtensionFieldsAreWrittenOnlyWhenPresent(t *testing.T) {
 	}
 	const result = `{"type":"TaskResult","result":{"taskId":"` + id + `","status":"Running","payload":null,"error":null,"durationMs":1200,"workerId":"w1"`
 	const registration = `{"type":"WorkerRegister","registration":{"workerId":"w1","supportedTasks":["fetch","render"],"maxConcurrency":52,"language":"Go","tags":[]`
+	dispatch := func(key *string, attempt, epoch *int64) protocol.Message {
+		metadata := protocol.TaskMetadata{CreatedAt: time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC), TimeoutMs: 300000,
+			Priority: protocol.PriorityNormal, MaxRetries: 3, IdempotencyKey: key, Attempt: attempt, Epoch: epoch}
+		return protocol.TaskDispatch{Task: protocol.Task{ID: taskID, TaskType: "charge", Payload: json.RawMessage(`{"order":42}`), Metadata: metadata}}
+	}
+	const task = `{"type":"TaskDispatch","task":{"id":"` + id + `","taskType":"charge","payload":{"order":42},"metadata":{"createdAt":"2025-03-14T09:26:53Z","timeoutMs":300000,"priority":"Normal","retryCount":0,"maxRetries":3,"traceId":null`
+	key, empty, zero, three, seven := "order-42", "", int64(0), int64(3), int64(7)
 	register := func(limits map[string]int64) protocol.Message {
 		return protocol.WorkerRegister{Registration: protocol.WorkerRegistration{WorkerID: "w1",
 			SupportedTasks: []string{"fetch", "render"}, MaxConcurrency: 52, Language: "Go", MaxConcurrencyByType: limits}}
@@ -121,6 +129,11 @@ func TestExtensionFieldsAreWrittenOnlyWhenPresent(t *testing.T) {
 		message protocol.Message
 		want    string
 	}{
+		{"dispatch, none", dispatch(nil, nil, nil), task + `}}}`},
+		{"dispatch, all", dispatch(&key, &three, &seven), task + `,"idempotencyKey":"order-42","attempt":3,"epoch":7}}}`},
+		{"dispatch, empty key", dispatch(&empty, nil, nil), task + `,"idempotencyKey":""}}}`},
+		{"dispatch, attempt", dispatch(nil, &three, nil), task + `,"attempt":3}}}`},
+		{"dispatch, epoch 0", dispatch(nil, nil, &zero), task + `,"epoch":0}}}`},
 		{"running, neither", running(nil, 0), result + `}}`},
 		{"progress", running(&protocol.Progress{Fraction: &fraction, Message: &message}, 0),
 			result + `,"progress":{"fraction":0.4,"message":"stage 2"}}}`},
@@ -189,6 +202,26 @@ func TestDecodingExtensionFields(t *testing.T) {
 			t.Errorf("%s: got %v, want a %q error", frame, err, kind)
 		}
 	}
+	const dispatch = `{"type":"TaskDispatch","task":{"id":"3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f","taskType":"ping","metadata":{`
+	for metadata, want := range map[string]struct {
+		kind protocol.ErrorKind
+		path string
+	}{
+		`"attempt":0`:                 {protocol.KindOutOfRange, "$.task.metadata.attempt"},
+		`"attempt":-2`:                {protocol.KindOutOfRange, "$.task.metadata.attempt"},
+		`"epoch":-1`:                  {protocol.KindOutOfRange, "$.task.metadata.epoch"},
+		`"attempt":1.0`:               {protocol.KindMistypedField, "$.task.metadata.attempt"},
+		`"epoch":"7"`:                 {protocol.KindMistypedField, "$.task.metadata.epoch"},
+		`"idempotencyKey":42`:         {protocol.KindMistypedField, "$.task.metadata.idempotencyKey"},
+		`"attempt":1,"epoch":true`:    {protocol.KindMistypedField, "$.task.metadata.epoch"},
+		`"epoch":9223372036854775808`: {protocol.KindOutOfRange, "$.task.metadata.epoch"},
+	} {
+		var decodeErr *protocol.DecodeError
+		_, err := protocol.Decode([]byte(dispatch + metadata + `}}}`))
+		if !errors.As(err, &decodeErr) || decodeErr.Kind != want.kind || !strings.HasSuffix(decodeErr.Reason, " @ "+want.path) {
+			t.Errorf("%s: got %v, want a %q error @ %s", metadata, err, want.kind, want.path)
+		}
+	}
 	// Missing members take their defaults; null is absence; a terminal result's
 	// progress is ignored, as it never carries one.
 	for frame, want := range map[string]string{
@@ -198,6 +231,8 @@ func TestDecodingExtensionFields(t *testing.T) {
 		registration + `"maxConcurrencyByType":null}}`:                       `"tags":[]}}`,
 		registration + `"maxConcurrencyByType":{}}}`:                         `"tags":[]}}`,
 		`{"type":"Backpressure","signal":{"workerId":"w","draining":false}}`: `"shouldThrottle":false}}`,
+		dispatch + `"idempotencyKey":null,"attempt":null,"epoch":null}}}`:    `"traceId":null}}}`,
+		dispatch + `"epoch":0,"attempt":1,"idempotencyKey":"k"}}}`:           `"traceId":null,"idempotencyKey":"k","attempt":1,"epoch":0}}}`,
 	} {
 		if got := reencodeText(t, []byte(frame)); !strings.HasSuffix(got, want) {
 			t.Errorf("%s\nre-encoded as %s, want it to end with %s", frame, got, want)

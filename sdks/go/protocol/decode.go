@@ -137,6 +137,10 @@ func decodeTask(o object) Task {
 			RetryCount: m.integer("retryCount", 0, 0),
 			MaxRetries: m.integer("maxRetries", DefaultMaxRetries, 0),
 			TraceID:    m.nullableString("traceId"),
+			// Extensions: absent or null is none.
+			IdempotencyKey: m.nullableString("idempotencyKey"),
+			Attempt:        m.nullableInteger("attempt", 1),
+			Epoch:          m.nullableInteger("epoch", 0),
 		}
 	}
 	return task
@@ -357,6 +361,17 @@ func (o object) integer(name string, def, min int64) int64 {
 		return def
 	}
 	return n
+}
+
+// nullableInteger returns an integer member of at least min, or nil when it is
+// missing or null.
+func (o object) nullableInteger(name string, min int64) *int64 {
+	raw, ok := o.member(name, false)
+	if !ok || string(raw) == "null" {
+		return nil
+	}
+	n := o.integer(name, min, min)
+	return &n
 }
 
 func (o object) nullableNumber(name string) *float64 {

@@ -10,9 +10,10 @@ import (
 )
 
 // Encode returns the canonical text of m: compact JSON, "type" first and then every
-// field in the protocol's order (the optional extension fields, TaskResult's
-// progress and extendMs, the registration's maxConcurrencyByType and the signal's
-// draining, only when they hold something), camelCase names, PascalCase enums, UTC
+// field in the protocol's order (the optional extension fields, the metadata's
+// idempotencyKey, attempt and epoch, TaskResult's progress and extendMs, the
+// registration's maxConcurrencyByType and the signal's draining, only when they hold
+// something), camelCase names, PascalCase enums, UTC
 // timestamps, lowercase UUIDs; payloads as [Canonicalize] writes them. It fails only if a
 // payload is not valid JSON, or CurrentLoad or a progress fraction is not finite.
 func Encode(m Message) ([]byte, error) {
@@ -132,6 +133,16 @@ func (e *encoder) task(t Task) {
 		e.buf = append(e.buf, "null"...)
 	} else {
 		e.buf = appendString(e.buf, *m.TraceID)
+	}
+	if m.IdempotencyKey != nil {
+		e.field("idempotencyKey")
+		e.buf = appendString(e.buf, *m.IdempotencyKey)
+	}
+	if m.Attempt != nil {
+		e.integer("attempt", *m.Attempt)
+	}
+	if m.Epoch != nil {
+		e.integer("epoch", *m.Epoch)
 	}
 	e.close()
 	e.close()

@@ -128,6 +128,15 @@ type TaskMetadata struct {
 	RetryCount int64   // earlier tries that failed and were retried
 	MaxRetries int64   // how often a retryable failure may be retried
 	TraceID    *string // nil when the task has none
+	// IdempotencyKey, Attempt and Epoch are extensions (not in rust-pipe v0.1):
+	// each is nil when the dispatcher did not send it, and written only when set.
+	IdempotencyKey *string // the submitter's key for the task: one task per key
+	// Attempt is which try of the task this dispatch is (>= 1), counted over the
+	// task's whole life, across retries and dispatcher restarts.
+	Attempt *int64
+	// Epoch is the dispatcher's epoch (>= 0), which grows each time a dispatcher
+	// opens its task store. With Attempt, the fencing token of this try.
+	Epoch *int64
 }
 
 // DefaultMetadata is the metadata of a task that carries none: created now, every
