@@ -139,11 +139,10 @@ func Progress(ctx context.Context, fraction float64, message string) error {
 // becomes now + d (d rounded up to a whole millisecond), later or sooner than it
 // was. It sends a TaskResult with status Running and extendMs, and moves the
 // worker's own clock for the task (ctx.Deadline() and the timeout that cancels ctx
-// with [ErrTaskTimeout]) at once.
-// The dispatcher grants it only if the task's type allows it, and only up to that
-// type's longest life; if it does not, its Kill at the old deadline stops the task.
-// It returns an error for d <= 0 or a ctx that is not a handler's, and the cause of
-// ctx once ctx is done.
+// with [ErrTaskTimeout]) at once. The dispatcher grants it only if the task's type
+// allows it, and only up to that type's longest life; if it does not, its Kill at
+// the old deadline stops the task. It returns an error for d <= 0 or a ctx that is
+// not a handler's, and the cause of ctx once ctx is done.
 func ExtendDeadline(ctx context.Context, d time.Duration) error {
 	r, err := runningTask(ctx, "ExtendDeadline")
 	if err != nil {

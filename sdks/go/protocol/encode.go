@@ -13,9 +13,9 @@ import (
 // field in the protocol's order (the optional extension fields, the metadata's
 // idempotencyKey, attempt and epoch, TaskResult's progress and extendMs, the
 // registration's maxConcurrencyByType and the signal's draining, only when they hold
-// something), camelCase names, PascalCase enums, UTC
-// timestamps, lowercase UUIDs; payloads as [Canonicalize] writes them. It fails only if a
-// payload is not valid JSON, or CurrentLoad or a progress fraction is not finite.
+// something), camelCase names, PascalCase enums, UTC timestamps, lowercase UUIDs;
+// payloads as [Canonicalize] writes them. It fails only if a payload is not valid
+// JSON, or CurrentLoad or a progress fraction is not finite.
 func Encode(m Message) ([]byte, error) {
 	e := encoder{buf: make([]byte, 0, 256)}
 	e.buf = append(e.buf, `{"type":`...)
