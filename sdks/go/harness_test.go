@@ -34,12 +34,17 @@ func newPeer(t *testing.T, write func([]byte) error) *peer {
 	return &peer{t: t, write: write, messages: make(chan protocol.Message, 100)}
 }
 
-// deliver decodes a frame from the worker; a frame that does not decode fails the test.
+// deliver decodes a frame from the worker. A frame that does not decode, or is not
+// written exactly as the protocol's canonical text (as the conformance kit checks:
+// an optional field written when empty, for one), fails the test.
 func (p *peer) deliver(frame []byte) {
 	message, err := protocol.Decode(frame)
 	if err != nil {
 		p.t.Errorf("the worker wrote a bad frame %q: %v", frame, err)
 		return
+	}
+	if canonical, err := protocol.Encode(message); err != nil || string(canonical) != string(frame) {
+		p.t.Errorf("the worker wrote a frame that is not canonical\n got: %.300s\nwant: %.300s", frame, canonical)
 	}
 	p.messages <- message
 }
@@ -239,12 +244,14 @@ func (p *wsPeer) waitClosed() websocket.StatusCode {
 	}
 }
 
-// gate is a handler that waits until released or cancelled, and records the
-// cause of its cancellation.
+// gate is a handler that waits until released or cancelled, records the cause of
+// its cancellation, and counts the handlers running at once.
 type gate struct {
 	started chan struct{}
 	release chan struct{}
 	causes  chan error
+	running atomic.Int32
+	peak    atomic.Int32 // the most handlers that ran at once
 }
 
 func newGate() *gate {
@@ -252,6 +259,10 @@ func newGate() *gate {
 }
 
 func (g *gate) handle(ctx context.Context, payload json.RawMessage) (json.RawMessage, error) {
+	now := g.running.Add(1)
+	defer g.running.Add(-1)
+	for peak := g.peak.Load(); now > peak && !g.peak.CompareAndSwap(peak, now); peak = g.peak.Load() {
+	}
 	g.started <- struct{}{}
 	select {
 	case <-g.release:

@@ -26,8 +26,8 @@ var errInputClosed = errors.New("input closed")
 
 // sessionEnd is how a session ended.
 type sessionEnd struct {
-	shutdown bool  // the dispatcher sent Shutdown: do not reconnect
-	err      error // why the session ended without finishing a Shutdown
+	shutdown bool  // the dispatcher sent Shutdown or the worker drained: do not reconnect
+	err      error // why the session ended without finishing a Shutdown or drain
 }
 
 // session serves tasks on one established connection. Its state belongs to the
@@ -37,22 +37,17 @@ type session struct {
 	conn       transport
 	log        *slog.Logger
 	quietNoise bool // input that is no message at all is logged at debug level
+	drain      *drainState
 
 	active       map[protocol.UUID]*running
+	activeByType map[string]int
 	throttled    bool // the last Backpressure sent asked to throttle
-	shuttingDown bool
+	shuttingDown bool // the dispatcher sent Shutdown
+	draining     bool // the worker's drain has begun
+	drainChanged <-chan struct{}
+	drainTimer   *time.Timer  // fires at the drain's deadline; nil before the drain
 	finished     chan outcome // one per started task: never blocks
 	out          *outbox
-}
-
-// running is a task whose handler has not returned yet.
-type running struct {
-	task       protocol.Task
-	ctx        context.Context // the handler's
-	cancel     context.CancelCauseFunc
-	release    context.CancelFunc // frees the deadline timer
-	receivedAt time.Time
-	killReason string
 }
 
 // outcome is what a handler returned.
@@ -69,20 +64,23 @@ type received struct {
 	err   error
 }
 
-// serve runs tasks from conn until the dispatcher's Shutdown has been carried out
-// (graceful: in-flight tasks finished and their results flushed; not graceful:
-// tasks cancelled and reported), the connection is lost, or ctx is done. In the
-// last two cases handlers are cancelled, serve waits for them to return, and
-// their results are dropped. serve does not close conn.
-func serve(ctx context.Context, cfg *config, conn transport, quietNoise bool) sessionEnd {
+// serve runs tasks from conn until the dispatcher's Shutdown or the worker's drain
+// has been carried out (in-flight tasks finished, or cancelled and reported, and
+// their results flushed), the connection is lost, or ctx is done. In the last two
+// cases handlers are cancelled, serve waits for them to return (during a drain, no
+// longer than its deadline), and their results are dropped. serve does not close
+// conn.
+func serve(ctx context.Context, cfg *config, conn transport, quietNoise bool, drain *drainState) sessionEnd {
 	s := &session{
-		cfg:        cfg,
-		conn:       conn,
-		log:        cfg.Logger,
-		quietNoise: quietNoise,
-		active:     map[protocol.UUID]*running{},
-		finished:   make(chan outcome, cfg.MaxConcurrency),
-		out:        newOutbox(),
+		cfg:          cfg,
+		conn:         conn,
+		log:          cfg.Logger,
+		quietNoise:   quietNoise,
+		drain:        drain,
+		active:       map[protocol.UUID]*running{},
+		activeByType: map[string]int{},
+		finished:     make(chan outcome, cfg.MaxConcurrency),
+		out:          newOutbox(),
 	}
 	tasksCtx, stopTasks := context.WithCancelCause(ctx)
 	defer stopTasks(nil)
@@ -98,7 +96,9 @@ func serve(ctx context.Context, cfg *config, conn transport, quietNoise bool) se
 		defer ticker.Stop()
 		beats = ticker.C
 	}
-	for !s.shuttingDown || len(s.active) > 0 {
+	s.followDrain()
+	defer s.stopDrainTimer()
+	for !s.stopping() || len(s.active) > 0 {
 		select {
 		case <-ctx.Done():
 			return s.abort(stopTasks, ctx.Err())
@@ -106,8 +106,8 @@ func serve(ctx context.Context, cfg *config, conn transport, quietNoise bool) se
 			switch {
 			case in.err == nil:
 				s.handle(tasksCtx, in.frame, in.at)
-			case errors.Is(in.err, errInputClosed) && s.shuttingDown:
-				incoming = nil // the dispatcher closed its side after Shutdown: drain
+			case errors.Is(in.err, errInputClosed) && s.stopping():
+				incoming = nil // the dispatcher closed its side: finish the tasks in flight
 			default:
 				return s.abort(stopTasks, fmt.Errorf("%w: %w", ErrConnectionLost, in.err))
 			}
@@ -117,30 +117,120 @@ func serve(ctx context.Context, cfg *config, conn transport, quietNoise bool) se
 			s.heartbeat()
 		case <-s.out.done:
 			return s.abort(stopTasks, fmt.Errorf("%w: %w", ErrConnectionLost, s.out.err))
+		case <-s.drainChanged:
+			s.followDrain()
+		case <-s.drainDeadline():
+			s.cancelRemaining()
 		}
 	}
 	s.out.close(true)
 	select {
 	case <-s.out.done:
 		if s.out.err != nil {
-			s.log.Warn("could not flush results after Shutdown", "error", s.out.err)
+			s.log.Warn("could not flush the last results", "error", s.out.err)
 		}
 	case <-time.After(cfg.ConnectTimeout):
-		s.log.Warn("could not flush results after Shutdown in time", "timeout", cfg.ConnectTimeout)
+		s.log.Warn("could not flush the last results in time", "timeout", cfg.ConnectTimeout)
 	}
 	return sessionEnd{shutdown: true}
 }
 
-// abort cancels every handler with cause, waits for them, and drops their results.
+// abort cancels every handler with cause, waits for them (during a drain, until
+// its deadline at most), and drops their results.
 func (s *session) abort(stopTasks context.CancelCauseFunc, cause error) sessionEnd {
 	s.out.close(false)
 	stopTasks(cause)
 	for len(s.active) > 0 {
-		o := <-s.finished
-		delete(s.active, o.task.task.ID)
-		o.task.release()
+		select {
+		case o := <-s.finished:
+			s.remove(o.task, nil)
+		case <-s.drainChanged:
+			s.followDrain()
+		case <-s.drainDeadline():
+			for _, r := range s.active {
+				s.remove(r, ErrShutdown)
+			}
+		}
 	}
-	return sessionEnd{shutdown: s.shuttingDown, err: cause}
+	return sessionEnd{shutdown: s.stopping(), err: cause}
+}
+
+// stopping reports whether the session takes no new task and ends once the tasks
+// in flight are done.
+func (s *session) stopping() bool {
+	return s.shuttingDown || s.draining
+}
+
+// followDrain catches up with the worker's drain: once it has begun, the session
+// tells the dispatcher (once), takes no new task, and keeps a timer for its
+// deadline.
+func (s *session) followDrain() {
+	begun, deadline, changed := s.drain.state()
+	s.drainChanged = changed
+	if !begun {
+		return
+	}
+	wait := time.Until(deadline)
+	if !s.draining {
+		s.draining = true
+		attributes := []any{"tasks in flight", len(s.active), "timeout", wait.Round(time.Millisecond)}
+		if sig := s.drain.beganWith(); sig != nil {
+			attributes = append(attributes, "signal", sig.String(), "note", "another signal cancels the tasks left")
+		}
+		s.log.Info("draining: taking no new task", attributes...)
+		s.send(protocol.Backpressure{Signal: protocol.BackpressureSignal{
+			WorkerID:       s.cfg.WorkerID,
+			CurrentLoad:    s.load(),
+			ShouldThrottle: true,
+			Draining:       true,
+		}})
+	}
+	if s.drainTimer == nil {
+		s.drainTimer = time.NewTimer(wait)
+	} else {
+		s.drainTimer.Reset(wait)
+	}
+}
+
+// drainDeadline is a channel that receives when the drain's deadline passes (nil,
+// never, before the drain).
+func (s *session) drainDeadline() <-chan time.Time {
+	if s.drainTimer == nil {
+		return nil
+	}
+	return s.drainTimer.C
+}
+
+func (s *session) stopDrainTimer() {
+	if s.drainTimer != nil {
+		s.drainTimer.Stop()
+	}
+}
+
+// cancelRemaining ends a drain whose deadline has passed (or that a second signal
+// cut short): the tasks still running are cancelled and reported at once, without
+// waiting for their handlers. The session ends next, so their handlers' outcomes
+// are never read.
+func (s *session) cancelRemaining() {
+	if len(s.active) > 0 {
+		s.log.Warn("cancelling the tasks still running", "tasks", len(s.active))
+	}
+	now := time.Now()
+	for _, r := range s.active {
+		s.remove(r, ErrShutdown)
+		result := s.newResult(r.task, protocol.StatusCancelled, now.Sub(r.receivedAt))
+		result.Error = &protocol.TaskError{Code: protocol.CodeWorkerShuttingDown,
+			Message: "the worker is shutting down and the task did not finish in time", Retryable: true}
+		s.sendResult(result)
+	}
+}
+
+// remove forgets a task: its context is cancelled with cause unless it is done
+// already, and nothing more is reported for it.
+func (s *session) remove(r *running, cause error) {
+	delete(s.active, r.task.ID)
+	s.activeByType[r.task.TaskType]--
+	r.end(cause)
 }
 
 // read passes frames from the connection to serve until an error, or until done.
@@ -189,25 +279,26 @@ func (s *session) dispatch(tasksCtx context.Context, task protocol.Task, receive
 		return
 	}
 	handler := s.cfg.handlers[task.TaskType]
+	limit, limited := s.cfg.MaxConcurrencyByType[task.TaskType]
 	switch {
-	case s.shuttingDown:
+	case s.stopping():
 		s.reject(task, protocol.CodeWorkerShuttingDown, "the worker is shutting down", true)
 	case handler == nil:
 		s.reject(task, protocol.CodeUnknownTaskType, fmt.Sprintf("no handler for task type %q", task.TaskType), false)
 	case len(s.active) >= s.cfg.MaxConcurrency:
 		s.reject(task, protocol.CodeWorkerSaturated, fmt.Sprintf("the worker is running %d tasks, its maximum", len(s.active)), true)
+	case limited && s.activeByType[task.TaskType] >= limit:
+		s.reject(task, protocol.CodeWorkerSaturated,
+			fmt.Sprintf("the worker is running %d tasks of type %q, its maximum for that type", limit, task.TaskType), true)
 	default:
 		s.start(tasksCtx, task, handler, receivedAt)
 	}
 }
 
 func (s *session) start(tasksCtx context.Context, task protocol.Task, handler HandlerFunc, receivedAt time.Time) {
-	r := &running{task: task, receivedAt: receivedAt}
-	cancellable, cancel := context.WithCancelCause(context.WithValue(tasksCtx, taskKey{}, task))
-	deadline := receivedAt.Add(task.Metadata.Timeout())
-	r.ctx, r.release = context.WithDeadlineCause(cancellable, deadline, ErrTaskTimeout)
-	r.cancel = cancel
+	r := s.newRunning(tasksCtx, task, receivedAt)
 	s.active[task.ID] = r
+	s.activeByType[task.TaskType]++
 	go func() {
 		payload, err := callHandler(r.ctx, handler, task.Payload, s.log)
 		s.finished <- outcome{r, payload, err, time.Now()}
@@ -251,9 +342,8 @@ func (s *session) shutdown(graceful bool) {
 
 func (s *session) finish(o outcome) {
 	r := o.task
-	delete(s.active, r.task.ID)
-	result := s.result(o) // before release: it reads how r.ctx ended
-	r.release()
+	result := s.result(o) // before remove: it reads how r.ctx ended
+	s.remove(r, nil)
 	s.sendResult(result)
 	s.updateBackpressure()
 }
@@ -321,18 +411,22 @@ func (s *session) sendResult(result protocol.TaskResult) {
 }
 
 // updateBackpressure sends Backpressure when the worker has just filled up or has
-// a free slot again.
+// a free slot again; nothing once it drains (the draining signal stays).
 func (s *session) updateBackpressure() {
 	full := len(s.active) >= s.cfg.MaxConcurrency
-	if full == s.throttled {
+	if full == s.throttled || s.draining {
 		return
 	}
 	s.throttled = full
 	s.send(protocol.Backpressure{Signal: protocol.BackpressureSignal{
 		WorkerID:       s.cfg.WorkerID,
-		CurrentLoad:    float64(len(s.active)) / float64(s.cfg.MaxConcurrency),
+		CurrentLoad:    s.load(),
 		ShouldThrottle: full,
 	}})
+}
+
+func (s *session) load() float64 {
+	return float64(len(s.active)) / float64(s.cfg.MaxConcurrency)
 }
 
 func (s *session) heartbeat() {

@@ -22,12 +22,16 @@ import (
 // level); malformed messages are logged and skipped. A line longer than
 // [protocol.MaxFrameSize] is skipped.
 //
-// RunStdio returns nil after Shutdown (graceful: once the tasks in flight have
-// finished and their results are written, even if stdin ends meanwhile; not
-// graceful: once they have been cancelled and reported) and when stdin ends
-// without Shutdown; handlers still running then are cancelled and their results
-// dropped. It returns an error if writing to stdout fails, ctx.Err() when ctx is
-// done, and an error wrapping [ErrInvalidOptions] before any I/O.
+// On SIGTERM or SIGINT it drains (see [Worker.Drain]), with Options.DrainTimeout as
+// the grace, and a second signal cancels the tasks left at once; Options.NoSignalHandler
+// turns this off.
+//
+// RunStdio returns nil after Shutdown or a drain (once the tasks in flight have
+// finished, or been cancelled and reported, and their results are written, even if
+// stdin ends meanwhile; [ErrInterrupted] after a drain that SIGINT began), and when
+// stdin ends without either; handlers still running then are cancelled and their
+// results dropped. It returns an error if writing to stdout fails, ctx.Err() when
+// ctx is done, and an error wrapping [ErrInvalidOptions] before any I/O.
 //
 // A Read on stdin that is blocked when RunStdio returns is left to finish on its
 // own; whatever it reads is dropped.
@@ -36,14 +40,16 @@ func (w *Worker) RunStdio(ctx context.Context, stdin io.Reader, stdout io.Writer
 	if err != nil {
 		return err
 	}
+	defer w.handleSignals(cfg)()
 	cfg.Logger.Info("serving on stdin/stdout", "worker", cfg.WorkerID, "tasks", cfg.supportedTasks())
-	end := serve(ctx, cfg, &stdioTransport{in: bufio.NewReaderSize(stdin, 64<<10), out: stdout, log: cfg.Logger}, true)
+	end := serve(ctx, cfg, &stdioTransport{in: bufio.NewReaderSize(stdin, 64<<10), out: stdout, log: cfg.Logger}, true, w.drain)
 	switch {
-	case end.shutdown:
-		cfg.Logger.Info("shut down by the dispatcher", "worker", cfg.WorkerID)
-		return nil
 	case ctx.Err() != nil:
 		return ctx.Err()
+	case end.shutdown:
+		begun, _, _ := w.drain.state()
+		cfg.Logger.Info("stopped", "worker", cfg.WorkerID, "drained", begun)
+		return w.drain.stopped()
 	case errors.Is(end.err, errInputClosed):
 		cfg.Logger.Info("stdin closed", "worker", cfg.WorkerID, "reason", end.err)
 		return nil

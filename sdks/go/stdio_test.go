@@ -86,8 +86,21 @@ func TestHandlerSeesItsTask(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 	task := <-seen
-	if task.ID != id || task.Metadata.TimeoutMs != 1234 || string(task.Payload) != "[1]" {
+	m := task.Metadata
+	if task.ID != id || m.TimeoutMs != 1234 || string(task.Payload) != "[1]" ||
+		m.TraceID != nil || m.IdempotencyKey != nil || m.Attempt != nil || m.Epoch != nil {
 		t.Errorf("TaskFromContext gave %+v", task)
+	}
+	// The extensions, as trio_pipe's dispatcher sends them.
+	s.sendRaw(`{"type":"TaskDispatch","task":{"id":"3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f","taskType":"inspect","payload":null,` +
+		`"metadata":{"retryCount":2,"traceId":"t-1","idempotencyKey":"order-42","attempt":3,"epoch":0}}}`)
+	if r := nextOf[protocol.TaskResultMessage](s.peer).Result; r.Status != protocol.StatusCompleted {
+		t.Fatalf("%+v", r)
+	}
+	m = (<-seen).Metadata
+	if m.RetryCount != 2 || m.TraceID == nil || *m.TraceID != "t-1" || m.IdempotencyKey == nil || *m.IdempotencyKey != "order-42" ||
+		m.Attempt == nil || *m.Attempt != 3 || m.Epoch == nil || *m.Epoch != 0 {
+		t.Errorf("TaskFromContext gave the metadata %+v", m)
 	}
 	if _, ok := triopipe.TaskFromContext(context.Background()); ok {
 		t.Error("TaskFromContext found a task outside a handler")
@@ -195,6 +208,7 @@ func TestMalformedInputIsSkipped(t *testing.T) {
 	for _, line := range []string{
 		"", "not json", "[1,2]", `{"no":"type"}`, `{"type":"Hello"}`,
 		`{"type":"TaskDispatch","task":{"taskType":"echo"}}`,
+		`{"type":"TaskDispatch","task":{"id":"3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f","taskType":"echo","metadata":{"attempt":0}}}`,
 		`{"type":"Kill","taskId":"3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f"}`,
 		`{"type":"Heartbeat","payload":{"workerId":"w"}}`,
 		strings.Repeat("x", protocol.MaxFrameSize+10),
@@ -260,5 +274,37 @@ func TestStdioHeartbeats(t *testing.T) {
 			t.Errorf("heartbeat %+v", beat)
 		}
 		return
+	}
+}
+
+func TestPerTypeLimitsHold(t *testing.T) {
+	w, g := newWorker(triopipe.Options{MaxConcurrency: 4, MaxConcurrencyByType: map[string]int{"gate": 2}})
+	s := startStdio(t, context.Background(), w)
+	first := s.dispatch("gate", `1`, 60_000)
+	s.dispatch("gate", `2`, 60_000)
+	g.waitStarted(t, 2)
+	for range 3 { // beyond the type's limit, with free slots in the worker
+		r := s.result(s.dispatch("gate", `3`, 60_000))
+		expectError(t, r, protocol.StatusFailed, protocol.CodeWorkerSaturated, true)
+		if !strings.Contains(r.Error.Message, `type "gate"`) {
+			t.Errorf("message %q", r.Error.Message)
+		}
+	}
+	if r := s.result(s.dispatch("echo", `"other types run"`, 5000)); r.Status != protocol.StatusCompleted {
+		t.Errorf("echo: %+v", r)
+	}
+	s.send(protocol.Kill{TaskID: first}) // a slot of the type frees...
+	expectError(t, s.result(first), protocol.StatusCancelled, protocol.CodeKilled, false)
+	s.dispatch("gate", `4`, 60_000) // ...and is taken again
+	g.waitStarted(t, 1)
+	expectError(t, s.result(s.dispatch("gate", `5`, 60_000)), protocol.StatusFailed, protocol.CodeWorkerSaturated, true)
+	close(g.release)
+	for range 2 {
+		if r := nextOf[protocol.TaskResultMessage](s.peer).Result; r.Status != protocol.StatusCompleted {
+			t.Errorf("%+v", r)
+		}
+	}
+	if peak := g.peak.Load(); peak != 2 {
+		t.Errorf("at most %d gate handlers ran at once, want 2", peak)
 	}
 }

@@ -25,11 +25,16 @@ import (
 // random, growing delay (Options.BackoffInitial, BackoffMax), with the same worker
 // id; after Options.GiveUpAfter failures in a row it returns an error instead.
 //
-// RunWebSocket returns nil after the dispatcher's Shutdown, once the tasks in
-// flight have finished (graceful) or been cancelled (not graceful), their results
-// sent and the connection closed with code 1000. It returns ctx.Err() when ctx is
-// done, after cancelling the handlers and waiting for them to return, and an error
-// wrapping [ErrInvalidOptions] before any I/O if the URL or the options are unusable.
+// On SIGTERM or SIGINT it drains (see [Worker.Drain]), with Options.DrainTimeout as
+// the grace, and a second signal cancels the tasks left at once; Options.NoSignalHandler
+// turns this off.
+//
+// RunWebSocket returns nil after the dispatcher's Shutdown or the worker's drain,
+// once the tasks in flight have finished or been cancelled, their results sent and
+// the connection closed with code 1000 ([ErrInterrupted] after a drain that SIGINT
+// began). It returns ctx.Err() when ctx is done, after cancelling the handlers and
+// waiting for them to return, and an error wrapping [ErrInvalidOptions] before any
+// I/O if the URL or the options are unusable.
 func (w *Worker) RunWebSocket(ctx context.Context, rawURL string) error {
 	if u, err := url.Parse(rawURL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 		return fmt.Errorf("%w: expected a ws:// or wss:// URL with a host, got %q", ErrInvalidOptions, rawURL)
@@ -38,16 +43,18 @@ func (w *Worker) RunWebSocket(ctx context.Context, rawURL string) error {
 	if err != nil {
 		return err
 	}
+	defer w.handleSignals(cfg)()
 	log := cfg.Logger.With("worker", cfg.WorkerID)
 	failures := 0
 	for {
-		end, registered := cfg.connection(ctx, rawURL, log)
+		end, registered := cfg.connection(ctx, rawURL, log, w.drain)
+		begun, _, drainBegins := w.drain.state()
 		switch {
-		case end.shutdown:
-			log.Info("shut down by the dispatcher")
-			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case end.shutdown || begun:
+			log.Info("stopped", "drained", begun)
+			return w.drain.stopped()
 		case registered:
 			failures = 0
 		}
@@ -62,26 +69,33 @@ func (w *Worker) RunWebSocket(ctx context.Context, rawURL string) error {
 		case <-ctx.Done():
 			timer.Stop()
 			return ctx.Err()
+		case <-drainBegins:
+			timer.Stop()
+			log.Info("stopped", "drained", true)
+			return w.drain.stopped()
 		case <-timer.C:
 		}
 	}
 }
 
-// connection serves one WebSocket connection, from dialling to closing.
-func (c *config) connection(ctx context.Context, rawURL string, log *slog.Logger) (end sessionEnd, registered bool) {
-	dialCtx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
+// connection serves one WebSocket connection, from dialling to closing. A drain
+// that begins before the registration is accepted ends it at once.
+func (c *config) connection(ctx context.Context, rawURL string, log *slog.Logger, drain *drainState) (end sessionEnd, registered bool) {
+	connectCtx, cancel := drain.untilBegun(ctx)
 	defer cancel()
+	dialCtx, cancelDial := context.WithTimeout(connectCtx, c.ConnectTimeout)
+	defer cancelDial()
 	conn, _, err := websocket.Dial(dialCtx, rawURL, nil)
 	if err != nil {
 		return sessionEnd{err: err}, false
 	}
 	conn.SetReadLimit(protocol.MaxFrameSize)
 	t := &wsTransport{conn: conn, writeTimeout: c.ConnectTimeout, log: log}
-	if err := c.register(ctx, t, log); err != nil {
+	if err := c.register(connectCtx, t, log); err != nil {
 		_ = conn.CloseNow()
 		return sessionEnd{err: err}, false
 	}
-	end = serve(ctx, c, t, false)
+	end = serve(ctx, c, t, false, drain)
 	switch {
 	case end.shutdown:
 		_ = conn.Close(websocket.StatusNormalClosure, "")
@@ -99,12 +113,17 @@ func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger)
 	ctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
 	defer cancel()
 	tasks := c.supportedTasks()
+	limits := map[string]int64{}
+	for taskType, limit := range c.MaxConcurrencyByType {
+		limits[taskType] = int64(limit)
+	}
 	frame, _ := protocol.Encode(protocol.WorkerRegister{Registration: protocol.WorkerRegistration{
-		WorkerID:       c.WorkerID,
-		SupportedTasks: tasks,
-		MaxConcurrency: int64(c.MaxConcurrency),
-		Language:       Language,
-		Tags:           c.Tags,
+		WorkerID:             c.WorkerID,
+		SupportedTasks:       tasks,
+		MaxConcurrency:       int64(c.MaxConcurrency),
+		Language:             Language,
+		Tags:                 c.Tags,
+		MaxConcurrencyByType: limits,
 	}})
 	if err := t.send([][]byte{frame}); err != nil {
 		return err

@@ -2,7 +2,9 @@ package triopipe_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"reflect"
 	"strings"
@@ -27,7 +29,11 @@ func runWS(t *testing.T, w *triopipe.Worker, url string) <-chan error {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-stopped
+		select {
+		case <-stopped:
+		case <-time.After(patience): // a handler that ignores its context holds it
+			t.Error("RunWebSocket did not return after its context was cancelled")
+		}
 	})
 	return ended
 }
@@ -61,6 +67,16 @@ func TestRegistrationAndHeartbeats(t *testing.T) {
 	id := p.dispatch("echo", `{"over":"websocket"}`, 5000)
 	if r := p.result(id); r.Status != protocol.StatusCompleted || string(r.Payload) != `{"over":"websocket"}` || r.WorkerID != "ws-1" {
 		t.Errorf("%+v", r)
+	}
+}
+
+func TestRegistrationCarriesThePerTypeLimits(t *testing.T) {
+	d := newWSDispatcher(t)
+	w, _ := newWorker(triopipe.Options{MaxConcurrency: 5, MaxConcurrencyByType: map[string]int{"gate": 2, "echo": 5}})
+	runWS(t, w, d.url)
+	registration := d.accept().register()
+	if want := map[string]int64{"echo": 5, "gate": 2}; !reflect.DeepEqual(registration.MaxConcurrencyByType, want) {
+		t.Errorf("maxConcurrencyByType %v, want %v", registration.MaxConcurrencyByType, want)
 	}
 }
 
@@ -161,9 +177,39 @@ func TestInvalidOptions(t *testing.T) {
 			w, _ := newWorker(triopipe.Options{BackoffInitial: time.Second, BackoffMax: time.Millisecond})
 			return w.RunWebSocket(context.Background(), "ws://x")
 		},
+		"drain timeout": func() error {
+			w, _ := newWorker(triopipe.Options{DrainTimeout: -time.Second})
+			return w.RunStdio(context.Background(), nil, nil)
+		},
 	} {
 		if err := run(); !errors.Is(err, triopipe.ErrInvalidOptions) {
 			t.Errorf("%s: got %v, want ErrInvalidOptions", name, err)
+		}
+	}
+}
+
+func TestInvalidPerTypeLimits(t *testing.T) {
+	for limits, want := range map[string]string{
+		`{"gate": 0}`:            `MaxConcurrencyByType["gate"] is 0: it must be at least 1`,
+		`{"gate": 3}`:            `MaxConcurrencyByType["gate"] is 3, more than MaxConcurrency (2)`,
+		`{"resize": 1}`:          `MaxConcurrencyByType names "resize", a task type without a handler`,
+		`{"echo": -1}`:           `MaxConcurrencyByType["echo"] is -1: it must be at least 1`,
+		`{"gate": 2}`:            "",
+		`{"echo": 1, "gate": 2}`: "",
+	} {
+		var byType map[string]int
+		if err := json.Unmarshal([]byte(limits), &byType); err != nil {
+			t.Fatal(err)
+		}
+		w, _ := newWorker(triopipe.Options{MaxConcurrency: 2, MaxConcurrencyByType: byType})
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // a valid worker stops at once
+		err := w.RunStdio(ctx, strings.NewReader(""), io.Discard)
+		switch {
+		case want == "" && errors.Is(err, triopipe.ErrInvalidOptions):
+			t.Errorf("%s refused: %v", limits, err)
+		case want != "" && (!errors.Is(err, triopipe.ErrInvalidOptions) || !strings.Contains(err.Error(), want)):
+			t.Errorf("%s: got %v, want an ErrInvalidOptions saying %s", limits, err, want)
 		}
 	}
 }

@@ -8,7 +8,10 @@
 //
 // Each task runs in its own goroutine with a context that is cancelled on Kill, at
 // its timeoutMs deadline and on a Shutdown that is not graceful (see
-// [HandlerFunc]). The wire types and the codec are in the protocol package.
+// [HandlerFunc]); a handler reports with [Progress] and asks for time with
+// [ExtendDeadline]. A run drains on SIGTERM and SIGINT ([Worker.Drain]); [Exit]
+// turns its return value into the process's exit status. The wire types and the
+// codec are in the protocol package.
 package triopipe
 
 import (
@@ -18,10 +21,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	mathrand "math/rand/v2"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,6 +68,20 @@ type Options struct {
 	// Logger receives the worker's log (default [slog.Default], which writes to
 	// stderr). In stdio mode it must not write to stdout.
 	Logger *slog.Logger
+	// DrainTimeout is how long the drain that SIGTERM or SIGINT begins lets the
+	// tasks in flight finish before it cancels them (see [Worker.Drain]). Default:
+	// the milliseconds in the environment variable TRIO_PIPE_DRAIN_TIMEOUT_MS when
+	// it is set and not empty (0 cancels at once), else 30 s.
+	DrainTimeout time.Duration
+	// NoSignalHandler keeps RunWebSocket and RunStdio from handling SIGTERM and
+	// SIGINT, for a program that handles them itself and calls [Worker.Drain].
+	NoSignalHandler bool
+	// MaxConcurrencyByType limits the tasks of some types that may run at once,
+	// within MaxConcurrency: {"render": 2}. Each limit is 1 to MaxConcurrency, for
+	// a type that has a handler. It is sent in the registration (WebSocket), and a
+	// task dispatched beyond its type's limit is answered Failed with
+	// WORKER_SATURATED, retryable.
+	MaxConcurrencyByType map[string]int
 }
 
 // Worker serves task handlers to a dispatcher. Register handlers with
@@ -71,6 +90,7 @@ type Worker struct {
 	opts     Options
 	mu       sync.Mutex
 	handlers map[string]HandlerFunc
+	drain    *drainState
 }
 
 // NewWorker returns a worker with no handlers. Options are checked when it runs.
@@ -78,7 +98,7 @@ func NewWorker(opts Options) *Worker {
 	if opts.WorkerID == "" {
 		opts.WorkerID = DefaultWorkerID()
 	}
-	return &Worker{opts: opts, handlers: map[string]HandlerFunc{}}
+	return &Worker{opts: opts, handlers: map[string]HandlerFunc{}, drain: newDrainState()}
 }
 
 // Handle registers h for taskType. It panics if taskType is empty, h is nil, or
@@ -105,6 +125,9 @@ type config struct {
 	startedAt time.Time // heartbeat uptime counts from here
 }
 
+// drainTimeoutVariable holds the default of Options.DrainTimeout, in milliseconds.
+const drainTimeoutVariable = "TRIO_PIPE_DRAIN_TIMEOUT_MS"
+
 // ErrInvalidOptions is wrapped by the error of a run whose Options or handlers
 // are unusable; such a run fails before any I/O.
 var ErrInvalidOptions = errors.New("triopipe: invalid options")
@@ -113,6 +136,19 @@ func (w *Worker) config(defaultHeartbeat time.Duration) (*config, error) {
 	w.mu.Lock()
 	c := &config{Options: w.opts, handlers: maps.Clone(w.handlers), startedAt: time.Now()}
 	w.mu.Unlock()
+	c.MaxConcurrencyByType = maps.Clone(c.MaxConcurrencyByType)
+	var problems []string
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+		if value := os.Getenv(drainTimeoutVariable); value != "" {
+			ms, err := strconv.ParseInt(value, 10, 64)
+			if err != nil || ms < 0 || ms > math.MaxInt64/int64(time.Millisecond) {
+				problems = append(problems, fmt.Sprintf("%s is %q: expected a whole number of milliseconds, 0 or more", drainTimeoutVariable, value))
+			} else {
+				c.DrainTimeout = time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
 	setDefault(&c.MaxConcurrency, 10)
 	setDefault(&c.HeartbeatInterval, defaultHeartbeat)
 	setDefault(&c.ConnectTimeout, 10*time.Second)
@@ -121,7 +157,6 @@ func (w *Worker) config(defaultHeartbeat time.Duration) (*config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	var problems []string
 	if err := protocol.ValidateWorkerID(c.WorkerID); err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -137,9 +172,20 @@ func (w *Worker) config(defaultHeartbeat time.Duration) (*config, error) {
 		{"ConnectTimeout", int64(c.ConnectTimeout)},
 		{"BackoffInitial", int64(c.BackoffInitial)},
 		{"GiveUpAfter", int64(c.GiveUpAfter)},
+		{"DrainTimeout", int64(c.DrainTimeout)},
 	} {
 		if field.value < 0 {
 			problems = append(problems, field.name+" is negative")
+		}
+	}
+	for _, taskType := range slices.Sorted(maps.Keys(c.MaxConcurrencyByType)) {
+		switch limit := c.MaxConcurrencyByType[taskType]; {
+		case c.handlers[taskType] == nil:
+			problems = append(problems, fmt.Sprintf("MaxConcurrencyByType names %q, a task type without a handler", taskType))
+		case limit < 1:
+			problems = append(problems, fmt.Sprintf("MaxConcurrencyByType[%q] is %d: it must be at least 1", taskType, limit))
+		case limit > c.MaxConcurrency:
+			problems = append(problems, fmt.Sprintf("MaxConcurrencyByType[%q] is %d, more than MaxConcurrency (%d)", taskType, limit, c.MaxConcurrency))
 		}
 	}
 	if c.BackoffMax < c.BackoffInitial {

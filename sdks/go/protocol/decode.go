@@ -3,6 +3,8 @@ package protocol
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,6 +86,7 @@ var decoders = map[string]func(object) Message{
 			WorkerID:       s.string("workerId"),
 			CurrentLoad:    s.number("currentLoad", 0),
 			ShouldThrottle: s.boolean("shouldThrottle", false),
+			Draining:       s.boolean("draining", false),
 		}}
 	},
 }
@@ -134,6 +137,10 @@ func decodeTask(o object) Task {
 			RetryCount: m.integer("retryCount", 0, 0),
 			MaxRetries: m.integer("maxRetries", DefaultMaxRetries, 0),
 			TraceID:    m.nullableString("traceId"),
+			// Extensions: absent or null is none.
+			IdempotencyKey: m.nullableString("idempotencyKey"),
+			Attempt:        m.nullableInteger("attempt", 1),
+			Epoch:          m.nullableInteger("epoch", 0),
 		}
 	}
 	return task
@@ -155,6 +162,19 @@ func decodeResult(o object) TaskResult {
 			Retryable: e.boolean("retryable", false),
 		}
 	}
+	if result.Status != StatusRunning {
+		return result // a terminal result never carries progress or extendMs: ignored
+	}
+	if raw, ok := o.fields["progress"]; ok && string(raw) != "null" {
+		p, _ := o.object("progress", true)
+		result.Progress = &Progress{Fraction: p.nullableNumber("fraction"), Message: p.nullableString("message")}
+		if f := result.Progress.Fraction; f != nil && (*f < 0 || *f > 1) {
+			o.d.fail(KindOutOfRange, p.path+".fraction", "fraction must be in [0, 1], got %v", *f)
+		}
+	}
+	if raw, ok := o.fields["extendMs"]; ok && string(raw) != "null" {
+		result.ExtendMs = o.integer("extendMs", 0, 1)
+	}
 	return result
 }
 
@@ -174,6 +194,17 @@ func decodeRegistration(o object) WorkerRegistration {
 		MaxConcurrency: o.integer("maxConcurrency", 1, 1),
 		Language:       o.optString("language", "Unknown"),
 		Tags:           o.strings("tags", false),
+	}
+	if raw, ok := o.fields["maxConcurrencyByType"]; ok && string(raw) != "null" {
+		limits, _ := o.object("maxConcurrencyByType", true)
+		r.MaxConcurrencyByType = map[string]int64{}
+		for _, taskType := range slices.Sorted(maps.Keys(limits.fields)) {
+			limit := limits.integer(taskType, 1, 1)
+			if limit > r.MaxConcurrency {
+				o.d.fail(KindOutOfRange, limits.path+"."+taskType, "%d is more than maxConcurrency (%d)", limit, r.MaxConcurrency)
+			}
+			r.MaxConcurrencyByType[taskType] = limit
+		}
 	}
 	if err := ValidateWorkerID(r.WorkerID); err != nil {
 		o.d.fail(KindBadWorkerID, o.path+".workerId", "%s", err) // unless an error came first
@@ -330,6 +361,26 @@ func (o object) integer(name string, def, min int64) int64 {
 		return def
 	}
 	return n
+}
+
+// nullableInteger returns an integer member of at least min, or nil when it is
+// missing or null.
+func (o object) nullableInteger(name string, min int64) *int64 {
+	raw, ok := o.member(name, false)
+	if !ok || string(raw) == "null" {
+		return nil
+	}
+	n := o.integer(name, min, min)
+	return &n
+}
+
+func (o object) nullableNumber(name string) *float64 {
+	raw, ok := o.member(name, false)
+	if !ok || string(raw) == "null" {
+		return nil
+	}
+	f := o.number(name, 0)
+	return &f
 }
 
 func (o object) number(name string, def float64) float64 {

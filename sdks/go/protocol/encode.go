@@ -3,14 +3,19 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 )
 
 // Encode returns the canonical text of m: compact JSON, "type" first and then every
-// field in the protocol's order, camelCase names, PascalCase enums, UTC timestamps,
-// lowercase UUIDs; payloads as [Canonicalize] writes them. It fails only if a
-// payload is not valid JSON or CurrentLoad is not finite.
+// field in the protocol's order (the optional extension fields, the metadata's
+// idempotencyKey, attempt and epoch, TaskResult's progress and extendMs, the
+// registration's maxConcurrencyByType and the signal's draining, only when they hold
+// something), camelCase names, PascalCase enums, UTC timestamps, lowercase UUIDs;
+// payloads as [Canonicalize] writes them. It fails only if a payload is not valid
+// JSON, or CurrentLoad or a progress fraction is not finite.
 func Encode(m Message) ([]byte, error) {
 	e := encoder{buf: make([]byte, 0, 256)}
 	e.buf = append(e.buf, `{"type":`...)
@@ -129,6 +134,16 @@ func (e *encoder) task(t Task) {
 	} else {
 		e.buf = appendString(e.buf, *m.TraceID)
 	}
+	if m.IdempotencyKey != nil {
+		e.field("idempotencyKey")
+		e.buf = appendString(e.buf, *m.IdempotencyKey)
+	}
+	if m.Attempt != nil {
+		e.integer("attempt", *m.Attempt)
+	}
+	if m.Epoch != nil {
+		e.integer("epoch", *m.Epoch)
+	}
 	e.close()
 	e.close()
 }
@@ -157,6 +172,26 @@ func (e *encoder) result(r TaskResult) {
 	e.integer("durationMs", r.DurationMs)
 	e.field("workerId")
 	e.buf = appendString(e.buf, r.WorkerID)
+	if p := r.Progress; p != nil {
+		e.field("progress")
+		e.open()
+		e.field("fraction")
+		if p.Fraction == nil {
+			e.buf = append(e.buf, "null"...)
+		} else {
+			e.number(*p.Fraction, "progress fraction")
+		}
+		e.field("message")
+		if p.Message == nil {
+			e.buf = append(e.buf, "null"...)
+		} else {
+			e.buf = appendString(e.buf, *p.Message)
+		}
+		e.close()
+	}
+	if r.ExtendMs != 0 {
+		e.integer("extendMs", r.ExtendMs)
+	}
 	e.close()
 }
 
@@ -171,6 +206,18 @@ func (e *encoder) registration(r WorkerRegistration) {
 	e.buf = appendString(e.buf, r.Language)
 	e.field("tags")
 	e.strings(r.Tags)
+	if len(r.MaxConcurrencyByType) > 0 {
+		e.field("maxConcurrencyByType")
+		e.open()
+		for i, taskType := range slices.Sorted(maps.Keys(r.MaxConcurrencyByType)) {
+			if i > 0 {
+				e.buf = append(e.buf, ',')
+			}
+			e.buf = append(appendString(e.buf, taskType), ':')
+			e.buf = strconv.AppendInt(e.buf, r.MaxConcurrencyByType[taskType], 10)
+		}
+		e.close()
+	}
 	e.close()
 }
 
@@ -189,15 +236,24 @@ func (e *encoder) signal(s BackpressureSignal) {
 	e.field("workerId")
 	e.buf = appendString(e.buf, s.WorkerID)
 	e.field("currentLoad")
-	if math.IsInf(s.CurrentLoad, 0) || math.IsNaN(s.CurrentLoad) {
-		e.buf = append(e.buf, '0')
-		if e.err == nil {
-			e.err = errors.New("currentLoad is not a finite number")
-		}
-	} else {
-		e.buf = appendFloat(e.buf, s.CurrentLoad)
-	}
+	e.number(s.CurrentLoad, "currentLoad")
 	e.field("shouldThrottle")
 	e.buf = strconv.AppendBool(e.buf, s.ShouldThrottle)
+	if s.Draining {
+		e.field("draining")
+		e.buf = append(e.buf, "true"...)
+	}
 	e.close()
+}
+
+// number appends a float as Python's repr writes it; what is not finite is an error.
+func (e *encoder) number(f float64, what string) {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		e.buf = append(e.buf, '0')
+		if e.err == nil {
+			e.err = errors.New(what + " is not a finite number")
+		}
+		return
+	}
+	e.buf = appendFloat(e.buf, f)
 }

@@ -4,8 +4,9 @@
 // [Decode] accepts what docs/protocol.md says a receiver accepts (enums in any ASCII
 // case, and in snake_case when of several words; defaults for missing optional
 // fields, the task_id and worker_id aliases, unknown members); [Encode] writes the
-// canonical text: compact JSON, every field, camelCase names, PascalCase enums, in the
-// order of the protocol's tables.
+// canonical text: compact JSON, every field of rust-pipe v0.1 and the optional
+// extension fields only when they hold something, camelCase names, PascalCase enums,
+// in the order of the protocol's tables.
 package protocol
 
 import (
@@ -127,6 +128,15 @@ type TaskMetadata struct {
 	RetryCount int64   // earlier tries that failed and were retried
 	MaxRetries int64   // how often a retryable failure may be retried
 	TraceID    *string // nil when the task has none
+	// IdempotencyKey, Attempt and Epoch are extensions (not in rust-pipe v0.1):
+	// each is nil when the dispatcher did not send it, and written only when set.
+	IdempotencyKey *string // the submitter's key for the task: one task per key
+	// Attempt is which try of the task this dispatch is (>= 1), counted over the
+	// task's whole life, across retries and dispatcher restarts.
+	Attempt *int64
+	// Epoch is the dispatcher's epoch (>= 0), which grows each time a dispatcher
+	// opens its task store. With Attempt, the fencing token of this try.
+	Epoch *int64
 }
 
 // DefaultMetadata is the metadata of a task that carries none: created now, every
@@ -171,6 +181,17 @@ type TaskResult struct {
 	Error      *TaskError      // nil is written as null
 	DurationMs int64
 	WorkerID   string
+	// Progress and ExtendMs belong to a Running report only; each is written only
+	// when it holds something (nil, 0), so that a report without them, and every
+	// terminal result, has rust-pipe v0.1's shape.
+	Progress *Progress
+	ExtendMs int64 // "let my deadline be now + ExtendMs" (>= 1); 0: no extension
+}
+
+// Progress is how far a running task has come.
+type Progress struct {
+	Fraction *float64 // in [0, 1]; nil (null) when not known
+	Message  *string  // nil (null) when there is none
 }
 
 // WorkerRegistration is who a worker is and what it runs.
@@ -180,6 +201,9 @@ type WorkerRegistration struct {
 	MaxConcurrency int64
 	Language       string
 	Tags           []string // nil is written as []
+	// MaxConcurrencyByType limits the tasks of some types (each 1 to
+	// MaxConcurrency); written only when not empty.
+	MaxConcurrencyByType map[string]int64
 }
 
 // HeartbeatPayload is a worker's current state.
@@ -195,6 +219,9 @@ type BackpressureSignal struct {
 	WorkerID       string
 	CurrentLoad    float64
 	ShouldThrottle bool
+	// Draining says the worker is stopping: no new task for the rest of the
+	// connection, whatever it sends later. Written only when true.
+	Draining bool
 }
 
 // ValidateWorkerID returns an error unless id is 1 to 128 characters of

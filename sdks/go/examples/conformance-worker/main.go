@@ -7,7 +7,9 @@
 //
 // With a ws:// or wss:// URL as its last argument or in TRIO_PIPE_URL it connects
 // to that dispatcher; without one it serves on stdin and stdout. It reads
-// TRIO_PIPE_WORKER_ID, TRIO_PIPE_MAX_CONCURRENCY and TRIO_PIPE_HEARTBEAT_MS.
+// TRIO_PIPE_WORKER_ID, TRIO_PIPE_MAX_CONCURRENCY and TRIO_PIPE_HEARTBEAT_MS, and the
+// SDK reads TRIO_PIPE_DRAIN_TIMEOUT_MS. On SIGTERM or SIGINT it drains and exits 0
+// (130 after SIGINT).
 package main
 
 import (
@@ -17,10 +19,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	triopipe "github.com/trio-pipe/trio-pipe/sdks/go"
@@ -59,10 +59,7 @@ func fail(_ context.Context, task failTask) (struct{}, error) {
 
 func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "conformance-worker:", err)
-		os.Exit(1)
-	}
+	triopipe.Exit(run())
 }
 
 func run() error {
@@ -83,8 +80,7 @@ func run() error {
 	w.Handle("sleep", triopipe.Typed(sleep))
 	w.Handle("fail", triopipe.Typed(fail))
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx := context.Background()
 	if url := dispatcherURL(); url != "" {
 		return w.RunWebSocket(ctx, url)
 	}

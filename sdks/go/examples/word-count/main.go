@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"log"
 	"strings"
 
 	triopipe "github.com/trio-pipe/trio-pipe/sdks/go"
@@ -19,7 +18,5 @@ func main() {
 	w.Handle("word-count", triopipe.Typed(func(ctx context.Context, in Text) (map[string]int, error) {
 		return map[string]int{"words": len(strings.Fields(in.Text))}, nil
 	}))
-	if err := w.RunWebSocket(context.Background(), "ws://127.0.0.1:9876"); err != nil {
-		log.Fatal(err)
-	}
+	triopipe.Exit(w.RunWebSocket(context.Background(), "ws://127.0.0.1:9876"))
 }
