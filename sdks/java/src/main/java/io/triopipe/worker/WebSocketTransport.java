@@ -38,21 +38,28 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
     /**
      * Opens a connection; nothing is read before {@link #start}.
      *
-     * @throws IOException if the connection cannot be made within {@code timeout}
+     * @param giveUp completes when the connection is no longer wanted
+     * @throws IOException if the connection cannot be made within {@code timeout}, or
+     *     {@code giveUp} completes first
      */
-    static WebSocketTransport connect(HttpClient client, URI url, Duration timeout)
+    static WebSocketTransport connect(HttpClient client, URI url, Duration timeout, CompletableFuture<?> giveUp)
             throws IOException, InterruptedException {
         WebSocketTransport transport = new WebSocketTransport(timeout);
         CompletableFuture<WebSocket> opening =
                 client.newWebSocketBuilder().connectTimeout(timeout).buildAsync(url, transport);
         try {
-            transport.socket = opening.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
+            CompletableFuture.anyOf(opening, giveUp).get(timeout.toNanos(), TimeUnit.NANOSECONDS);
         } catch (ExecutionException e) {
             throw new IOException(describe(e.getCause()), e.getCause());
         } catch (TimeoutException e) {
             opening.cancel(true);
             throw new IOException("no connection within " + timeout.toMillis() + " ms", e);
         }
+        if (!opening.isDone()) {
+            opening.cancel(true);
+            throw new IOException("given up while connecting");
+        }
+        transport.socket = opening.join();
         return transport;
     }
 
