@@ -1,0 +1,166 @@
+package io.triopipe.worker;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.IntNode;
+import io.triopipe.worker.protocol.Backpressure;
+import io.triopipe.worker.protocol.BackpressureSignal;
+import io.triopipe.worker.protocol.Heartbeat;
+import io.triopipe.worker.protocol.Message;
+import io.triopipe.worker.protocol.TaskError;
+import io.triopipe.worker.protocol.TaskResult;
+import io.triopipe.worker.protocol.TaskResultMessage;
+import io.triopipe.worker.protocol.TaskStatus;
+import io.triopipe.worker.protocol.WorkerRegister;
+import io.triopipe.worker.protocol.WorkerRegistered;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * SIGTERM and SIGINT sent to the conformance worker as a real process, the way a
+ * deployment tool stops it: it drains, and exits 0 or 130.
+ */
+class WorkerSignalsTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final long WAIT_SECONDS = Peer.WAIT.toSeconds();
+
+    private WorkerProcess worker;
+    private TestWebSocketServer server;
+
+    @AfterEach
+    void stop() throws Exception {
+        if (worker != null) {
+            worker.close();
+        }
+        if (server != null) {
+            server.close();
+        }
+    }
+
+    @Test
+    void sigtermLetsTheTasksInFlightFinishThenClosesWith1000AndExitsZero() throws Exception {
+        server = new TestWebSocketServer(0);
+        worker = new WorkerProcess(server.url().toString(), Map.of());
+        TestWebSocketServer.Connection dispatcher = acceptAndRegister();
+        List<UUID> sleeping = List.of(dispatchSleep(dispatcher, 3000), dispatchSleep(dispatcher, 3000));
+        dispatcher.await(Heartbeat.class, h -> h.payload().activeTasks() == 2);
+
+        worker.signal("TERM");
+        Backpressure draining = dispatcher.await(Backpressure.class, b -> b.signal().draining());
+        assertEquals(new BackpressureSignal("process-worker", 1.0, true, true), draining.signal());
+        assertRefused(dispatcher.result(dispatcher.dispatch("echo", IntNode.valueOf(1))));
+        for (UUID id : sleeping) {
+            assertEquals(TaskStatus.COMPLETED, dispatcher.result(id).status());
+        }
+        assertEquals(1000, dispatcher.closeCode().get(WAIT_SECONDS, TimeUnit.SECONDS));
+        assertEquals(0, worker.exitStatus());
+
+        List<Message> received = dispatcher.received();
+        for (UUID id : sleeping) {
+            assertTrue(received.indexOf(draining) < indexOfResult(received, id), "the tasks were in flight");
+        }
+        assertFalse(
+                received.stream().anyMatch(m -> m instanceof Backpressure b && !b.signal().shouldThrottle()),
+                "nothing lifts the draining signal");
+        assertNoStackTrace();
+    }
+
+    @Test
+    void aTaskThatOutlivesTheDrainTimeoutIsCancelledRetryablyThenStdoutEnds() throws Exception {
+        worker = new WorkerProcess(null, Map.of(Worker.DRAIN_TIMEOUT_ENV, "300"));
+        UUID sleeping = dispatchSleep(worker, 60_000);
+        worker.await(Heartbeat.class, h -> h.payload().activeTasks() == 1);
+
+        worker.signal("TERM");
+        worker.await(Backpressure.class, b -> b.signal().draining());
+        TaskResult result = worker.result(sleeping);
+        assertEquals(TaskStatus.CANCELLED, result.status());
+        assertEquals(
+                new TaskError(
+                        ErrorCodes.WORKER_SHUTTING_DOWN,
+                        "the worker is shutting down (SIGTERM) and its drain timeout passed",
+                        true),
+                result.error());
+        worker.stdoutEnded().get(WAIT_SECONDS, TimeUnit.SECONDS);
+        assertEquals(0, worker.exitStatus());
+        assertNoStackTrace();
+    }
+
+    @Test
+    void aSecondSignalStopsAtOnce() throws Exception {
+        server = new TestWebSocketServer(0);
+        worker = new WorkerProcess(server.url().toString(), Map.of()); // drain timeout: 30 s
+        TestWebSocketServer.Connection dispatcher = acceptAndRegister();
+        UUID sleeping = dispatchSleep(dispatcher, 60_000);
+        dispatcher.await(Heartbeat.class, h -> h.payload().activeTasks() == 1);
+        worker.signal("TERM");
+        dispatcher.await(Backpressure.class, b -> b.signal().draining());
+
+        long secondAt = System.nanoTime();
+        worker.signal("TERM");
+        TaskResult result = dispatcher.result(sleeping);
+        assertEquals(TaskStatus.CANCELLED, result.status());
+        assertEquals(ErrorCodes.WORKER_SHUTTING_DOWN, result.error().code());
+        assertTrue(result.error().retryable());
+        assertEquals(1000, dispatcher.closeCode().get(WAIT_SECONDS, TimeUnit.SECONDS));
+        assertEquals(0, worker.exitStatus());
+        long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - secondAt);
+        assertTrue(tookMs < 15_000, () -> "exited " + tookMs + " ms after the second signal: not before the drain timeout");
+        assertNoStackTrace();
+    }
+
+    @Test
+    void sigintDrainsLikeSigtermAndExits130() throws Exception {
+        worker = new WorkerProcess(null, Map.of());
+        UUID sleeping = dispatchSleep(worker, 2000);
+        worker.await(Heartbeat.class, h -> h.payload().activeTasks() == 1);
+
+        worker.signal("INT");
+        Backpressure draining = worker.await(Backpressure.class, b -> b.signal().draining());
+        assertEquals(new BackpressureSignal("process-worker", 0.5, true, true), draining.signal());
+        assertEquals(TaskStatus.COMPLETED, worker.result(sleeping).status());
+        worker.stdoutEnded().get(WAIT_SECONDS, TimeUnit.SECONDS);
+        assertEquals(130, worker.exitStatus());
+        assertNoStackTrace();
+    }
+
+    private TestWebSocketServer.Connection acceptAndRegister() throws Exception {
+        TestWebSocketServer.Connection connection = server.accept();
+        connection.await(WorkerRegister.class, m -> true);
+        connection.send(new WorkerRegistered("process-worker"));
+        return connection;
+    }
+
+    private static UUID dispatchSleep(Peer peer, int ms) {
+        return peer.dispatch("sleep", JSON.createObjectNode().put("ms", ms));
+    }
+
+    private static void assertRefused(TaskResult result) {
+        assertEquals(TaskStatus.FAILED, result.status());
+        assertEquals(ErrorCodes.WORKER_SHUTTING_DOWN, result.error().code());
+        assertTrue(result.error().retryable());
+    }
+
+    private void assertNoStackTrace() {
+        String log = worker.stderr();
+        assertFalse(log.contains("Exception") || log.contains("\tat "), () -> "a stack trace in the log:\n" + log);
+    }
+
+    private static int indexOfResult(List<Message> received, UUID id) {
+        for (int i = 0; i < received.size(); i++) {
+            if (received.get(i) instanceof TaskResultMessage m
+                    && m.result().taskId().equals(id)
+                    && m.result().status().isTerminal()) {
+                return i;
+            }
+        }
+        return -1;
+    }
+}
