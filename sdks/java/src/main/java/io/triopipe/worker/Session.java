@@ -209,7 +209,10 @@ final class Session {
         }
     }
 
-    /** The dispatcher closed its side: a loss, unless it comes after Shutdown or during a drain. */
+    /**
+     * The dispatcher closed its side, which leaves ours open (stdin): a loss, unless it
+     * comes after Shutdown or during a drain.
+     */
     void onInputClosed(String reason) {
         synchronized (lock) {
             if (stopping != null) {

@@ -142,7 +142,8 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
     public CompletionStage<?> onClose(WebSocket webSocket, int statusCode, String reason) {
         peerClosed.complete(null);
         String why = reason.isEmpty() ? "" : ": " + reason;
-        session.onInputClosed("the dispatcher closed the connection (code " + statusCode + why + ")");
+        // Nothing can be delivered after the dispatcher's Close, even during a shutdown.
+        session.onBroken("the dispatcher closed the connection (code " + statusCode + why + ")");
         return null;
     }
 
