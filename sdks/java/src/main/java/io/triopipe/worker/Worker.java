@@ -175,7 +175,8 @@ public final class Worker {
      *
      * <p>While it serves, {@code System.out} is redirected to {@code System.err}, so
      * that nothing but protocol lines reaches stdout; log to stderr too (the default of
-     * {@code java.util.logging}). See {@link #serveStdio(InputStream, OutputStream)}.
+     * {@code java.util.logging}). See {@link #serveStdio(InputStream, OutputStream)},
+     * also for SIGTERM and SIGINT.
      *
      * @throws InterruptedException if the calling thread is interrupted
      */
