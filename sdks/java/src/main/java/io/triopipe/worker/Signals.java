@@ -84,10 +84,15 @@ final class Signals {
     }
 
     private static void install() {
+        MethodHandle onSignal;
+        try {
+            onSignal = MethodHandles.lookup()
+                    .findStatic(Signals.class, "onSignal", MethodType.methodType(void.class, String.class));
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException(e); // a method of this class
+        }
         for (String name : EXIT_STATUS.keySet()) {
             try {
-                MethodHandle onSignal = MethodHandles.lookup()
-                        .findStatic(Signals.class, "onSignal", MethodType.methodType(void.class, String.class));
                 Object handler = SunMisc.handler(MethodHandles.insertArguments(onSignal, 0, name));
                 PREVIOUS.put(name, SunMisc.handle(name, handler));
             } catch (Throwable e) { // the API is missing, or the JVM keeps the signal (-Xrs)

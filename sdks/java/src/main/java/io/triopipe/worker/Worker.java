@@ -21,8 +21,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import java.util.concurrent.ExecutionException;
 import java.util.OptionalInt;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.atomic.AtomicReference;
 
@@ -285,13 +285,15 @@ public final class Worker {
         return run;
     }
 
-    /** After a signal, once the last run of the JVM has ended: exits. */
+    /**
+     * After a signal, once the last run of the JVM has ended: exits (the run has logged
+     * how it ended, the one line of this step).
+     */
     private void end(Run run) {
         running.set(null);
         if (config.handleSignals()) {
             OptionalInt status = Signals.leave(run);
             if (status.isPresent()) {
-                LOG.log(INFO, "worker {0} drained; exiting with status {1}", workerId(), status.getAsInt());
                 System.exit(status.getAsInt());
             }
         }
