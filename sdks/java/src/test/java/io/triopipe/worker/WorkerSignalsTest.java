@@ -22,6 +22,8 @@ import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * SIGTERM and SIGINT sent to the conformance worker as a real process, the way a
@@ -44,11 +46,16 @@ class WorkerSignalsTest {
         }
     }
 
-    @Test
-    void sigtermLetsTheTasksInFlightFinishThenClosesWith1000AndExitsZero() throws Exception {
-        server = new TestWebSocketServer(0);
-        worker = new WorkerProcess(server.url().toString(), Map.of());
-        TestWebSocketServer.Connection dispatcher = acceptAndRegister();
+    /** The transports a worker is stopped on: the kit's {@code sigterm-drain} case runs both. */
+    enum Mode {
+        WEBSOCKET,
+        STDIO
+    }
+
+    @ParameterizedTest
+    @EnumSource(Mode.class)
+    void sigtermLetsTheTasksInFlightFinishThenClosesAndExitsZero(Mode mode) throws Exception {
+        Peer dispatcher = start(mode, Map.of());
         List<UUID> sleeping = List.of(dispatchSleep(dispatcher, 3000), dispatchSleep(dispatcher, 3000));
         dispatcher.await(Heartbeat.class, h -> h.payload().activeTasks() == 2);
 
@@ -59,7 +66,7 @@ class WorkerSignalsTest {
         for (UUID id : sleeping) {
             assertEquals(TaskStatus.COMPLETED, dispatcher.result(id).status());
         }
-        assertEquals(1000, dispatcher.closeCode().get(WAIT_SECONDS, TimeUnit.SECONDS));
+        assertClosed(dispatcher);
         assertEquals(0, worker.exitStatus());
 
         List<Message> received = dispatcher.received();
@@ -72,15 +79,16 @@ class WorkerSignalsTest {
         assertNoStackTrace();
     }
 
-    @Test
-    void aTaskThatOutlivesTheDrainTimeoutIsCancelledRetryablyThenStdoutEnds() throws Exception {
-        worker = new WorkerProcess(null, Map.of(Worker.DRAIN_TIMEOUT_ENV, "300"));
-        UUID sleeping = dispatchSleep(worker, 60_000);
-        worker.await(Heartbeat.class, h -> h.payload().activeTasks() == 1);
+    @ParameterizedTest
+    @EnumSource(Mode.class)
+    void aTaskThatOutlivesTheDrainTimeoutIsCancelledRetryably(Mode mode) throws Exception {
+        Peer dispatcher = start(mode, Map.of(Worker.DRAIN_TIMEOUT_ENV, "300"));
+        UUID sleeping = dispatchSleep(dispatcher, 60_000);
+        dispatcher.await(Heartbeat.class, h -> h.payload().activeTasks() == 1);
 
         worker.signal("TERM");
-        worker.await(Backpressure.class, b -> b.signal().draining());
-        TaskResult result = worker.result(sleeping);
+        dispatcher.await(Backpressure.class, b -> b.signal().draining());
+        TaskResult result = dispatcher.result(sleeping);
         assertEquals(TaskStatus.CANCELLED, result.status());
         assertEquals(
                 new TaskError(
@@ -88,16 +96,14 @@ class WorkerSignalsTest {
                         "the worker is shutting down (SIGTERM) and its drain timeout passed",
                         true),
                 result.error());
-        worker.stdoutEnded().get(WAIT_SECONDS, TimeUnit.SECONDS);
+        assertClosed(dispatcher);
         assertEquals(0, worker.exitStatus());
         assertNoStackTrace();
     }
 
     @Test
     void aSecondSignalStopsAtOnce() throws Exception {
-        server = new TestWebSocketServer(0);
-        worker = new WorkerProcess(server.url().toString(), Map.of()); // drain timeout: 30 s
-        TestWebSocketServer.Connection dispatcher = acceptAndRegister();
+        Peer dispatcher = start(Mode.WEBSOCKET, Map.of()); // drain timeout: 30 s
         UUID sleeping = dispatchSleep(dispatcher, 60_000);
         dispatcher.await(Heartbeat.class, h -> h.payload().activeTasks() == 1);
         worker.signal("TERM");
@@ -107,9 +113,11 @@ class WorkerSignalsTest {
         worker.signal("TERM");
         TaskResult result = dispatcher.result(sleeping);
         assertEquals(TaskStatus.CANCELLED, result.status());
-        assertEquals(ErrorCodes.WORKER_SHUTTING_DOWN, result.error().code());
-        assertTrue(result.error().retryable());
-        assertEquals(1000, dispatcher.closeCode().get(WAIT_SECONDS, TimeUnit.SECONDS));
+        assertEquals(
+                new TaskError(
+                        ErrorCodes.WORKER_SHUTTING_DOWN, "the worker is shutting down (second signal, SIGTERM)", true),
+                result.error());
+        assertClosed(dispatcher);
         assertEquals(0, worker.exitStatus());
         long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - secondAt);
         assertTrue(tookMs < 15_000, () -> "exited " + tookMs + " ms after the second signal: not before the drain timeout");
@@ -118,24 +126,40 @@ class WorkerSignalsTest {
 
     @Test
     void sigintDrainsLikeSigtermAndExits130() throws Exception {
-        worker = new WorkerProcess(null, Map.of());
-        UUID sleeping = dispatchSleep(worker, 2000);
-        worker.await(Heartbeat.class, h -> h.payload().activeTasks() == 1);
+        Peer dispatcher = start(Mode.STDIO, Map.of());
+        UUID sleeping = dispatchSleep(dispatcher, 2000);
+        dispatcher.await(Heartbeat.class, h -> h.payload().activeTasks() == 1);
 
         worker.signal("INT");
-        Backpressure draining = worker.await(Backpressure.class, b -> b.signal().draining());
+        Backpressure draining = dispatcher.await(Backpressure.class, b -> b.signal().draining());
         assertEquals(new BackpressureSignal("process-worker", 0.5, true, true), draining.signal());
-        assertEquals(TaskStatus.COMPLETED, worker.result(sleeping).status());
-        worker.stdoutEnded().get(WAIT_SECONDS, TimeUnit.SECONDS);
+        assertEquals(TaskStatus.COMPLETED, dispatcher.result(sleeping).status());
+        assertClosed(dispatcher);
         assertEquals(130, worker.exitStatus());
         assertNoStackTrace();
     }
 
-    private TestWebSocketServer.Connection acceptAndRegister() throws Exception {
+    /** Starts the worker process; returns the dispatcher's side of its connection. */
+    private Peer start(Mode mode, Map<String, String> env) throws Exception {
+        if (mode == Mode.STDIO) {
+            worker = new WorkerProcess(null, env);
+            return worker;
+        }
+        server = new TestWebSocketServer(0);
+        worker = new WorkerProcess(server.url().toString(), env);
         TestWebSocketServer.Connection connection = server.accept();
         connection.await(WorkerRegister.class, m -> true);
         connection.send(new WorkerRegistered("process-worker"));
         return connection;
+    }
+
+    /** The WebSocket closed with code 1000, or stdout ended. */
+    private void assertClosed(Peer dispatcher) throws Exception {
+        if (dispatcher instanceof TestWebSocketServer.Connection connection) {
+            assertEquals(1000, connection.closeCode().get(WAIT_SECONDS, TimeUnit.SECONDS));
+        } else {
+            worker.stdoutEnded().get(WAIT_SECONDS, TimeUnit.SECONDS);
+        }
     }
 
     private static UUID dispatchSleep(Peer peer, int ms) {
