@@ -119,7 +119,8 @@ final class Session {
      * {@code Cancelled} ({@link ErrorCodes#WORKER_SHUTTING_DOWN}, retryable) without
      * waiting for their handlers. Before registration nothing can be in flight: the
      * session ends at once. A later call moves the deadline; the caller only brings it
-     * nearer.
+     * nearer. A deadline that has passed, once the session is over, aborts the closing
+     * of the connection.
      *
      * @param deadline {@link System#nanoTime()} when the tasks left are cancelled
      * @param cause what started the drain, for the log and the cancelled tasks' message
@@ -127,6 +128,9 @@ final class Session {
     void drain(long deadline, String cause) {
         synchronized (lock) {
             if (isOver()) {
+                if (deadline - System.nanoTime() <= 0) {
+                    transport.abort(); // stop at once: do not wait for the closing handshake
+                }
                 return;
             }
             if (stopping == null) {

@@ -1,6 +1,7 @@
 package io.triopipe.worker;
 
 import static java.lang.System.Logger.Level.DEBUG;
+import static java.lang.System.Logger.Level.INFO;
 import static java.lang.System.Logger.Level.WARNING;
 
 import java.lang.invoke.MethodHandle;
@@ -76,6 +77,7 @@ final class Signals {
             received = name;
             RUNS.forEach(run -> run.drain("SIG" + name));
         } else if (count == 2) {
+            LOG.log(INFO, "SIG{0} again: stopping at once", name);
             RUNS.forEach(run -> run.drain(Duration.ZERO, "second signal, SIG" + name));
         } else {
             LOG.log(WARNING, "SIG{0} again: halting at once", name);

@@ -24,6 +24,10 @@ interface Transport {
     /** Sends what is queued and closes the connection normally, within the timeout. */
     void close() throws InterruptedException;
 
-    /** Closes the connection at once, dropping what is queued. Idempotent. */
+    /**
+     * Closes the connection at once, dropping what is queued, and ends a {@link #close}
+     * in progress as far as it can (a stdio write that blocks cannot be cut short).
+     * Idempotent.
+     */
     void abort();
 }

@@ -151,6 +151,22 @@ class WorkerDrainTest {
     }
 
     @Test
+    void theDrainTimeoutComesFromTheEnvironmentUnlessSet() {
+        assertEquals(Duration.ofSeconds(30), Worker.Builder.drainTimeoutFromEnv(null));
+        assertEquals(Duration.ofMillis(250), Worker.Builder.drainTimeoutFromEnv("250"));
+        assertEquals(Duration.ZERO, Worker.Builder.drainTimeoutFromEnv(" 0 "));
+        for (String bad : new String[] {"", "abc", "-1", "1.5", "30s"}) {
+            IllegalStateException refused =
+                    assertThrows(IllegalStateException.class, () -> Worker.Builder.drainTimeoutFromEnv(bad));
+            assertEquals(
+                    "TRIO_PIPE_DRAIN_TIMEOUT_MS must be a whole number of milliseconds >= 0, got '" + bad + "'",
+                    refused.getMessage());
+        }
+        assertThrows(IllegalArgumentException.class, () -> Worker.builder().drainTimeout(Duration.ofMillis(-1)));
+        assertThrows(IllegalArgumentException.class, () -> worker().drain(Duration.ofMillis(-1)));
+    }
+
+    @Test
     void aWorkerServesOneRunAtATime() throws Exception {
         Worker worker = worker();
         StdioPeer peer = serve(worker);

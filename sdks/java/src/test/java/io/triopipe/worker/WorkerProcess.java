@@ -17,7 +17,7 @@ import java.util.concurrent.TimeUnit;
  * The SDK's conformance worker ({@code conformance-worker}, the program the conformance
  * kit runs) as a real process: signals are sent to it with {@code kill}. In stdio mode
  * this is the dispatcher's side of its pipes; over WebSocket its stdout is only watched
- * for its end.
+ * for its end. Its log (stderr) is kept.
  */
 final class WorkerProcess extends Peer {
     private static final Path COMMAND = Path.of("conformance-worker").toAbsolutePath();
@@ -34,6 +34,14 @@ final class WorkerProcess extends Peer {
      *     a concurrency of 2, heartbeats every 100 ms)
      */
     WorkerProcess(String url, Map<String, String> env) throws IOException {
+        this(url, env, true);
+    }
+
+    /**
+     * @param readStdout false: nothing reads the worker's stdout but the test, through
+     *     {@link #stdout()}
+     */
+    WorkerProcess(String url, Map<String, String> env, boolean readStdout) throws IOException {
         List<String> command = new ArrayList<>(List.of(COMMAND.toString()));
         if (url != null) {
             command.add(url);
@@ -47,7 +55,9 @@ final class WorkerProcess extends Peer {
         builder.environment().putAll(env);
         process = builder.start();
         toWorker = process.getOutputStream();
-        daemon("worker-stdout", () -> read(process.getInputStream()));
+        if (readStdout) {
+            daemon("worker-stdout", () -> read(process.getInputStream()));
+        }
         daemon("worker-stderr", () -> collect(process.getErrorStream()));
     }
 
@@ -74,10 +84,29 @@ final class WorkerProcess extends Peer {
         return stdoutEnded;
     }
 
+    /** The worker's stdout, for a test that reads it itself. */
+    InputStream stdout() {
+        return process.getInputStream();
+    }
+
     /** What the worker wrote on stderr so far (its log). */
     String stderr() {
         synchronized (stderr) {
             return stderr.toString(StandardCharsets.UTF_8);
+        }
+    }
+
+    /** Waits up to {@link #WAIT} until the worker's log holds {@code text}. */
+    void awaitLog(String text) throws InterruptedException {
+        long deadline = System.nanoTime() + WAIT.toNanos();
+        synchronized (stderr) {
+            while (!stderr.toString(StandardCharsets.UTF_8).contains(text)) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    throw new AssertionError("the log does not say '" + text + "':\n" + stderr());
+                }
+                TimeUnit.NANOSECONDS.timedWait(stderr, left);
+            }
         }
     }
 
@@ -116,6 +145,7 @@ final class WorkerProcess extends Peer {
             for (int n = in.read(buffer); n >= 0; n = in.read(buffer)) {
                 synchronized (stderr) {
                     stderr.write(buffer, 0, n);
+                    stderr.notifyAll();
                 }
             }
         } catch (IOException e) {

@@ -125,6 +125,40 @@ class WorkerSignalsTest {
     }
 
     @Test
+    void aSecondSignalCutsShortAClosingHandshakeTheDispatcherDoesNotAnswer() throws Exception {
+        TestWebSocketServer.Connection dispatcher = (TestWebSocketServer.Connection) start(Mode.WEBSOCKET, Map.of());
+        dispatcher.ignoreClose();
+        worker.signal("TERM");
+        assertEquals(1000, dispatcher.closeCode().get(WAIT_SECONDS, TimeUnit.SECONDS)); // drained: nothing ran
+
+        long secondAt = System.nanoTime();
+        worker.signal("TERM");
+        assertEquals(0, worker.exitStatus());
+        long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - secondAt);
+        assertTrue(tookMs < 5_000, () -> "exited " + tookMs + " ms after the second signal: waited for the Close");
+        assertNoStackTrace();
+    }
+
+    @Test
+    void aThirdSignalHaltsAWorkerStuckWritingToStdout() throws Exception {
+        worker = new WorkerProcess(null, Map.of(), false);
+        String big = "x".repeat(1024 * 1024);
+        worker.dispatch("echo", JSON.getNodeFactory().textNode(big));
+        worker.stdout().readNBytes(128 * 1024); // the result is being written: then no more is read
+        worker.signal("TERM");
+        worker.awaitLog("SIGTERM: draining");
+        worker.signal("TERM");
+        worker.awaitLog("SIGTERM again: stopping at once");
+
+        long thirdAt = System.nanoTime();
+        worker.signal("TERM");
+        assertEquals(0, worker.exitStatus());
+        long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - thirdAt);
+        assertTrue(tookMs < 5_000, () -> "exited " + tookMs + " ms after the third signal: waited for stdout");
+        worker.awaitLog("SIGTERM again: halting at once");
+    }
+
+    @Test
     void sigintDrainsLikeSigtermAndExits130() throws Exception {
         Peer dispatcher = start(Mode.STDIO, Map.of());
         UUID sleeping = dispatchSleep(dispatcher, 2000);
