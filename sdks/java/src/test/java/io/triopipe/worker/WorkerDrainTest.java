@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
-import com.fasterxml.jackson.databind.node.TextNode;
 import io.triopipe.worker.protocol.Backpressure;
 import io.triopipe.worker.protocol.BackpressureSignal;
 import io.triopipe.worker.protocol.TaskError;
