@@ -24,7 +24,9 @@ public final class TaskContext {
 
     /**
      * The task: its id, type, raw payload and metadata ({@code traceId}, {@code
-     * retryCount}, ...).
+     * retryCount}, ...), with the idempotency key and the fencing token ({@code epoch},
+     * {@code attempt}) to pass on to the systems the handler writes to, when the
+     * dispatcher sends them (see {@link io.triopipe.worker.protocol.TaskMetadata}).
      *
      * @return the task as dispatched
      */

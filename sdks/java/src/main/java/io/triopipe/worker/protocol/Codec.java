@@ -27,8 +27,9 @@ import java.util.stream.Stream;
  * everything else with a {@link ProtocolException}. {@link #encode} writes the canonical
  * text: compact JSON, {@code type} first, every field in the order of the protocol's
  * tables, non-ASCII characters as themselves. The optional extensions ({@code draining},
- * {@code progress}, {@code extendMs}, {@code maxConcurrencyByType}) come last and are
- * written only when they hold something, so that every message of rust-pipe v0.1's shape
+ * {@code progress}, {@code extendMs}, {@code maxConcurrencyByType}, and the task's
+ * {@code idempotencyKey}, {@code attempt} and {@code epoch}) come last and are written
+ * only when they hold something, so that every message of rust-pipe v0.1's shape
  * stays byte for byte what it was.
  */
 public final class Codec {
@@ -153,7 +154,11 @@ public final class Codec {
         long retryCount = f.integer("retryCount", 0, 0);
         long maxRetries = f.integer("maxRetries", TaskMetadata.DEFAULT_MAX_RETRIES, 0);
         String traceId = f.nullableString("traceId");
-        return f.build(() -> new TaskMetadata(createdAt, timeoutMs, priority, retryCount, maxRetries, traceId));
+        String idempotencyKey = f.nullableString("idempotencyKey");
+        Long attempt = f.nullableInteger("attempt", 1);
+        Long epoch = f.nullableInteger("epoch", 0);
+        return f.build(() -> new TaskMetadata(
+                createdAt, timeoutMs, priority, retryCount, maxRetries, traceId, idempotencyKey, attempt, epoch));
     }
 
     private static WorkerRegistration registration(Fields f) throws ProtocolException {
@@ -268,6 +273,15 @@ public final class Codec {
         out.writeNumberField("retryCount", metadata.retryCount());
         out.writeNumberField("maxRetries", metadata.maxRetries());
         out.writeStringField("traceId", metadata.traceId());
+        if (metadata.idempotencyKey() != null) {
+            out.writeStringField("idempotencyKey", metadata.idempotencyKey());
+        }
+        if (metadata.attempt() != null) {
+            out.writeNumberField("attempt", metadata.attempt());
+        }
+        if (metadata.epoch() != null) {
+            out.writeNumberField("epoch", metadata.epoch());
+        }
         out.writeEndObject();
         out.writeEndObject();
     }

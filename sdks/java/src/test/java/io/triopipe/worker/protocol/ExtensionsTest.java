@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.node.NullNode;
+import java.time.Instant;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -13,9 +14,10 @@ import java.util.UUID;
 import org.junit.jupiter.api.Test;
 
 /**
- * The optional extensions of "workers in production": draining, progress, deadline
- * extension and per-type limits. Each is written only when it holds something, so that
- * every message of rust-pipe v0.1's shape is unchanged.
+ * The optional extensions of the protocol: draining, progress, deadline extension,
+ * per-type limits, and the task's idempotency key and fencing token. Each is written
+ * only when it holds something, so that every message of rust-pipe v0.1's shape is
+ * unchanged.
  */
 class ExtensionsTest {
     private static final UUID ID = UUID.fromString("3b0f6c1e-5d2a-4e8b-9c47-1a2b3c4d5e6f");
@@ -109,6 +111,61 @@ class ExtensionsTest {
         assertRejected(head + ",\"maxConcurrencyByType\":{\"render\":\"2\"}}}", "$.registration.maxConcurrencyByType.render");
         assertRejected(head + ",\"maxConcurrencyByType\":[2]}}", "$.registration.maxConcurrencyByType");
         assertRejected(head + ",\"maxConcurrencyByType\":{\"render\":5}}}", "$.registration");
+    }
+
+    @Test
+    void theTaskExtensionsAreWrittenOnlyWhenSet() throws ProtocolException {
+        String head = "{\"type\":\"TaskDispatch\",\"task\":{\"id\":\"" + ID + "\",\"taskType\":\"charge\","
+                + "\"payload\":null,\"metadata\":{\"createdAt\":\"2025-03-14T09:26:53Z\",\"timeoutMs\":300000,"
+                + "\"priority\":\"Normal\",\"retryCount\":0,\"maxRetries\":3,\"traceId\":null";
+        Instant created = Instant.parse("2025-03-14T09:26:53Z");
+        TaskMetadata all = new TaskMetadata(created, 300_000, Priority.NORMAL, 0, 3, null, "order-42", 1L, 0L);
+        String allText = head + ",\"idempotencyKey\":\"order-42\",\"attempt\":1,\"epoch\":0}}}";
+        assertEquals(allText, Codec.encode(new TaskDispatch(new Task(ID, "charge", null, all))));
+        assertEquals(all, ((TaskDispatch) Codec.decode(allText)).task().metadata());
+
+        String keyOnly = head + ",\"idempotencyKey\":\"\"}}}";
+        assertEquals(keyOnly, roundTrip(keyOnly), "an empty key is a key");
+        String tokenOnly = head + ",\"attempt\":2,\"epoch\":5}}}";
+        assertEquals(tokenOnly, roundTrip(tokenOnly));
+        assertEquals(tokenOnly, roundTrip(tokenOnly.replace(",\"attempt", ",\"idempotencyKey\":null,\"attempt")));
+
+        String none = head + "}}}";
+        TaskMetadata plain = ((TaskDispatch) Codec.decode(none)).task().metadata();
+        assertNull(plain.idempotencyKey());
+        assertNull(plain.attempt());
+        assertNull(plain.epoch());
+        assertEquals(none, roundTrip(none));
+        assertEquals(none, roundTrip(head + ",\"idempotencyKey\":null,\"attempt\":null,\"epoch\":null}}}"));
+    }
+
+    @Test
+    void attemptAndEpochOutOfRangeAreRejectedLikeTheOtherCounts() {
+        assertMetadataRejected("\"attempt\":0", "attempt must be >= 1, got 0 @ $.task.metadata.attempt");
+        assertMetadataRejected("\"epoch\":-1", "epoch must be >= 0, got -1 @ $.task.metadata.epoch");
+        assertMetadataRejected("\"retryCount\":-1", "retryCount must be >= 0, got -1 @ $.task.metadata.retryCount");
+        assertMetadataRejected("\"attempt\":1.0", "expected an integer, got a number @ $.task.metadata.attempt");
+        assertMetadataRejected("\"epoch\":\"7\"", "expected an integer, got a string @ $.task.metadata.epoch");
+        assertMetadataRejected(
+                "\"epoch\":9223372036854775808",
+                "epoch is out of range, got 9223372036854775808 @ $.task.metadata.epoch");
+        assertMetadataRejected(
+                "\"idempotencyKey\":42", "expected a string, got an integer @ $.task.metadata.idempotencyKey");
+        Instant now = Instant.now();
+        assertThrows(
+                IllegalArgumentException.class,
+                () -> new TaskMetadata(now, 1, Priority.NORMAL, 0, 0, null, null, 0L, null));
+        assertThrows(
+                IllegalArgumentException.class,
+                () -> new TaskMetadata(now, 1, Priority.NORMAL, 0, 0, null, null, null, -1L));
+    }
+
+    /** A dispatch whose metadata holds {@code members} is rejected for exactly {@code reason}. */
+    private static void assertMetadataRejected(String members, String reason) {
+        String frame = "{\"type\":\"TaskDispatch\",\"task\":{\"id\":\"" + ID + "\",\"taskType\":\"charge\","
+                + "\"metadata\":{" + members + "}}}";
+        ProtocolException rejected = assertThrows(ProtocolException.class, () -> Codec.decode(frame), frame);
+        assertEquals("invalid TaskDispatch: " + reason, rejected.getMessage());
     }
 
     private static void assertRejected(String frame, String path) {
