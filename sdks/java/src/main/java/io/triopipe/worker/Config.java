@@ -9,12 +9,15 @@ import java.util.Map;
 record Config(
         String workerId,
         int maxConcurrency,
+        Map<String, Integer> maxConcurrencyByType,
         Duration heartbeatInterval,
         List<String> tags,
         boolean reconnect,
         Duration backoffInitial,
         Duration backoffMax,
         Duration connectTimeout,
+        Duration drainTimeout,
+        boolean handleSignals,
         Map<String, TypedHandler<?>> handlers,
         ObjectMapper json) {
 

@@ -15,11 +15,15 @@ public final class ErrorCodes {
     public static final String TIMEOUT = "TIMEOUT";
     /** The task was stopped by {@code Kill} ({@code Cancelled}, not retryable). */
     public static final String KILLED = "KILLED";
-    /** A task arrived while every slot was busy ({@code Failed}, retryable). */
+    /**
+     * A task arrived while every slot, or every slot its type may take, was busy
+     * ({@code Failed}, retryable).
+     */
     public static final String WORKER_SATURATED = "WORKER_SATURATED";
     /**
-     * A task arrived after {@code Shutdown} ({@code Failed}), or a non-graceful
-     * {@code Shutdown} stopped it ({@code Cancelled}); retryable either way.
+     * A task arrived after {@code Shutdown} or once the worker drains ({@code Failed}), or
+     * a non-graceful {@code Shutdown} or the end of a drain stopped it ({@code
+     * Cancelled}); retryable either way.
      */
     public static final String WORKER_SHUTTING_DOWN = "WORKER_SHUTTING_DOWN";
 

@@ -5,6 +5,7 @@ import static java.lang.System.Logger.Level.INFO;
 import static java.lang.System.Logger.Level.WARNING;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import io.triopipe.worker.protocol.Backpressure;
 import io.triopipe.worker.protocol.BackpressureSignal;
 import io.triopipe.worker.protocol.Codec;
@@ -17,6 +18,7 @@ import io.triopipe.worker.protocol.Shutdown;
 import io.triopipe.worker.protocol.Task;
 import io.triopipe.worker.protocol.TaskDispatch;
 import io.triopipe.worker.protocol.TaskError;
+import io.triopipe.worker.protocol.TaskProgress;
 import io.triopipe.worker.protocol.TaskResult;
 import io.triopipe.worker.protocol.TaskResultMessage;
 import io.triopipe.worker.protocol.TaskStatus;
@@ -24,8 +26,8 @@ import io.triopipe.worker.protocol.WorkerRegister;
 import io.triopipe.worker.protocol.WorkerRegistered;
 import io.triopipe.worker.protocol.WorkerRegistration;
 import java.time.Duration;
-import java.time.Instant;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
@@ -35,7 +37,8 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * The protocol on one connection, whatever the transport: registration, tasks on the
- * handler pool with their deadlines, Kill, heartbeats, backpressure and shutdown.
+ * handler pool with their deadlines and progress reports, Kill, heartbeats,
+ * backpressure, shutdown and drain.
  *
  * <p>Everything that changes the state holds {@code lock}, and every frame is queued on
  * the transport while holding it, so frames go out in the order the state changed: a
@@ -51,10 +54,14 @@ final class Session {
     private final Duration heartbeatInterval;
     private final Object lock = new Object();
     private final Map<UUID, Execution> active = new HashMap<>();
+    private final Map<String, Integer> activeByType = new HashMap<>();
     private final CompletableFuture<Void> registered = new CompletableFuture<>();
     private final CompletableFuture<SessionEnd> ended = new CompletableFuture<>();
     private boolean throttled;
-    private boolean shuttingDown;
+    /** Why no new task is taken (Shutdown, drain), or {@code null} while tasks are taken. */
+    private String stopping;
+    private boolean draining;
+    private Future<?> drainTimer;
     private String lost;
     private Future<?> heartbeats;
 
@@ -77,12 +84,15 @@ final class Session {
      * arrives. Without it within {@code timeout}, the session is lost.
      */
     void register(Duration timeout) {
+        Map<String, Long> limits = new LinkedHashMap<>();
+        config.maxConcurrencyByType().forEach((type, limit) -> limits.put(type, (long) limit));
         WorkerRegistration registration = new WorkerRegistration(
                 config.workerId(),
                 List.copyOf(config.handlers().keySet()),
                 config.maxConcurrency(),
                 Config.LANGUAGE,
-                config.tags());
+                config.tags(),
+                limits);
         send(new WorkerRegister(registration));
         threads.timers().schedule(() -> registrationTimedOut(timeout), timeout.toNanos(), TimeUnit.NANOSECONDS);
     }
@@ -100,6 +110,59 @@ final class Session {
     /** Whether {@code WorkerRegistered} arrived, or registration was not needed. */
     boolean wasRegistered() {
         return registered.isDone();
+    }
+
+    /**
+     * Drains: takes no new task and tells the dispatcher so once ({@code Backpressure}
+     * with {@code shouldThrottle} and {@code draining}); the session ends when the tasks
+     * in flight have finished or, at {@code deadline}, once those left are reported
+     * {@code Cancelled} ({@link ErrorCodes#WORKER_SHUTTING_DOWN}, retryable) without
+     * waiting for their handlers. Before registration nothing can be in flight: the
+     * session ends at once. A later call moves the deadline; the caller only brings it
+     * nearer. A deadline that has passed, once the session is over, aborts the closing
+     * of the connection.
+     *
+     * @param deadline {@link System#nanoTime()} when the tasks left are cancelled
+     * @param cause what started the drain, for the log and the cancelled tasks' message
+     */
+    void drain(long deadline, String cause) {
+        synchronized (lock) {
+            if (isOver()) {
+                if (deadline - System.nanoTime() <= 0) {
+                    transport.abort(); // stop at once: do not wait for the closing handshake
+                }
+                return;
+            }
+            if (stopping == null) {
+                stopping = "drained (" + cause + ")";
+            }
+            if (!registered.isDone()) {
+                checkEnd();
+                return;
+            }
+            long left = deadline - System.nanoTime();
+            if (!draining) {
+                draining = true;
+                LOG.log(
+                        INFO,
+                        "{0}: draining {1} tasks in flight for at most {2} ms",
+                        cause,
+                        active.size(),
+                        Long.toString(TimeUnit.NANOSECONDS.toMillis(Math.max(0, left))));
+                double load = (double) active.size() / config.maxConcurrency();
+                send(new Backpressure(new BackpressureSignal(config.workerId(), load, true, true)));
+            }
+            if (drainTimer != null) {
+                drainTimer.cancel(false);
+            }
+            if (left <= 0) {
+                cancelRemaining("the worker is shutting down (" + cause + ")");
+            } else {
+                String message = "the worker is shutting down (" + cause + ") and its drain timeout passed";
+                drainTimer = threads.timers().schedule(() -> drainTimedOut(message), left, TimeUnit.NANOSECONDS);
+            }
+            checkEnd();
+        }
     }
 
     /**
@@ -150,11 +213,14 @@ final class Session {
         }
     }
 
-    /** The dispatcher closed its side: a loss, unless it comes after Shutdown. */
+    /**
+     * The dispatcher closed its side, which leaves ours open (stdin): a loss, unless it
+     * comes after Shutdown or during a drain.
+     */
     void onInputClosed(String reason) {
         synchronized (lock) {
-            if (shuttingDown) {
-                LOG.log(DEBUG, "{0} after Shutdown; finishing in-flight tasks", reason);
+            if (stopping != null) {
+                LOG.log(DEBUG, "{0} while shutting down; finishing in-flight tasks", reason);
             } else {
                 lose(reason);
             }
@@ -210,29 +276,27 @@ final class Session {
             LOG.log(WARNING, "ignoring a second dispatch of running task {0}", task.id());
             return;
         }
-        TypedHandler<?> handler = config.handlers().get(task.taskType());
-        if (shuttingDown) {
+        String type = task.taskType();
+        TypedHandler<?> handler = config.handlers().get(type);
+        Integer typeLimit = config.maxConcurrencyByType().get(type);
+        int ofType = activeByType.getOrDefault(type, 0);
+        if (stopping != null) {
             reject(task, ErrorCodes.WORKER_SHUTTING_DOWN, "the worker is shutting down", true);
         } else if (handler == null) {
-            reject(task, ErrorCodes.UNKNOWN_TASK_TYPE, "no handler for task type '" + task.taskType() + "'", false);
+            reject(task, ErrorCodes.UNKNOWN_TASK_TYPE, "no handler for task type '" + type + "'", false);
         } else if (active.size() >= config.maxConcurrency()) {
             String message = "the worker is running " + active.size() + " tasks, its maximum";
             reject(task, ErrorCodes.WORKER_SATURATED, message, true);
+        } else if (typeLimit != null && ofType >= typeLimit) {
+            String message = "the worker is running " + ofType + " '" + type + "' tasks, its maximum for that type";
+            reject(task, ErrorCodes.WORKER_SATURATED, message, true);
         } else {
-            start(task, handler, receivedAt);
+            Execution execution = new Execution(task, handler, this, threads.timers(), receivedAt, config.workerId());
+            active.put(task.id(), execution);
+            activeByType.merge(type, 1, Integer::sum);
+            threads.handlers().execute(execution);
+            updateBackpressure();
         }
-    }
-
-    private void start(Task task, TypedHandler<?> handler, long receivedAt) {
-        long timeoutMs = task.metadata().timeoutMs();
-        TaskContext context = new TaskContext(task, Instant.now().plusMillis(timeoutMs), config.workerId());
-        Execution execution = new Execution(
-                task, receivedAt, context, () -> handler.run(config.json(), context, task.payload()), this);
-        active.put(task.id(), execution);
-        execution.setDeadline(threads.timers()
-                .schedule(() -> execution.stop(Stop.timedOut(timeoutMs)), timeoutMs, TimeUnit.MILLISECONDS));
-        threads.handlers().execute(execution);
-        updateBackpressure();
     }
 
     private void onKill(Kill kill) {
@@ -245,7 +309,9 @@ final class Session {
     }
 
     private void onShutdown(boolean graceful) {
-        shuttingDown = true;
+        if (stopping == null) {
+            stopping = "shut down by the dispatcher";
+        }
         LOG.log(
                 INFO,
                 "dispatcher requested {0} shutdown; {1} tasks in flight",
@@ -265,13 +331,83 @@ final class Session {
     void finished(Execution execution, JsonNode value, Throwable error) {
         String frame = resultFrame(execution, value, error);
         synchronized (lock) {
-            active.remove(execution.task().id());
-            execution.cancelDeadline();
+            if (!remove(execution)) {
+                return; // reported already, at the end of a drain
+            }
             if (lost == null) {
                 transport.send(frame);
                 updateBackpressure();
             }
             checkEnd();
+        }
+    }
+
+    /**
+     * Sends a progress report ({@code Running}) for a task whose handler runs, with
+     * {@code extendMs} also moving the task's own deadline. Dropped once the task is
+     * stopped or reported, or the connection lost.
+     */
+    void report(Execution execution, TaskProgress progress, Long extendMs) {
+        synchronized (lock) {
+            if (isOver() || active.get(execution.task().id()) != execution || execution.stopped() != null) {
+                LOG.log(DEBUG, "dropping a progress report of task {0}: it is stopped", execution.task().id());
+                return;
+            }
+            if (extendMs != null) {
+                execution.extendDeadline(extendMs);
+            }
+            TaskResult report = new TaskResult(
+                    execution.task().id(),
+                    TaskStatus.RUNNING,
+                    null,
+                    null,
+                    elapsedMs(execution),
+                    config.workerId(),
+                    progress,
+                    extendMs);
+            send(new TaskResultMessage(report));
+        }
+    }
+
+    ObjectMapper json() {
+        return config.json();
+    }
+
+    /** Forgets a task that is reported; false if it was forgotten already. */
+    private boolean remove(Execution execution) {
+        Task task = execution.task();
+        if (!active.remove(task.id(), execution)) {
+            return false;
+        }
+        execution.cancelDeadline();
+        activeByType.computeIfPresent(task.taskType(), (type, count) -> count == 1 ? null : count - 1);
+        return true;
+    }
+
+    private void drainTimedOut(String message) {
+        synchronized (lock) {
+            if (!isOver()) {
+                cancelRemaining(message);
+                checkEnd();
+            }
+        }
+    }
+
+    /**
+     * Stops the tasks still in flight and reports each at once, by the first reason it was
+     * stopped for: the worker is about to close, so it does not wait for their handlers.
+     */
+    private void cancelRemaining(String message) {
+        if (active.isEmpty()) {
+            return;
+        }
+        LOG.log(INFO, "cancelling {0} tasks: {1}", active.size(), message);
+        for (Execution execution : List.copyOf(active.values())) {
+            execution.stop(Stop.shuttingDown(message));
+            remove(execution);
+            if (lost == null) {
+                transport.send(resultFrame(execution, null, null));
+            }
         }
     }
 
@@ -304,9 +440,12 @@ final class Session {
     }
 
     private String result(Execution execution, TaskStatus status, JsonNode payload, TaskError error) {
+        return encodeResult(execution.task(), status, payload, error, elapsedMs(execution));
+    }
+
+    private static long elapsedMs(Execution execution) {
         long elapsed = System.nanoTime() - execution.receivedAt();
-        long durationMs = Math.max(0, Math.round(elapsed / 1e6));
-        return encodeResult(execution.task(), status, payload, error, durationMs);
+        return Math.max(0, Math.round(elapsed / 1e6));
     }
 
     private void reject(Task task, String code, String message, boolean retryable) {
@@ -322,8 +461,14 @@ final class Session {
 
     // -- signals ------------------------------------------------------------------
 
-    /** Sends {@code Backpressure} when the worker becomes full, and when it is no longer full. */
+    /**
+     * Sends {@code Backpressure} when the worker becomes full, and when it is no longer
+     * full; nothing once it drains (nothing lifts that signal).
+     */
     private void updateBackpressure() {
+        if (draining) {
+            return;
+        }
         boolean full = active.size() >= config.maxConcurrency();
         if (full != throttled) {
             throttled = full;
@@ -352,15 +497,17 @@ final class Session {
         return lost != null || ended.isDone();
     }
 
-    /** Ends the session once it is shut down or lost and no handler runs any more. */
+    /** Ends the session once it is shut down, drained or lost and no task is in flight. */
     private void checkEnd() {
-        if (!active.isEmpty() || !(shuttingDown || lost != null)) {
+        if (!active.isEmpty() || (stopping == null && lost == null)) {
             return;
         }
         if (heartbeats != null) {
             heartbeats.cancel(false);
         }
-        String reason = lost != null ? lost : "shut down by the dispatcher";
-        ended.complete(new SessionEnd(shuttingDown, reason));
+        if (drainTimer != null) {
+            drainTimer.cancel(false);
+        }
+        ended.complete(new SessionEnd(stopping != null, lost != null ? lost : stopping));
     }
 }

@@ -10,13 +10,22 @@ record Stop(TaskStatus status, TaskError error) {
         return new Stop(TaskStatus.CANCELLED, new TaskError(ErrorCodes.KILLED, message, false));
     }
 
-    static Stop timedOut(long timeoutMs) {
-        String message = "task exceeded its timeout of " + timeoutMs + " ms";
+    /**
+     * @param timeoutMs the task's {@code timeoutMs}
+     * @param allowedMs the time it had from receipt, longer if it extended its deadline
+     */
+    static Stop timedOut(long timeoutMs, long allowedMs) {
+        String message = "task exceeded its timeout of " + timeoutMs + " ms"
+                + (allowedMs > timeoutMs ? " (extended to " + allowedMs + " ms)" : "");
         return new Stop(TaskStatus.TIMED_OUT, new TaskError(ErrorCodes.TIMEOUT, message, true));
     }
 
     static Stop shutDown() {
-        String message = "the worker was shut down (not gracefully)";
+        return shuttingDown("the worker was shut down (not gracefully)");
+    }
+
+    /** The worker stopped draining before the task finished: the dispatcher retries it at once. */
+    static Stop shuttingDown(String message) {
         return new Stop(TaskStatus.CANCELLED, new TaskError(ErrorCodes.WORKER_SHUTTING_DOWN, message, true));
     }
 

@@ -3,8 +3,8 @@ package io.triopipe.worker;
 /**
  * Runs one task type: takes the task's payload bound to {@code I}, returns the result.
  *
- * <p>The handler runs on its own thread. {@code Kill}, the task's deadline and a
- * non-graceful shutdown interrupt that thread: blocking calls throw {@link
+ * <p>The handler runs on its own thread. {@code Kill}, the task's deadline, a
+ * non-graceful shutdown and the end of a drain interrupt that thread: blocking calls throw {@link
  * InterruptedException} (let it propagate), and a loop that computes should check
  * {@link TaskContext#isCancelled()}. Whatever the handler then returns or throws, the
  * task is reported cancelled or timed out.

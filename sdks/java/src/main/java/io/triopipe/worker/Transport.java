@@ -3,7 +3,8 @@ package io.triopipe.worker;
 /**
  * One connection to the dispatcher. It hands every received frame to its {@link
  * Session} ({@code onFrame}, in order, from one thread at a time) and reports the end
- * of input ({@code onInputClosed}) and failures ({@code onBroken}).
+ * of input that leaves output usable ({@code onInputClosed}: stdin) and the end of the
+ * connection ({@code onBroken}: a failure, or the dispatcher's WebSocket Close).
  */
 interface Transport {
     /** The longest frame read (the dispatcher's own limit, 16 MiB); longer ones are dropped. */
@@ -23,6 +24,10 @@ interface Transport {
     /** Sends what is queued and closes the connection normally, within the timeout. */
     void close() throws InterruptedException;
 
-    /** Closes the connection at once, dropping what is queued. Idempotent. */
+    /**
+     * Closes the connection at once, dropping what is queued, and ends a {@link #close}
+     * in progress as far as it can (a stdio write that blocks cannot be cut short).
+     * Idempotent.
+     */
     void abort();
 }

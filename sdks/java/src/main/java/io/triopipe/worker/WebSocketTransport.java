@@ -24,7 +24,8 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
     private static final System.Logger LOG = System.getLogger("io.triopipe.worker");
 
     private final Duration timeout;
-    private final CompletableFuture<Void> peerClosed = new CompletableFuture<>();
+    /** Completes when the connection is over: the dispatcher's Close, a failure, or {@link #abort}. */
+    private final CompletableFuture<Void> closed = new CompletableFuture<>();
     private final StringBuilder message = new StringBuilder();
     private boolean oversized;
     private volatile Session session;
@@ -38,21 +39,28 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
     /**
      * Opens a connection; nothing is read before {@link #start}.
      *
-     * @throws IOException if the connection cannot be made within {@code timeout}
+     * @param giveUp completes when the connection is no longer wanted
+     * @throws IOException if the connection cannot be made within {@code timeout}, or
+     *     {@code giveUp} completes first
      */
-    static WebSocketTransport connect(HttpClient client, URI url, Duration timeout)
+    static WebSocketTransport connect(HttpClient client, URI url, Duration timeout, CompletableFuture<?> giveUp)
             throws IOException, InterruptedException {
         WebSocketTransport transport = new WebSocketTransport(timeout);
         CompletableFuture<WebSocket> opening =
                 client.newWebSocketBuilder().connectTimeout(timeout).buildAsync(url, transport);
         try {
-            transport.socket = opening.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
+            CompletableFuture.anyOf(opening, giveUp).get(timeout.toNanos(), TimeUnit.NANOSECONDS);
         } catch (ExecutionException e) {
             throw new IOException(describe(e.getCause()), e.getCause());
         } catch (TimeoutException e) {
             opening.cancel(true);
             throw new IOException("no connection within " + timeout.toMillis() + " ms", e);
         }
+        if (!opening.isDone()) {
+            opening.cancel(true);
+            throw new IOException("given up while connecting");
+        }
+        transport.socket = opening.join();
         return transport;
     }
 
@@ -73,14 +81,14 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
     public void close() throws InterruptedException {
         CompletableFuture<?> closing;
         synchronized (this) {
-            closing = sending.thenCompose(done -> peerClosed.isDone()
-                    ? peerClosed
-                    : socket.sendClose(WebSocket.NORMAL_CLOSURE, "").thenCompose(sent -> peerClosed));
+            closing = sending.thenCompose(done -> closed.isDone()
+                    ? closed
+                    : socket.sendClose(WebSocket.NORMAL_CLOSURE, "").thenCompose(sent -> closed));
         }
         try {
             closing.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
         } catch (ExecutionException | TimeoutException e) {
-            if (!peerClosed.isDone()) { // else the dispatcher closed first: nothing is wrong
+            if (!closed.isDone()) { // else it ended first (the dispatcher's Close, an abort)
                 LOG.log(WARNING, "could not close the connection cleanly: {0}", describe(e));
             }
         } finally {
@@ -91,6 +99,7 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
     @Override
     public void abort() {
         socket.abort();
+        closed.complete(null); // a close() waiting for the dispatcher's Close returns
     }
 
     // -- WebSocket.Listener ---------------------------------------------------------
@@ -133,15 +142,16 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
 
     @Override
     public CompletionStage<?> onClose(WebSocket webSocket, int statusCode, String reason) {
-        peerClosed.complete(null);
+        closed.complete(null);
         String why = reason.isEmpty() ? "" : ": " + reason;
-        session.onInputClosed("the dispatcher closed the connection (code " + statusCode + why + ")");
+        // Nothing can be delivered after the dispatcher's Close, even during a shutdown.
+        session.onBroken("the dispatcher closed the connection (code " + statusCode + why + ")");
         return null;
     }
 
     @Override
     public void onError(WebSocket webSocket, Throwable error) {
-        peerClosed.complete(null);
+        closed.complete(null);
         session.onBroken("the connection failed: " + describe(error));
     }
 

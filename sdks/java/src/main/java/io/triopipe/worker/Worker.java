@@ -21,9 +21,10 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.OptionalInt;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ThreadLocalRandom;
-import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
 
 /**
  * A trio_pipe worker: typed handlers by task type, served to a dispatcher over
@@ -39,7 +40,8 @@ import java.util.concurrent.TimeUnit;
  * }</pre>
  *
  * <p>Each dispatched task runs on a thread of a pool of {@code maxConcurrency}
- * threads; a dispatch beyond that is answered {@code Failed} with {@link
+ * threads; a dispatch beyond that, or beyond its type's limit ({@link
+ * Builder#maxConcurrencyByType}), is answered {@code Failed} with {@link
  * ErrorCodes#WORKER_SATURATED}. The worker sends {@code Backpressure} (throttle) when
  * its last slot is taken and again (release) when one frees up. {@code Kill}, the
  * task's {@code timeoutMs} (counted from receipt) and a non-graceful {@code Shutdown}
@@ -47,13 +49,22 @@ import java.util.concurrent.TimeUnit;
  * ErrorCodes#KILLED}), {@code TimedOut} ({@link ErrorCodes#TIMEOUT}) or {@code
  * Cancelled} ({@link ErrorCodes#WORKER_SHUTTING_DOWN}) once the handler has returned.
  *
- * <p>A worker is immutable and may serve several times, one run at a time.
+ * <p>SIGTERM and SIGINT, or {@link #drain}, drain the worker: no new task, the tasks in
+ * flight finish within the drain timeout, those left are reported {@code Cancelled}
+ * ({@link ErrorCodes#WORKER_SHUTTING_DOWN}, retryable), then the connection closes.
+ * After a signal, the JVM then exits with status 0 (SIGTERM) or 130 (SIGINT).
+ *
+ * <p>A worker's settings are immutable; it may serve several times, one run at a time.
  */
 public final class Worker {
     private static final System.Logger LOG = System.getLogger("io.triopipe.worker");
     private static final Duration DEFAULT_HEARTBEAT = Duration.ofSeconds(5);
+    private static final Duration DEFAULT_DRAIN_TIMEOUT = Duration.ofSeconds(30);
+    /** Sets the drain timeout, in milliseconds, of a worker whose builder does not. */
+    static final String DRAIN_TIMEOUT_ENV = "TRIO_PIPE_DRAIN_TIMEOUT_MS";
 
     private final Config config;
+    private final AtomicReference<Run> running = new AtomicReference<>();
 
     private Worker(Config config) {
         this.config = config;
@@ -87,7 +98,10 @@ public final class Worker {
      *
      * <p>Returns after {@code Shutdown}: graceful, once the tasks in flight have
      * finished and their results are sent; not graceful, once they have been stopped
-     * and reported {@code Cancelled}. The connection is then closed with code 1000.
+     * and reported {@code Cancelled}. The connection is then closed with code 1000. It
+     * also returns after {@link #drain}, and never reconnects once draining. After
+     * SIGTERM or SIGINT (unless {@link Builder#handleSignals} is off) it drains the same
+     * way, then exits the JVM instead of returning.
      *
      * <p>If the connection cannot be made or registered within the connect timeout, or
      * is lost without {@code Shutdown}, the tasks in flight are stopped (their results
@@ -102,31 +116,43 @@ public final class Worker {
      * @throws InterruptedException if the calling thread is interrupted: every handler
      *     is interrupted and the connection aborted
      * @throws IllegalArgumentException if the URL is not a WebSocket URL
+     * @throws IllegalStateException if the worker is running already
      */
     public void runWebSocket(URI url) throws WorkerConnectionException, InterruptedException {
         String scheme = url.getScheme();
         if (!"ws".equalsIgnoreCase(scheme) && !"wss".equalsIgnoreCase(scheme)) {
             throw new IllegalArgumentException("expected a ws:// or wss:// URL, got " + url);
         }
+        Run run = begin();
+        try {
+            runWebSocket(url, run);
+        } finally {
+            end(run);
+        }
+    }
+
+    private void runWebSocket(URI url, Run run) throws WorkerConnectionException, InterruptedException {
         HttpClient client =
                 HttpClient.newBuilder().connectTimeout(config.connectTimeout()).build();
         Backoff backoff = new Backoff(config.backoffInitial(), config.backoffMax());
         long startedAt = System.nanoTime();
         Duration heartbeat = Objects.requireNonNullElse(config.heartbeatInterval(), DEFAULT_HEARTBEAT);
         try (WorkerThreads threads = new WorkerThreads(config.maxConcurrency())) {
-            while (true) {
+            while (!run.isDraining()) {
                 Session session = null;
                 SessionEnd end;
                 try {
-                    WebSocketTransport transport = WebSocketTransport.connect(client, url, config.connectTimeout());
+                    WebSocketTransport transport =
+                            WebSocketTransport.connect(client, url, config.connectTimeout(), run.draining());
                     session = new Session(config, transport, threads, startedAt, heartbeat);
                     transport.start(session);
                     session.register(config.connectTimeout());
+                    run.attach(session);
                     end = serve(session, transport);
                 } catch (IOException e) {
                     end = new SessionEnd(false, "could not connect to " + url + ": " + e.getMessage());
                 }
-                if (end.shutdown()) {
+                if (end.shutdown() || run.isDraining()) {
                     LOG.log(INFO, "worker {0} shut down: {1}", workerId(), end.reason());
                     return;
                 }
@@ -138,8 +164,9 @@ public final class Worker {
                 }
                 Duration delay = backoff.next();
                 LOG.log(WARNING, "{0}; reconnecting in {1} ms", end.reason(), delay.toMillis());
-                TimeUnit.NANOSECONDS.sleep(delay.toNanos());
+                run.sleep(delay);
             }
+            LOG.log(INFO, "worker {0} drained while not connected", workerId());
         }
     }
 
@@ -148,7 +175,8 @@ public final class Worker {
      *
      * <p>While it serves, {@code System.out} is redirected to {@code System.err}, so
      * that nothing but protocol lines reaches stdout; log to stderr too (the default of
-     * {@code java.util.logging}). See {@link #serveStdio(InputStream, OutputStream)}.
+     * {@code java.util.logging}). See {@link #serveStdio(InputStream, OutputStream)},
+     * also for SIGTERM and SIGINT.
      *
      * @throws InterruptedException if the calling thread is interrupted
      */
@@ -173,24 +201,101 @@ public final class Worker {
      *
      * <p>Returns after {@code Shutdown} (graceful: once the tasks in flight have
      * finished and their results are written, even if {@code in} ends meanwhile; not
-     * graceful: once they have been stopped and reported {@code Cancelled}), or when
-     * {@code in} ends or {@code out} fails without {@code Shutdown}: the tasks in flight
-     * are then stopped and their results dropped. Neither stream is closed; the thread
+     * graceful: once they have been stopped and reported {@code Cancelled}), after
+     * {@link #drain} (likewise), or when {@code in} ends or {@code out} fails without
+     * {@code Shutdown}: the tasks in flight are then stopped and their results dropped.
+     * After SIGTERM or SIGINT (unless {@link Builder#handleSignals} is off) it drains,
+     * then exits the JVM instead of returning. Neither stream is closed; the thread
      * reading {@code in} ends at its end.
      *
      * @param in where the dispatcher's messages come from
      * @param out where this worker's messages go
      * @throws InterruptedException if the calling thread is interrupted: every handler
      *     is interrupted
+     * @throws IllegalStateException if the worker is running already
      */
     public void serveStdio(InputStream in, OutputStream out) throws InterruptedException {
+        Run run = begin();
         try (WorkerThreads threads = new WorkerThreads(config.maxConcurrency())) {
             StdioTransport transport = new StdioTransport(in, out, config.connectTimeout());
             Session session = new Session(config, transport, threads, System.nanoTime(), config.heartbeatInterval());
             session.serveUnregistered();
             transport.start(session);
+            run.attach(session);
             SessionEnd end = serve(session, transport);
             LOG.log(INFO, "worker {0} stopped: {1}", workerId(), end.reason());
+        } finally {
+            end(run);
+        }
+    }
+
+    /**
+     * Drains the run in progress, from any thread, as SIGTERM does:
+     *
+     * <ol>
+     *   <li>sends {@code Backpressure} with {@code shouldThrottle} and {@code draining}
+     *       true, and answers every {@code TaskDispatch} from then on {@code Failed}
+     *       ({@link ErrorCodes#WORKER_SHUTTING_DOWN}, retryable);
+     *   <li>lets the tasks in flight finish and sends their results, for at most {@code
+     *       grace};
+     *   <li>then stops those left (as {@code Kill} does) and reports each {@code
+     *       Cancelled} ({@link ErrorCodes#WORKER_SHUTTING_DOWN}, retryable) at once,
+     *       without waiting for their handlers to return;
+     *   <li>closes the connection with code 1000 (WebSocket) or stops writing (stdio),
+     *       and the run method returns. It never reconnects.
+     * </ol>
+     *
+     * <p>Returns at once. A second call can only bring the deadline nearer: {@code
+     * drain(Duration.ZERO)} stops at once.
+     *
+     * @param grace how long the tasks in flight may still run
+     * @return false if the worker was not running (nothing happens)
+     * @throws IllegalArgumentException if {@code grace} is negative
+     */
+    public boolean drain(Duration grace) {
+        if (grace.isNegative()) {
+            throw new IllegalArgumentException("grace must not be negative, got " + grace);
+        }
+        Run run = running.get();
+        if (run == null) {
+            return false;
+        }
+        run.drain(grace, "drain requested");
+        return true;
+    }
+
+    /**
+     * Drains the run in progress with the worker's drain timeout ({@link
+     * Builder#drainTimeout}); see {@link #drain(Duration)}.
+     *
+     * @return false if the worker was not running (nothing happens)
+     */
+    public boolean drain() {
+        return drain(config.drainTimeout());
+    }
+
+    private Run begin() {
+        Run run = new Run(config.drainTimeout());
+        if (!running.compareAndSet(null, run)) {
+            throw new IllegalStateException("worker " + workerId() + " is running already");
+        }
+        if (config.handleSignals()) {
+            Signals.enter(run);
+        }
+        return run;
+    }
+
+    /**
+     * After a signal, once the last run of the JVM has ended: exits (the run has logged
+     * how it ended, the one line of this step).
+     */
+    private void end(Run run) {
+        running.set(null);
+        if (config.handleSignals()) {
+            OptionalInt status = Signals.leave(run);
+            if (status.isPresent()) {
+                System.exit(status.getAsInt());
+            }
         }
     }
 
@@ -222,12 +327,15 @@ public final class Worker {
     public static final class Builder {
         private String workerId;
         private int maxConcurrency = 10;
+        private Map<String, Integer> maxConcurrencyByType = Map.of();
         private Duration heartbeatInterval;
         private List<String> tags = List.of();
         private boolean reconnect = true;
         private Duration backoffInitial = Duration.ofMillis(100);
         private Duration backoffMax = Duration.ofSeconds(10);
         private Duration connectTimeout = Duration.ofSeconds(10);
+        private Duration drainTimeout;
+        private boolean handleSignals = true;
         private ObjectMapper json;
         private final Map<String, TypedHandler<?>> handlers = new LinkedHashMap<>();
 
@@ -258,6 +366,33 @@ public final class Worker {
                 throw new IllegalArgumentException("maxConcurrency must be >= 1, got " + maxConcurrency);
             }
             this.maxConcurrency = maxConcurrency;
+            return this;
+        }
+
+        /**
+         * How many tasks of some types run at once, below {@link #maxConcurrency} (default:
+         * none, every type is limited by {@code maxConcurrency} alone). Sent in the
+         * registration, so that the dispatcher respects it, and enforced by the worker: a
+         * dispatch beyond a type's limit is answered {@code Failed}, {@link
+         * ErrorCodes#WORKER_SATURATED}, retryable. {@link #build} checks that each type
+         * has a handler and each limit is at most {@code maxConcurrency}.
+         *
+         * @param limits task type to its limit, at least 1 each
+         * @return this builder
+         * @throws IllegalArgumentException if a limit is below 1
+         */
+        public Builder maxConcurrencyByType(Map<String, Integer> limits) {
+            Map<String, Integer> copy = new LinkedHashMap<>();
+            limits.forEach((type, limit) -> {
+                Objects.requireNonNull(type, "task type");
+                Objects.requireNonNull(limit, "limit");
+                if (limit < 1) {
+                    throw new IllegalArgumentException(
+                            "maxConcurrencyByType: the limit of '" + type + "' must be >= 1, got " + limit);
+                }
+                copy.put(type, limit);
+            });
+            this.maxConcurrencyByType = Collections.unmodifiableMap(copy);
             return this;
         }
 
@@ -327,6 +462,38 @@ public final class Worker {
         }
 
         /**
+         * How long the tasks in flight may still run once the worker drains (SIGTERM,
+         * SIGINT, {@link Worker#drain()}) before those left are cancelled. Default: the
+         * environment variable {@code TRIO_PIPE_DRAIN_TIMEOUT_MS} (milliseconds) if set,
+         * else 30 s.
+         *
+         * @param timeout zero or more
+         * @return this builder
+         */
+        public Builder drainTimeout(Duration timeout) {
+            if (timeout.isNegative()) {
+                throw new IllegalArgumentException("drainTimeout must not be negative, got " + timeout);
+            }
+            this.drainTimeout = timeout;
+            return this;
+        }
+
+        /**
+         * Whether {@link Worker#runWebSocket} and {@link Worker#serveStdio} handle SIGTERM
+         * and SIGINT while they run (default true): the first signal drains the worker,
+         * a second stops it at once, and once drained the JVM exits with status 0
+         * (SIGTERM) or 130 (SIGINT). Turn it off when the application handles signals
+         * itself, and call {@link Worker#drain()} from there.
+         *
+         * @param handleSignals false to leave the signals alone
+         * @return this builder
+         */
+        public Builder handleSignals(boolean handleSignals) {
+            this.handleSignals = handleSignals;
+            return this;
+        }
+
+        /**
          * The Jackson mapper that binds payloads and writes results (default: a plain
          * {@link JsonMapper} that ignores unknown properties).
          *
@@ -364,21 +531,35 @@ public final class Worker {
          * Builds the worker.
          *
          * @return the worker
-         * @throws IllegalStateException if no handler was registered
+         * @throws IllegalStateException if no handler was registered, a per-type limit
+         *     names a type without a handler or exceeds {@code maxConcurrency}, or {@code
+         *     TRIO_PIPE_DRAIN_TIMEOUT_MS} is needed and not a whole number of milliseconds
          */
         public Worker build() {
             if (handlers.isEmpty()) {
                 throw new IllegalStateException("a worker needs at least one handler");
             }
+            maxConcurrencyByType.forEach((type, limit) -> {
+                if (!handlers.containsKey(type)) {
+                    throw new IllegalStateException("maxConcurrencyByType: no handler for task type '" + type + "'");
+                }
+                if (limit > maxConcurrency) {
+                    throw new IllegalStateException("maxConcurrencyByType: the limit of '" + type + "', " + limit
+                            + ", is above maxConcurrency " + maxConcurrency);
+                }
+            });
             Config config = new Config(
                     workerId != null ? workerId : defaultWorkerId(),
                     maxConcurrency,
+                    maxConcurrencyByType,
                     heartbeatInterval,
                     tags,
                     reconnect,
                     backoffInitial,
                     backoffMax,
                     connectTimeout,
+                    drainTimeout != null ? drainTimeout : drainTimeoutFromEnv(System.getenv(DRAIN_TIMEOUT_ENV)),
+                    handleSignals,
                     Collections.unmodifiableMap(new LinkedHashMap<>(handlers)),
                     json != null
                             ? json
@@ -393,6 +574,23 @@ public final class Worker {
                 throw new IllegalArgumentException(name + " must be positive, got " + value);
             }
             return value;
+        }
+
+        /** The drain timeout that {@code TRIO_PIPE_DRAIN_TIMEOUT_MS} sets: 30 s when unset. */
+        static Duration drainTimeoutFromEnv(String value) {
+            if (value == null) {
+                return DEFAULT_DRAIN_TIMEOUT;
+            }
+            try {
+                long ms = Long.parseLong(value.strip());
+                if (ms >= 0) {
+                    return Duration.ofMillis(ms);
+                }
+            } catch (NumberFormatException e) {
+                // reported below
+            }
+            throw new IllegalStateException(
+                    DRAIN_TIMEOUT_ENV + " must be a whole number of milliseconds >= 0, got '" + value + "'");
         }
 
         private static String defaultWorkerId() {

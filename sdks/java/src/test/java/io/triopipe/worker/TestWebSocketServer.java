@@ -104,6 +104,7 @@ final class TestWebSocketServer implements AutoCloseable {
         private final InputStream in;
         private final OutputStream out;
         private final CompletableFuture<Integer> closeCode = new CompletableFuture<>();
+        private volatile boolean answerClose = true;
 
         private Connection(Socket socket, InputStream in, OutputStream out) {
             this.socket = socket;
@@ -136,6 +137,11 @@ final class TestWebSocketServer implements AutoCloseable {
             writeFrame(
                     true, CLOSE, ByteBuffer.allocate(2).putShort((short) code).array());
             close();
+        }
+
+        /** From now on, leaves the worker's Close frame unanswered (a dispatcher that hangs). */
+        void ignoreClose() {
+            answerClose = false;
         }
 
         /** The code of the worker's Close frame, once it arrives. */
@@ -177,9 +183,11 @@ final class TestWebSocketServer implements AutoCloseable {
                                     ? ByteBuffer.wrap(payload).getShort() & 0xFFFF
                                     : 1005;
                             closeCode.complete(code);
-                            writeFrame(true, CLOSE, payload);
-                            close();
-                            return;
+                            if (answerClose) {
+                                writeFrame(true, CLOSE, payload);
+                                close();
+                                return;
+                            }
                         }
                         default -> {} // pong, binary: not used by the worker
                     }

@@ -16,6 +16,7 @@ import io.triopipe.worker.protocol.Kill;
 import io.triopipe.worker.protocol.Message;
 import io.triopipe.worker.protocol.Shutdown;
 import io.triopipe.worker.protocol.TaskError;
+import io.triopipe.worker.protocol.TaskMetadata;
 import io.triopipe.worker.protocol.TaskResult;
 import io.triopipe.worker.protocol.TaskResultMessage;
 import io.triopipe.worker.protocol.TaskStatus;
@@ -36,6 +37,9 @@ class WorkerStdioTest {
     record Sum(List<Integer> numbers) {}
 
     record Total(int total) {}
+
+    /** What a handler passes on to the systems it writes to. */
+    record Fence(String idempotencyKey, Long epoch, Long attempt) {}
 
     private static final long WAIT_SECONDS = Peer.WAIT.toSeconds();
 
@@ -73,7 +77,11 @@ class WorkerStdioTest {
                 .handle("refuse", JsonNode.class, (ctx, payload) -> {
                     throw new TaskFailure("QUOTA_EXCEEDED", "no quota left", false);
                 })
-                .handle("nan", JsonNode.class, (ctx, payload) -> Double.NaN);
+                .handle("nan", JsonNode.class, (ctx, payload) -> Double.NaN)
+                .handle("fence", JsonNode.class, (ctx, payload) -> {
+                    TaskMetadata metadata = ctx.task().metadata();
+                    return new Fence(metadata.idempotencyKey(), metadata.epoch(), metadata.attempt());
+                });
     }
 
     private StdioPeer serve(Worker.Builder builder) throws Exception {
@@ -106,6 +114,22 @@ class WorkerStdioTest {
         StdioPeer peer = serve(worker());
         UUID id = peer.dispatch("sum", JSON.readTree("{\"numbers\":[1,2,3],\"unknown\":true}"));
         assertEquals(JSON.readTree("{\"total\":6}"), peer.result(id).payload());
+    }
+
+    @Test
+    void aHandlerReadsTheIdempotencyKeyAndTheFencingToken() throws Exception {
+        StdioPeer peer = serve(worker());
+        UUID id = UUID.randomUUID();
+        peer.sendFrame("{\"type\":\"TaskDispatch\",\"task\":{\"id\":\"" + id + "\",\"taskType\":\"fence\","
+                + "\"metadata\":{\"retryCount\":1,\"idempotencyKey\":\"order-42\",\"attempt\":3,\"epoch\":7}}}");
+        assertEquals(
+                JSON.readTree("{\"idempotencyKey\":\"order-42\",\"epoch\":7,\"attempt\":3}"),
+                peer.result(id).payload());
+
+        UUID plain = peer.dispatch("fence", NO_PAYLOAD); // a dispatcher of rust-pipe v0.1's shape
+        assertEquals(
+                JSON.readTree("{\"idempotencyKey\":null,\"epoch\":null,\"attempt\":null}"),
+                peer.result(plain).payload());
     }
 
     @Test

@@ -10,7 +10,8 @@ import java.time.Duration;
  * {@code echo}, {@code sleep} and {@code fail}, over WebSocket when given a {@code ws://}
  * URL (last argument, or {@code TRIO_PIPE_URL}), over stdio otherwise. Reads {@code
  * TRIO_PIPE_WORKER_ID}, {@code TRIO_PIPE_MAX_CONCURRENCY} and {@code
- * TRIO_PIPE_HEARTBEAT_MS}.
+ * TRIO_PIPE_HEARTBEAT_MS}; the builder reads {@code TRIO_PIPE_DRAIN_TIMEOUT_MS}, the
+ * drain timeout of SIGTERM and SIGINT, which the SDK handles.
  */
 public final class ConformanceWorker {
     record Sleep(long ms) {}

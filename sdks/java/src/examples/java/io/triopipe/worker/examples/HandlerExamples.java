@@ -3,6 +3,7 @@ package io.triopipe.worker.examples;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.triopipe.worker.TaskFailure;
 import io.triopipe.worker.Worker;
+import io.triopipe.worker.protocol.TaskMetadata;
 import java.math.BigInteger;
 import java.net.URI;
 import java.net.http.HttpClient;
@@ -11,7 +12,10 @@ import java.net.http.HttpResponse;
 import java.time.Duration;
 import java.time.Instant;
 
-/** Handlers as the SDK's docs show them: failures with a code, cancellation, deadlines. */
+/**
+ * Handlers as the SDK's docs show them: failures with a code, cancellation, deadlines,
+ * the idempotency key and the fencing token.
+ */
 public final class HandlerExamples {
     private HandlerExamples() {}
 
@@ -21,9 +25,22 @@ public final class HandlerExamples {
 
     record Primes(int count) {}
 
+    record Charge(String account, long cents) {}
+
+    record Receipt(String id) {}
+
+    /**
+     * A payment service: it charges once per idempotency key, and refuses a write whose
+     * fencing token ({@code epoch}, {@code attempt}) is older than one it has seen.
+     */
+    interface Payments {
+        Receipt charge(String account, long cents, String idempotencyKey, Long epoch, Long attempt)
+                throws InterruptedException;
+    }
+
     static final HttpClient HTTP = HttpClient.newHttpClient();
 
-    static Worker worker() {
+    static Worker worker(Payments payments) {
         return Worker.builder()
                 .handle("fetch", Fetch.class, (ctx, in) -> {
                     if (!in.url().startsWith("https://")) {
@@ -46,6 +63,12 @@ public final class HandlerExamples {
                         prime = prime.nextProbablePrime();
                     }
                     return prime;
+                })
+                .handle("charge", Charge.class, (ctx, in) -> {
+                    TaskMetadata meta = ctx.task().metadata();
+                    // The same key on every try; (epoch, attempt) tells this try from older ones.
+                    return payments.charge(
+                            in.account(), in.cents(), meta.idempotencyKey(), meta.epoch(), meta.attempt());
                 })
                 .handle(
                         "whoami",

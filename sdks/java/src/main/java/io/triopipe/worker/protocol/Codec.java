@@ -26,7 +26,11 @@ import java.util.stream.Stream;
  * {@code task_id}/{@code worker_id} aliases, unknown members ignored) and rejects
  * everything else with a {@link ProtocolException}. {@link #encode} writes the canonical
  * text: compact JSON, {@code type} first, every field in the order of the protocol's
- * tables, non-ASCII characters as themselves.
+ * tables, non-ASCII characters as themselves. The optional extensions ({@code draining},
+ * {@code progress}, {@code extendMs}, {@code maxConcurrencyByType}, and the task's
+ * {@code idempotencyKey}, {@code attempt} and {@code epoch}) come last and are written
+ * only when they hold something, so that every message of rust-pipe v0.1's shape
+ * stays byte for byte what it was.
  */
 public final class Codec {
     private static final JsonMapper JSON = JsonMapper.builder()
@@ -150,7 +154,11 @@ public final class Codec {
         long retryCount = f.integer("retryCount", 0, 0);
         long maxRetries = f.integer("maxRetries", TaskMetadata.DEFAULT_MAX_RETRIES, 0);
         String traceId = f.nullableString("traceId");
-        return f.build(() -> new TaskMetadata(createdAt, timeoutMs, priority, retryCount, maxRetries, traceId));
+        String idempotencyKey = f.nullableString("idempotencyKey");
+        Long attempt = f.nullableInteger("attempt", 1);
+        Long epoch = f.nullableInteger("epoch", 0);
+        return f.build(() -> new TaskMetadata(
+                createdAt, timeoutMs, priority, retryCount, maxRetries, traceId, idempotencyKey, attempt, epoch));
     }
 
     private static WorkerRegistration registration(Fields f) throws ProtocolException {
@@ -159,7 +167,9 @@ public final class Codec {
         long maxConcurrency = f.integer("maxConcurrency", 1, 1);
         String language = language(f);
         List<String> tags = f.strings("tags", false);
-        return f.build(() -> new WorkerRegistration(workerId, supportedTasks, maxConcurrency, language, tags));
+        Map<String, Long> maxConcurrencyByType = f.integers("maxConcurrencyByType", 1);
+        return f.build(() ->
+                new WorkerRegistration(workerId, supportedTasks, maxConcurrency, language, tags, maxConcurrencyByType));
     }
 
     /** A string, or rust-pipe's single-member object form ({@code {"Other": "wasm"}}). */
@@ -190,7 +200,19 @@ public final class Codec {
         TaskError error = errorFields == null ? null : error(errorFields);
         long durationMs = f.integer("durationMs", 0, 0);
         String workerId = f.string("workerId", "");
-        return f.build(() -> new TaskResult(taskId, status, payload, error, durationMs, workerId));
+        if (status.isTerminal()) { // progress and extendMs belong to progress reports only
+            return f.build(() -> new TaskResult(taskId, status, payload, error, durationMs, workerId));
+        }
+        Fields progressFields = f.objectOrNull("progress");
+        TaskProgress progress = progressFields == null ? null : progress(progressFields);
+        Long extendMs = f.nullableInteger("extendMs", 1);
+        return f.build(() -> new TaskResult(taskId, status, payload, error, durationMs, workerId, progress, extendMs));
+    }
+
+    private static TaskProgress progress(Fields f) throws ProtocolException {
+        Double fraction = f.nullableNumber("fraction");
+        String message = f.nullableString("message");
+        return f.build(() -> new TaskProgress(fraction, message));
     }
 
     private static TaskError error(Fields f) throws ProtocolException {
@@ -204,7 +226,8 @@ public final class Codec {
         String workerId = f.string("workerId");
         double currentLoad = f.number("currentLoad", 0.0);
         boolean shouldThrottle = f.bool("shouldThrottle", false);
-        return f.build(() -> new BackpressureSignal(workerId, currentLoad, shouldThrottle));
+        boolean draining = f.bool("draining", false);
+        return f.build(() -> new BackpressureSignal(workerId, currentLoad, shouldThrottle, draining));
     }
 
     // -- encoding --------------------------------------------------------------
@@ -250,6 +273,15 @@ public final class Codec {
         out.writeNumberField("retryCount", metadata.retryCount());
         out.writeNumberField("maxRetries", metadata.maxRetries());
         out.writeStringField("traceId", metadata.traceId());
+        if (metadata.idempotencyKey() != null) {
+            out.writeStringField("idempotencyKey", metadata.idempotencyKey());
+        }
+        if (metadata.attempt() != null) {
+            out.writeNumberField("attempt", metadata.attempt());
+        }
+        if (metadata.epoch() != null) {
+            out.writeNumberField("epoch", metadata.epoch());
+        }
         out.writeEndObject();
         out.writeEndObject();
     }
@@ -261,6 +293,13 @@ public final class Codec {
         out.writeNumberField("maxConcurrency", registration.maxConcurrency());
         out.writeStringField("language", registration.language());
         writeStrings(out, "tags", registration.tags());
+        if (!registration.maxConcurrencyByType().isEmpty()) {
+            out.writeObjectFieldStart("maxConcurrencyByType");
+            for (Map.Entry<String, Long> limit : registration.maxConcurrencyByType().entrySet()) {
+                out.writeNumberField(limit.getKey(), limit.getValue());
+            }
+            out.writeEndObject();
+        }
         out.writeEndObject();
     }
 
@@ -292,6 +331,21 @@ public final class Codec {
         }
         out.writeNumberField("durationMs", result.durationMs());
         out.writeStringField("workerId", result.workerId());
+        TaskProgress progress = result.progress();
+        if (progress != null) {
+            out.writeObjectFieldStart("progress");
+            out.writeFieldName("fraction");
+            if (progress.fraction() == null) {
+                out.writeNull();
+            } else {
+                out.writeNumber(progress.fraction());
+            }
+            out.writeStringField("message", progress.message());
+            out.writeEndObject();
+        }
+        if (result.extendMs() != null) {
+            out.writeNumberField("extendMs", result.extendMs());
+        }
         out.writeEndObject();
     }
 
@@ -300,6 +354,9 @@ public final class Codec {
         out.writeStringField("workerId", signal.workerId());
         out.writeNumberField("currentLoad", signal.currentLoad());
         out.writeBooleanField("shouldThrottle", signal.shouldThrottle());
+        if (signal.draining()) {
+            out.writeBooleanField("draining", true);
+        }
         out.writeEndObject();
     }
 

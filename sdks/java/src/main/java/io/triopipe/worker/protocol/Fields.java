@@ -3,8 +3,11 @@ package io.triopipe.worker.protocol;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.time.Instant;
 import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.UUID;
 import java.util.function.Function;
 import java.util.function.Supplier;
@@ -107,6 +110,30 @@ final class Fields {
         return number;
     }
 
+    /** An integer of at least {@code minimum} that may be absent or {@code null} (both read as {@code null}). */
+    Long nullableInteger(String name, long minimum) throws ProtocolException {
+        JsonNode value = object.get(name);
+        return value == null || value.isNull() ? null : integer(name, 0, minimum);
+    }
+
+    /**
+     * An object whose members are all integers of at least {@code minimum}, in the order
+     * received; {@code null}, and an absent member, read as empty.
+     */
+    Map<String, Long> integers(String name, long minimum) throws ProtocolException {
+        JsonNode value = object.get(name);
+        if (value == null || value.isNull()) {
+            return Map.of();
+        }
+        Fields members = of(value, at(name));
+        Map<String, Long> integers = new LinkedHashMap<>();
+        for (Iterator<String> names = value.fieldNames(); names.hasNext(); ) {
+            String member = names.next();
+            integers.put(member, members.integer(member, 0, minimum));
+        }
+        return integers;
+    }
+
     boolean bool(String name, boolean fallback) throws ProtocolException {
         JsonNode value = object.get(name);
         if (value == null) {
@@ -131,6 +158,12 @@ final class Fields {
             throw invalid(name, name + " is out of range, got " + value);
         }
         return number;
+    }
+
+    /** A finite number that may be absent or {@code null} (both read as {@code null}). */
+    Double nullableNumber(String name) throws ProtocolException {
+        JsonNode value = object.get(name);
+        return value == null || value.isNull() ? null : number(name, 0.0);
     }
 
     UUID uuid(String name) throws ProtocolException {

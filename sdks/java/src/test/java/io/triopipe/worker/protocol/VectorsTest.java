@@ -19,7 +19,8 @@ import org.junit.jupiter.api.TestFactory;
 /**
  * The shared test vectors of spec/vectors, read in place: every valid message decodes
  * and encodes back byte for byte (and to the same JSON value), every lenient input
- * encodes to its canonical text, every invalid input is rejected naming the same path.
+ * encodes to its canonical text, every invalid input is rejected naming the same path
+ * (and an out-of-range value with the same words).
  */
 class VectorsTest {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -56,7 +57,13 @@ class VectorsTest {
                     ProtocolException rejected = assertThrows(
                             ProtocolException.class,
                             () -> Codec.decode(vector.get("input").textValue()));
-                    Matcher path = PATH.matcher(vector.get("reason_contains").textValue());
+                    String reason = vector.get("reason_contains").textValue();
+                    if (vector.get("class").textValue().equals("out of range")) { // worded alike
+                        assertTrue(
+                                rejected.getMessage().contains(reason),
+                                () -> "the reason should say " + reason + ": " + rejected.getMessage());
+                    }
+                    Matcher path = PATH.matcher(reason);
                     if (path.find()) {
                         assertTrue(
                                 rejected.getMessage().contains(" @ " + path.group(1)),
