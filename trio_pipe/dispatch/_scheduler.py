@@ -237,10 +237,12 @@ class Scheduler:
         yet: its tries so far, its deadline, its placement."""
         handle = TaskHandle(record.task, structure=_identity, cancel=self.cancel)
         handle.attempts.extend(map(Attempt.of, record.attempts[record.counted_from :]))
+        to_trio_time = trio.current_time() - time.time()  # wall clock -> Trio's
         entry = TaskEntry(
             handle,
-            deadline=trio.current_time() + (record.deadline - time.time()),
+            deadline=record.deadline + to_trio_time,
             constraint=constraint_of(record.placement),
+            submitted_at=record.submitted_at + to_trio_time,
         )
         entry.attempt = record.attempts[-1].number if record.attempts else 0
         return entry
