@@ -414,6 +414,25 @@ async def test_list_after_an_unknown_task_fails(filled: Filled) -> None:
     assert done.stdout == ""
 
 
+async def test_a_reader_that_stops_reading_ends_the_command_without_a_traceback(
+    filled: Filled,
+) -> None:
+    read, write = os.pipe()
+    os.close(read)  # as `| head` does once it has read enough
+    try:
+        with trio.fail_after(WAIT):
+            process = await trio.run_process(
+                [sys.executable, "-m", "trio_pipe", "tasks", "list", "--store", filled.url],
+                stdout=write,
+                capture_stderr=True,
+                check=False,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+    finally:
+        os.close(write)
+    assert (process.returncode, process.stderr) == (1, b"")
+
+
 # -- show -------------------------------------------------------------------------------
 
 

@@ -233,16 +233,24 @@ def _indented_json(value: Any) -> str:
 
 
 def requeue_tasks(url: str, task_ids: Sequence[uuid.UUID]) -> int:
-    """Requeue each task; print one line per task (failures on stderr); 1 if any
-    could not be requeued."""
-    failures = trio.run(
+    """Requeue each task and print one line per task (on stderr for those that could
+    not be requeued); 1 if any could not."""
+    outcomes = trio.run(
         _on_writable_store, url, partial(_requeue_each, dict.fromkeys(task_ids))
     )
-    return 1 if failures else 0
+    for requeued, line in outcomes:
+        if requeued:
+            print(line)
+        else:
+            print(f"trio-pipe tasks requeue: {line}", file=sys.stderr)
+    return 0 if all(requeued for requeued, _ in outcomes) else 1
 
 
-async def _requeue_each(task_ids: Iterable[uuid.UUID], store: Store) -> int:
-    failures = 0
+async def _requeue_each(
+    task_ids: Iterable[uuid.UUID], store: Store
+) -> list[tuple[bool, str]]:
+    """(requeued, what happened) for each task."""
+    outcomes = []
     for task_id in task_ids:
         before = await store.get(task_id)
         try:
@@ -250,11 +258,10 @@ async def _requeue_each(task_ids: Iterable[uuid.UUID], store: Store) -> int:
                 raise TaskNotFound(f"no task {task_id}")
             await store.requeue(task_id, time.time())
         except (TaskNotFound, ValueError) as exc:
-            failures += 1
-            print(f"trio-pipe tasks requeue: {exc}", file=sys.stderr)
+            outcomes.append((False, str(exc)))
         else:
-            print(f"requeued {task_id} (it was {before.status.value})")
-    return failures
+            outcomes.append((True, f"requeued {task_id} (it was {before.status.value})"))
+    return outcomes
 
 
 # -- purge --------------------------------------------------------------------------

@@ -519,34 +519,40 @@ def _add_tasks_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _cmd_tasks(args: argparse.Namespace) -> int:
     from . import _cli_tasks as tasks
 
-    try:
-        if args.action == "list":
-            return tasks.list_tasks(
-                args.store,
-                status=args.status,
-                task_type=args.task_type,
-                limit=args.limit,
-                after=args.after,
-                as_json=args.json,
-            )
-        if args.action == "show":
-            return tasks.show_task(args.store, args.task_id, as_json=args.json)
-        if args.action == "requeue":
-            return tasks.requeue_tasks(args.store, args.task_ids)
-        if not (args.yes or args.dry_run):
-            raise UsageError(
-                "purge deletes tasks for good: add --yes (or --dry-run to count them)"
-            )
-        return tasks.purge_tasks(
+    if args.action == "purge" and not (args.yes or args.dry_run):
+        raise UsageError(
+            "purge deletes tasks for good: add --yes (or --dry-run to count them)"
+        )
+    actions: dict[str, Callable[[], int]] = {
+        "list": lambda: tasks.list_tasks(
+            args.store,
+            status=args.status,
+            task_type=args.task_type,
+            limit=args.limit,
+            after=args.after,
+            as_json=args.json,
+        ),
+        "show": lambda: tasks.show_task(args.store, args.task_id, as_json=args.json),
+        "requeue": lambda: tasks.requeue_tasks(args.store, args.task_ids),
+        "purge": lambda: tasks.purge_tasks(
             args.store,
             task_ids=args.task_ids or None,
             status=args.status,
             older_than=args.older_than,
             dry_run=args.dry_run,
-        )
+        ),
+    }
+    try:
+        status = actions[args.action]()
+        sys.stdout.flush()  # here, so that a reader gone away is noticed here
     except tasks.CommandFailed as exc:
         print(f"trio-pipe tasks {args.action}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # Whoever read the output stopped (``| head``): stop too, without a word.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    return status
 
 
 # -- main ------------------------------------------------------------------------------
