@@ -508,7 +508,9 @@ def _add_tasks_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="only tasks finished longer ago than this: 30s, 15m, 12h, 7d",
     )
     confirm = purge.add_mutually_exclusive_group()
-    confirm.add_argument("--yes", action="store_true", help="delete (required)")
+    confirm.add_argument(
+        "--yes", action="store_true", help="delete (required unless --dry-run)"
+    )
     confirm.add_argument(
         "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
     )
