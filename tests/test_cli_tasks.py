@@ -753,14 +753,19 @@ async def test_a_bad_store_url_is_a_usage_error(url: str, message: str) -> None:
             ["list", "--status", "timed-out"],
             "argument --status: unknown task status 'timed-out' (did you mean TimedOut?",
         ),
+        (
+            ["purge", "--status", "nope", "--yes"],
+            "argument --status: only finished tasks are purged: expected Completed, "
+            "Failed (or dead), TimedOut, Cancelled or any, got 'nope'",
+        ),
         (["list", "--limit", "0"], "argument --limit: must be at least 1, got 0"),
         (["list", "--after", "12"], "argument --after: not a task id (a UUID): '12'"),
         (["show", "nope"], "argument ID: not a task id (a UUID): 'nope'"),
         (["requeue"], "the following arguments are required: ID"),
         (
             ["purge", "--status", "pending", "--yes"],
-            "argument --status: a Pending task is not finished, and only finished tasks "
-            "are purged",
+            "argument --status: only finished tasks are purged: expected Completed, "
+            "Failed (or dead), TimedOut, Cancelled or any, got 'pending'",
         ),
         (
             ["purge", "--older-than", "5x", "--yes"],

@@ -236,7 +236,9 @@ def requeue_tasks(url: str, task_ids: Sequence[uuid.UUID]) -> int:
     """Requeue each task and print one line per task (on stderr for those that could
     not be requeued); 1 if any could not."""
     outcomes = trio.run(
-        _on_writable_store, url, partial(_requeue_each, dict.fromkeys(task_ids))
+        _on_writable_store,
+        url,
+        partial(_requeue_each, dict.fromkeys(task_ids)),  # each once, in order
     )
     for requeued, line in outcomes:
         if requeued:

@@ -112,18 +112,19 @@ def _task_id(text: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"not a task id (a UUID): {text!r}") from None
 
 
-#: ``--status`` of ``tasks``: a status's wire name, in any case as on the wire, or
-#: ``dead`` for Failed (a dead letter).
+#: What ``--status`` of ``tasks`` takes for Failed, besides the wire names: a dead letter.
 _DEAD = "dead"
+_FINISHED = "Completed, Failed (or dead), TimedOut, Cancelled"
 
 
 def _task_status(text: str) -> TaskStatus:
+    """A status's wire name, in any case (as the protocol reads it), or ``dead``."""
     if text.lower() == _DEAD:
         return TaskStatus.FAILED
     try:
         status: TaskStatus = converter.structure(text, TaskStatus)
     except ValueError as exc:
-        names = ", ".join(status.value for status in TaskStatus)
+        names = ", ".join(member.value for member in TaskStatus)
         raise argparse.ArgumentTypeError(
             f"{exc}; the statuses are {names}, and {_DEAD} (Failed)"
         ) from None
@@ -134,10 +135,13 @@ def _finished_status(text: str) -> TaskStatus | None:
     """A status a finished task can have, or ``any`` (None): what ``purge`` deletes."""
     if text.lower() == "any":
         return None
-    status = _task_status(text)
-    if not status.is_terminal:
+    try:
+        status = _task_status(text)
+    except argparse.ArgumentTypeError:
+        status = None
+    if status is None or not status.is_terminal:
         raise argparse.ArgumentTypeError(
-            f"a {status.value} task is not finished, and only finished tasks are purged"
+            f"only finished tasks are purged: expected {_FINISHED} or any, got {text!r}"
         )
     return status
 
@@ -499,7 +503,7 @@ def _add_tasks_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=_finished_status,
         default=TaskStatus.FAILED,
         metavar="STATUS",
-        help="Completed, Failed (or dead), TimedOut, Cancelled, or any (default: Failed)",
+        help=f"{_FINISHED}, or any (default: Failed)",
     )
     purge.add_argument(
         "--older-than",
