@@ -32,7 +32,7 @@ from trio_pipe._table import aligned
 from trio_pipe.cli import main
 from trio_pipe.store import SqliteStore, TaskRecord
 
-WAIT = 60  # seconds: a bound for each command (Python and trio start in well under 1)
+WAIT = 60  # seconds: a bound for each command (one takes a second or two)
 MINUTE, HOUR, DAY = 60.0, 3600.0, 24 * 3600.0
 # Local time for the commands: UTC+05:30, whatever this machine's zone, so that the
 # table's local times are known to differ from UTC. (POSIX: the offset is west of UTC.)
@@ -539,6 +539,16 @@ async def test_requeue_sends_tasks_that_ended_without_completing_round_again(
         assert record.result is None and record.finished_at is None
         assert record.tries == 0  # a fresh retry budget; the attempts stay
         assert record.deadline > filled.now
+    shown = (
+        await tasks("show", "--store", filled.url, filled.id("dead_old"), "--json")
+    ).json()
+    assert (shown["status"], shown["countedFrom"], len(shown["attempts"])) == (
+        "Pending",
+        2,
+        2,
+    )
+    text = (await tasks("show", "--store", filled.url, filled.id("dead_old"))).stdout
+    assert "\nattempts:         2 (0 since it was last requeued)\n" in text
 
 
 async def test_requeue_reports_each_task_and_exits_1_if_any_failed(filled: Filled) -> None:
