@@ -799,7 +799,8 @@ def test_wrong_arguments_are_usage_errors(
     with pytest.raises(SystemExit) as exited:
         main(["tasks", action, "--store", "sqlite:///tasks.db", *rest])
     assert exited.value.code == 2
-    assert message in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"trio-pipe tasks {action}: error: {message}")
 
 
 @pytest.mark.parametrize(

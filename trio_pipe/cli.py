@@ -16,7 +16,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -418,24 +418,34 @@ _TASKS_DESCRIPTION = (
 )
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A parser that reports a wrong argument in one line, without the usage (which
+    ``--help`` shows): the errors of ``tasks`` are one line each, whatever finds them."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def _add_tasks_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "tasks",
         help="list, show, requeue and purge the tasks in a dispatcher's store",
         description=_TASKS_DESCRIPTION,
     )
-    store = argparse.ArgumentParser(add_help=False)
+    store = _OneLineErrors(add_help=False)
     store.add_argument(
         "--store",
         required=True,
         metavar="URL",
         help="the dispatcher's task store: sqlite:///relative.db or sqlite:////absolute.db",
     )
-    as_json = argparse.ArgumentParser(add_help=False)
+    as_json = _OneLineErrors(add_help=False)
     as_json.add_argument(
         "--json", action="store_true", help="print JSON (times in RFC 3339, UTC)"
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = parser.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=_OneLineErrors
+    )
 
     listing = actions.add_parser(
         "list",
