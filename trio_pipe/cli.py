@@ -11,14 +11,16 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
-from .protocol import validate_worker_id
+from .protocol import TaskStatus, converter, validate_worker_id
 from .worker import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_CONCURRENCY,
@@ -84,6 +86,64 @@ def _worker_id(text: str) -> str:
         return validate_worker_id(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 24 * 3600}
+
+
+def _duration(text: str) -> float:
+    """``30s``, ``15m``, ``12h``, ``7d``: a positive duration, in seconds."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30s, 15m, 12h or 7d, got {text!r}"
+        )
+    seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive duration, got {text!r}")
+    return seconds
+
+
+def _task_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a task id (a UUID): {text!r}") from None
+
+
+#: What ``--status`` of ``tasks`` takes for Failed, besides the wire names: a dead letter.
+_DEAD = "dead"
+_FINISHED = "Completed, Failed (or dead), TimedOut, Cancelled"
+
+
+def _task_status(text: str) -> TaskStatus:
+    """A status's wire name, in any case (as the protocol reads it), or ``dead``."""
+    if text.lower() == _DEAD:
+        return TaskStatus.FAILED
+    try:
+        status: TaskStatus = converter.structure(text, TaskStatus)
+    except ValueError as exc:
+        names = ", ".join(member.value for member in TaskStatus)
+        raise argparse.ArgumentTypeError(
+            f"{exc}; the statuses are {names}, and {_DEAD} (Failed)"
+        ) from None
+    return status
+
+
+def _finished_status(text: str) -> TaskStatus | None:
+    """A status a finished task can have, or ``any`` (None): what ``purge`` deletes."""
+    if text.lower() == "any":
+        return None
+    try:
+        status = _task_status(text)
+    except argparse.ArgumentTypeError:
+        status = None
+    if status is None or not status.is_terminal:
+        raise argparse.ArgumentTypeError(
+            f"only finished tasks are purged: expected {_FINISHED} or any, got {text!r}"
+        )
+    return status
 
 
 # -- worker --------------------------------------------------------------------------
@@ -346,12 +406,178 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- tasks -----------------------------------------------------------------------------
+
+_TASKS_DESCRIPTION = (
+    "Read and tend the tasks a dispatcher keeps in a durable store (--store "
+    "sqlite:///path/to/tasks.db, the URL given to open_dispatcher). list and show open "
+    "the store read-only, so they work while a dispatcher runs; requeue and purge open "
+    "it for writing, as a dispatcher does, and so fail while one has it open (use the "
+    "dispatcher's own requeue() and purge() then). Errors are one line on stderr; the "
+    "exit status is 1 if the command failed, 2 if it was called wrongly."
+)
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """A parser that reports a wrong argument in one line, without the usage (which
+    ``--help`` shows): the errors of ``tasks`` are one line each, whatever finds them."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_tasks_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "tasks",
+        help="list, show, requeue and purge the tasks in a dispatcher's store",
+        description=_TASKS_DESCRIPTION,
+    )
+    store = _OneLineErrors(add_help=False)
+    store.add_argument(
+        "--store",
+        required=True,
+        metavar="URL",
+        help="the dispatcher's task store: sqlite:///relative.db or sqlite:////absolute.db",
+    )
+    as_json = _OneLineErrors(add_help=False)
+    as_json.add_argument(
+        "--json", action="store_true", help="print JSON (times in RFC 3339, UTC)"
+    )
+    actions = parser.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=_OneLineErrors
+    )
+
+    listing = actions.add_parser(
+        "list",
+        parents=[store, as_json],
+        help="a page of tasks, oldest first",
+        description=(
+            "Tasks in the order they were submitted, as a table (times are local) or, "
+            "with --json, as one JSON list of every field of each task. When there are "
+            "more, the last line is the command for the next page."
+        ),
+    )
+    listing.add_argument(
+        "--status",
+        type=_task_status,
+        metavar="STATUS",
+        help="only tasks in this status: Pending, Dispatched, Completed, Failed (or "
+        "dead), TimedOut, Cancelled; any case",
+    )
+    listing.add_argument(
+        "--type", dest="task_type", metavar="TYPE", help="only this task type"
+    )
+    listing.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="default 50"
+    )
+    listing.add_argument(
+        "--after", type=_task_id, metavar="ID", help="start after this task (paging)"
+    )
+
+    show = actions.add_parser(
+        "show",
+        parents=[store, as_json],
+        help="one task: every field, every attempt, its payload and result",
+        description="One task: every field, every attempt, its payload and its result.",
+    )
+    show.add_argument("task_id", type=_task_id, metavar="ID")
+
+    requeue = actions.add_parser(
+        "requeue",
+        parents=[store],
+        help="send tasks that ended without completing round again",
+        description=(
+            "Requeue each task -- one that ended Failed, TimedOut or Cancelled -- with "
+            "a fresh deadline and retry budget: the next dispatcher to open the store "
+            "runs it. One line per task says what happened; the exit status is 1 if "
+            "any could not be requeued."
+        ),
+    )
+    requeue.add_argument("task_ids", type=_task_id, nargs="+", metavar="ID")
+
+    purge = actions.add_parser(
+        "purge",
+        parents=[store],
+        help="delete finished tasks (by default every dead letter)",
+        description=(
+            "Delete finished tasks that match every filter given -- by default every "
+            "task that ended Failed -- and print how many. Unfinished tasks are never "
+            "deleted."
+        ),
+    )
+    purge.add_argument(
+        "task_ids", type=_task_id, nargs="*", metavar="ID", help="only these tasks"
+    )
+    purge.add_argument(
+        "--status",
+        type=_finished_status,
+        default=TaskStatus.FAILED,
+        metavar="STATUS",
+        help=f"{_FINISHED}, or any (default: Failed)",
+    )
+    purge.add_argument(
+        "--older-than",
+        type=_duration,
+        metavar="DURATION",
+        help="only tasks finished longer ago than this: 30s, 15m, 12h, 7d",
+    )
+    confirm = purge.add_mutually_exclusive_group()
+    confirm.add_argument(
+        "--yes", action="store_true", help="delete (required unless --dry-run)"
+    )
+    confirm.add_argument(
+        "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
+    )
+    parser.set_defaults(run=_cmd_tasks)
+    return parser
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from . import _cli_tasks as tasks
+
+    if args.action == "purge" and not (args.yes or args.dry_run):
+        raise UsageError(
+            "purge deletes tasks for good: add --yes (or --dry-run to count them)"
+        )
+    actions: dict[str, Callable[[], int]] = {
+        "list": lambda: tasks.list_tasks(
+            args.store,
+            status=args.status,
+            task_type=args.task_type,
+            limit=args.limit,
+            after=args.after,
+            as_json=args.json,
+        ),
+        "show": lambda: tasks.show_task(args.store, args.task_id, as_json=args.json),
+        "requeue": lambda: tasks.requeue_tasks(args.store, args.task_ids),
+        "purge": lambda: tasks.purge_tasks(
+            args.store,
+            task_ids=args.task_ids or None,
+            status=args.status,
+            older_than=args.older_than,
+            dry_run=args.dry_run,
+        ),
+    }
+    try:
+        status = actions[args.action]()
+        sys.stdout.flush()  # here, so that a reader gone away is noticed here
+    except tasks.CommandFailed as exc:
+        print(f"trio-pipe tasks {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # Whoever read the output stopped (``| head``): stop too, without a word.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    return status
+
+
 # -- main ------------------------------------------------------------------------------
 
 _SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
     _add_worker_parser,
     _add_conformance_parser,
     _add_demo_parser,
+    _add_tasks_parser,
 )
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 import attrs
 import trio
 
+from .._table import aligned
 from ._cases import CASES, Case, Mode
 from ._harness import CaseFailed, Harness
 
@@ -22,7 +23,6 @@ __all__ = ["CASE_NAMES", "CaseResult", "Report", "run_conformance"]
 Outcome = Literal["pass", "fail", "skip"]
 CASE_NAMES: tuple[str, ...] = tuple(case.name for case in CASES)
 _CASE_LIMIT = 30.0  # seconds; no case needs more than a few
-_PROBLEMS_SHOWN = 3
 _PROBLEMS_SHOWN = 3
 
 
@@ -47,11 +47,11 @@ class Report:
 
     def table(self) -> str:
         """The report as a plain-text table, with the worker's last output on failure."""
-        width = max(len(case.name) for case in self.cases)
-        lines = [f"{'case':<{width}}  result  detail"]
+        rows = [("case", "result", "detail")]
         for case in self.cases:
             outcome = "FAIL" if case.outcome == "fail" else case.outcome
-            lines.append(f"{case.name:<{width}}  {outcome:<6}  {case.detail}".rstrip())
+            rows.append((case.name, outcome, case.detail))
+        lines = aligned(rows)
         failed = sum(case.outcome == "fail" for case in self.cases)
         passed = sum(case.outcome == "pass" for case in self.cases)
         lines.append(f"\n{self.mode} mode: {passed} passed, {failed} failed")
