@@ -273,3 +273,23 @@ async def test_an_attempt_live_when_the_dispatcher_stopped_is_retried_or_dead_le
     assert dead.result is not None and dead.result.error is not None
     assert dead.result.error.code == ErrorCode.DISPATCHER_RESTARTED
     assert dead.task.payload == 2  # a dead letter keeps its payload
+
+
+async def test_another_programs_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    for store in (SqliteStore(path), SqliteStore(path, readonly=True)):
+        with pytest.raises(StoreError, match="not a trio_pipe task store"):
+            async with opened(store):
+                pass  # pragma: no cover
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM sqlite_schema").fetchall() == [("users",)]
+
+
+async def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    with pytest.raises(StoreError, match="does not exist"):
+        async with opened(SqliteStore(path, readonly=True)):
+            pass  # pragma: no cover
+    assert not os.listdir(tmp_path)

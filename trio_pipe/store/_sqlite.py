@@ -228,6 +228,8 @@ class SqliteStore(Store):
                 await self._call(self._close)
 
     def _open(self, now: float) -> list[TaskRecord]:
+        if self.readonly and not self.path.exists():
+            raise StoreError(f"task store {self.path} does not exist")
         if not self.readonly:
             self._lock()
         try:
@@ -243,7 +245,8 @@ class SqliteStore(Store):
             self._db = db
             db.execute("PRAGMA foreign_keys = ON")
             if self.readonly:
-                self._check_version(db)
+                if self._check_version(db) == 0:
+                    raise StoreError(f"{self.path} is not a trio_pipe task store (yet)")
                 return []
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -289,6 +292,11 @@ class SqliteStore(Store):
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = self._check_version(db)
+        if version == 0 and db.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchone():
+            raise StoreError(
+                f"{self.path} is a SQLite database of something else, not a trio_pipe "
+                "task store: it has tables but no store schema version"
+            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._transaction(db):
                 for statement in _statements(script):
