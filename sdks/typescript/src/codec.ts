@@ -130,7 +130,7 @@ function quote(text: string): string {
 class Fields {
   constructor(
     private readonly object: JsonObject,
-    private readonly path: string,
+    readonly path: string,
   ) {}
 
   /** A required member, read by `read`. */
@@ -371,6 +371,15 @@ const readRegistration = readObject<WorkerRegistration>((f) => {
     tags: f.optional("tags", readStringList, () => []),
   };
   const byType = f.optional("maxConcurrencyByType", readLimits, () => ({}));
+  for (const [type, limit] of Object.entries<number>(byType)) {
+    if (limit > registration.maxConcurrency) {
+      throw new ProtocolError(
+        "out of range",
+        `maxConcurrencyByType['${type}'] must be <= maxConcurrency (${registration.maxConcurrency}), ` +
+          `got ${limit} @ ${f.path}.maxConcurrencyByType`,
+      );
+    }
+  }
   return { ...registration, ...(Object.keys(byType).length === 0 ? {} : { maxConcurrencyByType: byType }) };
 });
 
