@@ -213,7 +213,10 @@ VALID: list[tuple[str, Message]] = [
                 supported_tasks=("render", "fetch"),
                 max_concurrency=52,
                 language="Go",
-                max_concurrency_by_type={"render": 2, "fetch": 50},
+                max_concurrency_by_type={
+                    "fetch": 50,
+                    "render": 2,
+                },  # members in any order; sorted here, as Go writes them
             )
         ),
     ),

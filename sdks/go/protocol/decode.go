@@ -199,6 +199,11 @@ func decodeRegistration(o object) WorkerRegistration {
 		limits, _ := o.object("maxConcurrencyByType", true)
 		r.MaxConcurrencyByType = map[string]int64{}
 		for _, taskType := range slices.Sorted(maps.Keys(limits.fields)) {
+			if kind := kindOf(limits.fields[taskType]); kind != "integer" {
+				// As the reference codec says it: at the object, naming the type.
+				o.d.fail(KindMistypedField, limits.path, "expected an integer for '%s', got %s", taskType, kind)
+				continue
+			}
 			limit := limits.integer(taskType, 1, 1)
 			if limit > r.MaxConcurrency {
 				o.d.fail(KindOutOfRange, limits.path+"."+taskType, "%d is more than maxConcurrency (%d)", limit, r.MaxConcurrency)

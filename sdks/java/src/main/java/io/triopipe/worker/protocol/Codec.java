@@ -167,7 +167,8 @@ public final class Codec {
         long maxConcurrency = f.integer("maxConcurrency", 1, 1);
         String language = language(f);
         List<String> tags = f.strings("tags", false);
-        Map<String, Long> maxConcurrencyByType = f.integers("maxConcurrencyByType", 1);
+        // Limits below 1 are refused by the record, naming the task type as the reference does.
+        Map<String, Long> maxConcurrencyByType = f.integers("maxConcurrencyByType", Long.MIN_VALUE);
         return f.build(() ->
                 new WorkerRegistration(workerId, supportedTasks, maxConcurrency, language, tags, maxConcurrencyByType));
     }

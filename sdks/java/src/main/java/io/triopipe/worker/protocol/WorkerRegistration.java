@@ -50,7 +50,7 @@ public record WorkerRegistration(
             NonNegative.atLeast(field, limit, 1);
             if (limit > maxConcurrency) {
                 throw new IllegalArgumentException(
-                        field + " must be <= maxConcurrency " + maxConcurrency + ", got " + limit);
+                        field + " must be <= maxConcurrency (" + maxConcurrency + "), got " + limit);
             }
             limits.put(type, limit);
         });

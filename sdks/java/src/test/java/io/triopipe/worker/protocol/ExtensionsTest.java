@@ -107,7 +107,7 @@ class ExtensionsTest {
     void perTypeLimitsMustBeFromOneToMaxConcurrency() {
         String head = "{\"type\":\"WorkerRegister\",\"registration\":{\"workerId\":\"w1\","
                 + "\"supportedTasks\":[\"render\"],\"maxConcurrency\":4";
-        assertRejected(head + ",\"maxConcurrencyByType\":{\"render\":0}}}", "$.registration.maxConcurrencyByType.render");
+        assertRejected(head + ",\"maxConcurrencyByType\":{\"render\":0}}}", "$.registration");
         assertRejected(head + ",\"maxConcurrencyByType\":{\"render\":\"2\"}}}", "$.registration.maxConcurrencyByType.render");
         assertRejected(head + ",\"maxConcurrencyByType\":[2]}}", "$.registration.maxConcurrencyByType");
         assertRejected(head + ",\"maxConcurrencyByType\":{\"render\":5}}}", "$.registration");
