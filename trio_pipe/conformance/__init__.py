@@ -23,7 +23,6 @@ Outcome = Literal["pass", "fail", "skip"]
 CASE_NAMES: tuple[str, ...] = tuple(case.name for case in CASES)
 _CASE_LIMIT = 30.0  # seconds; no case needs more than a few
 _PROBLEMS_SHOWN = 3
-_PROBLEMS_SHOWN = 3
 
 
 @attrs.frozen
@@ -115,7 +114,7 @@ async def _run_case(
     started = trio.current_time()
     outcome: Outcome
     try:
-        if harness.exit_status is not None:
+        if harness.exit_status is not None and not case.launches:
             raise CaseFailed(f"the worker had exited with status {harness.exit_status}")
         with trio.fail_after(harness.seconds(_CASE_LIMIT)):
             await case.run(harness)
