@@ -7,7 +7,10 @@ the kit catching it precisely.
 
     python tests/conformance_worker.py [--lowercase-status] [--snake-case]
         [--ignore-kill] [--no-heartbeat] [--unbounded] [--crash-on-garbage]
-        [--exit-status N] [ws://...]
+        [--no-drain] [--exit-status N] [ws://...]
+
+It drains on SIGTERM and SIGINT as the protocol says (docs/protocol.md, "Draining"),
+minimally: it stops reading (a dispatch that crosses the signal goes unanswered).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +34,7 @@ FAULTS = (
     "no-heartbeat",
     "unbounded",
     "crash-on-garbage",
+    "no-drain",  # SIGTERM and SIGINT keep their default effect: the process dies
 )
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -43,15 +48,45 @@ class Worker:
         self.capacity = int(os.environ["TRIO_PIPE_MAX_CONCURRENCY"])
         self.heartbeat_s = int(os.environ["TRIO_PIPE_HEARTBEAT_MS"]) / 1000
         self.running: dict[str, trio.CancelScope] = {}
+        self.stopped: set[str] = set()  # tasks stopped by the end of a drain
         self.started = time.monotonic()
+        self.drain_s = int(os.environ.get("TRIO_PIPE_DRAIN_TIMEOUT_MS", "30000")) / 1000
+        self.reading = trio.CancelScope()
+        self.signal: int | None = None
 
     async def serve(self, receive: Callable[[], Awaitable[str | None]]) -> None:
         async with trio.open_nursery() as outer:
             if "no-heartbeat" not in self.faults:
                 outer.start_soon(self.heartbeats)
+            if "no-drain" not in self.faults:
+                await outer.start(self.watch_signals, outer)
             async with trio.open_nursery() as tasks:  # exits once the tasks finish
-                await self.read(receive, tasks)
+                with self.reading:
+                    await self.read(receive, tasks)
             outer.cancel_scope.cancel()
+
+    async def watch_signals(
+        self, outer: trio.Nursery, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            async for signum in signals:
+                if self.signal is None:  # drain: say so, read no more, let tasks run
+                    self.signal = signum
+                    await self.backpressure(True, draining=True)
+                    self.reading.cancel()
+                    outer.start_soon(self.stop_after, self.drain_s)
+                else:  # again: stop now
+                    self.stop_all()
+
+    async def stop_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self.stop_all()
+
+    def stop_all(self) -> None:
+        for task_id, scope in self.running.items():
+            self.stopped.add(task_id)
+            scope.cancel()
 
     async def read(
         self, receive: Callable[[], Awaitable[str | None]], tasks: trio.Nursery
@@ -107,13 +142,20 @@ class Worker:
             status, payload, error = await self.handle(task["taskType"], task["payload"])
         if scope.cancelled_caught:
             timed_out = trio.current_time() >= scope.deadline
+            stopped = task["id"] in self.stopped
             status = "TimedOut" if timed_out else "Cancelled"
             code = "TIMEOUT" if timed_out else "KILLED"
-            error = {"code": code, "message": code.lower(), "retryable": timed_out}
+            if stopped:
+                code = "WORKER_SHUTTING_DOWN"
+            error = {
+                "code": code,
+                "message": code.lower(),
+                "retryable": timed_out or stopped,
+            }
         was_full = len(self.running) == self.capacity
         del self.running[task["id"]]
         await self.result(task, status, payload, error, started)
-        if was_full:
+        if was_full and self.signal is None:
             await self.backpressure(False)
 
     async def handle(self, kind: str, payload: Any) -> tuple[str, Any, Any]:
@@ -147,16 +189,18 @@ class Worker:
             result = {"task_id": result.pop("taskId"), **result}
         await self.send({"type": "TaskResult", "result": result})
 
-    async def backpressure(self, throttle: bool) -> None:
-        signal = {
+    async def backpressure(self, throttle: bool, *, draining: bool = False) -> None:
+        load = {
             "workerId": self.worker_id,
             "currentLoad": len(self.running) / self.capacity,
             "shouldThrottle": throttle,
         }
-        await self.send({"type": "Backpressure", "signal": signal})
+        if draining:
+            load["draining"] = True
+        await self.send({"type": "Backpressure", "signal": load})
 
 
-async def serve_stdio(faults: set[str]) -> None:
+async def serve_stdio(faults: set[str]) -> int | None:
     stdin = trio.lowlevel.FdStream(os.dup(0))
     stdout = trio.lowlevel.FdStream(os.dup(1))
     lock = trio.Lock()
@@ -176,10 +220,12 @@ async def serve_stdio(faults: set[str]) -> None:
         line, buffer = buffer.split(b"\n", 1)
         return line.decode()
 
-    await Worker(faults, send).serve(receive)
+    worker = Worker(faults, send)
+    await worker.serve(receive)
+    return worker.signal
 
 
-async def serve_websocket(url: str, faults: set[str]) -> None:
+async def serve_websocket(url: str, faults: set[str]) -> int | None:
     async with trio_websocket.open_websocket_url(url) as ws:
 
         async def send(message: dict[str, Any]) -> None:
@@ -202,6 +248,7 @@ async def serve_websocket(url: str, faults: set[str]) -> None:
         }
         await send({"type": "WorkerRegister", "registration": registration})
         await worker.serve(receive)
+        return worker.signal
 
 
 def main() -> None:
@@ -213,10 +260,10 @@ def main() -> None:
     args = parser.parse_args()
     faults = {fault for fault in FAULTS if getattr(args, fault.replace("-", "_"))}
     if args.url:
-        trio.run(serve_websocket, args.url, faults)
+        stopped_by = trio.run(serve_websocket, args.url, faults)
     else:
-        trio.run(serve_stdio, faults)
-    sys.exit(args.exit_status)
+        stopped_by = trio.run(serve_stdio, faults)
+    sys.exit(130 if stopped_by == signal.SIGINT else args.exit_status)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 import trio
+import trustme
 from _scripted_dispatcher import ScriptedDispatcher
 
+import trio_pipe
 from trio_pipe.cli import main
 from trio_pipe.protocol import Shutdown, TaskStatus, WorkerRegistration
 
@@ -34,6 +37,7 @@ HANDLERS_MODULE = textwrap.dedent(
 
     AS_DICT = {"reverse": _reverse}
     NOT_HANDLERS = 42
+    EMPTY = {}
     """
 )
 
@@ -118,6 +122,7 @@ def test_bad_handlers_module_exits_2_with_a_message(
         ("cli_worker_handlers", "expects MODULE:NAME"),
         ("cli_worker_handlers:MISSING", "has no attribute 'MISSING'"),
         ("cli_worker_handlers:NOT_HANDLERS", "is a int, expected"),
+        ("cli_worker_handlers:EMPTY", "is empty: a worker needs at least one handler"),
     ],
 )
 def test_unusable_handlers_spec_exits_2_with_a_message(
@@ -191,3 +196,114 @@ def test_other_subcommands_do_not_import_the_conformance_kit() -> None:
         "assert 'trio_pipe.conformance' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=WAIT)
+
+
+# -- every error is one clear line, with a non-zero status ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "ws://127.0.0.1:99999",
+            "bad port in URL 'ws://127.0.0.1:99999': Port out of range",
+        ),
+        ("ws:///nohost", "expected a ws:// or wss:// URL with a host, got 'ws:///nohost'"),
+        ("ws://127.0.0.1:abc", "bad port in URL 'ws://127.0.0.1:abc'"),
+        ("http://127.0.0.1:80", "expected a ws:// or wss:// URL"),
+    ],
+)
+def test_a_bad_url_is_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], url: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["worker", "--url", url, "--handlers", "tests.worker_handlers:HANDLERS"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("trio-pipe worker: error: argument --url: ")
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-concurrency-by-type", "nope=1"], "no handler for task type 'nope'"),
+        (["--max-concurrency-by-type", "echo=11"], "more than --max-concurrency (10)"),
+        (["--max-concurrency-by-type", "echo"], "expected TYPE=N, got 'echo'"),
+        (["--drain-timeout", "-1"], "must be a number of seconds >= 0"),
+    ],
+)
+def test_bad_new_options_are_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    base = [
+        "worker",
+        "--url",
+        "ws://127.0.0.1:1",
+        "--handlers",
+        "tests.worker_handlers:HANDLERS",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+async def _worker_cli(*options: str) -> subprocess.CompletedProcess[bytes]:
+    argv = [
+        sys.executable, "-m", "trio_pipe", "worker", "--handlers",
+        "tests.worker_handlers:HANDLERS", "--no-reconnect", *options,
+    ]  # fmt: skip
+    return await trio.run_process(
+        argv, capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT
+    )
+
+
+def _error_line(completed: subprocess.CompletedProcess[bytes]) -> str:
+    """The one error line of a failed worker (the rest of stderr is its log)."""
+    err = completed.stderr.decode()
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("trio-pipe worker: ")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+async def test_a_server_that_never_answers_the_handshake_is_named_as_such(
+    nursery: trio.Nursery,
+) -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    accepted: list[trio.abc.Stream] = []
+
+    async def hold(stream: trio.abc.Stream) -> None:
+        accepted.append(stream)
+        await trio.sleep_forever()  # accepts, never answers
+
+    nursery.start_soon(trio.serve_listeners, hold, listeners)
+    with trio.fail_after(WAIT):
+        completed = await _worker_cli(
+            "--url", f"ws://127.0.0.1:{port}", "--connect-timeout", "0.5"
+        )
+    assert completed.returncode == 1
+    assert _error_line(completed).endswith(
+        f"connecting to ws://127.0.0.1:{port} failed: the server accepted the connection "
+        "but did not answer the WebSocket handshake within 0.5 s"
+    )
+    assert accepted
+
+
+async def test_an_untrusted_certificate_is_named_as_such() -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    async with trio_pipe.open_dispatcher(ssl_context=server_context) as d:
+        with trio.fail_after(WAIT):
+            completed = await _worker_cli("--url", d.url)
+    assert completed.returncode == 1
+    line = _error_line(completed)
+    assert (
+        f"connecting to {d.url} failed: TLS handshake: the server's certificate is not trusted"
+        in line
+    )

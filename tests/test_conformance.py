@@ -167,6 +167,13 @@ async def test_a_worker_that_never_reconnects_fails_only_reconnect() -> None:
             "result for the 'echo' task: the worker exited first (status 1)",
         ),
         (["--exit-status", "3"], "graceful-shutdown", "the worker exited with status 3"),
+        (
+            ["--no-drain"],
+            "sigterm-drain",
+            "Backpressure with draining true after SIGTERM: the worker exited first "
+            "(status -15)",
+        ),
+        (["--exit-status", "3"], "sigterm-drain", "the worker exited with status 3"),
     ],
 )
 async def test_a_broken_rule_fails_its_case_precisely(

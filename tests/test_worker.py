@@ -820,14 +820,6 @@ def test_registering_a_task_type_twice_is_an_error() -> None:
         handlers.add("x", first)
 
 
-def test_a_sync_function_is_not_a_handler() -> None:
-    def sync(payload: Any) -> Any:
-        return payload
-
-    with pytest.raises(TypeError, match="must be an async function"):
-        Handlers({"sync": sync})
-
-
 async def test_run_worker_checks_its_arguments_before_connecting() -> None:
     handlers = make_handlers()
     with pytest.raises(ValueError, match="ws:// or wss://"):

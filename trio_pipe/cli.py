@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import re
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,11 +23,14 @@ import trio
 
 from .protocol import TaskStatus, converter, validate_worker_id
 from .worker import (
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_STDIO_MAX_CONCURRENCY,
     Handlers,
     WorkerConnectionError,
+    check_handlers,
+    check_websocket_url,
     run_worker,
     serve_stdio,
 )
@@ -42,6 +46,14 @@ EXIT_INTERRUPTED = 130
 
 class UsageError(Exception):
     """A command-line value is wrong; the message says which and why (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, as every other error of the CLI
+    (``trio-pipe worker: error: ...``; ``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 # -- argument types ----------------------------------------------------------------
@@ -75,10 +87,36 @@ def _milliseconds_as_seconds(text: str) -> float:
     return _positive_quantity(text, "milliseconds") / 1000
 
 
+def _non_negative_quantity(text: str, unit: str = "seconds") -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {unit}, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of {unit} >= 0, got {text}")
+    return value
+
+
+def _drain_seconds(text: str) -> float:
+    return _non_negative_quantity(text)
+
+
+def _drain_milliseconds_as_seconds(text: str) -> float:
+    return _non_negative_quantity(text, "milliseconds") / 1000
+
+
+def _type_limit(text: str) -> tuple[str, int]:
+    task_type, sep, limit = text.rpartition("=")
+    if not sep or not task_type:
+        raise argparse.ArgumentTypeError(f"expected TYPE=N, got {text!r}")
+    return task_type, _positive_int(limit)
+
+
 def _websocket_url(text: str) -> str:
-    if not text.startswith(("ws://", "wss://")):
-        raise argparse.ArgumentTypeError(f"expected a ws:// or wss:// URL, got {text!r}")
-    return text
+    try:
+        return check_websocket_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _worker_id(text: str) -> str:
@@ -182,12 +220,16 @@ def load_handlers(spec: str) -> Mapping[str, Any]:
     if not isinstance(target, Mapping):
         raise UsageError(
             f"{spec} is a {type(target).__name__}, expected a trio_pipe.worker.Handlers "
-            "or a dict of task type -> async handler"
+            "or a dict of task type -> handler"
         )
+    if not target:
+        raise UsageError(f"{spec} is empty: a worker needs at least one handler")
     try:
-        return Handlers(target)
+        handlers = Handlers(target)
+        check_handlers(handlers)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{spec}: {exc}") from exc
+    return handlers
 
 
 def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -195,14 +237,20 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
         "worker",
         help="run a Python worker that serves handlers to a dispatcher",
         description=(
-            "Serve the handlers named by --handlers until the dispatcher shuts the "
-            "worker down. With --url, connect to a dispatcher over WebSocket, and "
-            "reconnect with backoff when the connection is lost. With --stdio, be a "
-            "worker that a dispatcher spawned: read messages from stdin and write "
-            "them to stdout, one JSON object per line (logs go to stderr); exit when "
-            "stdin is closed. TRIO_PIPE_WORKER_ID, TRIO_PIPE_MAX_CONCURRENCY and "
-            "TRIO_PIPE_HEARTBEAT_MS (milliseconds) in the environment stand for the "
-            "options of the same meaning when those are not given."
+            "Serve the handlers named by --handlers (async functions, plain functions "
+            "run in threads, in_process() ones run in processes) until the dispatcher "
+            "shuts the worker down or it is drained. With --url, connect to a "
+            "dispatcher over WebSocket, and reconnect with backoff when the "
+            "connection is lost. With --stdio, be a worker that a dispatcher spawned: "
+            "read messages from stdin and write them to stdout, one JSON object per "
+            "line (logs go to stderr); exit when stdin is closed. SIGTERM or SIGINT "
+            "drains the worker: no new task, in-flight tasks finish within "
+            "--drain-timeout, the rest are cancelled and retried elsewhere; a second "
+            "signal stops them at once; exit status 0 after SIGTERM, 130 after "
+            "SIGINT. TRIO_PIPE_WORKER_ID, TRIO_PIPE_MAX_CONCURRENCY, "
+            "TRIO_PIPE_HEARTBEAT_MS and TRIO_PIPE_DRAIN_TIMEOUT_MS (milliseconds) in "
+            "the environment stand for the options of the same meaning when those are "
+            "not given."
         ),
     )
     transport = parser.add_mutually_exclusive_group(required=True)
@@ -240,12 +288,39 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--max-concurrency-by-type",
+        dest="max_concurrency_by_type",
+        action="append",
+        type=_type_limit,
+        metavar="TYPE=N",
+        help="run at most N tasks of TYPE at once (repeatable; registered with the "
+        "dispatcher, which sends no more)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=_drain_seconds,
+        metavar="S",
+        help=(
+            "after SIGTERM or SIGINT, seconds in-flight tasks have to finish before "
+            f"they are cancelled, default {DEFAULT_DRAIN_TIMEOUT:g}"
+        ),
+    )
+    parser.add_argument(
         "--tag",
         dest="tags",
         action="append",
         default=[],
         metavar="T",
         help="a tag for task routing (repeatable; not with --stdio)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=_positive_seconds,
+        metavar="S",
+        help=(
+            "seconds each step of connecting may take (TCP and TLS, the WebSocket "
+            "handshake, registration), default 10 (not with --stdio)"
+        ),
     )
     parser.add_argument(
         "--no-reconnect",
@@ -262,8 +337,14 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 # What each kind of worker takes from the command line; an option not given is left
 # out, so that the function's own default applies.
-_STDIO_OPTIONS = ("worker_id", "max_concurrency", "heartbeat_interval")
-_URL_OPTIONS = (*_STDIO_OPTIONS, "reconnect")
+_STDIO_OPTIONS = (
+    "worker_id",
+    "max_concurrency",
+    "heartbeat_interval",
+    "drain_timeout",
+    "max_concurrency_by_type",
+)
+_URL_OPTIONS = (*_STDIO_OPTIONS, "reconnect", "connect_timeout")
 
 
 def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -276,6 +357,7 @@ _ENV_OPTIONS = (
     ("worker_id", "TRIO_PIPE_WORKER_ID", _worker_id),
     ("max_concurrency", "TRIO_PIPE_MAX_CONCURRENCY", _positive_int),
     ("heartbeat_interval", "TRIO_PIPE_HEARTBEAT_MS", _milliseconds_as_seconds),
+    ("drain_timeout", "TRIO_PIPE_DRAIN_TIMEOUT_MS", _drain_milliseconds_as_seconds),
 )
 
 
@@ -289,9 +371,30 @@ def _apply_environment(args: argparse.Namespace) -> None:
                 raise UsageError(f"{variable}: {exc}") from None
 
 
+def _type_limits(args: argparse.Namespace, handlers: Mapping[str, Any]) -> None:
+    """``--max-concurrency-by-type`` as a dict, checked against the handlers."""
+    if args.max_concurrency_by_type is None:
+        return
+    default = DEFAULT_STDIO_MAX_CONCURRENCY if args.stdio else DEFAULT_MAX_CONCURRENCY
+    most = args.max_concurrency or default
+    limits = dict(args.max_concurrency_by_type)
+    for task_type, limit in limits.items():
+        if task_type not in handlers:
+            raise UsageError(
+                f"--max-concurrency-by-type: no handler for task type {task_type!r}"
+            )
+        if limit > most:
+            raise UsageError(
+                f"--max-concurrency-by-type {task_type}={limit}: more than "
+                f"--max-concurrency ({most})"
+            )
+    args.max_concurrency_by_type = limits
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     _apply_environment(args)
     handlers = load_handlers(args.handlers)
+    _type_limits(args, handlers)
     worker: Callable[[], Any]
     if args.stdio:
         # The dispatcher registers a spawned worker: there is nothing to tag, and
@@ -300,16 +403,26 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             raise UsageError("--tag applies to --url workers only")
         if not args.reconnect:
             raise UsageError("--no-reconnect applies to --url workers only")
-        worker = partial(serve_stdio, handlers, **_given(args, _STDIO_OPTIONS))
+        if args.connect_timeout is not None:
+            raise UsageError("--connect-timeout applies to --url workers only")
+        options = _given(args, _STDIO_OPTIONS)
+        worker = partial(serve_stdio, handlers, handle_signals=True, **options)
     else:
         options = _given(args, _URL_OPTIONS)
-        worker = partial(run_worker, args.url, handlers, tags=tuple(args.tags), **options)
+        worker = partial(
+            run_worker,
+            args.url,
+            handlers,
+            tags=tuple(args.tags),
+            handle_signals=True,
+            **options,
+        )
     try:
-        trio.run(worker)
+        stopped_by = trio.run(worker)
     except WorkerConnectionError as exc:
         print(f"trio-pipe worker: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    return EXIT_OK
+    return EXIT_INTERRUPTED if stopped_by is signal.SIGINT else EXIT_OK
 
 
 class _CaseNames:
@@ -582,7 +695,7 @@ _SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trio-pipe", description="Typed task dispatch from Trio to workers."
     )
     parser.add_argument(
@@ -600,8 +713,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``trio-pipe`` with *argv* (default ``sys.argv[1:]``); return the exit status.
 
-    Bad arguments, including a ``--handlers`` that cannot be loaded, print a message
-    and exit with status 2 (``SystemExit``); Ctrl-C returns 130.
+    Bad arguments, including a ``--handlers`` that cannot be loaded, print a one-line
+    message and exit with status 2 (``SystemExit``); Ctrl-C returns 130, without a
+    traceback.
     """
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -616,4 +730,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"trio-pipe {args.command}: error: {exc}\n")
     except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BaseExceptionGroup as group:  # Ctrl-C inside trio.run, in a nursery's group
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is not None:
+            raise
         return EXIT_INTERRUPTED

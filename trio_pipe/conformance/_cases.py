@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import statistics
 import uuid
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ class Case:
     modes: tuple[Mode, ...]
     run: Callable[[Harness], Awaitable[None]]
     skip_reason: str = ""
+    launches: bool = False  # starts its own worker process: runs if the last one exited
 
 
 def _check(condition: bool, message: str) -> None:
@@ -470,6 +472,100 @@ async def graceful_shutdown(harness: Harness) -> None:
         )
 
 
+async def _drained_worker(harness: Harness, tasks: list[Task], since: int) -> Received:
+    """Send SIGTERM once the worker runs *tasks* (its heartbeat says so); return the
+    draining ``Backpressure`` it must answer with."""
+    await harness.expect(
+        lambda entry: (
+            isinstance(entry.message, Heartbeat)
+            and entry.message.payload.active_tasks == len(tasks)
+        ),
+        since=since,
+        within=5,
+        what=f"heartbeat showing the {len(tasks)} tasks running",
+    )
+    harness.signal(signal.SIGTERM)
+    entry = await harness.expect(
+        lambda entry: (
+            isinstance(entry.message, Backpressure) and entry.message.signal.draining
+        ),
+        since=since,
+        within=2,
+        what="Backpressure with draining true after SIGTERM",
+    )
+    assert isinstance(entry.message, Backpressure)
+    _check(
+        entry.message.signal.should_throttle,
+        "the draining Backpressure has shouldThrottle false, expected true",
+    )
+    return entry
+
+
+async def _closed_and_exited(harness: Harness, since: int) -> None:
+    """The worker closed its connection (1000) or its stdout, and exited 0."""
+    await harness.expect(
+        lambda entry: entry.event.startswith("exited"),
+        since=since,
+        within=5,
+        what="exit of the worker process after its drain",
+    )
+    _check(harness.exit_status == 0, f"the worker exited with status {harness.exit_status}")
+    ending, what = (
+        ("stdout ended", "end of its stdout")
+        if harness.stdio
+        else (
+            "closed",
+            "close of its connection",
+        )
+    )
+    closed = await harness.expect(
+        lambda entry: entry.event.startswith(ending),
+        since=since,
+        within=2,
+        what=f"{what} after its drain",
+        after_exit=True,
+    )
+    if not harness.stdio:
+        _check(
+            closed.event == "closed 1000",
+            f"the connection was {closed.event}, expected closed 1000 (normal closure)",
+        )
+
+
+async def sigterm_drain(harness: Harness) -> None:
+    # In-flight tasks finish within the drain timeout.
+    await harness.relaunch({"TRIO_PIPE_DRAIN_TIMEOUT_MS": "10000"})
+    since = harness.mark()
+    tasks = [await harness.dispatch("sleep", {"ms": 1500}) for _ in range(MAX_CONCURRENCY)]
+    drained = await _drained_worker(harness, tasks, since)
+    for task in tasks:
+        entry = await _completed(harness, task, since=since, within=5)
+        _check(
+            harness.received.index(drained) < harness.received.index(entry),
+            "a task's result came before the draining Backpressure",
+        )
+    await _closed_and_exited(harness, since)
+    # What outlives the drain timeout is cancelled, to be retried elsewhere.
+    await harness.relaunch({"TRIO_PIPE_DRAIN_TIMEOUT_MS": "300"})
+    since = harness.mark()
+    task = await harness.dispatch("sleep", {"ms": 30_000}, timeout_ms=60_000)
+    await _drained_worker(harness, [task], since)
+    entry = await harness.result(
+        task, since=since, within=3, what="result of a task past the drain timeout"
+    )
+    result = entry.result_of(task)
+    assert result is not None
+    _check(
+        result.status is TaskStatus.CANCELLED
+        and _code(result) == "WORKER_SHUTTING_DOWN"
+        and result.error is not None
+        and result.error.retryable,
+        f"a task past the drain timeout: {_outcome(result)}, expected Cancelled "
+        "WORKER_SHUTTING_DOWN, retryable",
+    )
+    await _closed_and_exited(harness, since)
+
+
 CASES: tuple[Case, ...] = (
     Case(
         "registration",
@@ -492,4 +588,5 @@ CASES: tuple[Case, ...] = (
         "reconnect", WEBSOCKET_ONLY, reconnect, "a spawned process has nothing to reconnect"
     ),
     Case("graceful-shutdown", BOTH, graceful_shutdown),
+    Case("sigterm-drain", BOTH, sigterm_drain, launches=True),
 )

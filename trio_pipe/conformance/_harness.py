@@ -3,8 +3,10 @@
 The harness launches the worker command, serves it (a WebSocket listener on
 127.0.0.1, or the process's stdin/stdout), and records every frame the worker writes
 as a :class:`Received` entry in one list, together with connection and process
-events. Cases send what they like and wait for entries matching a predicate. The
-harness answers ``WorkerRegister`` and ``Heartbeat`` itself, as the dispatcher does.
+events. Cases send what they like (a signal to the worker process included) and wait
+for entries matching a predicate; a case may launch the worker anew, with more in its
+environment. The harness answers ``WorkerRegister`` and ``Heartbeat`` itself, as the
+dispatcher does.
 
 It uses trio-websocket directly rather than trio_pipe's own transports: the kit checks
 workers against the protocol, not against one implementation of it.
@@ -114,18 +116,42 @@ class Harness:
     async def start(self, nursery: trio.Nursery) -> None:
         """Listen (WebSocket mode) and launch the worker under test."""
         self._nursery = nursery
+        if not self.stdio:
+            await nursery.start(self._listen)
+        await self._launch({})
+
+    async def relaunch(self, env: dict[str, str]) -> None:
+        """Stop the worker process (if it still runs) and launch it anew, with *env*
+        added to its environment."""
+        await self.stop()
+        await self._launch(env)
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Send *signum* to the worker process (the command's own process: a wrapper
+        script must ``exec`` the worker, as an orchestrator signals only that)."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            raise CaseFailed(f"cannot send {signum.name}: the worker is not running")
+        process.send_signal(signum)
+
+    async def _launch(self, extra_env: dict[str, str]) -> None:
+        nursery = self._nursery
+        assert nursery is not None
         env = dict(os.environ)
         env.pop("TRIO_PIPE_URL", None)
+        env.pop("TRIO_PIPE_DRAIN_TIMEOUT_MS", None)
         env |= {
             "TRIO_PIPE_WORKER_ID": self.worker_id,
             "TRIO_PIPE_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
             "TRIO_PIPE_HEARTBEAT_MS": str(HEARTBEAT_MS),
+            **extra_env,
         }
         argv = list(self.command)
         if not self.stdio:
-            await nursery.start(self._listen)
             env["TRIO_PIPE_URL"] = self.url
             argv.append(self.url)
+        self.exit_status = None
+        self._registered = None
         try:
             self._process = await trio.lowlevel.open_process(
                 argv,
@@ -141,11 +167,13 @@ class Harness:
         assert process.stdout is not None
         if self.stdio:
             assert process.stderr is not None
-            nursery.start_soon(self._read_lines, process.stdout, self._on_stdout_line)
+            nursery.start_soon(
+                self._read_lines, process.stdout, self._on_stdout_line, "stdout ended"
+            )
             nursery.start_soon(self._read_lines, process.stderr, self._on_log_line)
         else:
             nursery.start_soon(self._read_lines, process.stdout, self._on_log_line)
-        nursery.start_soon(self._watch_process)
+        nursery.start_soon(self._watch_process, process)
 
     async def stop(self) -> None:
         """End the worker: close its input, then kill its process group if it lingers."""
@@ -369,13 +397,17 @@ class Harness:
 
     # -- process --------------------------------------------------------------------------
 
-    async def _watch_process(self) -> None:
-        assert self._process is not None
-        self.exit_status = await self._process.wait()
-        self._record(Received(trio.current_time(), event=f"exited {self.exit_status}"))
+    async def _watch_process(self, process: trio.Process) -> None:
+        status = await process.wait()
+        if process is self._process:
+            self.exit_status = status
+        self._record(Received(trio.current_time(), event=f"exited {status}"))
 
     async def _read_lines(
-        self, stream: trio.abc.ReceiveStream, on_line: Callable[[str], Awaitable[None]]
+        self,
+        stream: trio.abc.ReceiveStream,
+        on_line: Callable[[str], Awaitable[None]],
+        at_end: str = "",
     ) -> None:
         lines = LineBuffer(max_line=_MAX_LINE)
         while True:
@@ -385,6 +417,8 @@ class Harness:
             elif isinstance(line, Overlong):
                 self.log.append(f"(a line of more than {_MAX_LINE} bytes, dropped)")
             elif line is EOF:
+                if at_end:
+                    self._record(Received(trio.current_time(), event=at_end))
                 return
             elif chunk := await _receive(stream):
                 lines.feed(chunk)

@@ -9,10 +9,14 @@ serve_connection                 connection nursery (closing deadline set on shu
 └── io nursery                   cancelled once the work nursery has drained
     ├── reader                   decodes frames; dispatch, Kill, Shutdown
     ├── heartbeats               every heartbeat_interval
-    ├── deadlines                one heap of handler deadlines (receipt + timeoutMs):
-    │                            cancels a handler's scope when its deadline passes
+    ├── deadlines                one heap of handler deadlines (receipt + timeoutMs,
+    │                            moved by extend_deadline): cancels a handler's scope
+    │                            when its deadline passes
+    ├── stop watcher             drains on a StopRequest (a signal), stops on a second
+    ├── drain timer              once draining: stops what still runs at the timeout
     └── work nursery             one task per running handler, each in its own
-                                 CancelScope (without a deadline of its own)
+                                 CancelScope (without a deadline of its own); a thread
+                                 or process handler runs in the Runtime from there
 ```
 
 Handlers and the reader only put encoded frames in the outbox, which never blocks:
@@ -26,7 +30,7 @@ import logging
 import math
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -49,6 +53,7 @@ from ..protocol import (
     Task,
     TaskDispatch,
     TaskError,
+    TaskProgress,
     TaskResult,
     TaskResultMessage,
     TaskStatus,
@@ -60,7 +65,10 @@ from ..protocol import (
     encode_completed,
 )
 from ..transports import ChannelClosed, FrameChannel, InputClosed, Outbox, write_batches
-from ._handlers import HandlerFunc, TaskFailure, _current_task
+from ._handlers import HandlerFunc, HandlerKind, TaskFailure, _current
+from ._processes import ProcessHandlerError
+from ._runtime import Runtime
+from ._stop import StopRequest
 
 __all__ = ["Registered", "SessionEnd", "WorkerConfig", "register", "serve_connection"]
 
@@ -80,6 +88,10 @@ class WorkerConfig:
     tags: tuple[str, ...]
     connect_timeout: float
     """Bounds each network step: registration, one write, and the closing flush."""
+    drain_timeout: float = 30.0
+    """Seconds a draining worker lets its tasks run before it stops them."""
+    max_concurrency_by_type: Mapping[str, int] = attrs.field(factory=dict, hash=False)
+    """Task type -> the most tasks of that type run at once (registered, enforced)."""
 
 
 @attrs.frozen
@@ -104,6 +116,7 @@ class SessionEnd:
 
 
 _RUN_TASK_NAME = f"{__name__}._Session._run_task"  # what Trio would compute, per task
+_DRAINED: Final = "drained"
 
 
 def _duration_ms(elapsed: float) -> int:
@@ -111,21 +124,50 @@ def _duration_ms(elapsed: float) -> int:
 
 
 class _Running:
-    __slots__ = ("deadline", "done", "received_at", "scope", "stop", "task", "timed_out")
+    """A task the worker runs, and the handler's context (:class:`TaskContext`)."""
 
-    def __init__(self, task: Task, received_at: float) -> None:
+    __slots__ = (
+        "deadline",
+        "done",
+        "received_at",
+        "scope",
+        "session",
+        "stop",
+        "task",
+        "timed_out",
+    )
+
+    def __init__(self, task: Task, received_at: float, session: _Session) -> None:
         self.task = task
         self.received_at = received_at
         self.deadline = received_at + task.metadata.timeout_ms / 1000
         self.scope = trio.CancelScope()
-        # Set when we cancel the scope ourselves (Kill, non-graceful Shutdown).
+        self.session = session
+        # Set when we cancel the scope ourselves (Kill, non-graceful Shutdown, drain).
         self.stop: TaskError | None = None
         self.timed_out = False  # the deadline passed while the handler ran
         self.done = False  # the handler returned: its heap entry is garbage
 
+    # TaskContext: what progress() and extend_deadline() call, from the handler's
+    # Trio task, its worker thread, or (through the pool) its process.
+
+    def report_progress(self, report: TaskProgress) -> None:
+        self._report(report, None)
+
+    def extend(self, ms: int) -> None:
+        self._report(None, ms)
+
+    def _report(self, report: TaskProgress | None, extend_ms: int | None) -> None:
+        if trio.lowlevel.in_trio_task():
+            self.session._report(self, report, extend_ms)
+        else:
+            trio.from_thread.run_sync(self.session._report, self, report, extend_ms)
+
 
 def _time_out(running: _Running) -> None:
     """Its deadline passed while the handler ran: stop it, to report ``TimedOut``."""
+    if trio.current_time() < running.deadline:
+        return  # extended since this deadline was watched
     running.timed_out = True
     running.scope.cancel()
 
@@ -161,6 +203,7 @@ async def register(
         max_concurrency=config.max_concurrency,
         language=LANGUAGE,
         tags=config.tags,
+        max_concurrency_by_type=config.max_concurrency_by_type,
     )
     session = Session(Role.WORKER)
     request = WorkerRegister(registration)
@@ -198,21 +241,29 @@ async def serve_connection(
     handlers: Mapping[str, HandlerFunc],
     config: WorkerConfig,
     *,
+    runtime: Runtime,
     started_at: float,
+    stop: StopRequest,
     registered: Registered | None = None,
 ) -> SessionEnd:
-    """Serve tasks on one registered connection until shutdown or disconnection.
+    """Serve tasks on one registered connection until shutdown, a drain, or
+    disconnection.
 
     *registered* is what :func:`register` returned; without it, the connection is a
-    spawned worker's, registered by the dispatcher itself.
+    spawned worker's, registered by the dispatcher itself. *runtime* runs thread and
+    process handlers. *stop* drains the session (its first request) and stops its
+    tasks at once (its second).
 
     Returns a :class:`SessionEnd`: ``shutdown=True`` after the dispatcher's
     ``Shutdown`` (graceful: in-flight handlers finished and their results were
     flushed; non-graceful: handlers were cancelled and reported ``Cancelled``, best
-    effort), ``shutdown=False`` when the connection was lost; in-flight handlers are
-    then cancelled and their results dropped. Input ending (:class:`InputClosed`)
-    after ``Shutdown`` is not a loss: the drain goes on. Closing (after ``Shutdown``)
-    is bounded by ``config.connect_timeout``. Does not close *conn*.
+    effort) or a drain (``Backpressure`` with ``draining`` sent, in-flight handlers
+    finished within ``config.drain_timeout``, the rest reported ``Cancelled``
+    ``WORKER_SHUTTING_DOWN``, results flushed), ``shutdown=False`` when the
+    connection was lost; in-flight handlers are then cancelled and their results
+    dropped. Input ending (:class:`InputClosed`) after ``Shutdown`` or during a drain
+    is not a loss: the drain goes on. Closing is bounded by ``config.connect_timeout``.
+    Does not close *conn*.
 
     *started_at* (``trio.current_time()``) is where heartbeat uptime counts from.
     Cancellation cancels every handler and propagates. Errors in handlers become
@@ -224,11 +275,13 @@ async def serve_connection(
     """
     if registered is None:
         registered = Registered(Session(Role.WORKER, registered=True))
-    return await _Session(conn, handlers, config, started_at, registered).run()
+    session = _Session(conn, handlers, config, runtime, started_at, registered)
+    return await session.run(stop)
 
 
 class _Session:
     _work: trio.Nursery
+    _io: trio.Nursery
     _conn_scope: trio.CancelScope
 
     def __init__(
@@ -236,16 +289,21 @@ class _Session:
         conn: FrameChannel,
         handlers: Mapping[str, HandlerFunc],
         config: WorkerConfig,
+        runtime: Runtime,
         started_at: float,
         registered: Registered,
     ) -> None:
         self._conn = conn
         self._handlers = handlers
         self._config = config
+        self._runtime = runtime
         self._started_at = started_at
         self._rules = registered.session
         self._early = registered.early
         self._active: dict[uuid.UUID, _Running] = {}
+        # Tasks running per task type, for the types with a limit only.
+        self._active_by_type = dict.fromkeys(config.max_concurrency_by_type, 0)
+        self._draining = False
         self._throttle_sent = False
         self._shutdown_requested = trio.Event()
         self._lost: str | None = None
@@ -256,11 +314,12 @@ class _Session:
         # to enter and exit).
         self._deadlines = Deadlines[_Running](_time_out, live=lambda: len(self._active))
 
-    async def run(self) -> SessionEnd:
+    async def run(self, stop: StopRequest) -> SessionEnd:
         async with trio.open_nursery() as conn_nursery:
             self._conn_scope = conn_nursery.cancel_scope
             conn_nursery.start_soon(self._writer)
             async with trio.open_nursery() as io:
+                self._io = io
                 async with trio.open_nursery() as work:
                     self._work = work
                     for message, received_at in self._early:
@@ -269,24 +328,28 @@ class _Session:
                     io.start_soon(self._reader)
                     io.start_soon(self._heartbeats)
                     io.start_soon(self._deadlines.run)
+                    io.start_soon(self._watch, stop)
                     await self._shutdown_requested.wait()
                 # Every handler is done and has queued its result.
                 self._begin_closing()
                 io.cancel_scope.cancel()
             self._outbox.close()  # the writer flushes what is queued, then ends
         if self._lost is not None:
-            return SessionEnd(shutdown=self._shutting_down, reason=self._lost)
+            return SessionEnd(shutdown=self._stopping, reason=self._lost)
         if self._conn_scope.cancelled_caught:
             logger.warning(
-                "could not flush results within %g s of shutdown",
+                "could not flush results within %g s of the end",
                 self._config.connect_timeout,
             )
+        if self._draining:
+            return SessionEnd(shutdown=True, reason=_DRAINED)
         return SessionEnd(shutdown=True, reason="shut down by the dispatcher")
 
     @property
-    def _shutting_down(self) -> bool:
-        """The dispatcher has sent ``Shutdown``."""
-        return self._rules.state is SessionState.CLOSING
+    def _stopping(self) -> bool:
+        """The dispatcher has sent ``Shutdown``, or the worker is draining: no new task,
+        and no reconnection after this connection."""
+        return self._draining or self._rules.state is SessionState.CLOSING
 
     def _lose(self, reason: str) -> None:
         if self._lost is None:
@@ -321,7 +384,9 @@ class _Session:
     def _backpressure_frame(self) -> str | None:
         """The Backpressure frame to send if the throttle state differs from the last
         one sent (checked at write time, so a slot freed and refilled between two
-        writes sends nothing)."""
+        writes sends nothing); none once draining."""
+        if self._draining:
+            return None
         active = len(self._active)
         throttled = active >= self._config.max_concurrency
         if throttled == self._throttle_sent:
@@ -364,9 +429,9 @@ class _Session:
             try:
                 frame = await self._conn.receive()
             except InputClosed as exc:
-                if self._shutting_down:
+                if self._stopping:
                     # The dispatcher closed its side after Shutdown: keep draining.
-                    logger.debug("%s after Shutdown; finishing in-flight tasks", exc)
+                    logger.debug("%s while stopping; finishing in-flight tasks", exc)
                 else:
                     self._lose(str(exc))
                 return
@@ -397,7 +462,7 @@ class _Session:
     def _refused(self, message: Message, exc: RemoteProtocolError) -> None:
         """A message the dispatcher may not send now: ignored, but a task is answered,
         so that the dispatcher does not wait for it."""
-        if isinstance(message, TaskDispatch) and self._shutting_down:
+        if isinstance(message, TaskDispatch) and self._stopping:
             error = TaskError(
                 ErrorCode.WORKER_SHUTTING_DOWN, "the worker is shutting down", True
             )
@@ -418,7 +483,15 @@ class _Session:
             message = f"the worker is running {len(self._active)} tasks, its maximum"
             self._reject(task, TaskError(ErrorCode.WORKER_SATURATED, message, True))
             return
-        running = _Running(task, received_at)
+        of_type = self._active_by_type.get(task.task_type)
+        if of_type is not None:
+            if of_type >= self._config.max_concurrency_by_type[task.task_type]:
+                message = f"the worker is running {of_type} {task.task_type!r} tasks, "
+                message += "its maximum for that type"
+                self._reject(task, TaskError(ErrorCode.WORKER_SATURATED, message, True))
+                return
+            self._active_by_type[task.task_type] = of_type + 1
+        running = _Running(task, received_at, self)
         self._active[task.id] = running
         self._deadlines.watch(running, running.deadline)
         self._work.start_soon(self._run_task, running, handler, name=_RUN_TASK_NAME)
@@ -436,29 +509,72 @@ class _Session:
         running.scope.cancel()
 
     def _on_shutdown(self, *, graceful: bool) -> None:
-        if not graceful:
-            stop = TaskError(
-                ErrorCode.WORKER_SHUTTING_DOWN,
-                "the worker was shut down (not gracefully)",
-                True,
-            )
-            for running in self._active.values():
-                if running.stop is None:
-                    running.stop = stop
-                    running.scope.cancel()
-            self._begin_closing()
         logger.info(
             "dispatcher requested %s shutdown; %d tasks in flight",
             "graceful" if graceful else "immediate",
             len(self._active),
         )
+        if not graceful:
+            self._stop_all("the worker was shut down (not gracefully)")
         self._shutdown_requested.set()
+
+    def _stop_all(self, why: str) -> None:
+        """Stop every running task now, each to be reported ``Cancelled``
+        (``WORKER_SHUTTING_DOWN``, retryable), and bound the closing flush."""
+        stop = TaskError(ErrorCode.WORKER_SHUTTING_DOWN, why, True)
+        for running in self._active.values():
+            if running.stop is None:
+                running.stop = stop
+                running.scope.cancel()
+        self._begin_closing()
+
+    # -- draining --------------------------------------------------------------
+
+    async def _watch(self, stop: StopRequest) -> None:
+        await stop.drain.wait()
+        self._drain(stop)
+        await stop.now.wait()
+        logger.warning("asked again to stop: stopping %d tasks now", len(self._active))
+        self._stop_all("the worker was stopped")
+
+    def _drain(self, stop: StopRequest) -> None:
+        """Take no new task (saying so to the dispatcher), let those running finish
+        within the drain timeout, then close."""
+        timeout = self._config.drain_timeout
+        cause = stop.signal.name if stop.signal is not None else "asked to stop"
+        logger.info(
+            "%s: draining; %d tasks in flight, cancelled if still running in %g s",
+            cause,
+            len(self._active),
+            timeout,
+        )
+        if self._rules.state is SessionState.ACTIVE:
+            signal = BackpressureSignal(
+                worker_id=self._config.worker_id,
+                current_load=len(self._active) / self._config.max_concurrency,
+                should_throttle=True,
+                draining=True,
+            )
+            message = Backpressure(signal)
+            self._rules.send(message)
+            self._outbox.put(encode(message))
+        self._draining = True
+        self._io.start_soon(self._drain_timer, timeout)
+        self._shutdown_requested.set()
+
+    async def _drain_timer(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        if self._active:
+            logger.warning(
+                "drain timeout of %g s: stopping %d tasks", seconds, len(self._active)
+            )
+            self._stop_all(f"the worker's drain timeout of {seconds:g} s ran out")
 
     # -- running tasks ---------------------------------------------------------
 
     async def _run_task(self, running: _Running, handler: HandlerFunc) -> None:
         task = running.task
-        _current_task.set(task)  # this Trio task's own context copy
+        _current.set(running)  # this Trio task's own context copy
         value: Any = None
         error: Exception | None = None
         if trio.current_time() >= running.deadline:  # as a scope entered too late
@@ -467,7 +583,10 @@ class _Session:
         try:
             try:
                 with running.scope:
-                    value = await handler(task.payload)
+                    if self._runtime.kinds[task.task_type] is HandlerKind.ASYNC:
+                        value = await handler(task.payload)
+                    else:
+                        value = await self._runtime.run(handler, task.payload, running)
             except Exception as exc:
                 error = exc
         finally:
@@ -475,7 +594,33 @@ class _Session:
             # the result, the slot is free. Also runs when cancelled from outside.
             running.done = True
             del self._active[task.id]
+            if task.task_type in self._active_by_type:
+                self._active_by_type[task.task_type] -= 1
         self._put_result(self._outcome(running, value, error))
+
+    def _report(
+        self, running: _Running, report: TaskProgress | None, extend_ms: int | None
+    ) -> None:
+        """Send a progress report (``Running``) for a task still running: its
+        progress, or a deadline extension, which moves the worker's own deadline for
+        it too (never nearer)."""
+        if running.done or running.stop is not None or running.timed_out:
+            return  # too late: it is ending
+        now = trio.current_time()
+        if extend_ms is not None:
+            deadline = now + extend_ms / 1000
+            if deadline > running.deadline:
+                running.deadline = deadline
+                self._deadlines.watch(running, deadline)
+        result = TaskResult(
+            task_id=running.task.id,
+            status=TaskStatus.RUNNING,
+            duration_ms=_duration_ms(now - running.received_at),
+            worker_id=self._config.worker_id,
+            progress=report,
+            extend_ms=extend_ms,
+        )
+        self._put_result(encode(TaskResultMessage(result)))
 
     def _outcome(self, running: _Running, value: Any, error: Exception | None) -> str:
         task = running.task
@@ -506,6 +651,15 @@ class _Session:
         if isinstance(error, TaskFailure):
             logger.info("task %s (%s) failed: %s", task.id, task.task_type, error)
             failure = TaskError(error.code, error.message, error.retryable)
+        elif isinstance(error, ProcessHandlerError):
+            logger.warning(
+                "task %s (%s) raised in its process: %s\n%s",
+                task.id,
+                task.task_type,
+                error,
+                error.details,
+            )
+            failure = TaskError(ErrorCode.HANDLER_ERROR, str(error), True)
         else:
             logger.warning("task %s (%s) raised", task.id, task.task_type, exc_info=error)
             failure = TaskError(

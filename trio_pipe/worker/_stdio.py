@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
 
@@ -22,8 +23,8 @@ from .._errors import ChannelClosed, WorkerConnectionError, describe
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ..transports import LineChannel
 from ._core import serve_connection
-from ._handlers import HandlerFunc
-from ._worker import _check_handlers, _make_config
+from ._handlers import HandlerFunc, check_handlers
+from ._worker import DEFAULT_DRAIN_TIMEOUT, _make_config, _worker_life
 
 __all__ = ["DEFAULT_STDIO_MAX_CONCURRENCY", "open_stdio_connection", "serve_stdio"]
 
@@ -78,8 +79,11 @@ async def serve_stdio(
     max_concurrency: int = DEFAULT_STDIO_MAX_CONCURRENCY,
     heartbeat_interval: float | None = None,
     worker_id: str | None = None,
+    max_concurrency_by_type: Mapping[str, int] | None = None,
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+    handle_signals: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
+) -> signal.Signals | None:
     """Serve *handlers* to the dispatcher that spawned this process, over stdin/stdout.
 
     Reads ``TaskDispatch``, ``Kill`` and ``Shutdown`` lines from stdin and writes
@@ -87,14 +91,16 @@ async def serve_stdio(
     *heartbeat_interval* seconds if given) to stdout, one JSON message per line. The
     dispatcher registers a spawned worker itself, so nothing is sent before the
     first result, and ``task_status.started()`` is called once stdin and stdout are
-    open. Tasks run as with :func:`run_worker`: each in its own Trio task, at most
-    *max_concurrency* at once (a dispatch beyond that fails with
-    ``WORKER_SATURATED``), each cancelled at its ``timeoutMs`` deadline or on ``Kill``.
+    open. Tasks run as with :func:`run_worker` (async, thread and process handlers),
+    at most *max_concurrency* at once and ``max_concurrency_by_type[t]`` of type
+    ``t`` (a dispatch beyond that fails with ``WORKER_SATURATED``), each cancelled at
+    its ``timeoutMs`` deadline or on ``Kill``.
     *worker_id* (default: :func:`default_worker_id`) only labels this process's
     messages; the dispatcher keeps the id it gave the process.
 
     Stdout carries only protocol lines: while serving, ``sys.stdout`` is redirected
-    to ``sys.stderr``, so a handler's ``print()`` lands in the log. Logging must go to
+    to ``sys.stderr``, so a handler's ``print()`` lands in the log (a process
+    handler's standard output too). Logging must go to
     stderr too (``logging.basicConfig()`` does). Lines on stdin that are not JSON
     objects with a ``"type"`` are ignored.
 
@@ -103,13 +109,15 @@ async def serve_stdio(
     have been cancelled and reported ``Cancelled``), or when stdin reaches end of file
     or stdout breaks without ``Shutdown``: in-flight handlers are then cancelled and
     their results dropped. A write to stdout that does not complete within 10 s
-    counts as a broken stdout.
+    counts as a broken stdout. With *handle_signals*, SIGTERM and SIGINT drain it as
+    they drain :func:`run_worker` (its results written, the rest ``Cancelled``
+    after *drain_timeout* seconds), then it returns the signal; otherwise ``None``.
 
     Raises :class:`ValueError` or :class:`TypeError` for invalid arguments and
     :class:`WorkerConnectionError` if stdin or stdout is not open. Cancelling the
     caller cancels every handler. Unix only.
     """
-    table = _check_handlers(handlers)
+    table = check_handlers(handlers)
     config = _make_config(
         worker_id,
         max_concurrency,
@@ -118,6 +126,9 @@ async def serve_stdio(
         backoff_initial=0.1,
         backoff_max=0.1,
         connect_timeout=_WRITE_TIMEOUT,
+        task_types=table,
+        max_concurrency_by_type=max_concurrency_by_type,
+        drain_timeout=drain_timeout,
     )
     config = attrs.evolve(config, heartbeat_interval=heartbeat_interval)
     started_at = trio.current_time()
@@ -128,10 +139,16 @@ async def serve_stdio(
             raise WorkerConnectionError(f"stdio worker: {exc}") from exc
         _flush_stdout()
         stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+        life = _worker_life(table, config, handle_signals, redirect_stdout=True)
+        runtime, stop = await stack.enter_async_context(life)
         logger.info("serving %s on stdin/stdout as %s", list(table), config.worker_id)
         task_status.started()
-        end = await serve_connection(conn, table, config, started_at=started_at)
+        stop.serving()
+        end = await serve_connection(
+            conn, table, config, runtime=runtime, started_at=started_at, stop=stop
+        )
     logger.info("stdio worker %s stopped: %s", config.worker_id, end.reason)
+    return stop.signal
 
 
 def _flush_stdout() -> None:
