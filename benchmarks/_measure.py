@@ -43,6 +43,28 @@ async def throughput(
     return tasks / (time.perf_counter() - started)
 
 
+async def throughput_submitters(
+    dispatcher: trio_pipe.Dispatcher, tasks: int, submitters: int, task_type: str = "noop"
+) -> float:
+    """Tasks/s with *submitters* tasks that each submit a task, wait for its result,
+    and submit the next: as many tasks in flight as :func:`throughput` with
+    ``in_flight=submitters``, but also that many submissions at once -- which a
+    durable store commits together, where :func:`throughput`'s one submitter waits
+    for each submission's commit before the next."""
+    numbers = iter(range(tasks))
+
+    async def submitter() -> None:
+        for i in numbers:  # shared: each number is taken once
+            handle = await dispatcher.submit(Task.new(task_type, i))
+            await handle.value()
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(submitters):
+            nursery.start_soon(submitter)
+    return tasks / (time.perf_counter() - started)
+
+
 async def latencies(
     dispatcher: trio_pipe.Dispatcher, tasks: int, task_type: str = "noop"
 ) -> list[float]:
