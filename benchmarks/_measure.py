@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sqlite3
 import statistics
 import sys
 import time
@@ -23,6 +24,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "trio_pipe": trio_pipe.__version__,
         "trio": trio.__version__,
+        "sqlite": sqlite3.sqlite_version,
     }
 
 

@@ -14,11 +14,18 @@
 SqliteStore runs as it ships (``synchronous=NORMAL``, group commit without a
 ``commit_delay``) and, for the round trips, also with ``synchronous=FULL``. Its files
 are in a temporary directory on the machine's disk.
+
+``python -m benchmarks`` runs this section with the others; alone:
+
+    python -m benchmarks.store           # quick (small N)
+    python -m benchmarks.store --full    # the figures of docs/performance.md
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import socket
 import sqlite3
 import statistics
@@ -39,7 +46,7 @@ from trio_pipe.store import MemoryStore, Retention, SqliteStore, Store
 from trio_pipe.testing import connect_memory_worker
 
 from . import inprocess, ws_roundtrip
-from ._measure import latencies, throughput, throughput_submitters
+from ._measure import latencies, machine, throughput, throughput_submitters
 
 IN_FLIGHT = 256
 
@@ -389,3 +396,20 @@ def print_section(rows: list[dict[str, Any]]) -> None:
                 f"{row['first_task_s']:.2f} s after opening began ({row['resumed']:,} "
                 f"resumed; filling took {row['fill_s']:.1f} s) |"
             )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.store")
+    parser.add_argument("--full", action="store_true", help="full-size runs")
+    args = parser.parse_args()
+    rows = trio.run(partial(measure, **sizes(args.full)))
+    print_section(rows)
+    out = Path(__file__).parent / "results" / f"store-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(
+        json.dumps({"machine": machine(), "full": args.full, "runs": rows}, indent=2)
+    )
+    print(f"\nsaved {out}")
+
+
+if __name__ == "__main__":
+    main()
