@@ -90,17 +90,24 @@ async def measure(
 
 class Transactions:
     """Counts the transactions a :class:`SqliteStore` commits, with SQLite's trace
-    callback on the store's connection (the store keeps no count of its own)."""
+    callback on the store's connection (the store keeps no count of its own). Any
+    other store counts nothing: :meth:`per_task` is ``None``."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.count = 0
-        connection = store._db
-        assert connection is not None, "the store is not open"
-        connection.set_trace_callback(self._statement)
+        self.counting = isinstance(store, SqliteStore)
+        if isinstance(store, SqliteStore):
+            connection = store._db
+            assert connection is not None, "the store is not open"
+            connection.set_trace_callback(self._statement)
 
     def _statement(self, sql: str) -> None:  # on the store's thread
         if sql == "COMMIT":
             self.count += 1
+
+    def per_task(self, before: int, tasks: int) -> float | None:
+        """Transactions per task over *tasks* tasks, since the count was *before*."""
+        return (self.count - before) / tasks if self.counting else None
 
 
 async def round_trips(
@@ -135,26 +142,19 @@ async def round_trip(
         trio.open_nursery() as nursery,
     ):
         await ws_roundtrip.start_workers(nursery, dispatcher, 1, IN_FLIGHT)
-        transactions = Transactions(store) if isinstance(store, SqliteStore) else None
-
-        def per_task(since: int, count: int) -> float | None:
-            return None if transactions is None else (transactions.count - since) / count
-
-        def counted() -> int:
-            return 0 if transactions is None else transactions.count
-
+        transactions = Transactions(store)
         await throughput(dispatcher, min(tasks, 500), IN_FLIGHT)  # warm-up
-        before = counted()
+        before = transactions.count
         rates = [await throughput(dispatcher, tasks, IN_FLIGHT) for _ in range(3)]
-        one_submitter = per_task(before, 3 * tasks)
-        before = counted()
+        one_submitter = transactions.per_task(before, 3 * tasks)
+        before = transactions.count
         submitter_rates = [
             await throughput_submitters(dispatcher, tasks, IN_FLIGHT) for _ in range(3)
         ]
-        submitters = per_task(before, 3 * tasks)
-        before = counted()
+        submitters = transactions.per_task(before, 3 * tasks)
+        before = transactions.count
         samples = sorted(await latencies(dispatcher, latency_tasks))
-        one_at_a_time = per_task(before, latency_tasks)
+        one_at_a_time = transactions.per_task(before, latency_tasks)
         nursery.cancel_scope.cancel()
     return {
         "scenario": f"store: {name}; websocket, one Python worker process",
