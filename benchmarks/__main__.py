@@ -21,6 +21,7 @@ from . import (
     inprocess,
     raw_echo,
     stdio_roundtrip,
+    store,
     wasm,
     ws_roundtrip,
 )
@@ -112,6 +113,9 @@ def main() -> None:
         f"per task, x{wasm_row['tasks_per_s_ratio']:.1f} tasks/s) |"
     )
     rows.append(wasm_row)
+    store_rows = trio.run(partial(store.measure, **store.sizes(args.full)))
+    store.print_section(store_rows)
+    rows += store_rows
     out = Path(__file__).parent / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(
         json.dumps({"machine": machine(), "full": args.full, "runs": rows}, indent=2)

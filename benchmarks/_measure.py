@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sqlite3
 import statistics
 import sys
 import time
@@ -23,6 +24,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "trio_pipe": trio_pipe.__version__,
         "trio": trio.__version__,
+        "sqlite": sqlite3.sqlite_version,
     }
 
 
@@ -40,6 +42,28 @@ async def throughput(
         for i in range(tasks):
             await limit.acquire()
             nursery.start_soon(one, await dispatcher.submit(Task.new(task_type, i)))
+    return tasks / (time.perf_counter() - started)
+
+
+async def throughput_submitters(
+    dispatcher: trio_pipe.Dispatcher, tasks: int, submitters: int, task_type: str = "noop"
+) -> float:
+    """Tasks/s with *submitters* tasks that each submit a task, wait for its result,
+    and submit the next: as many tasks in flight as :func:`throughput` with
+    ``in_flight=submitters``, but also that many submissions at once -- which a
+    durable store commits together, where :func:`throughput`'s one submitter waits
+    for each submission's commit before the next."""
+    numbers = iter(range(tasks))
+
+    async def submitter() -> None:
+        for i in numbers:  # shared: each number is taken once
+            handle = await dispatcher.submit(Task.new(task_type, i))
+            await handle.value()
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(submitters):
+            nursery.start_soon(submitter)
     return tasks / (time.perf_counter() - started)
 
 

@@ -20,7 +20,7 @@ _RESULT = (
 )
 
 
-async def _answer_everything(worker: MemoryWorker) -> None:
+async def answer_everything(worker: MemoryWorker) -> None:
     """A worker that costs as little as possible: decodes each frame, answers every
     dispatch Completed. It takes the frames received so far and sends their results
     in one batch, as a worker over a socket does with one read and one write."""
@@ -43,7 +43,7 @@ async def dispatch_overhead(tasks: int = 10_000) -> dict[str, Any]:
         handles = [await d.submit(Task.new("noop", i)) for i in range(tasks)]
         submitted = time.perf_counter()
         worker = await connect_memory_worker(d, "mem", ["noop"], max_concurrency=256)
-        n.start_soon(_answer_everything, worker)
+        n.start_soon(answer_everything, worker)
         for handle in handles:
             await handle.result()
         finished = time.perf_counter()

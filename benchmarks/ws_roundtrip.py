@@ -15,7 +15,7 @@ import trio_pipe
 from ._measure import summary
 
 
-async def _start_workers(
+async def start_workers(
     nursery: trio.Nursery, dispatcher: trio_pipe.Dispatcher, count: int, concurrency: int
 ) -> None:
     for n in range(count):
@@ -41,7 +41,7 @@ async def measure(
     in_flight: int = 256,
 ) -> dict[str, Any]:
     async with trio_pipe.open_dispatcher() as dispatcher, trio.open_nursery() as nursery:
-        await _start_workers(nursery, dispatcher, workers, in_flight)
+        await start_workers(nursery, dispatcher, workers, in_flight)
         figures = await summary(
             dispatcher, tasks=tasks, latency_tasks=latency_tasks, in_flight=in_flight
         )
