@@ -15,6 +15,8 @@ from pathlib import Path
 import trio
 import trio_websocket
 
+from trio_pipe.store import Store, TaskRecord
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -84,3 +86,14 @@ async def open_raw_websocket(url: str) -> AsyncIterator[trio_websocket.WebSocket
         finally:
             await ws.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def every_unfinished(store: Store) -> list[TaskRecord]:
+    """What a dispatcher opening *store* resumes, read two to a page (to page)."""
+    records: list[TaskRecord] = []
+    cursor: object | None = None
+    while True:
+        page, cursor = await store.unfinished(cursor, 2)
+        records.extend(page)
+        if cursor is None:
+            return records

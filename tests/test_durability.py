@@ -12,6 +12,7 @@ import trio.testing
 
 from trio_pipe import (
     ErrorCode,
+    Priority,
     StoreError,
     Task,
     TaskError,
@@ -268,3 +269,30 @@ async def test_a_submission_cancelled_while_the_queue_is_full_leaves_nothing_beh
             await d.submit(Task.new("job", 2))
         assert waited.cancelled_caught
         assert [r.id for r in await d.tasks()] == [first.id]
+
+
+async def test_a_backlog_is_resumed_a_page_at_a_time_highest_priority_first(
+    autojump_clock: object,
+) -> None:
+    """2,500 tasks waiting (more than a page): the first dispatch does not wait for
+    all of them, a task no page reached yet is found by handle(), and each runs
+    once."""
+    store = MemoryStore()
+    async with open_dispatcher(store=store, shutdown_grace=0) as d:
+        ordinary = [await d.submit(Task.new("job", i)) for i in range(2_500)]
+        urgent = await d.submit(Task.new("job", "urgent", priority=Priority.CRITICAL))
+    async with open_dispatcher(store=store) as d:
+        last = await d.handle(ordinary[-1].id)  # resumed on demand
+        assert not last.done
+        async with open_memory_worker(d, "w1", ["job"]) as w:
+            first = await w.receive_task()
+            assert first.task.payload == "urgent"  # the first page: highest first
+            await w.complete(first, "done")
+            seen = []
+            for _ in ordinary:
+                dispatch = await w.receive_task()
+                seen.append(dispatch.task.payload)
+                await w.complete(dispatch, "done")
+            assert sorted(seen) == list(range(2_500))  # each once
+            assert await last.value() == "done"
+            assert await (await d.handle(urgent.id)).value() == "done"

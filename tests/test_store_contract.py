@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import attrs
 import pytest
 import trio
+from helpers import every_unfinished
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -90,7 +91,8 @@ class StoreRun:
             try:
                 with scope:
                     async with trio.open_nursery() as nursery:
-                        task_status.started(await nursery.start(store.run))
+                        await nursery.start(store.run)
+                        task_status.started(await every_unfinished(store))
             finally:
                 closed.set()
 

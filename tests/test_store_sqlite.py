@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import every_unfinished
 
 from trio_pipe import ErrorCode, StoreError, Task, TaskResult, TaskStatus
 from trio_pipe.protocol import encode_dispatch
@@ -34,8 +35,8 @@ async def opened(store: SqliteStore) -> AsyncIterator[list[TaskRecord]]:
     """The store, open for the block (an error opening it raised as itself)."""
     try:
         async with trio.open_nursery() as nursery:
-            resumed = await nursery.start(store.run)
-            yield resumed
+            await nursery.start(store.run)
+            yield [] if store.readonly else await every_unfinished(store)
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:

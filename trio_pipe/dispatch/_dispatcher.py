@@ -72,6 +72,9 @@ log = logging.getLogger("trio_pipe.dispatcher")
 
 R = TypeVar("R")
 
+#: How many waiting tasks :meth:`Dispatcher._resume` takes from the store at a time.
+_RESUME_PAGE = 1000
+
 
 class Dispatcher:
     """Routes tasks to workers. Made by :func:`open_dispatcher`; do not construct."""
@@ -396,8 +399,12 @@ class Dispatcher:
         handle = self._live_handle(task_id)  # it may have been admitted meanwhile
         if handle is not None:
             return handle
-        if record is None or not record.done:
+        if record is None:
             raise TaskNotFound(f"no task {task_id}")
+        if not record.done:  # waiting in the store, and no page resumed it yet
+            entry = self._scheduler.resumed_entry(record)
+            self._scheduler.admit(entry)
+            return entry.handle
         return _finished_handle(record)
 
     def _live_handle(self, task_id: uuid.UUID) -> TaskHandle[Any] | None:
@@ -456,11 +463,24 @@ class Dispatcher:
             finished_before=None if older_than is None else time.time() - older_than,
         )
 
-    def _resume(self, records: Iterable[TaskRecord]) -> None:
-        """Queue the unfinished tasks the store gave back on opening."""
+    async def _resume(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Queue the tasks the store holds waiting, a page at a time: the first
+        before the dispatcher is handed out, the rest meanwhile (so that a backlog of
+        any size delays the first dispatch by one page). :meth:`handle` resumes a task
+        it is asked for that no page has reached yet."""
         scheduler = self._scheduler
-        for record in records:
-            scheduler.admit(scheduler.resumed_entry(record))
+        cursor: object | None = None
+        started = False
+        while True:
+            page, cursor = await self._store.unfinished(cursor, _RESUME_PAGE)
+            for record in page:
+                if self._live_handle(record.id) is None:
+                    scheduler.admit(scheduler.resumed_entry(record))
+            if not started:
+                task_status.started()
+                started = True
+            if cursor is None:
+                return
 
     # -------------------------------------------------------------- workers
 

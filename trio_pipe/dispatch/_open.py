@@ -157,7 +157,7 @@ async def open_dispatcher(
     try:
         async with trio.open_nursery() as outer:
             try:
-                resumed = await outer.start(store.run)
+                await outer.start(store.run)
             except BaseException as exc:  # e.g. StoreError: raised as itself
                 body_error = exc
                 raise
@@ -169,8 +169,7 @@ async def open_dispatcher(
                         supervisors=await root.start(_open_nursery_task),
                         store=store,
                     )
-                    dispatcher._resume(resumed)
-                    del resumed
+                    await root.start(dispatcher._resume)
                     listener_scope = trio.CancelScope()
                     await root.start(
                         _serve, dispatcher, host, port, ssl_context, listener_scope

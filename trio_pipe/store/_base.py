@@ -36,13 +36,23 @@ class Store(abc.ABC):
     epoch: int = 0
 
     @abc.abstractmethod
-    async def run(self, *, task_status: trio.TaskStatus[list[TaskRecord]]) -> None:
-        """Open the store and take a new epoch; apply :func:`recover` to every
-        unfinished task; report the tasks to resume (oldest first) with
-        ``task_status.started``; then do the store's background work (writes,
-        pruning) until cancelled, write what is pending and close.
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Open the store and take a new epoch; apply :func:`recover` to every task
+        that was on a worker when the last dispatcher stopped; report that it is
+        open with ``task_status.started``; then do the store's background work
+        (writes, pruning) until cancelled, write what is pending and close.
 
         Raises :class:`StoreError` if it cannot be opened."""
+
+    @abc.abstractmethod
+    async def unfinished(
+        self, after: object | None, limit: int
+    ) -> tuple[list[TaskRecord], object | None]:
+        """A page of the tasks waiting for a worker, for a dispatcher to resume:
+        highest priority first, then in submission order. *after* is the cursor the
+        previous page returned (``None``: the first page). A task whose deadline
+        passed is ended ``TimedOut`` here instead (:func:`recover`). Returns the page
+        and the next page's cursor, ``None`` after the last."""
 
     # -- changes the scheduler reports (never wait) ----------------------------------
 

@@ -101,25 +101,49 @@ class MemoryStore(Store):
     def __repr__(self) -> str:
         return "MemoryStore()"
 
-    async def run(self, *, task_status: trio.TaskStatus[list[TaskRecord]]) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         # Opened again (by a second dispatcher in this process): what the last one
-        # left unfinished is recovered, as a durable store would.
+        # left on workers is recovered, as a durable store would.
         self.epoch += 1
         now = time.time()
-        resumed = []
         for task_id, row in list(self._rows.items()):
-            if row.status.is_terminal:
-                continue
-            record = recover(row.record(), now)
-            self._rows[task_id] = _Row(record)
-            if record.done:
-                self._finish(task_id)
-            else:
-                resumed.append(record)
-        task_status.started(resumed)
+            if row.status is TaskStatus.DISPATCHED:
+                self._recover(task_id, row, now)
+        self._resume_order: list[uuid.UUID] = []
+        task_status.started()
         while True:
             await trio.sleep(self.prune_interval)
             await self.prune(time.time())
+
+    def _recover(self, task_id: uuid.UUID, row: _Row, now: float) -> TaskRecord:
+        before = row.record()
+        record = recover(before, now)
+        if record is not before:
+            self._rows[task_id] = _Row(record)
+            if record.done:
+                self._finish(task_id)
+        return record
+
+    async def unfinished(
+        self, after: object | None, limit: int
+    ) -> tuple[list[TaskRecord], object | None]:
+        await trio.lowlevel.checkpoint()
+        if after is None:  # the order is fixed by the first page
+            rows = self._rows.items()
+            waiting = [(i, r) for i, r in rows if r.status is TaskStatus.PENDING]
+            waiting.sort(key=lambda item: -item[1].task.metadata.priority)  # stable
+            self._resume_order = [task_id for task_id, _ in waiting]
+        start = after if isinstance(after, int) else 0
+        now = time.time()
+        page = []
+        for task_id in self._resume_order[start : start + limit]:
+            row = self._rows.get(task_id)
+            if row is not None and row.status is TaskStatus.PENDING:
+                record = self._recover(task_id, row, now)
+                if not record.done:
+                    page.append(record)
+        end = start + limit
+        return page, (end if end < len(self._resume_order) else None)
 
     # -- changes ---------------------------------------------------------------------
 

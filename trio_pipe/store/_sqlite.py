@@ -212,10 +212,10 @@ class SqliteStore(Store):
 
     # -- opening and closing ---------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[list[TaskRecord]]) -> None:
-        recovered = await self._call(self._open, time.time())
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
+        await self._call(self._open, time.time())
         try:
-            task_status.started(recovered)
+            task_status.started()
             if self.readonly:
                 await trio.sleep_forever()
             async with trio.open_nursery() as nursery:
@@ -227,7 +227,7 @@ class SqliteStore(Store):
                     await self._write_pending()
                 await self._call(self._close)
 
-    def _open(self, now: float) -> list[TaskRecord]:
+    def _open(self, now: float) -> None:
         if self.readonly and not self.path.exists():
             raise StoreError(f"task store {self.path} does not exist")
         if not self.readonly:
@@ -247,12 +247,12 @@ class SqliteStore(Store):
             if self.readonly:
                 if self._check_version(db) == 0:
                     raise StoreError(f"{self.path} is not a trio_pipe task store (yet)")
-                return []
+                return
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
             self._migrate(db)
             with self._transaction(db):
-                return self._begin_epoch(db, now)
+                self._begin_epoch(db, now)
         except BaseException:
             self._close()
             raise
@@ -315,22 +315,60 @@ class SqliteStore(Store):
             raise
         db.execute("COMMIT")
 
-    def _begin_epoch(self, db: sqlite3.Connection, now: float) -> list[TaskRecord]:
+    def _begin_epoch(self, db: sqlite3.Connection, now: float) -> None:
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
         (self.epoch,) = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         db.execute(
             "INSERT INTO epochs (epoch, opened_at, pid, host) VALUES (?, ?, ?, ?)",
             (self.epoch, now, os.getpid(), socket.gethostname()),
         )
-        live = self._select(db, "WHERE status IN (?, ?) ORDER BY seq", _LIVE)
-        resumed = []
-        for record in live:
+        # What was on a worker (as many as the workers held): the rest is paged.
+        self._recover(db, self._select(db, "WHERE status = 'Dispatched'", ()), now)
+
+    def _recover(
+        self, db: sqlite3.Connection, records: list[TaskRecord], now: float
+    ) -> list[TaskRecord]:
+        """:func:`recover` each record, writing what changed; the ones unfinished."""
+        unfinished = []
+        for record in records:
             after = recover(record, now)
             if after is not record:
                 self._write_record(db, record, after)
             if not after.done:
-                resumed.append(after)
-        return resumed
+                unfinished.append(after)
+        return unfinished
+
+    async def unfinished(
+        self, after: object | None, limit: int
+    ) -> tuple[list[TaskRecord], object | None]:
+        return await self._read(self._unfinished, after, limit, time.time())
+
+    def _unfinished(
+        self, db: sqlite3.Connection, after: object | None, limit: int, now: float
+    ) -> tuple[list[TaskRecord], object | None]:
+        where, args = "status = 'Pending'", []
+        if isinstance(after, tuple):  # keyset paging: (priority, seq) of the last row
+            where += " AND (priority < ? OR (priority = ? AND seq > ?))"
+            args = [after[0], after[0], after[1]]
+        keys = db.execute(
+            f"SELECT priority, seq FROM tasks WHERE {where} "
+            "ORDER BY priority DESC, seq LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        if not keys:
+            return [], None
+        seqs = [seq for _, seq in keys]
+        records = self._select(
+            db,
+            f"WHERE seq IN ({', '.join('?' * len(seqs))}) ORDER BY priority DESC, seq",
+            seqs,
+        )
+        if any(r.deadline <= now for r in records):  # some end here: write them
+            with self._transaction(db):
+                page = self._recover(db, records, now)
+        else:
+            page = records
+        return page, (tuple(keys[-1]) if len(keys) == limit else None)
 
     def _write_record(
         self, db: sqlite3.Connection, before: TaskRecord, after: TaskRecord
