@@ -122,6 +122,14 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_restart(session: nox.Session) -> None:
+    """A rolling restart of 3 Python workers under 1,000 tasks/s: tasks failed and
+    retried (-- --rate N, --workers N, --nap-ms N)."""
+    _sync(session)
+    session.run("python", "-m", "benchmarks.rolling_restart", *session.posargs)
+
+
+@nox.session
 def bench_peers(session: nox.Session) -> None:
     """trio_pipe next to Celery 5 + Redis in the same run (not in CI; installs Celery
     into this session and redis-server with apt if missing; -- --full for real numbers)."""

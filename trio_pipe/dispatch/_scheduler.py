@@ -530,11 +530,7 @@ class Scheduler:
         session = record.session
         was_throttled = session.throttled
         accepted = session.receive(message)
-        if session.draining:
-            if record.state is WorkerState.ACTIVE:
-                log.info("worker %s is draining", record.worker_id)
-                self.drain(record)
-        elif session.throttled != was_throttled:
+        if session.throttled != was_throttled and not session.draining:
             kind = (
                 WorkerEventKind.THROTTLED
                 if session.throttled
@@ -562,6 +558,9 @@ class Scheduler:
             self._post(record, HeartbeatAck())
         elif isinstance(accepted, Backpressure):
             log.debug("worker %s backpressure %s", record.worker_id, accepted.signal)
+            if session.draining and record.state is WorkerState.ACTIVE:
+                log.info("worker %s is draining", record.worker_id)
+                self.drain(record)
         elif isinstance(accepted, WorkerRegister):
             self.pool.reindex(record)
             self.pool_changed.unpark_all()

@@ -196,15 +196,11 @@ async def _write_loop(
     pending; when the outbox is closed (graceful shutdown), close the connection.
     ``record.writing`` says whether a write is under way (a cancelled one leaves the
     connection unusable)."""
-
-    async def next_batch() -> list[str]:
-        record.writing = False
-        frames = await record.outbox.take()
-        record.writing = True
-        return frames
-
     try:
-        if await write_batches(channel, next_batch, config.send_timeout):
+        writes = write_batches(
+            channel, record.outbox.take, config.send_timeout, state=record
+        )
+        if await writes:
             record.close_reason = "closed by the dispatcher"
             await _close(config, channel, "dispatcher shutting down", protocol_error=False)
         else:

@@ -67,7 +67,12 @@ class WorkerSession:
         self.duplicate_results = 0
         self._rules = Session(Role.DISPATCHER, registered=registration is not None)
         self._slots: dict[uuid.UUID, _Slot] = {}
-        self._type_of: dict[uuid.UUID, str] = {}  # the task type of each slot
+        # Limits per task type, and for the tasks of a limited type: each one's type,
+        # and their count per type (nothing is tracked for a worker without limits).
+        self._limits: Mapping[str, int] = (
+            registration.max_concurrency_by_type if registration else {}
+        )
+        self._type_of: dict[uuid.UUID, str] = {}
         self._load_by_type: dict[str, int] = {}
         self._finished: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._remembered = remembered_results
@@ -114,25 +119,22 @@ class WorkerSession:
             self._rules.state is SessionState.ACTIVE
             and not self.throttled
             and self.load < self.capacity
-            and (task_type is None or self._below_type_limit(task_type))
+            and (task_type is None or not self._limits or self._below_limit(task_type))
         )
 
     def accepting(self, task_types: tuple[str, ...]) -> tuple[str, ...]:
         """Those of *task_types* below their limit (all of them if none is set)."""
-        if not self._limits():
+        if not self._limits:
             return task_types
-        return tuple(t for t in task_types if self._below_type_limit(t))
+        return tuple(t for t in task_types if self._below_limit(t))
 
     def load_of(self, task_type: str) -> int:
-        """Capacity units held by tasks of *task_type*."""
+        """Capacity units held by tasks of *task_type* (counted for a type with a
+        limit only)."""
         return self._load_by_type.get(task_type, 0)
 
-    def _limits(self) -> Mapping[str, int]:
-        registration = self.registration
-        return registration.max_concurrency_by_type if registration else {}
-
-    def _below_type_limit(self, task_type: str) -> bool:
-        limit = self._limits().get(task_type)
+    def _below_limit(self, task_type: str) -> bool:
+        limit = self._limits.get(task_type)
         return limit is None or self._load_by_type.get(task_type, 0) < limit
 
     def in_flight(self) -> list[uuid.UUID]:
@@ -168,9 +170,11 @@ class WorkerSession:
                 self.registration = message.registration
             else:
                 # A spawned worker describing itself: keep the id the dispatcher gave.
+                # (Tasks it already runs of a type it now limits are not counted.)
                 self.registration = attrs.evolve(
                     message.registration, worker_id=self.registration.worker_id
                 )
+            self._limits = self.registration.max_concurrency_by_type
         return message
 
     def _receive_result(self, message: TaskResultMessage) -> Message | None:
@@ -196,7 +200,8 @@ class WorkerSession:
 
     def _finish(self, task_id: uuid.UUID) -> None:
         del self._slots[task_id]
-        self._release_type(task_id)
+        if self._type_of:
+            self._release_type(task_id)
         self._finished[task_id] = None
         self._finished.move_to_end(task_id)  # a retried id may already be remembered
         if len(self._finished) > self._remembered:
@@ -230,13 +235,15 @@ class WorkerSession:
             if self.load >= self.capacity:
                 raise LocalProtocolError(f"worker {self.worker_id} is at capacity")
             task_type = message.task.task_type
-            if not self._below_type_limit(task_type):
-                raise LocalProtocolError(
-                    f"worker {self.worker_id} is at its limit for task type {task_type!r}"
-                )
+            if self._limits and task_type in self._limits:
+                if not self._below_limit(task_type):
+                    raise LocalProtocolError(
+                        f"worker {self.worker_id} is at its limit for task type "
+                        f"{task_type!r}"
+                    )
+                self._type_of[task_id] = task_type
+                self._load_by_type[task_type] = self._load_by_type.get(task_type, 0) + 1
             self._slots[task_id] = _Slot.DISPATCHED
-            self._type_of[task_id] = task_type
-            self._load_by_type[task_type] = self._load_by_type.get(task_type, 0) + 1
         elif isinstance(message, Kill) and message.task_id not in self._slots:
             raise LocalProtocolError(f"task {message.task_id} is not on this worker")
 
@@ -256,7 +263,9 @@ class WorkerSession:
         return lost
 
     def _release_type(self, task_id: uuid.UUID) -> None:
-        task_type = self._type_of.pop(task_id)
+        task_type = self._type_of.pop(task_id, None)
+        if task_type is None:
+            return  # of a type without a limit
         left = self._load_by_type[task_type] - 1
         if left:
             self._load_by_type[task_type] = left

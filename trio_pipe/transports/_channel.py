@@ -17,7 +17,14 @@ import trio
 
 from .._errors import ChannelClosed
 
-__all__ = ["ChannelClosed", "FrameChannel", "InputClosed", "Outbox", "write_batches"]
+__all__ = [
+    "ChannelClosed",
+    "FrameChannel",
+    "InputClosed",
+    "Outbox",
+    "WriteState",
+    "write_batches",
+]
 
 
 class InputClosed(ChannelClosed):
@@ -111,16 +118,25 @@ class Outbox:
         return frames
 
 
+class WriteState(Protocol):
+    """Where :func:`write_batches` says whether a write is under way."""
+
+    writing: bool
+
+
 async def write_batches(
     channel: FrameChannel,
     next_batch: Callable[[], Awaitable[list[str]]],
     write_timeout: float,
+    *,
+    state: WriteState | None = None,
 ) -> bool:
     """The one writer of a connection, on either side: send each batch *next_batch*
     gives, until it gives ``[]`` (return True), or until one write takes longer than
     *write_timeout* seconds (return False: the connection must be treated as lost).
     ``ChannelClosed`` from the channel propagates. (A bound per write, not on the
-    whole: no caller's cancel scope can say that.)"""
+    whole: no caller's cancel scope can say that.) While a write is under way,
+    ``state.writing`` is true: cancelled then, it may have sent part of a frame."""
     while True:
         # One cancel scope for many writes, its deadline pushed before each: much
         # cheaper than a scope per write. Expiring while idle just opens a new one.
@@ -128,9 +144,13 @@ async def write_batches(
         with trio.CancelScope() as scope:
             while frames := await next_batch():
                 writing = True
+                if state is not None:
+                    state.writing = True
                 scope.deadline = trio.current_time() + write_timeout
                 await channel.send_all(frames)
                 writing = False
+                if state is not None:
+                    state.writing = False
             return True
         if writing:
             return False

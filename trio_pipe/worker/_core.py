@@ -30,7 +30,7 @@ import logging
 import math
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 import attrs
 import trio
@@ -116,7 +116,6 @@ class SessionEnd:
 
 
 _RUN_TASK_NAME = f"{__name__}._Session._run_task"  # what Trio would compute, per task
-_DRAINED: Final = "drained"
 
 
 def _duration_ms(elapsed: float) -> int:
@@ -342,7 +341,7 @@ class _Session:
                 self._config.connect_timeout,
             )
         if self._draining:
-            return SessionEnd(shutdown=True, reason=_DRAINED)
+            return SessionEnd(shutdown=True, reason="drained")
         return SessionEnd(shutdown=True, reason="shut down by the dispatcher")
 
     @property

@@ -72,8 +72,8 @@ def in_process(fn: Callable[[Any], Any]) -> ProcessHandler:
 
     *fn* is pickled by reference, so it must be importable by its module and name (a
     module-level function; from a script, one whose main code is guarded by
-    ``if __name__ == "__main__":``), and so must what it returns or raises (checked
-    when the worker starts: :func:`check_handlers`). A ``Kill`` or a timeout
+    ``if __name__ == "__main__":``; checked when the worker starts:
+    :func:`check_handlers`), and what it returns must pickle too. A ``Kill`` or a timeout
     terminates its process (the pool starts another when it needs one);
     :func:`progress`, :func:`extend_deadline` and :func:`current_task` work in it.
     Raises :class:`TypeError` for an ``async def``.
