@@ -394,7 +394,8 @@ def print_section(rows: list[dict[str, Any]]) -> None:
                 f"| {row['scenario']} | open {row['open_s']:.2f} s (the store alone "
                 f"{row['store_open_s']:.2f} s), the worker's first task "
                 f"{row['first_task_s']:.2f} s after opening began ({row['resumed']:,} "
-                f"resumed; filling took {row['fill_s']:.1f} s) |"
+                f"resumed when it opened, the rest a page at a time; filling took "
+                f"{row['fill_s']:.1f} s) |"
             )
 
 

@@ -63,7 +63,9 @@ async def test_the_store_section_runs_in_quick_mode_and_reports_every_figure(
 
     assert [row["store"] for row in restarts] == ["memory", "sqlite"]
     for row in restarts:
-        assert row["tasks"] == row["resumed"] == quick["restart_tasks"]
+        # A page at a time: at least the first page by the first task, at most all.
+        assert row["tasks"] == quick["restart_tasks"]
+        assert 0 < row["resumed"] <= row["tasks"]
         assert row["fill_s"] > 0 and row["store_open_s"] > 0
         assert 0 < row["open_s"] < row["first_task_s"]
 
