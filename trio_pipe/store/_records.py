@@ -10,8 +10,6 @@ the process, and Trio's clock does not.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Final
 
 import attrs
 
@@ -19,7 +17,6 @@ from .._errors import ErrorCode
 from ..protocol import Task, TaskError, TaskResult, TaskStatus
 
 __all__ = [
-    "LIVE_STATUSES",
     "AttemptRecord",
     "Placement",
     "Retention",
@@ -27,19 +24,10 @@ __all__ = [
     "finish",
     "recover",
     "requeued",
-    "timestamp",
 ]
-
-#: A task in one of these is not finished: waiting for a worker (or a retry), or on one.
-LIVE_STATUSES: Final = frozenset({TaskStatus.PENDING, TaskStatus.DISPATCHED})
 
 Placement = str | None
 """Where a task may run, as stored: ``"worker:<id>"``, ``"tag:<tag>"``, or ``None``."""
-
-
-def timestamp(seconds: float) -> datetime:
-    """*seconds* since the epoch as an aware UTC datetime."""
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 @attrs.frozen

@@ -116,7 +116,6 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
 )
 
-_LIVE = (TaskStatus.PENDING.value, TaskStatus.DISPATCHED.value)
 _TASK_COLUMNS = (
     "id, task_type, status, idempotency_key, submitted_at, deadline, updated_at, "
     "finished_at, placement, counted_from, created_at, timeout_ms, priority, "
