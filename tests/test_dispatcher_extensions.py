@@ -6,7 +6,7 @@ dispatcher is left abruptly. In-memory workers under Trio's MockClock."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
@@ -363,6 +363,40 @@ async def test_leaving_abruptly_tells_every_worker_to_stop_now(
         result = await handle.result()
         assert result.error is not None
         assert result.error.code == ErrorCode.DISPATCHER_CLOSED
+
+
+@pytest.mark.parametrize("write_seconds", [1, 3])
+async def test_leaving_abruptly_during_a_write_finishes_it_within_close_timeout(
+    autojump_clock: object, write_seconds: float
+) -> None:
+    # The cancellation lands while the writer is sending the task to a slow reader.
+    # Within close_timeout (2 s) the write finishes and Shutdown follows it on the
+    # same connection; a write that would take longer is cut short there, and then
+    # nothing more can be sent on that connection.
+    with trio.CancelScope() as scope:
+        async with dispatcher() as d:
+            worker = await connect_memory_worker(d, "w", ["t"])
+            send_all, writing = worker.channel.send_all, trio.Event()
+
+            async def slow_send_all(frames: Sequence[str]) -> None:
+                writing.set()
+                await trio.sleep(write_seconds)
+                await send_all(frames)
+
+            worker.channel.send_all = slow_send_all  # type: ignore[method-assign]
+            await d.submit(Task.new("t"))
+            await writing.wait()
+            cancelled_at = trio.current_time()
+            scope.cancel()
+            await trio.sleep_forever()
+    assert trio.current_time() - cancelled_at <= 2 + write_seconds
+    frames = await _frames_after_the_end(worker)
+    if write_seconds < 2:
+        assert [type(frame).__name__ for frame in frames] == ["TaskDispatch", "Shutdown"]
+        assert frames[-1] == Shutdown(graceful=False)
+    else:
+        assert frames == []
+    assert worker.channel.close_reason == "dispatcher closed"
 
 
 async def test_leaving_gracefully_still_says_graceful(autojump_clock: object) -> None:

@@ -81,6 +81,7 @@ class WorkerRecord:
     evicted: bool = False  # its session ended on purpose (removed, or replaced)
     watched: bool = True  # by the heartbeat watchdog
     writing: bool = False  # its session's writer is in the middle of a write
+    write_scope: trio.CancelScope | None = None  # bounds that write (write_batches)
     rank: int = 0  # bumped by Pool.changed: older entries in the pool's heaps are stale
 
     @property

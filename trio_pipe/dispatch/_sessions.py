@@ -82,7 +82,11 @@ async def serve_worker(
                 reading = trio.CancelScope()
                 nursery.start_soon(_write_loop, config, record, channel)
                 nursery.start_soon(_watchdog, config, record, reading)
-                reason = await _read_loop(scheduler, record, channel, reading)
+                try:
+                    reason = await _read_loop(scheduler, record, channel, reading)
+                except trio.Cancelled:
+                    _hurry_write(config, record)
+                    raise
                 nursery.cancel_scope.cancel()
         ended = True
         if record.evicted:
@@ -194,8 +198,8 @@ async def _write_loop(
 ) -> None:
     """Send everything queued for the worker, as many frames per write as are
     pending; when the outbox is closed (graceful shutdown), close the connection.
-    ``record.writing`` says whether a write is under way (a cancelled one leaves the
-    connection unusable)."""
+    Writes are shielded (see :func:`write_batches`): a cancelled session waits for
+    the one under way, at most ``close_timeout`` more (:func:`_hurry_write`)."""
     try:
         writes = write_batches(
             channel, record.outbox.take, config.send_timeout, state=record
@@ -210,23 +214,32 @@ async def _write_loop(
     record.cancel_scope.cancel()
 
 
+def _hurry_write(config: DispatcherConfig, record: WorkerRecord) -> None:
+    """The session is being cancelled: give a write under way (shielded, so that it
+    is not cut in half) at most ``close_timeout`` more."""
+    scope = record.write_scope
+    if scope is not None:
+        scope.deadline = min(scope.deadline, trio.current_time() + config.close_timeout)
+
+
 async def _abort(
     config: DispatcherConfig, record: WorkerRecord, channel: FrameChannel
 ) -> None:
     """The session was cancelled from outside: the dispatcher is being left abruptly.
     Tell the worker to stop now (``Shutdown{graceful:false}``: no reconnecting) and
-    close the connection, shielded, within ``close_timeout``; unless a write was cut
-    short (the connection is unusable) or the connection is closed already."""
+    close the connection, shielded, within ``close_timeout``. After a write that was
+    cut short, the connection can carry nothing more: it is only closed."""
     session = record.session
-    if record.writing or session.state is SessionState.CLOSED:
+    if session.state is SessionState.CLOSED:
         return
-    shutdown = Shutdown(graceful=False)
-    session.send(shutdown)
     with trio.move_on_after(config.close_timeout, shield=True):
-        try:
-            await channel.send_all([encode(shutdown)])
-        except ChannelClosed:
-            return
+        if not record.writing:
+            shutdown = Shutdown(graceful=False)
+            session.send(shutdown)
+            try:
+                await channel.send_all([encode(shutdown)])
+            except ChannelClosed:
+                return
         await _close(config, channel, "dispatcher closed", protocol_error=False)
 
 

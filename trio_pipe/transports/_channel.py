@@ -119,9 +119,13 @@ class Outbox:
 
 
 class WriteState(Protocol):
-    """Where :func:`write_batches` says whether a write is under way."""
+    """Where :func:`write_batches` keeps the state of one connection's writes."""
 
+    #: A write was under way (it was cut short if it still is when the writer ends).
     writing: bool
+    #: The cancel scope bounding the current write: bring its deadline forward to
+    #: hurry a shielded write.
+    write_scope: trio.CancelScope | None
 
 
 async def write_batches(
@@ -135,22 +139,29 @@ async def write_batches(
     gives, until it gives ``[]`` (return True), or until one write takes longer than
     *write_timeout* seconds (return False: the connection must be treated as lost).
     ``ChannelClosed`` from the channel propagates. (A bound per write, not on the
-    whole: no caller's cancel scope can say that.) While a write is under way,
-    ``state.writing`` is true: cancelled then, it may have sent part of a frame."""
+    whole: no caller's cancel scope can say that.)
+
+    With *state*, a write is shielded: a cancellation from outside waits for it
+    instead of cutting a frame in half, so the connection stays usable for a last
+    frame (the dispatcher's ``Shutdown``). Only the write's own deadline ends it, and
+    ``state.write_scope`` lets the owner bring that forward. ``state.writing`` stays
+    true after a write that was cut short."""
     while True:
         # One cancel scope for many writes, its deadline pushed before each: much
         # cheaper than a scope per write. Expiring while idle just opens a new one.
         writing = False
         with trio.CancelScope() as scope:
+            if state is not None:
+                state.write_scope = scope
             while frames := await next_batch():
                 writing = True
-                if state is not None:
-                    state.writing = True
                 scope.deadline = trio.current_time() + write_timeout
+                if state is not None:
+                    state.writing = scope.shield = True
                 await channel.send_all(frames)
                 writing = False
                 if state is not None:
-                    state.writing = False
+                    state.writing = scope.shield = False
             return True
         if writing:
             return False
