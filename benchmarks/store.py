@@ -33,11 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 import trio_pipe
@@ -110,17 +111,71 @@ class Transactions:
         return (self.count - before) / tasks if self.counting else None
 
 
+@attrs.define
+class _Series:
+    """One store's dispatcher, and what was measured through it so far."""
+
+    name: str
+    dispatcher: trio_pipe.Dispatcher
+    transactions: Transactions
+    rates: list[float] = attrs.Factory(list)
+    submitter_rates: list[float] = attrs.Factory(list)
+    samples: list[float] = attrs.Factory(list)
+    counted: dict[str, int] = attrs.Factory(dict)  # transactions, per measure
+
+    async def measure(self, kind: str, run: Callable[[], Awaitable[Any]]) -> Any:
+        """``await run()``, counting the store's transactions under *kind*."""
+        before = self.transactions.count
+        result = await run()
+        self.counted[kind] = self.counted.get(kind, 0) + self.transactions.count - before
+        return result
+
+
 async def round_trips(
     directory: Path, *, tasks: int, latency_tasks: int
 ) -> list[dict[str, Any]]:
-    """A row per store, then each SQLite row's throughput as a ratio to memory's and
-    its p50 minus memory's."""
-    rows = [
-        await round_trip(
-            name, make(directory / f"round-trips-{n}.db"), tasks, latency_tasks
-        )
-        for n, (name, make) in enumerate(STORES.items())
-    ]
+    """A dispatcher per store, each with its worker process, open side by side; then,
+    after a warm-up, the measures in rounds that take each store in turn (in a
+    rotating order), so that a change in the machine's load between rounds weighs
+    on every store alike: three runs of *tasks* from one submitter, three from
+    :data:`IN_FLIGHT` submitters, and *latency_tasks* one at a time in four parts.
+    A row per store; each SQLite row also gives its throughput as a ratio to
+    memory's and its p50 minus memory's."""
+    async with contextlib.AsyncExitStack() as stack:
+        series = []
+        for n, (name, make) in enumerate(STORES.items()):
+            store = make(directory / f"round-trips-{n}.db")
+            dispatcher = await stack.enter_async_context(
+                trio_pipe.open_dispatcher(store=store)
+            )
+            series.append(_Series(name, dispatcher, Transactions(store)))
+        # Entered last, so cancelled first: the workers stop before the dispatchers.
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        async with trio.open_nursery() as starting:  # the workers start at once
+            for one in series:
+                starting.start_soon(
+                    ws_roundtrip.start_workers, nursery, one.dispatcher, 1, IN_FLIGHT
+                )
+        for one in series:
+            await throughput(one.dispatcher, min(tasks, 500), IN_FLIGHT)  # warm-up
+
+        def rounds(count: int) -> Iterator[_Series]:
+            for r in range(count):
+                turn = r % len(series)
+                yield from series[turn:] + series[:turn]
+
+        for one in rounds(3):
+            run = partial(throughput, one.dispatcher, tasks, IN_FLIGHT)
+            one.rates.append(await one.measure("one_submitter", run))
+        for one in rounds(3):
+            run = partial(throughput_submitters, one.dispatcher, tasks, IN_FLIGHT)
+            one.submitter_rates.append(await one.measure("submitters", run))
+        parts = 4
+        for one in rounds(parts):
+            run = partial(latencies, one.dispatcher, latency_tasks // parts)
+            one.samples += await one.measure("one_at_a_time", run)
+        nursery.cancel_scope.cancel()
+    rows = [_round_trip_row(one, tasks, latency_tasks // parts * parts) for one in series]
     memory = rows[0]
     for row in rows[1:]:
         row["ratio_to_memory"] = row["tasks_per_s"] / memory["tasks_per_s"]
@@ -131,45 +186,27 @@ async def round_trips(
     return rows
 
 
-async def round_trip(
-    name: str, store: Store, tasks: int, latency_tasks: int
-) -> dict[str, Any]:
-    """Warm up, then three runs of *tasks* from one submitter, three from
-    :data:`IN_FLIGHT` submitters, and *latency_tasks* one at a time, counting the
-    store's transactions over each series."""
-    async with (
-        trio_pipe.open_dispatcher(store=store) as dispatcher,
-        trio.open_nursery() as nursery,
-    ):
-        await ws_roundtrip.start_workers(nursery, dispatcher, 1, IN_FLIGHT)
-        transactions = Transactions(store)
-        await throughput(dispatcher, min(tasks, 500), IN_FLIGHT)  # warm-up
-        before = transactions.count
-        rates = [await throughput(dispatcher, tasks, IN_FLIGHT) for _ in range(3)]
-        one_submitter = transactions.per_task(before, 3 * tasks)
-        before = transactions.count
-        submitter_rates = [
-            await throughput_submitters(dispatcher, tasks, IN_FLIGHT) for _ in range(3)
-        ]
-        submitters = transactions.per_task(before, 3 * tasks)
-        before = transactions.count
-        samples = sorted(await latencies(dispatcher, latency_tasks))
-        one_at_a_time = transactions.per_task(before, latency_tasks)
-        nursery.cancel_scope.cancel()
+def _round_trip_row(series: _Series, tasks: int, latency_tasks: int) -> dict[str, Any]:
+    samples = sorted(series.samples)
+    per_task = series.transactions.per_task
     return {
-        "scenario": f"store: {name}; websocket, one Python worker process",
-        "store": name,
-        "tasks_per_s": statistics.median(rates),
-        "tasks_per_s_min": min(rates),
-        "tasks_per_s_max": max(rates),
-        "submitters_tasks_per_s": statistics.median(submitter_rates),
-        "submitters_tasks_per_s_min": min(submitter_rates),
-        "submitters_tasks_per_s_max": max(submitter_rates),
+        "scenario": f"store: {series.name}; websocket, one Python worker process",
+        "store": series.name,
+        "tasks_per_s": statistics.median(series.rates),
+        "tasks_per_s_min": min(series.rates),
+        "tasks_per_s_max": max(series.rates),
+        "submitters_tasks_per_s": statistics.median(series.submitter_rates),
+        "submitters_tasks_per_s_min": min(series.submitter_rates),
+        "submitters_tasks_per_s_max": max(series.submitter_rates),
         "p50_us": statistics.median(samples),
         "p99_us": samples[int(len(samples) * 0.99) - 1],
-        "transactions_per_task": one_submitter,
-        "submitters_transactions_per_task": submitters,
-        "one_at_a_time_transactions_per_task": one_at_a_time,
+        "transactions_per_task": per_task(series.counted["one_submitter"], 3 * tasks),
+        "submitters_transactions_per_task": per_task(
+            series.counted["submitters"], 3 * tasks
+        ),
+        "one_at_a_time_transactions_per_task": per_task(
+            series.counted["one_at_a_time"], latency_tasks
+        ),
     }
 
 
