@@ -281,6 +281,26 @@ def test_a_pending_result_is_a_protocol_error() -> None:
     assert session.in_flight() == [task_id]
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        Heartbeat(HeartbeatPayload("someone-else", active_tasks=0, capacity=2)),
+        Backpressure(BackpressureSignal("someone-else", 1.0, should_throttle=True)),
+        result(uuid.uuid4(), worker_id="someone-else"),
+    ],
+    ids=["Heartbeat", "Backpressure", "TaskResult"],
+)
+def test_a_worker_that_registered_itself_may_not_speak_for_another(
+    message: Message,
+) -> None:
+    session = registered_session()
+    if isinstance(message, TaskResultMessage):  # a task it does hold
+        dispatch(session, message.result.task_id)
+    with pytest.raises(RemoteProtocolError, match="names worker 'someone-else'"):
+        session.receive(message)
+    assert not session.throttled
+
+
 @pytest.mark.parametrize("reported", ["", "someone-else"])
 def test_a_result_is_attributed_to_the_sessions_worker(reported: str) -> None:
     session = spawned_session()
@@ -653,6 +673,7 @@ class SessionModel:
             SessionState.ACTIVE if registered_as else SessionState.AWAITING_REGISTRATION
         )
         self.worker_id = registered_as
+        self.named_by_peer = registered_as is None  # then it may name no other worker
         self.capacity = capacity
         self.slots: dict[uuid.UUID, str] = {}  # in dispatch order
         self.finished: list[uuid.UUID] = []  # the REMEMBERED most recently finished
@@ -781,7 +802,12 @@ class WorkerSessionMachine(RuleBasedStateMachine):
         message = result(task_id, status, worker)
         held = task_id in model.slots
         duplicate = not held and task_id in model.finished
-        legal = model.live and (duplicate or (held and status is not TaskStatus.PENDING))
+        own = not model.named_by_peer or worker in ("", model.worker_id)
+        legal = (
+            model.live
+            and own
+            and (duplicate or (held and status is not TaskStatus.PENDING))
+        )
         accepted = self.receive(message, legal=legal)
         if not legal:
             return
@@ -818,6 +844,15 @@ class WorkerSessionMachine(RuleBasedStateMachine):
         accepted = self.receive(message, legal=self.model.live)
         if self.model.live:
             assert accepted == message
+            self.model.throttled = should_throttle
+
+    @rule(should_throttle=st.booleans())
+    def worker_signals_backpressure_for_another_worker(self, should_throttle: bool) -> None:
+        signal = BackpressureSignal("someone-else", 1.0, should_throttle=should_throttle)
+        legal = self.model.live and not self.model.named_by_peer
+        accepted = self.receive(Backpressure(signal), legal=legal)
+        if legal:
+            assert accepted == Backpressure(signal)
             self.model.throttled = should_throttle
 
     @rule(message=st.sampled_from(DISPATCHER_SIDE))

@@ -31,6 +31,7 @@ from typing import Any
 
 import trio
 
+from .auth import Claims
 from .dispatch import Dispatcher
 from .protocol import (
     Message,
@@ -242,8 +243,12 @@ async def connect_memory_worker(
     max_concurrency_by_type: Mapping[str, int] | None = None,
     register: bool = True,
     spawned: bool = False,
+    claims: Claims | None = None,
 ) -> MemoryWorker:
     """Attach an in-memory worker to *dispatcher* and return its end.
+
+    *claims* are what its credentials allow, as if an authenticator had accepted
+    them in a handshake (``Dispatcher.serve_worker``).
 
     With ``register=True`` (the default) it sends ``WorkerRegister`` and waits for
     ``WorkerRegistered``; with ``spawned=True`` the dispatcher registers it itself, as
@@ -263,7 +268,10 @@ async def connect_memory_worker(
         max_concurrency_by_type=max_concurrency_by_type or {},
     )
     dispatcher.attach_worker(
-        channel, registration=registration if spawned else None, transport="memory"
+        channel,
+        registration=registration if spawned else None,
+        transport="memory",
+        claims=claims,
     )
     if register and not spawned:
         await worker.send(WorkerRegister(registration))

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from ..auth import Authenticator
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ._pool import PoolStats
 
@@ -47,6 +48,14 @@ def _count(minimum: int) -> Callable[[Any, attrs.Attribute[Any], int], None]:
 def _optional_count(_: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
     if value is not None:
         _count(1)(_, attribute, value)
+
+
+def _authenticator(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not callable(getattr(value, "authenticate", None)):
+        raise TypeError(
+            f"auth must be a TokenAuth, a CertificateAuth or another Authenticator, "
+            f"not {value!r}"
+        )
 
 
 def _lifetimes(value: Mapping[str, float]) -> Mapping[str, float]:
@@ -111,3 +120,13 @@ class DispatcherConfig:
     max_lifetime_by_type: Mapping[str, float] = attrs.field(
         factory=dict, converter=_lifetimes, hash=False
     )
+    #: Checks each WebSocket worker's credentials in the opening handshake
+    #: (:class:`~trio_pipe.auth.TokenAuth`, :class:`~trio_pipe.auth.CertificateAuth`);
+    #: ``None``: none are asked for.
+    auth: Authenticator | None = attrs.field(default=None, validator=_authenticator)
+    #: Listen beyond loopback without ``auth`` (logged as a warning at every start).
+    insecure: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
+    #: How often live sessions' credentials are checked for expiry and revocation.
+    credentials_check_interval: float = attrs.field(default=1.0, validator=_positive)

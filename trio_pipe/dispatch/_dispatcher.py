@@ -37,6 +37,7 @@ from .._validation import (
     validate_username,
     validate_worker_id,
 )
+from ..auth import Claims
 from ..protocol import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_MS,
@@ -737,12 +738,17 @@ class Dispatcher:
         *,
         registration: WorkerRegistration | None = None,
         transport: str = "custom",
+        claims: Claims | None = None,
     ) -> None:
         """Start :meth:`serve_worker` for *channel* in the dispatcher's nursery."""
         self._scheduler.check_open()
         self._sessions.start_soon(
             partial(
-                self.serve_worker, channel, registration=registration, transport=transport
+                self.serve_worker,
+                channel,
+                registration=registration,
+                transport=transport,
+                claims=claims,
             )
         )
 
@@ -752,6 +758,7 @@ class Dispatcher:
         *,
         registration: WorkerRegistration | None = None,
         transport: str = "websocket",
+        claims: Claims | None = None,
     ) -> None:
         """Run one worker's session over *channel* until it ends.
 
@@ -762,9 +769,17 @@ class Dispatcher:
         registered by the dispatcher (a spawned process, which may never heartbeat) is
         watched from its first heartbeat on; until then its process is its liveness.
         However the session ends, its unfinished tasks are retried or resolved at once.
+
+        With *claims* (what the connection's credentials allow: the listener passes
+        those its authenticator gave), a registration outside them, or under the id
+        of a live worker with other credentials, is refused with close code 1008.
         """
         await serve_worker(
-            self._scheduler, channel, registration=registration, transport=transport
+            self._scheduler,
+            channel,
+            registration=registration,
+            transport=transport,
+            claims=claims,
         )
 
 

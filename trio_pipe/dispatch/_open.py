@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import trio
 
+from ..auth import Authenticator
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ..store import MemoryStore, Store, store_from_url
-from ..transports import serve_websocket_workers
+from ..transports import WebSocketChannel, serve_websocket_workers
 from ._config import DispatcherConfig
 from ._dispatcher import Dispatcher
 from ._pool import PoolStats
+from ._sessions import evict
 
 __all__ = ["open_dispatcher"]
+
+log = logging.getLogger("trio_pipe.dispatcher")
 
 
 async def _serve(
@@ -38,6 +45,8 @@ async def _serve(
                 _listen, dispatcher, host, port, ssl_context, listener_scope
             )
             dispatcher._listening(ports, f"{'wss' if ssl_context else 'ws'}://{host}")
+        if dispatcher.config.auth is not None:
+            nursery.start_soon(_check_credentials, dispatcher)
         task_status.started()
 
 
@@ -50,17 +59,72 @@ async def _listen(
     *,
     task_status: trio.TaskStatus[tuple[int, ...]],
 ) -> None:
+    async def serve(channel: WebSocketChannel) -> None:
+        await dispatcher.serve_worker(channel, claims=channel.claims)
+
     with scope:
         await serve_websocket_workers(
-            dispatcher.serve_worker,
+            serve,
             host,
             port,
             ssl_context=ssl_context,
             handler_nursery=dispatcher._sessions,
             max_frame_size=dispatcher.config.max_frame_size,
             close_timeout=dispatcher.config.close_timeout,
+            authenticator=dispatcher.config.auth,
             task_status=task_status,
         )
+
+
+def _check_exposure(host: str, config: DispatcherConfig) -> None:
+    """Refuse to listen beyond loopback without authentication, unless told to."""
+    if config.auth is not None or _loopback(host):
+        return
+    if not config.insecure:
+        raise ValueError(
+            f"refusing to listen on {host!r} without worker authentication: any "
+            "process that can reach it could take tasks and their payloads. Pass "
+            "auth=TokenAuth(...) (or CertificateAuth for mutual TLS), or insecure=True "
+            "to accept that (docs/security.md)"
+        )
+    log.warning(
+        "listening on %r with no worker authentication (insecure=True): any process "
+        "that can reach it may register as a worker and receive task payloads",
+        host,
+    )
+
+
+def _loopback(host: str) -> bool:
+    """Whether *host* names this machine's loopback interface only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
+async def _check_credentials(dispatcher: Dispatcher) -> None:
+    """Close the sessions whose credentials have expired or been revoked since
+    their handshake (a revocation file is read again when it changes)."""
+    config = dispatcher.config
+    auth = config.auth
+    assert auth is not None
+    while True:
+        await trio.sleep(config.credentials_check_interval)
+        now = time.time()
+        for record in list(dispatcher._scheduler.pool):
+            claims = record.claims
+            if claims is None or record.evicted:
+                continue
+            if claims.ended(now):
+                reason = "its credentials have expired"
+            elif auth.revoked(claims):
+                reason = f"its token ({claims.token_id}) has been revoked"
+            else:
+                continue
+            log.warning("closing worker %s: %s", record.worker_id, reason)
+            evict(record, reason)
 
 
 async def _shutdown(dispatcher: Dispatcher, listener_scope: trio.CancelScope) -> None:
@@ -103,6 +167,9 @@ async def open_dispatcher(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     store: Store | str | None = None,
     max_lifetime_by_type: Mapping[str, float] | None = None,
+    auth: Authenticator | None = None,
+    insecure: bool = False,
+    credentials_check_interval: float = 1.0,
 ) -> AsyncIterator[Dispatcher]:
     """Open a dispatcher, listening for WebSocket workers on *host*:*port*.
 
@@ -147,7 +214,12 @@ async def open_dispatcher(
         on_below_minimum=on_below_minimum,
         max_frame_size=max_frame_size,
         max_lifetime_by_type=max_lifetime_by_type or {},
+        auth=auth,
+        insecure=insecure,
+        credentials_check_interval=credentials_check_interval,
     )
+    if port is not None:
+        _check_exposure(host, config)
     if store is None:
         store = MemoryStore()
     elif isinstance(store, str):

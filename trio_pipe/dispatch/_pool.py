@@ -13,10 +13,23 @@ import attrs
 import trio
 
 from .._errors import PoolFull
+from ..auth import Claims
 from ..protocol import Priority, WorkerSession
 from ..transports import Outbox
 
-__all__ = ["Pool", "PoolStats", "WorkerInfo", "WorkerRecord", "WorkerState"]
+__all__ = [
+    "Pool",
+    "PoolStats",
+    "RegistrationDenied",
+    "WorkerInfo",
+    "WorkerRecord",
+    "WorkerState",
+]
+
+
+class RegistrationDenied(Exception):
+    """A registration the dispatcher refuses (close code 1008, with this reason): under
+    the id of a live worker it may not replace, or outside its credentials."""
 
 
 class WorkerState(enum.Enum):
@@ -62,6 +75,11 @@ class PoolStats:
     failed: int  # tasks resolved any other way (Failed, TimedOut, Cancelled)
     retried: int  # retries scheduled (a task retried twice counts twice)
     stale_results: int = 0  # results of attempts given up on, discarded (fencing)
+    #: Registrations and messages refused, each ending its connection with 1008: a
+    #: registration outside its credentials or under a live worker's id, a message
+    #: the protocol forbids (one naming another worker, a result for a task not
+    #: dispatched on that connection, a malformed frame).
+    rejected: int = 0
 
 
 @attrs.define(eq=False)
@@ -80,6 +98,7 @@ class WorkerRecord:
     removed: bool = False  # by Dispatcher.remove_worker, not by its own failure
     evicted: bool = False  # its session ended on purpose (removed, or replaced)
     watched: bool = True  # by the heartbeat watchdog
+    claims: Claims | None = None  # what its credentials allow (authenticated workers)
     writing: bool = False  # its session's writer is in the middle of a write
     write_scope: trio.CancelScope | None = None  # bounds that write (write_batches)
     rank: int = 0  # bumped by Pool.changed: older entries in the pool's heaps are stale
@@ -162,8 +181,21 @@ class Pool:
         return bool(self._by_type.get(task_type))
 
     def add(self, record: WorkerRecord) -> WorkerRecord | None:
-        """Add *record*; return the connected record it replaces (same id), if any."""
+        """Add *record*; return the connected record it replaces (same id), if any.
+
+        An authenticated worker (with claims) replaces a connected one only if that
+        one came with the same credentials (token id): a reconnect, its old session
+        stale. Otherwise the id is taken: :class:`RegistrationDenied`. (Without
+        authentication nothing tells an impostor from a reconnect, and any process
+        that can connect may register anyway: the newer connection wins.)"""
         replaced = self._workers.get(record.worker_id)
+        if replaced is not None and record.claims is not None:
+            held = replaced.claims
+            if held is None or held.token_id != record.claims.token_id:
+                raise RegistrationDenied(
+                    f"worker id {record.worker_id!r} is held by a live connection "
+                    f"({replaced.peer})"
+                )
         if replaced is None and self.max_size is not None and len(self) >= self.max_size:
             raise PoolFull(f"the pool is full ({self.max_size} workers)")
         if replaced is not None:
@@ -278,6 +310,7 @@ class Pool:
         failed: int,
         retried: int,
         stale_results: int,
+        rejected: int,
     ) -> PoolStats:
         connected = list(self._workers.values())
         active = [r for r in connected if r.state is WorkerState.ACTIVE]
@@ -296,6 +329,7 @@ class Pool:
             failed=failed,
             retried=retried,
             stale_results=stale_results,
+            rejected=rejected,
         )
 
     def _index(self, record: WorkerRecord) -> None:

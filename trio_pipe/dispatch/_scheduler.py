@@ -121,6 +121,7 @@ class Scheduler:
         self.failed = 0
         self.retried = 0
         self.stale_results = 0
+        self.rejected = 0
 
     def _live(self) -> int:
         return len(self._entries)
@@ -134,6 +135,7 @@ class Scheduler:
             failed=self.failed,
             retried=self.retried,
             stale_results=self.stale_results,
+            rejected=self.rejected,
         )
 
     def count_active(self, task_type: str | None) -> int:
@@ -513,7 +515,8 @@ class Scheduler:
     def worker_joined(self, record: WorkerRecord) -> WorkerRecord | None:
         """Add a registered worker to the pool and give it work; return the record of
         an older connection with the same id, which it replaces (the caller ends
-        that one's session). Raises ``DispatcherClosed`` or ``PoolFull``."""
+        that one's session). Raises ``DispatcherClosed``, ``PoolFull`` or
+        ``RegistrationDenied``."""
         self.check_open()
         replaced = self.pool.add(record)
         log.info("worker %s registered from %s", record.worker_id, record.peer)

@@ -27,6 +27,7 @@ import logging
 import trio
 
 from .._errors import DispatcherClosed, PoolFull
+from ..auth import Claims
 from ..protocol import (
     Heartbeat,
     Message,
@@ -41,7 +42,7 @@ from ..protocol import (
 )
 from ..transports import ChannelClosed, FrameChannel, Outbox, write_batches
 from ._config import DispatcherConfig
-from ._pool import WorkerRecord
+from ._pool import RegistrationDenied, WorkerRecord
 from ._scheduler import Scheduler
 
 __all__ = ["serve_worker"]
@@ -55,22 +56,31 @@ async def serve_worker(
     *,
     registration: WorkerRegistration | None = None,
     transport: str = "websocket",
+    claims: Claims | None = None,
 ) -> None:
     """Run one worker's session over *channel* until it ends (see
     :meth:`Dispatcher.serve_worker`)."""
     config = scheduler.config
     session = WorkerSession(registration)
-    if registration is None and not await _await_registration(config, session, channel):
+    if registration is None and not await _await_registration(scheduler, session, channel):
         return
     now = trio.current_time()
     record = WorkerRecord(
         session, Outbox(), trio.CancelScope(), transport, channel.peer, now, now
     )
     record.watched = registration is None
+    record.claims = claims
     try:
+        if claims is not None and (refusal := claims.refusal(_registered(session))):
+            raise RegistrationDenied(refusal)
         replaced = scheduler.worker_joined(record)
     except (DispatcherClosed, PoolFull) as exc:
         await _close(config, channel, str(exc), protocol_error=False)
+        return
+    except RegistrationDenied as exc:
+        scheduler.rejected += 1
+        log.warning("registration from %s refused: %s", channel.peer, exc)
+        await _close(config, channel, str(exc), protocol_error=True)
         return
     if replaced is not None:
         evict(replaced, "replaced by a new connection with the same id")
@@ -104,9 +114,15 @@ def evict(record: WorkerRecord, reason: str) -> None:
     record.cancel_scope.cancel()
 
 
+def _registered(session: WorkerSession) -> WorkerRegistration:
+    assert session.registration is not None
+    return session.registration
+
+
 async def _await_registration(
-    config: DispatcherConfig, session: WorkerSession, channel: FrameChannel
+    scheduler: Scheduler, session: WorkerSession, channel: FrameChannel
 ) -> bool:
+    config = scheduler.config
     with trio.move_on_after(config.registration_timeout):
         try:
             message = None
@@ -115,6 +131,7 @@ async def _await_registration(
             session.receive(message)
             return True
         except RemoteProtocolError as exc:
+            scheduler.rejected += 1
             log.warning("connection from %s broke the protocol: %s", channel.peer, exc)
             await _close(config, channel, exc.reason, protocol_error=True)
             return False
@@ -145,6 +162,7 @@ async def _read_loop(
                 record.watched = record.watched or isinstance(message, Heartbeat)
                 scheduler.on_message(record, message)
             except RemoteProtocolError as exc:
+                scheduler.rejected += 1
                 log.warning("worker %s broke the protocol: %s", record.worker_id, exc)
                 await _close(scheduler.config, channel, exc.reason, protocol_error=True)
                 return f"protocol error: {exc.reason}"

@@ -66,6 +66,9 @@ class WorkerSession:
         self.throttled = False
         self.duplicate_results = 0
         self._rules = Session(Role.DISPATCHER, registered=registration is not None)
+        # A worker that chose its id (registered itself) must name no other: a
+        # spawned one was given its id, and may call itself something else.
+        self._named_by_peer = registration is None
         self._slots: dict[uuid.UUID, _Slot] = {}
         # Limits per task type, and for the tasks of a limited type: each one's type,
         # and their count per type (nothing is tracked for a worker without limits).
@@ -153,17 +156,21 @@ class WorkerSession:
         Raises :class:`RemoteProtocolError`, and changes nothing, if the worker may
         not send it now: a message before ``WorkerRegister``, a second
         ``WorkerRegister``, a dispatcher's message, anything after :meth:`close`, a
-        result for a task never dispatched on this connection, a ``Pending`` result.
+        result for a task never dispatched on this connection, a ``Pending`` result,
+        a ``Heartbeat``, ``Backpressure`` or result naming another worker than the
+        one that registered on this connection.
         """
         # A result moves nothing in the rules: _receive_result may still refuse it.
         self._rules.receive(message)
         if isinstance(message, TaskResultMessage):
             return self._receive_result(message)
         if isinstance(message, Heartbeat):
+            self._check_named(message, message.payload.worker_id)
             self._reconcile(message.payload.active_tasks)
             if message.payload.active_tasks < self.capacity:
                 self.throttled = False
         elif isinstance(message, Backpressure):
+            self._check_named(message, message.signal.worker_id)
             self.throttled = message.signal.should_throttle
         elif isinstance(message, WorkerRegister):
             if self.registration is None:
@@ -177,8 +184,19 @@ class WorkerSession:
             self._limits = self.registration.max_concurrency_by_type
         return message
 
+    def _check_named(self, message: Message, worker_id: str) -> None:
+        """A message that names a worker must name this connection's (once the worker
+        chose its id): no worker speaks for another."""
+        if self._named_by_peer and worker_id != self.worker_id:
+            raise RemoteProtocolError(
+                f"{message.TYPE} names worker {worker_id!r}, but this connection is "
+                f"worker {self.worker_id!r}"
+            )
+
     def _receive_result(self, message: TaskResultMessage) -> Message | None:
         result = message.result
+        if result.worker_id:  # optional in a result; when given, it must be ours
+            self._check_named(message, result.worker_id)
         slot = self._slots.get(result.task_id)
         if slot is None:
             if result.task_id in self._finished:

@@ -14,7 +14,7 @@ import collections
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 import trio
 from websockets.client import ClientProtocol
@@ -26,8 +26,9 @@ from websockets.typing import BytesLike
 from websockets.uri import parse_uri
 
 from .._errors import HandshakeFailed
+from ..auth import AuthenticationFailed, Authenticator, Claims
 from ..protocol import DEFAULT_MAX_FRAME_SIZE, RemoteProtocolError
-from ._channel import ChannelClosed, FrameChannel
+from ._channel import ChannelClosed
 
 __all__ = [
     "HandshakeFailed",
@@ -95,6 +96,8 @@ class WebSocketStream:
         self._receiving = False
         self._unsent: list[bytes] = []
         self._writing = False
+        #: What the authenticator allowed this connection (``accept_websocket``).
+        self.claims: Claims | None = None
         self.peer = _describe_peer(stream)
         if events:
             self._handle([event for event in events if isinstance(event, Frame)])
@@ -300,27 +303,56 @@ def _describe_peer(stream: trio.abc.Stream) -> str:
 
 
 async def accept_websocket(
-    stream: trio.abc.Stream, *, max_message_size: int = DEFAULT_MAX_FRAME_SIZE
+    stream: trio.abc.Stream,
+    *,
+    max_message_size: int = DEFAULT_MAX_FRAME_SIZE,
+    authenticator: Authenticator | None = None,
 ) -> WebSocketStream:
     """The server side of the opening handshake on *stream*: read the upgrade request,
     accept it. Raises :class:`HandshakeFailed` (after answering with an HTTP error to
-    a request that is not a WebSocket upgrade). Bound it with a timeout."""
+    a request that is not a WebSocket upgrade). Bound it with a timeout.
+
+    With an *authenticator*, the request's headers and the TLS client certificate
+    are checked before anything is accepted: refused, the client is answered with
+    the refusal's status (401 or 403) and reason, and :class:`HandshakeFailed` names
+    them; accepted, the stream's :attr:`~WebSocketStream.claims` are the result."""
     protocol = ServerProtocol(max_size=max_message_size)
+    claims = None
     try:
         events = await _handshake_events(stream, protocol)
         early = protocol.data_to_send()  # answers to frames sent with the request
         request = events[0]
         assert isinstance(request, Request)
         response = protocol.accept(request)
+        if response.status_code == 101 and authenticator is not None:
+            try:
+                claims = authenticator.authenticate(
+                    request.headers, _peer_certificate(stream)
+                )
+            except AuthenticationFailed as exc:
+                response = protocol.reject(exc.status, f"{exc.reason}\n")
+                early = []
         protocol.send_response(response)
         await stream.send_all(b"".join(protocol.data_to_send() + early))
     except _STREAM_ERRORS as exc:
         raise HandshakeFailed(f"connection lost: {exc!r}") from None
     if response.status_code != 101:
+        if protocol.handshake_exc is None:  # refused by the authenticator
+            reason = response.body.decode(errors="replace").strip()
+            raise HandshakeFailed(f"refused with HTTP {response.status_code}: {reason}")
         raise HandshakeFailed(f"bad upgrade request: {protocol.handshake_exc}")
     ws = WebSocketStream(stream, protocol, events[1:])
+    ws.claims = claims
     await ws._flush()
     return ws
+
+
+def _peer_certificate(stream: trio.abc.Stream) -> dict[str, Any] | None:
+    """The verified TLS client certificate on *stream*, if it has one."""
+    if not isinstance(stream, trio.SSLStream):
+        return None
+    certificate = stream.getpeercert()
+    return cast("dict[str, Any] | None", certificate or None)
 
 
 async def connect_websocket(
@@ -383,6 +415,7 @@ class WebSocketChannel:
     def __init__(self, ws: WebSocketStream) -> None:
         self._ws = ws
         self.peer = ws.peer
+        self.claims = ws.claims
 
     async def receive(self) -> str:
         try:
@@ -405,7 +438,7 @@ class WebSocketChannel:
 
 
 async def serve_websocket_workers(
-    handler: Callable[[FrameChannel], Awaitable[None]],
+    handler: Callable[[WebSocketChannel], Awaitable[None]],
     host: str,
     port: int,
     *,
@@ -414,6 +447,7 @@ async def serve_websocket_workers(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     handshake_timeout: float = 10.0,
     close_timeout: float = 2.0,
+    authenticator: Authenticator | None = None,
     task_status: trio.TaskStatus[tuple[int, ...]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket workers on *host*:*port* until cancelled.
@@ -428,7 +462,9 @@ async def serve_websocket_workers(
     handlers run in an outside *handler_nursery* live on until that nursery ends. The
     stream of every connection is closed when its handler ends, however it ends, after
     a close handshake bounded by *close_timeout*. Error handling: a failed or slow
-    (*handshake_timeout*) opening handshake closes that connection only.
+    (*handshake_timeout*) opening handshake closes that connection only; so does
+    one that *authenticator* refuses (see :func:`accept_websocket`), before any
+    protocol message is read.
     """
 
     async def serve_stream(stream: trio.abc.Stream) -> None:
@@ -436,7 +472,9 @@ async def serve_websocket_workers(
             ws = None
             with trio.move_on_after(handshake_timeout):
                 try:
-                    ws = await accept_websocket(stream, max_message_size=max_frame_size)
+                    ws = await accept_websocket(
+                        stream, max_message_size=max_frame_size, authenticator=authenticator
+                    )
                 except HandshakeFailed as exc:
                     log.warning(
                         "%s: WebSocket handshake failed: %s", _describe_peer(stream), exc

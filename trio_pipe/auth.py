@@ -1,0 +1,370 @@
+"""Who may attach as a worker, and what it may do: worker tokens and certificates.
+
+A WebSocket worker proves who it is in the opening handshake, before the dispatcher
+reads any protocol message: with a **token** (``Authorization: Bearer <token>``,
+checked by :class:`TokenAuth`) or with a **client certificate** (mutual TLS, mapped by
+:class:`CertificateAuth`). Either gives the connection its :class:`Claims`: the worker
+ids it may register under, the task types and tags it may claim, and when they end.
+A handshake without valid credentials is answered with HTTP 401 (403 for valid
+credentials that may not connect) and never reaches registration; a registration
+outside its claims is refused with close code 1008 (docs/security.md).
+
+Tokens are JSON Web Tokens signed with HMAC-SHA256 under a secret only the dispatcher
+(and whoever mints tokens) holds; PyJWT signs and verifies them. A token names its
+claims and carries an id (``jti``), which can be revoked without a restart: the
+dispatcher re-reads the revocation file when it changes, refuses new handshakes with
+a revoked token, and closes the sessions that hold one. Spawned workers (stdio,
+Docker, SSH, WASM) need none of this: the dispatcher started them itself.
+
+Nothing here does I/O but reading the revocation file (a ``stat`` per check, a read
+when it changed): the handshake calls :meth:`Authenticator.authenticate` directly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import secrets
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import attrs
+import jwt
+
+from .protocol import WorkerRegistration
+
+__all__ = [
+    "AuthenticationFailed",
+    "Authenticator",
+    "CertificateAuth",
+    "Claims",
+    "TokenAuth",
+    "new_secret",
+    "revoke",
+]
+
+#: Who a worker token is for: a token minted for something else under the same secret
+#: is refused.
+AUDIENCE: Final = "trio-pipe-worker"
+_ALGORITHM: Final = "HS256"
+_MIN_SECRET_BYTES: Final = 32  # RFC 7518 3.2: a key at least as long as the hash
+
+
+class AuthenticationFailed(Exception):
+    """A worker's handshake is refused: *status* 401 (no valid credentials) or 403
+    (valid credentials that may not connect), with a *reason* the worker is told."""
+
+    def __init__(self, reason: str, *, status: int = 401) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@attrs.frozen
+class Claims:
+    """What one authenticated connection may do.
+
+    - *worker_id*: a pattern (``fnmatch``: ``*``, ``?``, ``[...]``) the registration's
+      ``workerId`` must match; ``"*"``, any id.
+    - *task_types*, *tags*: the task types and tags it may claim; ``None``, any.
+    - *token_id*: the credential's id (a token's ``jti``): a reconnect with the same id
+      replaces a stale session of the same worker id instead of being refused.
+    - *expires_at*: when the credential ends (Unix time); ``None``, never. A session
+      still open then is closed.
+    """
+
+    worker_id: str = "*"
+    task_types: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None
+    token_id: str | None = None
+    expires_at: float | None = None
+
+    def refusal(self, registration: WorkerRegistration) -> str | None:
+        """Why *registration* is outside these claims, or ``None`` if it is not."""
+        if not fnmatch.fnmatchcase(registration.worker_id, self.worker_id):
+            return (
+                f"worker id {registration.worker_id!r} does not match "
+                f"{self.worker_id!r}, the pattern its credentials allow"
+            )
+        for kind, claimed, allowed in (
+            ("task type", registration.supported_tasks, self.task_types),
+            ("tag", registration.tags, self.tags),
+        ):
+            if allowed is None:
+                continue
+            outside = sorted(set(claimed).difference(allowed))
+            if outside:
+                listed = ", ".join(repr(x) for x in outside[:5])
+                more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+                return f"{kind} {listed}{more} not allowed by its credentials"
+        return None
+
+    def ended(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+class Authenticator(Protocol):
+    """Checks a WebSocket worker's opening handshake (``open_dispatcher(auth=...)``)."""
+
+    def authenticate(
+        self, headers: Mapping[str, str], certificate: dict[str, Any] | None
+    ) -> Claims:
+        """The claims of the connection whose upgrade request has *headers* (names
+        in any case) and whose TLS client certificate is *certificate* (as
+        :meth:`ssl.SSLSocket.getpeercert` gives it; ``None`` without one). Raises
+        :class:`AuthenticationFailed`."""
+        ...
+
+    def revoked(self, claims: Claims) -> bool:
+        """Whether credentials accepted earlier have been revoked since."""
+        ...
+
+
+class _Revocations:
+    """The token ids listed in a file (one per line; ``#`` starts a comment), read
+    again whenever the file changes. A missing file revokes nothing."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._seen: tuple[int, int, int] | None = None
+        self._ids: frozenset[str] = frozenset()
+
+    def __contains__(self, token_id: str) -> bool:
+        try:
+            stat = self.path.stat()
+            seen = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except FileNotFoundError:
+            seen = None
+        if seen != self._seen:
+            self._ids = frozenset(_token_ids(self.path)) if seen else frozenset()
+            self._seen = seen
+        return token_id in self._ids
+
+
+def _token_ids(path: Path) -> Iterable[str]:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        token_id = line.split("#", 1)[0].strip()
+        if token_id:
+            yield token_id
+
+
+class TokenAuth:
+    """Worker tokens: JWTs signed with HMAC-SHA256 under *secret* (at least 32
+    bytes; :func:`new_secret` makes one), revocable through *revocations*, a file of
+    token ids (:func:`revoke` appends one; the dispatcher notices without a restart).
+
+    ``TokenAuth.from_file(path)`` reads the secret from a file, as
+    ``trio-pipe token create --secret-file`` does.
+    """
+
+    def __init__(
+        self,
+        secret: str | bytes,
+        *,
+        revocations: str | os.PathLike[str] | None = None,
+        leeway: float = 5.0,
+    ) -> None:
+        key = secret.encode() if isinstance(secret, str) else bytes(secret)
+        if len(key) < _MIN_SECRET_BYTES:
+            raise ValueError(
+                f"a token secret must be at least {_MIN_SECRET_BYTES} bytes, not "
+                f"{len(key)} (trio-pipe token secret makes one)"
+            )
+        self._key = key
+        self._revocations = None if revocations is None else _Revocations(revocations)
+        self.leeway = leeway
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> TokenAuth:
+        """The secret is the file's content, surrounding whitespace stripped."""
+        return cls(Path(path).read_text(encoding="utf-8").strip(), **options)
+
+    def create(
+        self,
+        *,
+        expires_in: float,
+        task_types: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        worker_id: str = "*",
+        token_id: str | None = None,
+        now: float | None = None,
+    ) -> str:
+        """A token for these claims, valid for *expires_in* seconds from *now*."""
+        if expires_in <= 0:
+            raise ValueError("expires_in must be > 0")
+        issued = time.time() if now is None else now
+        payload: dict[str, Any] = {
+            "aud": AUDIENCE,
+            "iat": int(issued),
+            "exp": int(issued + expires_in),
+            "jti": token_id or uuid.uuid4().hex,
+            "sub": worker_id,
+        }
+        if task_types is not None:
+            payload["types"] = sorted(set(task_types))
+        if tags is not None:
+            payload["tags"] = sorted(set(tags))
+        return jwt.encode(payload, self._key, algorithm=_ALGORITHM)
+
+    def authenticate(
+        self, headers: Mapping[str, str], certificate: dict[str, Any] | None
+    ) -> Claims:
+        token = _bearer_token(headers)
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                audience=AUDIENCE,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "jti", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationFailed("the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthenticationFailed(f"invalid token: {exc}") from None
+        try:
+            claims = Claims(
+                worker_id=_text(payload["sub"], "sub"),
+                task_types=_names(payload.get("types"), "types"),
+                tags=_names(payload.get("tags"), "tags"),
+                token_id=_text(payload["jti"], "jti"),
+                expires_at=float(payload["exp"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise AuthenticationFailed(f"invalid token: {exc}") from None
+        if self.revoked(claims):
+            raise AuthenticationFailed(f"token {claims.token_id} has been revoked")
+        return claims
+
+    def revoked(self, claims: Claims) -> bool:
+        return (
+            self._revocations is not None
+            and claims.token_id is not None
+            and claims.token_id in self._revocations
+        )
+
+
+def _bearer_token(headers: Mapping[str, str]) -> str:
+    value = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+    if value is None:
+        raise AuthenticationFailed("no Authorization header (a worker token is needed)")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("the Authorization header is not 'Bearer <token>'")
+    return token.strip()
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"claim {name!r} must be a non-empty string")
+    return value
+
+
+def _names(value: object, name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"claim {name!r} must be a list of strings")
+    return tuple(value)
+
+
+class CertificateAuth:
+    """Mutual TLS: the dispatcher's ``ssl_context`` requires a client certificate
+    (``verify_mode = ssl.CERT_REQUIRED``, the clients' CA loaded), and *claims* maps
+    each verified certificate (as :meth:`ssl.SSLSocket.getpeercert` gives it) to the
+    connection's :class:`Claims`, or to ``None`` to refuse it (403).
+
+    :meth:`by_common_name` is the usual mapping: the certificate's subject common name
+    is the only worker id it may register under.
+    """
+
+    def __init__(self, claims: Callable[[dict[str, Any]], Claims | None]) -> None:
+        self._claims = claims
+
+    @classmethod
+    def by_common_name(
+        cls,
+        *,
+        task_types: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> CertificateAuth:
+        """Each certificate's subject CN is its worker id; every certificate may
+        claim *task_types* and *tags* (``None``: any)."""
+        types = None if task_types is None else tuple(task_types)
+        allowed_tags = None if tags is None else tuple(tags)
+
+        def claims(certificate: dict[str, Any]) -> Claims | None:
+            name = common_name(certificate)
+            if name is None:
+                return None
+            return Claims(
+                worker_id=_literal_pattern(name),
+                task_types=types,
+                tags=allowed_tags,
+                token_id=_serial(certificate),
+                expires_at=_not_after(certificate),
+            )
+
+        return cls(claims)
+
+    def authenticate(
+        self, headers: Mapping[str, str], certificate: dict[str, Any] | None
+    ) -> Claims:
+        if not certificate:
+            raise AuthenticationFailed("no client certificate (mutual TLS is required)")
+        claims = self._claims(certificate)
+        if claims is None:
+            raise AuthenticationFailed(
+                "this client certificate may not attach workers", status=403
+            )
+        return claims
+
+    def revoked(self, claims: Claims) -> bool:
+        return False  # certificates are revoked where they are verified: CRLs, the CA
+
+
+def common_name(certificate: Mapping[str, Any]) -> str | None:
+    """The subject's common name in a certificate as ``getpeercert()`` gives it."""
+    for rdn in certificate.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def _serial(certificate: Mapping[str, Any]) -> str | None:
+    serial = certificate.get("serialNumber")
+    return None if serial is None else f"cert:{serial}"
+
+
+def _not_after(certificate: Mapping[str, Any]) -> float | None:
+    not_after = certificate.get("notAfter")
+    return None if not_after is None else float(ssl.cert_time_to_seconds(not_after))
+
+
+def _literal_pattern(name: str) -> str:
+    """An fnmatch pattern that matches *name* only."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def new_secret() -> str:
+    """A fresh random secret for :class:`TokenAuth` (256 bits, URL-safe text)."""
+    return secrets.token_urlsafe(32)
+
+
+def revoke(path: str | os.PathLike[str], token_id: str) -> None:
+    """Add *token_id* to the revocation file at *path* (created if missing): one
+    appended line, so that a dispatcher reading it sees it whole or not at all."""
+    token_id = token_id.strip()
+    if not token_id or any(c.isspace() or c == "#" for c in token_id):
+        raise ValueError(f"not a token id: {token_id!r}")
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, f"{token_id}\n".encode())
+    finally:
+        os.close(descriptor)
