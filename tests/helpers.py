@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.parse
@@ -70,22 +71,49 @@ def child_processes() -> list[str]:
     return children
 
 
+def _rejection(exc: BaseException) -> trio_websocket.ConnectionRejected | None:
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_rejection(e) for e in exc.exceptions]
+        return next((f for f in found if f is not None), None)
+    return exc if isinstance(exc, trio_websocket.ConnectionRejected) else None
+
+
 @asynccontextmanager
-async def open_raw_websocket(url: str) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """A bare WebSocket client for speaking the protocol by hand. Owns its TCP stream:
-    trio-websocket's own client leaves it open when the server closes first."""
+async def open_raw_websocket(
+    url: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """A bare WebSocket client for speaking the protocol by hand, sending *headers*
+    with its upgrade request (over TLS with *ssl_context*). Owns its TCP stream:
+    trio-websocket's own client leaves it open when the server closes first. A
+    refused handshake raises ``trio_websocket.ConnectionRejected``."""
     parts = urllib.parse.urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
-    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
-    async with stream, trio.open_nursery() as nursery:
-        ws = await trio_websocket.wrap_client_stream(
-            nursery, stream, f"{parts.hostname}:{parts.port}", "/"
-        )
-        try:
-            yield ws
-        finally:
-            await ws.aclose()
-            nursery.cancel_scope.cancel()
+    stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    if ssl_context is not None:
+        stream = trio.SSLStream(stream, ssl_context, server_hostname=parts.hostname)
+    try:
+        async with stream, trio.open_nursery() as nursery:
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,
+                f"{parts.hostname}:{parts.port}",
+                "/",
+                extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+            )
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # A refused handshake (from trio-websocket's reader task), as itself.
+        rejected = _rejection(group)
+        if rejected is None:
+            raise
+        raise rejected from None
 
 
 async def every_unfinished(store: Store) -> list[TaskRecord]:

@@ -23,6 +23,7 @@ when it changed): the handshake calls :meth:`Authenticator.authenticate` directl
 from __future__ import annotations
 
 import fnmatch
+import glob
 import os
 import secrets
 import ssl
@@ -303,7 +304,7 @@ class CertificateAuth:
             if name is None:
                 return None
             return Claims(
-                worker_id=_literal_pattern(name),
+                worker_id=glob.escape(name),
                 task_types=types,
                 tags=allowed_tags,
                 token_id=_serial(certificate),
@@ -347,11 +348,6 @@ def _not_after(certificate: Mapping[str, Any]) -> float | None:
     return None if not_after is None else float(ssl.cert_time_to_seconds(not_after))
 
 
-def _literal_pattern(name: str) -> str:
-    """An fnmatch pattern that matches *name* only."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
 def new_secret() -> str:
     """A fresh random secret for :class:`TokenAuth` (256 bits, URL-safe text)."""
     return secrets.token_urlsafe(32)
@@ -363,8 +359,11 @@ def revoke(path: str | os.PathLike[str], token_id: str) -> None:
     token_id = token_id.strip()
     if not token_id or any(c.isspace() or c == "#" for c in token_id):
         raise ValueError(f"not a token id: {token_id!r}")
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(descriptor, f"{token_id}\n".encode())
+        size = os.fstat(descriptor).st_size
+        # A file edited by hand may lack its last newline: the id needs a line.
+        start = b"\n" if size and os.pread(descriptor, 1, size - 1) != b"\n" else b""
+        os.write(descriptor, start + f"{token_id}\n".encode())
     finally:
         os.close(descriptor)
