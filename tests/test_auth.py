@@ -32,6 +32,7 @@ from trio_pipe.auth import (
     new_secret,
     revoke,
 )
+from trio_pipe.cli import main
 from trio_pipe.protocol import (
     Heartbeat,
     HeartbeatPayload,
@@ -453,3 +454,49 @@ async def test_mutual_tls_maps_a_certificate_to_its_worker_id(ca: trustme.CA) ->
                 pass
         assert refused.value.status_code == 401
         assert b"no client certificate" in (refused.value.body or b"")
+
+
+# -- the token command -----------------------------------------------------------------
+
+
+def test_the_token_command_makes_a_secret_a_token_and_revokes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "secret"]) == 0
+    secret = tmp_path / "secret"
+    secret.write_text(capsys.readouterr().out, encoding="utf-8")
+    argv = ["token", "create", "--secret-file", str(secret), "--expires", "30d"]
+    assert main([*argv, "--types", "scan,render", "--tags", "gpu", "--id", "ci-1"]) == 0
+    out, err = capsys.readouterr()
+    auth = TokenAuth.from_file(secret, revocations=tmp_path / "revoked")
+    claims = auth.authenticate({"Authorization": f"Bearer {out.strip()}"}, None)
+    assert (claims.task_types, claims.tags, claims.token_id) == (
+        ("render", "scan"),
+        ("gpu",),
+        "ci-1",
+    )
+    assert claims.expires_at == pytest.approx(time.time() + 30 * 86400, abs=5)
+    assert err.startswith("token ci-1, expires ")
+    revocations = ["--revocations", str(tmp_path / "revoked")]
+    assert main(["token", "revoke", "ci-1", *revocations]) == 0
+    assert auth.revoked(claims)
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        (None, "No such file or directory"),
+        ("short", "at least 32 bytes, not 5"),
+    ],
+)
+def test_the_token_command_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], secret: str | None, message: str
+) -> None:
+    path = tmp_path / "secret"
+    if secret is not None:
+        path.write_text(secret, encoding="utf-8")
+    argv = ["token", "create", "--secret-file", str(path), "--expires", "1h"]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("trio-pipe token create: ") and message in err

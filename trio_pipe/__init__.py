@@ -8,6 +8,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    AuthenticationFailed,
     ChannelClosed,
     DispatcherClosed,
     ErrorCode,
@@ -74,12 +75,15 @@ _FROM_STORE = (
     "Store",
     "TaskRecord",
 )
+# And the authenticators (trio_pipe.auth), which load PyJWT.
+_FROM_AUTH = ("CertificateAuth", "Claims", "TokenAuth")
 # This one needs the optional ``ssh`` extra (asyncssh, trio-asyncio), so it is imported
 # on first use too, and left out of __all__ (``from trio_pipe import *`` must work
 # without the extra).
 _FROM_SSH = "INSECURE_ACCEPT_ANY_HOST_KEY"
 
 __all__ = [
+    "AuthenticationFailed",
     "ChannelClosed",
     "DispatcherClosed",
     "ErrorCode",
@@ -111,9 +115,13 @@ __all__ = [
     "__version__",
     *_FROM_DISPATCH,
     *_FROM_STORE,
+    *_FROM_AUTH,
 ]
 
 if TYPE_CHECKING:
+    from .auth import CertificateAuth as CertificateAuth
+    from .auth import Claims as Claims
+    from .auth import TokenAuth as TokenAuth
     from .dispatch import *  # noqa: F403 (names re-exported: _FROM_DISPATCH)
     from .store import *  # noqa: F403 (names re-exported: _FROM_STORE)
     from .transports._ssh import (
@@ -126,6 +134,8 @@ def __getattr__(name: str) -> Any:
         module = ".dispatch"
     elif name in _FROM_STORE:
         module = ".store"
+    elif name in _FROM_AUTH:
+        module = ".auth"
     elif name == _FROM_SSH:
         module = ".transports._ssh"
     else:

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .protocol import TaskResult
 
 __all__ = [
+    "AuthenticationFailed",
     "ChannelClosed",
     "DispatcherClosed",
     "HandshakeFailed",
@@ -55,6 +56,17 @@ class ErrorCode:
 
 class TrioPipeError(Exception):
     """Base class of trio_pipe's own exceptions."""
+
+
+class AuthenticationFailed(TrioPipeError):
+    """A worker's handshake is refused (``trio_pipe.auth``): *status* 401 (no valid
+    credentials) or 403 (valid credentials that may not connect), with a *reason* the
+    worker is told."""
+
+    def __init__(self, reason: str, *, status: int = 401) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
 
 
 class StoreError(TrioPipeError):

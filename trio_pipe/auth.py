@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 import attrs
 import jwt
 
+from ._errors import AuthenticationFailed
 from .protocol import WorkerRegistration
 
 __all__ = [
@@ -53,16 +54,6 @@ __all__ = [
 AUDIENCE: Final = "trio-pipe-worker"
 _ALGORITHM: Final = "HS256"
 _MIN_SECRET_BYTES: Final = 32  # RFC 7518 3.2: a key at least as long as the hash
-
-
-class AuthenticationFailed(Exception):
-    """A worker's handshake is refused: *status* 401 (no valid credentials) or 403
-    (valid credentials that may not connect), with a *reason* the worker is told."""
-
-    def __init__(self, reason: str, *, status: int = 401) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 @attrs.frozen

@@ -14,9 +14,11 @@ import os
 import re
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, NoReturn
 
 import trio
@@ -684,6 +686,100 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return status
 
 
+# -- token ---------------------------------------------------------------------------
+
+_TOKEN_DESCRIPTION = (
+    "Worker tokens for a dispatcher opened with auth=TokenAuth.from_file(SECRET_FILE, "
+    "revocations=FILE) (docs/security.md). secret prints a new secret; create prints a "
+    "token (its id and expiry go to stderr); revoke adds an id to the revocation file, "
+    "which the dispatcher reads again without a restart."
+)
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected names separated by commas, got {text!r}"
+        )
+    return names
+
+
+def _add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "token", help="make and revoke worker tokens", description=_TOKEN_DESCRIPTION
+    )
+    actions = parser.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=_OneLineErrors
+    )
+    actions.add_parser(
+        "secret",
+        help="print a new random secret (save it to a file only the dispatcher reads)",
+    )
+    create = actions.add_parser(
+        "create", help="print a token for a worker", description=_TOKEN_DESCRIPTION
+    )
+    create.add_argument("--secret-file", required=True, type=Path, metavar="FILE")
+    create.add_argument(
+        "--expires", required=True, type=_duration, metavar="DURATION",
+        help="how long it is valid: 30s, 15m, 12h, 30d",
+    )  # fmt: skip
+    create.add_argument(
+        "--types", type=_names, metavar="T1,T2",
+        help="the task types it may claim (default: any)",
+    )  # fmt: skip
+    create.add_argument(
+        "--tags", type=_names, metavar="G1,G2", help="the tags it may claim (default: any)"
+    )
+    create.add_argument(
+        "--worker-id", default="*", metavar="PATTERN",
+        help="the worker ids it may register under, a glob such as 'gpu-*' (default: any)",
+    )  # fmt: skip
+    create.add_argument(
+        "--id", dest="token_id", metavar="ID", help="its id, to revoke it (default: random)"
+    )
+    revoke = actions.add_parser(
+        "revoke", help="revoke a token by its id", description=_TOKEN_DESCRIPTION
+    )
+    revoke.add_argument("token_id", metavar="ID")
+    revoke.add_argument(
+        "--revocations", required=True, type=Path, metavar="FILE",
+        help="the dispatcher's revocation file (created if missing)",
+    )  # fmt: skip
+    parser.set_defaults(run=_cmd_token)
+    return parser
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from . import auth
+
+    try:
+        if args.action == "secret":
+            print(auth.new_secret())
+        elif args.action == "create":
+            tokens = auth.TokenAuth.from_file(args.secret_file)
+            token_id = args.token_id or uuid.uuid4().hex
+            token = tokens.create(
+                expires_in=args.expires,
+                task_types=args.types,
+                tags=args.tags,
+                worker_id=args.worker_id,
+                token_id=token_id,
+            )
+            expires = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(
+                time.time() + args.expires
+            ))  # fmt: skip
+            print(f"token {token_id}, expires {expires}", file=sys.stderr)
+            print(token)
+        else:
+            auth.revoke(args.revocations, args.token_id)
+            print(f"revoked {args.token_id.strip()}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"trio-pipe token {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
 # -- main ------------------------------------------------------------------------------
 
 _SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
@@ -691,6 +787,7 @@ _SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
     _add_conformance_parser,
     _add_demo_parser,
     _add_tasks_parser,
+    _add_token_parser,
 )
 
 
