@@ -122,6 +122,14 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_auth(session: nox.Session) -> None:
+    """Worker authentication on and off in the same run: handshakes/s, and tasks/s
+    with 256 in flight (-- --full for the real numbers)."""
+    _sync(session, groups=("bench",))
+    session.run("python", "-m", "benchmarks.auth", *session.posargs)
+
+
+@nox.session
 def bench_restart(session: nox.Session) -> None:
     """A rolling restart of 3 Python workers under 1,000 tasks/s: tasks failed and
     retried (-- --rate N, --workers N, --nap-ms N)."""
