@@ -11,6 +11,7 @@ one write (docs/architecture.md says why; docs/performance.md what it bought).
 from __future__ import annotations
 
 import collections
+import http
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -366,9 +367,14 @@ async def connect_websocket(
 
 def _refusal_reason(response: Response) -> str:
     """What an HTTP error answer to the handshake says, for one line of a log: its
-    body (plain text, as the dispatcher writes it), else its status line's phrase."""
+    body (plain text, as the dispatcher writes it), else its status's phrase."""
     text = bytes(response.body[:_MAX_REFUSAL_BODY]).decode("utf-8", errors="replace")
-    reason = " ".join(text.split()) or response.reason_phrase or "no reason given"
+    reason = " ".join(text.split()) or response.reason_phrase
+    if not reason:
+        try:
+            reason = http.HTTPStatus(response.status_code).phrase
+        except ValueError:
+            reason = "no reason given"
     if len(reason) > _MAX_REFUSAL_REASON:
         reason = reason[: _MAX_REFUSAL_REASON - 3] + "..."
     return reason

@@ -164,11 +164,16 @@ async def open_websocket_connection(
         except (HandshakeFailed, OSError) as exc:
             # In TLS 1.3 a server refuses a client certificate after the client's
             # side of the TLS handshake is done: the alert comes here.
-            tls = _tls_failure(exc) if secure else None
-            if tls is not None:
-                why = f"TLS handshake with {host}:{port} failed: {tls}"
-                raise ChannelClosed(why) from exc
-            raise ChannelClosed(f"connecting to {url} failed: {describe(exc)}") from exc
+            why = f"connecting to {url} failed: {describe(exc)}"
+            if secure:
+                if (tls := _tls_failure(exc)) is not None:
+                    why = f"TLS handshake with {host}:{port} failed: {tls}"
+                elif isinstance(exc, HandshakeFailed):
+                    # A server that refuses a client certificate may also just
+                    # hang up, without an alert (as Trio's TLS streams do).
+                    why += " (after the TLS handshake: a server that requires a "
+                    why += "client certificate hangs up on a worker without one)"
+            raise ChannelClosed(why) from exc
         try:
             yield WebSocketChannel(ws)
         finally:
