@@ -7,7 +7,11 @@ the kit catching it precisely.
 
     python tests/conformance_worker.py [--lowercase-status] [--snake-case]
         [--ignore-kill] [--no-heartbeat] [--unbounded] [--crash-on-garbage]
-        [--no-drain] [--exit-status N] [ws://...]
+        [--no-drain] [--no-token] [--retry-refused] [--quiet-refusal]
+        [--refusal-exits-0] [--exit-status N] [ws://...]
+
+In WebSocket mode it sends ``TRIO_PIPE_TOKEN`` as ``Authorization: Bearer``, and a
+refused handshake ends it with status 1 and the HTTP status on stderr.
 
 It drains on SIGTERM and SIGINT as the protocol says (docs/protocol.md, "Draining"),
 minimally: it stops reading (a dispatch that crosses the signal goes unanswered).
@@ -35,6 +39,10 @@ FAULTS = (
     "unbounded",
     "crash-on-garbage",
     "no-drain",  # SIGTERM and SIGINT keep their default effect: the process dies
+    "no-token",  # TRIO_PIPE_TOKEN is not sent
+    "retry-refused",  # a refused handshake is tried again, and again
+    "quiet-refusal",  # a refused handshake ends the worker without a word
+    "refusal-exits-0",  # a refused handshake ends the worker with status 0
 )
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -226,7 +234,26 @@ async def serve_stdio(faults: set[str]) -> int | None:
 
 
 async def serve_websocket(url: str, faults: set[str]) -> int | None:
-    async with trio_websocket.open_websocket_url(url) as ws:
+    token = os.environ.get("TRIO_PIPE_TOKEN")
+    headers = []
+    if token and "no-token" not in faults:
+        headers.append((b"Authorization", f"Bearer {token}".encode()))
+    while True:
+        try:
+            return await serve_connection(url, headers, faults)
+        except trio_websocket.ConnectionRejected as exc:
+            if "retry-refused" in faults:
+                await trio.sleep(0.05)
+                continue
+            if "quiet-refusal" not in faults:
+                print(f"refused: HTTP {exc.status_code}", file=sys.stderr)
+            sys.exit(0 if "refusal-exits-0" in faults else 1)
+
+
+async def serve_connection(
+    url: str, headers: list[tuple[bytes, bytes]], faults: set[str]
+) -> int | None:
+    async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
 
         async def send(message: dict[str, Any]) -> None:
             await ws.send_message(json.dumps(message))

@@ -114,7 +114,7 @@ def _documented_runs() -> list[tuple[list[str], bool]]:
 async def test_the_python_sdk_passes_as_documented(command: list[str], stdio: bool) -> None:
     report = await run_conformance(command, stdio=stdio)
     assert report.passed, report.table()
-    skipped = {"registration", "reconnect"} if stdio else set()
+    skipped = {"registration", "reconnect", "auth"} if stdio else set()
     assert outcomes(report) == {
         name: "skip" if name in skipped else "pass" for name in CASE_NAMES
     }
@@ -185,6 +185,44 @@ async def test_a_broken_rule_fails_its_case_precisely(
     assert detail(report, case).startswith(expected), report.table()
     others = {outcome for name, outcome in outcomes(report).items() if name != case}
     assert others == {"skip"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (
+            ["--no-token"],
+            "the handshake was refused 401: no token: the handshake has no "
+            "Authorization header",
+        ),
+        (
+            ["--retry-refused"],
+            "no exit of the worker after its handshake was refused with HTTP 401 "
+            "within 10 s (it opened ",
+        ),
+        (
+            ["--quiet-refusal"],
+            "the worker's output (stdout and stderr) does not mention 401",
+        ),
+        (
+            ["--refusal-exits-0"],
+            "the worker exited with status 0 after HTTP 401, expected non-zero",
+        ),
+    ],
+)
+async def test_the_auth_case_catches_a_worker_that_mishandles_its_token(
+    flags: list[str], expected: str
+) -> None:
+    report = await run_conformance([*HAND_WRITTEN, *flags], cases=["auth"])
+    assert outcomes(report)["auth"] == "fail"
+    assert detail(report, "auth").startswith(expected), report.table()
+
+
+async def test_the_auth_case_passes_a_worker_that_sends_its_token_and_stops_on_401() -> (
+    None
+):
+    report = await run_conformance(HAND_WRITTEN, cases=["auth"])
+    assert outcomes(report)["auth"] == "pass", report.table()
 
 
 async def test_a_run_cancelled_from_outside_stops_the_worker() -> None:

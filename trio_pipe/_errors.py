@@ -14,12 +14,14 @@ __all__ = [
     "ChannelClosed",
     "DispatcherClosed",
     "HandshakeFailed",
+    "HandshakeRefused",
     "HostKeyError",
     "InvalidSpec",
     "ErrorCode",
     "NoWorkerAvailable",
     "PoolFull",
     "QueueFull",
+    "RegistrationRefused",
     "SshError",
     "StoreError",
     "TaskFailed",
@@ -135,7 +137,21 @@ class InvalidSpec(TrioPipeError, ValueError):
 
 
 class ChannelClosed(TrioPipeError):
-    """The connection to the worker is gone (closed, reset, or the process exited)."""
+    """The connection to the worker is gone (closed, reset, or the process exited).
+
+    ``close_code`` and ``close_reason`` are the code and reason of the WebSocket close
+    frame that ended the connection, when one did (``None`` otherwise)."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        close_code: int | None = None,
+        close_reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+        self.close_reason = close_reason
 
 
 class HandshakeFailed(TrioPipeError):
@@ -163,6 +179,41 @@ class WorkerConnectionError(TrioPipeError):
     """A worker that may not reconnect (``reconnect=False``) could not connect or
     register, or lost its connection. The message says why; ``__cause__`` holds the
     transport's error when there is one."""
+
+
+class HandshakeRefused(HandshakeFailed, WorkerConnectionError):
+    """The dispatcher answered a worker's opening handshake with an HTTP error
+    instead of accepting it: ``status`` is the HTTP status, ``reason`` the short text
+    of the answer's body (or of its status line when the body is empty).
+
+    A worker raises it out of ``run_worker`` for 401 (no token, or one the dispatcher
+    does not accept) and 403 (a valid token that may not connect), whether or not it
+    may reconnect: the same credential cannot succeed on another try. Any other
+    status (503 when the dispatcher is at its connection limit...) is retried with
+    the usual backoff."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"the dispatcher refused the connection (HTTP {status}): {reason}")
+        self.status = status
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[HandshakeRefused], tuple[int, str]]:
+        return type(self), (self.status, self.reason)
+
+
+class RegistrationRefused(WorkerConnectionError):
+    """The dispatcher closed the connection with code 1008 (policy violation) before
+    it accepted the worker's registration: a task type or tag outside the token's
+    scope, a worker id that a live connection holds... ``reason`` is the close
+    reason. Raised out of ``run_worker``, which does not reconnect: the same
+    registration would be refused again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the dispatcher refused the registration: {reason}")
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[RegistrationRefused], tuple[str]]:
+        return type(self), (self.reason,)
 
 
 def describe(exc: BaseException) -> str:

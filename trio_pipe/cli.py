@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import sys
 import time
 import uuid
@@ -23,6 +24,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from ._errors import describe
 from .protocol import TaskStatus, converter, validate_worker_id
 from .worker import (
     DEFAULT_DRAIN_TIMEOUT,
@@ -32,6 +34,7 @@ from .worker import (
     Handlers,
     WorkerConnectionError,
     check_handlers,
+    check_token,
     check_websocket_url,
     run_worker,
     serve_stdio,
@@ -250,9 +253,12 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
             "--drain-timeout, the rest are cancelled and retried elsewhere; a second "
             "signal stops them at once; exit status 0 after SIGTERM, 130 after "
             "SIGINT. TRIO_PIPE_WORKER_ID, TRIO_PIPE_MAX_CONCURRENCY, "
-            "TRIO_PIPE_HEARTBEAT_MS and TRIO_PIPE_DRAIN_TIMEOUT_MS (milliseconds) in "
-            "the environment stand for the options of the same meaning when those are "
-            "not given."
+            "TRIO_PIPE_HEARTBEAT_MS, TRIO_PIPE_DRAIN_TIMEOUT_MS (milliseconds), "
+            "TRIO_PIPE_CAFILE, TRIO_PIPE_CERTFILE and TRIO_PIPE_KEYFILE in the "
+            "environment stand for the options of the same meaning when those are "
+            "not given, and TRIO_PIPE_TOKEN holds the token when --token-file is not "
+            "given. A dispatcher that refuses the token (HTTP 401 or 403) or the "
+            "registration (close code 1008) ends the worker with status 1."
         ),
     )
     transport = parser.add_mutually_exclusive_group(required=True)
@@ -324,6 +330,33 @@ def _add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
             "handshake, registration), default 10 (not with --stdio)"
         ),
     )
+    credentials = parser.add_argument_group(
+        "credentials (--url only)",
+        "A token authenticates the worker; TLS options apply to wss:// URLs.",
+    )
+    credentials.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=(
+            "read the token from this file (all of it, stripped) and send it as "
+            "'Authorization: Bearer' in every handshake; default: TRIO_PIPE_TOKEN"
+        ),
+    )
+    credentials.add_argument(
+        "--cafile",
+        metavar="PATH",
+        help="trust the dispatcher's certificate only if these CA certificates (PEM) "
+        "sign it (default: the system's trust store)",
+    )
+    credentials.add_argument(
+        "--certfile",
+        metavar="PATH",
+        help="present this client certificate (PEM) for mutual TLS; it holds the key "
+        "too unless --keyfile is given",
+    )
+    credentials.add_argument(
+        "--keyfile", metavar="PATH", help="the private key of --certfile (PEM)"
+    )
     parser.add_argument(
         "--no-reconnect",
         dest="reconnect",
@@ -393,6 +426,56 @@ def _type_limits(args: argparse.Namespace, handlers: Mapping[str, Any]) -> None:
     args.max_concurrency_by_type = limits
 
 
+_TLS_OPTIONS = (
+    ("cafile", "TRIO_PIPE_CAFILE"),
+    ("certfile", "TRIO_PIPE_CERTFILE"),
+    ("keyfile", "TRIO_PIPE_KEYFILE"),
+)
+
+
+def _read_token(path: str) -> str:
+    """The token in the file at *path*: all of it, without surrounding whitespace."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return check_token(file.read().strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--token-file: cannot read {path}: {describe(exc)}") from exc
+    except ValueError as exc:  # never shows the token: it says what is wrong with it
+        raise UsageError(f"--token-file {path}: {exc}") from exc
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client TLS context that --cafile, --certfile and --keyfile (or their
+    variables) describe; ``None`` when none is given (the default context then)."""
+    from_options = {name: getattr(args, name) for name, _ in _TLS_OPTIONS}
+    if args.url.startswith("ws://"):
+        given = [f"--{name}" for name, value in from_options.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)}: TLS applies to wss:// URLs only")
+        return None
+    paths = {
+        name: from_options[name] or os.environ.get(variable) or None
+        for name, variable in _TLS_OPTIONS
+    }
+    if paths["keyfile"] and not paths["certfile"]:
+        raise UsageError("--keyfile needs --certfile (the certificate of that key)")
+    if not any(paths.values()):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=paths["cafile"])
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--cafile {paths['cafile']}: {describe(exc)}") from exc
+    if paths["certfile"]:
+        try:
+            context.load_cert_chain(paths["certfile"], paths["keyfile"])
+        except (OSError, ssl.SSLError) as exc:
+            files = " / ".join(
+                path for path in (paths["certfile"], paths["keyfile"]) if path
+            )
+            raise UsageError(f"--certfile/--keyfile {files}: {describe(exc)}") from exc
+    return context
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     _apply_environment(args)
     handlers = load_handlers(args.handlers)
@@ -400,23 +483,29 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     worker: Callable[[], Any]
     if args.stdio:
         # The dispatcher registers a spawned worker: there is nothing to tag, and
-        # nothing to reconnect to.
-        if args.tags:
-            raise UsageError("--tag applies to --url workers only")
-        if not args.reconnect:
-            raise UsageError("--no-reconnect applies to --url workers only")
-        if args.connect_timeout is not None:
-            raise UsageError("--connect-timeout applies to --url workers only")
+        # nothing to reconnect to, and no handshake to authenticate.
+        for flag, given in (
+            ("--tag", args.tags),
+            ("--no-reconnect", not args.reconnect),
+            ("--connect-timeout", args.connect_timeout is not None),
+            ("--token-file", args.token_file),
+            *((f"--{name}", getattr(args, name)) for name, _ in _TLS_OPTIONS),
+        ):
+            if given:
+                raise UsageError(f"{flag} applies to --url workers only")
         options = _given(args, _STDIO_OPTIONS)
         worker = partial(serve_stdio, handlers, handle_signals=True, **options)
     else:
         options = _given(args, _URL_OPTIONS)
+        if args.token_file is not None:
+            options["token"] = _read_token(args.token_file)
         worker = partial(
             run_worker,
             args.url,
             handlers,
             tags=tuple(args.tags),
             handle_signals=True,
+            ssl_context=_tls_context(args),
             **options,
         )
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import signal
 import statistics
 import uuid
@@ -566,6 +567,66 @@ async def sigterm_drain(harness: Harness) -> None:
     await _closed_and_exited(harness, since)
 
 
+def _is_handshake(entry: Received) -> bool:
+    """A handshake of the worker's: accepted, or refused."""
+    return entry.event == "connected" or entry.event.startswith("refused")
+
+
+def _handshakes(harness: Harness, since: int) -> int:
+    return sum(map(_is_handshake, harness.received[since:]))
+
+
+async def auth(harness: Harness) -> None:
+    # A worker given a token sends it.
+    harness.expected_token = secrets.token_urlsafe(24)
+    try:
+        await harness.relaunch({"TRIO_PIPE_TOKEN": harness.expected_token})
+        handshake = await harness.expect(
+            _is_handshake,
+            since=harness.mark(),
+            within=10,
+            what="connection from the worker",
+        )
+        _check(
+            handshake.event == "connected",
+            f"the handshake was {handshake.event} (TRIO_PIPE_TOKEN must be sent as "
+            "'Authorization: Bearer <token>')",
+        )
+        await _echo_round_trip(harness)
+        # A worker whose token is refused says so and stops; it does not retry.
+        await harness.relaunch({"TRIO_PIPE_TOKEN": secrets.token_urlsafe(24)})
+        since = harness.mark()
+        try:
+            await harness.expect(
+                lambda entry: entry.event.startswith("exited"),
+                since=since,
+                within=10,
+                what="exit of the worker after its handshake was refused with HTTP 401",
+                after_exit=True,
+            )
+        except CaseFailed as exc:
+            attempts = _handshakes(harness, since)
+            raise CaseFailed(f"{exc} (it opened {attempts} connections)") from None
+    finally:
+        harness.expected_token = None
+    attempts = _handshakes(harness, since)
+    _check(
+        attempts <= 2,
+        f"the worker opened {attempts} connections with a refused token, expected at "
+        "most 2: retrying the same credential cannot succeed",
+    )
+    _check(
+        harness.exit_status not in (0, None),
+        f"the worker exited with status {harness.exit_status} after HTTP 401, "
+        "expected non-zero",
+    )
+    _check(
+        any("401" in line for line in harness.output),
+        "the worker's output (stdout and stderr) does not mention 401: report the "
+        "refused handshake clearly",
+    )
+
+
 CASES: tuple[Case, ...] = (
     Case(
         "registration",
@@ -589,4 +650,11 @@ CASES: tuple[Case, ...] = (
     ),
     Case("graceful-shutdown", BOTH, graceful_shutdown),
     Case("sigterm-drain", BOTH, sigterm_drain, launches=True),
+    Case(
+        "auth",
+        WEBSOCKET_ONLY,
+        auth,
+        "a spawned process has no handshake, and takes no token",
+        launches=True,
+    ),
 )

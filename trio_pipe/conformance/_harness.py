@@ -53,6 +53,7 @@ MAX_CONCURRENCY = 2
 HEARTBEAT_MS = 250
 _SERVICE_RESTART = 1012
 _LOG_TAIL = 40
+_OUTPUT_KEPT = 1000  # lines of a launch's output kept whole, for a case to search
 _MAX_LINE = 16 * 1024 * 1024
 _CHUNK = 64 * 1024
 
@@ -93,6 +94,11 @@ class Harness:
         self.received: list[Received] = []
         self.exit_status: int | None = None
         self.log: deque[str] = deque(maxlen=_LOG_TAIL)
+        #: Everything the worker process of the latest launch wrote (its first lines).
+        self.output: list[str] = []
+        #: The token the worker must send, ``Authorization: Bearer <token>``: a
+        #: handshake without it is refused with HTTP 401 (``None``: no check).
+        self.expected_token: str | None = None
         self.port = 0
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -138,8 +144,8 @@ class Harness:
         nursery = self._nursery
         assert nursery is not None
         env = dict(os.environ)
-        env.pop("TRIO_PIPE_URL", None)
-        env.pop("TRIO_PIPE_DRAIN_TIMEOUT_MS", None)
+        for variable in ("TRIO_PIPE_URL", "TRIO_PIPE_DRAIN_TIMEOUT_MS", "TRIO_PIPE_TOKEN"):
+            env.pop(variable, None)
         env |= {
             "TRIO_PIPE_WORKER_ID": self.worker_id,
             "TRIO_PIPE_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
@@ -151,6 +157,7 @@ class Harness:
             env["TRIO_PIPE_URL"] = self.url
             argv.append(self.url)
         self.exit_status = None
+        self.output = []
         self._registered = None
         try:
             self._process = await trio.lowlevel.open_process(
@@ -305,6 +312,8 @@ class Harness:
 
     async def _on_log_line(self, line: str) -> None:
         self.log.append(line)
+        if len(self.output) < _OUTPUT_KEPT:
+            self.output.append(line)
 
     # -- what the kit says ----------------------------------------------------------------
 
@@ -371,6 +380,11 @@ class Harness:
             request = await trio_websocket.wrap_server_stream(
                 self._nursery, stream, max_message_size=DEFAULT_MAX_FRAME_SIZE
             )
+            refusal = self._check_token(request)
+            if refusal is not None:
+                await request.reject(401, body=refusal.encode())
+                self._record(Received(trio.current_time(), event=f"refused 401: {refusal}"))
+                return
             ws = await request.accept()
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
             return
@@ -394,6 +408,21 @@ class Harness:
             detail = f"closed {reason.code}" if reason is not None else "closed"
             self._record(Received(trio.current_time(), event=detail))
         # trio.serve_listeners closes the stream when this returns.
+
+    def _check_token(self, request: trio_websocket.WebSocketRequest) -> str | None:
+        """Why the handshake's ``Authorization`` header is not the expected token's
+        (the body of the 401 answer), or ``None`` when it is, or nothing is expected."""
+        expected = self.expected_token
+        if expected is None:
+            return None
+        sent = [
+            value for name, value in request.headers if name.lower() == b"authorization"
+        ]
+        if not sent:
+            return "no token: the handshake has no Authorization header"
+        if sent != [f"Bearer {expected}".encode()]:
+            return "invalid token: Authorization is not 'Bearer <TRIO_PIPE_TOKEN>'"
+        return None
 
     # -- process --------------------------------------------------------------------------
 

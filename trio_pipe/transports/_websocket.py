@@ -11,9 +11,10 @@ one write (docs/architecture.md says why; docs/performance.md what it bought).
 from __future__ import annotations
 
 import collections
+import http
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import trio
@@ -25,13 +26,14 @@ from websockets.server import ServerProtocol
 from websockets.typing import BytesLike
 from websockets.uri import parse_uri
 
-from .._errors import HandshakeFailed
-from ..auth import AuthenticationFailed, Authenticator, Claims
+from .._errors import AuthenticationFailed, HandshakeFailed, HandshakeRefused
+from ..auth import Authenticator, Claims
 from ..protocol import DEFAULT_MAX_FRAME_SIZE, RemoteProtocolError
 from ._channel import ChannelClosed
 
 __all__ = [
     "HandshakeFailed",
+    "HandshakeRefused",
     "WebSocketChannel",
     "WebSocketClosed",
     "WebSocketStream",
@@ -48,6 +50,8 @@ _INVALID_DATA = 1007
 _MAX_CLOSE_REASON = 123  # bytes: a control frame's 125 less the code
 _RECEIVE_SIZE = 65536
 _MAX_HANDSHAKE_SIZE = 65536
+_MAX_REFUSAL_BODY = 4096  # bytes of an HTTP error's body read for its reason
+_MAX_REFUSAL_REASON = 200  # characters of it kept
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 log = logging.getLogger("trio_pipe.websocket")
@@ -356,27 +360,56 @@ def _peer_certificate(stream: trio.abc.Stream) -> dict[str, Any] | None:
 
 
 async def connect_websocket(
-    stream: trio.abc.Stream, url: str, *, max_message_size: int = DEFAULT_MAX_FRAME_SIZE
+    stream: trio.abc.Stream,
+    url: str,
+    *,
+    max_message_size: int = DEFAULT_MAX_FRAME_SIZE,
+    headers: Mapping[str, str] | None = None,
 ) -> WebSocketStream:
     """The client side of the opening handshake for *url* on *stream*, already
-    connected to its host. Raises :class:`HandshakeFailed` if the server rejects it or
-    the connection ends. Bound it with a timeout."""
+    connected to its host, with *headers* added to the request (``Authorization``...;
+    never logged, not even at DEBUG). Raises :class:`HandshakeRefused` if the server
+    answers with an HTTP error, and :class:`HandshakeFailed` if its answer is not a
+    WebSocket handshake or the connection ends (chained to the stream's error: a TLS
+    alert, for one). Bound it with a timeout."""
     protocol = ClientProtocol(parse_uri(url), max_size=max_message_size)
-    protocol.send_request(protocol.connect())
+    request = protocol.connect()
+    debug = protocol.debug
+    if headers:
+        for name, value in headers.items():
+            request.headers[name] = value
+        protocol.debug = False  # its debug log would show every header's value
+    protocol.send_request(request)
+    protocol.debug = debug
     try:
         await stream.send_all(b"".join(protocol.data_to_send()))
         events = await _handshake_events(stream, protocol)
     except _STREAM_ERRORS as exc:
-        raise HandshakeFailed(f"connection lost: {exc!r}") from None
+        raise HandshakeFailed(f"connection lost: {exc!r}") from exc
     response = events[0]
     assert isinstance(response, Response)
     if protocol.handshake_exc is not None:
         if response.status_code != 101:
-            raise HandshakeFailed(f"rejected with HTTP status {response.status_code}")
+            raise HandshakeRefused(response.status_code, _refusal_reason(response))
         raise HandshakeFailed(f"bad handshake response: {protocol.handshake_exc}")
     ws = WebSocketStream(stream, protocol, events[1:])
     await ws._flush()
     return ws
+
+
+def _refusal_reason(response: Response) -> str:
+    """What an HTTP error answer to the handshake says, for one line of a log: its
+    body (plain text, as the dispatcher writes it), else its status's phrase."""
+    text = bytes(response.body[:_MAX_REFUSAL_BODY]).decode("utf-8", errors="replace")
+    reason = " ".join(text.split()) or response.reason_phrase
+    if not reason:
+        try:
+            reason = http.HTTPStatus(response.status_code).phrase
+        except ValueError:
+            reason = "no reason given"
+    if len(reason) > _MAX_REFUSAL_REASON:
+        reason = reason[: _MAX_REFUSAL_REASON - 3] + "..."
+    return reason
 
 
 async def _handshake_events(
@@ -385,11 +418,15 @@ async def _handshake_events(
     """Read from *stream* into *protocol* until it has parsed the request (or the
     response): return its events, that one first, then any frames that came with it.
     Raises :class:`HandshakeFailed` for a malformed or overlong head (after sending
-    what the protocol answers to it) or the end of the stream."""
+    what the protocol answers to it) or the end of the stream (but for a response
+    whose body runs to the end of the stream)."""
     received = 0
     while True:
         data = await stream.receive_some(_RECEIVE_SIZE)
         if not data:
+            protocol.receive_eof()
+            if events := protocol.events_received():
+                return events
             raise HandshakeFailed("the connection ended during the handshake")
         protocol.receive_data(data)
         events = protocol.events_received()
@@ -421,7 +458,9 @@ class WebSocketChannel:
         try:
             frame = await self._ws.receive()
         except WebSocketClosed as exc:
-            raise ChannelClosed(f"WebSocket {exc}") from None
+            raise ChannelClosed(
+                f"WebSocket {exc}", close_code=exc.code, close_reason=exc.reason
+            ) from None
         if isinstance(frame, bytes):
             raise RemoteProtocolError("binary frame: messages are JSON text frames")
         return frame

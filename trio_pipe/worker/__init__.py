@@ -35,11 +35,12 @@ from ._handlers import (
     progress,
 )
 from ._stdio import DEFAULT_STDIO_MAX_CONCURRENCY, serve_stdio
-from ._websocket import check_websocket_url
+from ._websocket import check_token, check_websocket_url
 from ._worker import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_CONCURRENCY,
+    TOKEN_VARIABLE,
     WorkerConnectionError,
     default_worker_id,
     run_worker,
@@ -54,9 +55,11 @@ __all__ = [
     "HandlerKind",
     "Handlers",
     "ProcessHandler",
+    "TOKEN_VARIABLE",
     "TaskFailure",
     "WorkerConnectionError",
     "check_handlers",
+    "check_token",
     "check_websocket_url",
     "current_task",
     "default_worker_id",

@@ -36,7 +36,7 @@ import attrs
 import trio
 
 from .._deadlines import Deadlines
-from .._errors import ErrorCode
+from .._errors import ErrorCode, RegistrationRefused
 from ..protocol import (
     Backpressure,
     BackpressureSignal,
@@ -75,6 +75,7 @@ __all__ = ["Registered", "SessionEnd", "WorkerConfig", "register", "serve_connec
 logger = logging.getLogger("trio_pipe.worker")
 
 LANGUAGE = "Python"
+_POLICY_VIOLATION = 1008  # the close code of a refused registration
 
 
 @attrs.frozen
@@ -192,9 +193,11 @@ async def register(
     Returns the connection's session, and the messages the session rules let the
     dispatcher send before its answer (tasks included), for :func:`serve_connection`
     to act on first. Malformed frames, and messages the rules do not allow now, are
-    logged and ignored. Raises :class:`ChannelClosed` if the connection fails or no
-    answer comes within ``config.connect_timeout`` seconds. Cancellation leaves the
-    connection unusable.
+    logged and ignored. Raises :class:`RegistrationRefused` if the dispatcher closes
+    the connection with code 1008 (policy violation) instead of answering, and
+    :class:`ChannelClosed` if the connection fails otherwise or no answer comes
+    within ``config.connect_timeout`` seconds. Cancellation leaves the connection
+    unusable.
     """
     registration = WorkerRegistration(
         worker_id=config.worker_id,
@@ -211,7 +214,13 @@ async def register(
     with trio.move_on_after(config.connect_timeout):
         await conn.send_all([encode(request)])
         while not session.registration_answered:
-            frame = await conn.receive()
+            try:
+                frame = await conn.receive()
+            except ChannelClosed as exc:
+                if exc.close_code == _POLICY_VIOLATION:
+                    reason = exc.close_reason or "no reason given"
+                    raise RegistrationRefused(reason) from exc
+                raise
             received_at = trio.current_time()
             message = _decode(frame)
             if message is None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import signal
 import socket
+import ssl
 import types
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 
@@ -23,12 +26,13 @@ from ._handlers import HandlerFunc, check_handlers
 from ._runtime import Runtime, open_runtime
 from ._stop import StopRequest, watch_signals
 from ._transport import Connector
-from ._websocket import check_websocket_url, open_websocket_connection
+from ._websocket import check_token, check_websocket_url, open_websocket_connection
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_MAX_CONCURRENCY",
+    "TOKEN_VARIABLE",
     "WorkerConnectionError",
     "default_worker_id",
     "run_worker",
@@ -38,6 +42,7 @@ __all__ = [
 DEFAULT_MAX_CONCURRENCY = 10
 DEFAULT_HEARTBEAT_INTERVAL = 5.0  # seconds
 DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds
+TOKEN_VARIABLE = "TRIO_PIPE_TOKEN"
 
 logger = logging.getLogger("trio_pipe.worker")
 
@@ -62,6 +67,8 @@ async def run_worker(
     connect_timeout: float = 10.0,
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     handle_signals: bool = False,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> signal.Signals | None:
     """Serve *handlers* to the dispatcher at *url* (``ws://`` or ``wss://``).
@@ -91,6 +98,19 @@ async def run_worker(
     Not connected when the signal comes, it returns at once. (Without
     *handle_signals*, the signals keep their usual effect.)
 
+    Credentials: *token* (default: the environment variable ``TRIO_PIPE_TOKEN``,
+    when set and not empty) is sent in every opening handshake as the header
+    ``Authorization: Bearer <token>``, never in the URL, and never logged. A
+    ``wss://`` URL is verified against *ssl_context* (an :class:`ssl.SSLContext`
+    with your CA, and your client certificate for mutual TLS; default:
+    :func:`ssl.create_default_context`); a certificate that fails is reported as
+    such ("TLS handshake with HOST:PORT failed: certificate verify failed: ...")
+    and retried as any failed connection. If the dispatcher refuses the handshake
+    with HTTP 401 or 403, the worker raises :class:`~trio_pipe.HandshakeRefused`;
+    if it closes the connection with code 1008 before it accepts the registration,
+    :class:`~trio_pipe.RegistrationRefused`: neither is retried, as the same
+    credential would be refused again (any other HTTP status, 503 included, is).
+
     Connection handling: *connect_timeout* (seconds) bounds opening the connection,
     waiting for ``WorkerRegistered``, each write, and the closing flush. If the
     connection cannot be made, or is lost or closed by the dispatcher without
@@ -108,9 +128,22 @@ async def run_worker(
     Cancellation: cancelling the caller cancels every handler (no results are sent;
     threads are abandoned, processes killed) and closes the connection.
     """
-    check_websocket_url(url)
+    secure = urllib.parse.urlsplit(check_websocket_url(url)).scheme == "wss"
+    if ssl_context is not None:
+        if not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(
+                f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}"
+            )
+        if not secure:
+            raise ValueError(f"ssl_context is for wss:// URLs; {url!r} is not one")
+    if token is None:
+        token = os.environ.get(TOKEN_VARIABLE) or None
     connect = functools.partial(
-        open_websocket_connection, url, connect_timeout=connect_timeout
+        open_websocket_connection,
+        url,
+        connect_timeout=connect_timeout,
+        ssl_context=ssl_context,
+        token=check_token(token) if token is not None else None,
     )
     return await run_worker_on(
         connect,
