@@ -8,6 +8,7 @@ dispatcher's own clock must be driven (memory workers under MockClock)."""
 from __future__ import annotations
 
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ import trio
 import trio.testing
 import trio_websocket
 import trustme
-from helpers import ROOT, open_raw_websocket
+from helpers import ROOT, open_raw_websocket, start_python_worker
 
 import trio_pipe
 from trio_pipe import Task, TaskStatus
@@ -357,6 +358,37 @@ async def test_an_authorised_worker_completes_tasks() -> None:
                 encode(TaskResultMessage(TaskResult(handle.id, TaskStatus.COMPLETED)))
             )
             assert (await handle.result()).status is TaskStatus.COMPLETED
+
+
+async def test_a_worker_process_with_a_token_file_serves_and_a_refused_one_stops(
+    tmp_path: Path,
+) -> None:
+    auth = TokenAuth(SECRET, revocations=tmp_path / "revoked")
+    good, bad = tmp_path / "good.token", tmp_path / "bad.token"
+    good.write_text(auth.create(expires_in=60, worker_id="w") + "\n", encoding="utf-8")
+    bad.write_text(auth.create(expires_in=60, token_id="gone"), encoding="utf-8")
+    revoke(tmp_path / "revoked", "gone")
+    async with dispatcher(auth=auth) as d, trio.open_nursery() as nursery:
+        await start_python_worker(nursery, d.url, "w", extra=["--token-file", str(good)])
+        with trio.fail_after(30):
+            await d.wait_for_workers(1)
+            assert await d.run(Task.new("echo", "hi")) == "hi"
+        argv = [
+            sys.executable, "-m", "trio_pipe", "worker", "--url", d.url,
+            "--handlers", "tests.worker_handlers:HANDLERS", "--worker-id", "v",
+            "--token-file", str(bad),
+        ]  # fmt: skip
+        with trio.fail_after(30):
+            refused = await trio.run_process(
+                argv, check=False, capture_stderr=True, stdin=subprocess.DEVNULL, cwd=ROOT
+            )
+        assert refused.returncode == 1
+        assert (
+            b"HTTP 401" in refused.stderr
+            and b"token gone has been revoked" in refused.stderr
+        )
+        assert [w.worker_id for w in d.workers()] == ["w"]
+        nursery.cancel_scope.cancel()
 
 
 async def test_spawned_workers_need_no_token() -> None:
