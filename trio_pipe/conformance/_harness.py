@@ -172,15 +172,22 @@ class Harness:
             raise CaseFailed(f"cannot start {argv[0]!r}: {exc}") from exc
         process = self._process
         assert process.stdout is not None
+        stdout_read = trio.Event()
         if self.stdio:
             assert process.stderr is not None
             nursery.start_soon(
-                self._read_lines, process.stdout, self._on_stdout_line, "stdout ended"
+                self._read_lines,
+                process.stdout,
+                self._on_stdout_line,
+                "stdout ended",
+                stdout_read,
             )
             nursery.start_soon(self._read_lines, process.stderr, self._on_log_line)
         else:
-            nursery.start_soon(self._read_lines, process.stdout, self._on_log_line)
-        nursery.start_soon(self._watch_process, process)
+            nursery.start_soon(
+                self._read_lines, process.stdout, self._on_log_line, "", stdout_read
+            )
+        nursery.start_soon(self._watch_process, process, stdout_read)
 
     async def stop(self) -> None:
         """End the worker: close its input, then kill its process group if it lingers."""
@@ -426,8 +433,13 @@ class Harness:
 
     # -- process --------------------------------------------------------------------------
 
-    async def _watch_process(self, process: trio.Process) -> None:
+    async def _watch_process(self, process: trio.Process, stdout_read: trio.Event) -> None:
+        """Record the worker's exit once its output is read to the end too (what it
+        wrote before exiting counts as before the exit), or a second later if a
+        process it left behind holds its stdout open."""
         status = await process.wait()
+        with trio.move_on_after(1):
+            await stdout_read.wait()
         if process is self._process:
             self.exit_status = status
         self._record(Received(trio.current_time(), event=f"exited {status}"))
@@ -437,6 +449,7 @@ class Harness:
         stream: trio.abc.ReceiveStream,
         on_line: Callable[[str], Awaitable[None]],
         at_end: str = "",
+        ended: trio.Event | None = None,
     ) -> None:
         lines = LineBuffer(max_line=_MAX_LINE)
         while True:
@@ -448,6 +461,8 @@ class Harness:
             elif line is EOF:
                 if at_end:
                     self._record(Received(trio.current_time(), event=at_end))
+                if ended is not None:
+                    ended.set()
                 return
             elif chunk := await _receive(stream):
                 lines.feed(chunk)
