@@ -14,7 +14,7 @@ import pytest
 import trio
 from helpers import every_unfinished
 
-from trio_pipe import ErrorCode, StoreError, Task, TaskResult, TaskStatus
+from trio_pipe import ErrorCode, StoreError, Task, TaskError, TaskResult, TaskStatus
 from trio_pipe.protocol import encode_dispatch
 from trio_pipe.store import SqliteStore, TaskRecord
 from trio_pipe.store._sqlite import MIGRATIONS, _statements
@@ -160,6 +160,39 @@ async def test_a_commit_delay_gathers_a_burst_into_one_transaction(tmp_path: Pat
             for i in range(50):
                 nursery.start_soon(store.add, new_record(i))
         assert (store.commits, store.committed) == (1, 50)
+
+
+@pytest.mark.parametrize("final", [True, False], ids=["ended", "to be retried"])
+async def test_an_attempt_started_and_ended_in_one_transaction_is_written_once(
+    tmp_path: Path, final: bool
+) -> None:
+    store = SqliteStore(tmp_path / "tasks.db", writeback_delay=60)
+    statements: list[str] = []
+    async with opened(store):
+        record = await store.add(new_record(1))
+        store._connection().set_trace_callback(statements.append)
+        started = time.time()
+        error = None if final else TaskError("WORKER_DISCONNECTED", "gone", True)
+        status = TaskStatus.COMPLETED if final else TaskStatus.FAILED
+        result = TaskResult(record.id, status, payload=7 if final else None, error=error)
+        store.dispatched(record.id, 1, "w1", started)
+        store.ended(record.id, 1, result, started + 1, final=final)
+        store.dispatched(record.id, 1, "w2", started + 2)  # stale: attempt 1 is over
+        stored = await store.get(record.id)  # the three changes, one transaction
+    writes = [s.split()[0] for s in statements if s.split()[0] in ("UPDATE", "INSERT")]
+    assert writes == ["UPDATE", "INSERT", "UPDATE"]  # the last one fenced off
+    assert store.stale_writes == 1
+    assert stored is not None
+    assert stored.status is (TaskStatus.COMPLETED if final else TaskStatus.PENDING)
+    assert stored.result == (result if final else None)
+    (attempt,) = stored.attempts
+    assert (attempt.number, attempt.worker_id, attempt.status, attempt.error) == (
+        1,
+        "w1",
+        status,
+        error,
+    )
+    assert (attempt.started_at, attempt.ended_at) == (started, started + 1)
 
 
 async def test_two_submissions_with_one_key_in_one_transaction_are_one_task(
