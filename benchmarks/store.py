@@ -106,9 +106,9 @@ class Transactions:
         if sql == "COMMIT":
             self.count += 1
 
-    def per_task(self, before: int, tasks: int) -> float | None:
-        """Transactions per task over *tasks* tasks, since the count was *before*."""
-        return (self.count - before) / tasks if self.counting else None
+    def per_task(self, count: int, tasks: int) -> float | None:
+        """*count* transactions over *tasks* tasks, per task."""
+        return count / tasks if self.counting else None
 
 
 @attrs.define

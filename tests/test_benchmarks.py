@@ -51,7 +51,9 @@ async def test_the_store_section_runs_in_quick_mode_and_reports_every_figure(
             assert counts == (None, None, None)
             assert "ratio_to_memory" not in row
         else:
-            assert all(count > 0 for count in counts)
+            # A task is written in at most about one transaction (its submission's,
+            # which its dispatch and result share with others').
+            assert all(0 < count <= 2 for count in counts), counts
             assert row["ratio_to_memory"] > 0 and row["submitters_ratio_to_memory"] > 0
             assert row["p50_added_us"] == row["p50_us"] - trips[0]["p50_us"]
 
