@@ -479,7 +479,7 @@ class SocketLink implements Link {
           this.refused?.message ??
             this.droppedBecause ??
             describeTlsFailure(config.address, this.lastError) ??
-            describeClose(config.url, code, reason.toString("utf8")),
+            describeClose(config.url, code, this.closeReason),
         );
       }),
     );

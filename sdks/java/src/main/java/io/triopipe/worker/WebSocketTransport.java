@@ -213,7 +213,8 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
         String message = Objects.requireNonNullElse(cause.getMessage(), cause.getClass().getSimpleName());
         if (message.startsWith("PKIX path") || cause.getCause() instanceof CertificateException) {
             // "PKIX path building failed: ...: unable to find valid certification path to requested target"
-            return "certificate verify failed: " + message.substring(message.lastIndexOf(": ") + 2);
+            int detail = message.lastIndexOf(": ");
+            return "certificate verify failed: " + (detail < 0 ? message : message.substring(detail + 2));
         }
         if (message.contains("certificate_required")) {
             return message + " (the server requires a client certificate)";
