@@ -16,6 +16,7 @@ import signal
 import ssl
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -448,7 +449,7 @@ def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     """The client TLS context that --cafile, --certfile and --keyfile (or their
     variables) describe; ``None`` when none is given (the default context then)."""
     from_options = {name: getattr(args, name) for name, _ in _TLS_OPTIONS}
-    if args.url.startswith("ws://"):
+    if urllib.parse.urlsplit(args.url).scheme == "ws":
         given = [f"--{name}" for name, value in from_options.items() if value]
         if given:
             raise UsageError(f"{', '.join(given)}: TLS applies to wss:// URLs only")

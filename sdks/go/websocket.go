@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -18,6 +20,14 @@ import (
 // a handler, and once WorkerRegistered arrives runs each dispatched task in its own
 // goroutine, sends a heartbeat every Options.HeartbeatInterval and Backpressure
 // when the worker fills up or frees up.
+//
+// Options.Token (default: TRIO_PIPE_TOKEN) goes in every opening handshake as
+// "Authorization: Bearer <token>", and Options.TLSConfig verifies a wss://
+// dispatcher (and holds the client certificate for mutual TLS). A handshake that
+// the dispatcher refuses with HTTP 401 or 403 ends the run at once with a
+// [HandshakeRefusedError], and a close with 1008 before WorkerRegistered with a
+// [RegistrationRefusedError]: neither is retried. A failed TLS handshake is
+// reported as one ("TLS handshake with HOST:PORT failed: ...") and retried.
 //
 // When the connection cannot be made, is not registered within
 // Options.ConnectTimeout, or is lost without Shutdown, handlers still running are
@@ -43,6 +53,9 @@ func (w *Worker) RunWebSocket(ctx context.Context, rawURL string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.TLSConfig != nil && !strings.HasPrefix(rawURL, "wss://") {
+		return fmt.Errorf("%w: TLSConfig is for wss:// URLs, got %q", ErrInvalidOptions, rawURL)
+	}
 	defer w.handleSignals(cfg)()
 	log := cfg.Logger.With("worker", cfg.WorkerID)
 	failures := 0
@@ -52,6 +65,8 @@ func (w *Worker) RunWebSocket(ctx context.Context, rawURL string) error {
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case fatal(end.err):
+			return fmt.Errorf("triopipe: worker %s: %w", cfg.WorkerID, end.err)
 		case end.shutdown || begun:
 			log.Info("stopped", "drained", begun)
 			return w.drain.stopped()
@@ -85,9 +100,9 @@ func (c *config) connection(ctx context.Context, rawURL string, log *slog.Logger
 	defer cancel()
 	dialCtx, cancelDial := context.WithTimeout(connectCtx, c.ConnectTimeout)
 	defer cancelDial()
-	conn, _, err := websocket.Dial(dialCtx, rawURL, nil)
+	conn, resp, err := websocket.Dial(dialCtx, rawURL, c.dialOptions())
 	if err != nil {
-		return sessionEnd{err: err}, false
+		return sessionEnd{err: dialError(err, resp, address(rawURL))}, false
 	}
 	conn.SetReadLimit(protocol.MaxFrameSize)
 	t := &wsTransport{conn: conn, writeTimeout: c.ConnectTimeout, log: log}
@@ -107,8 +122,21 @@ func (c *config) connection(ctx context.Context, rawURL string, log *slog.Logger
 	return end, true
 }
 
+// address is the host:port that rawURL (a checked ws:// or wss:// URL) names.
+func address(rawURL string) string {
+	u, _ := url.Parse(rawURL)
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "wss" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
 // register sends WorkerRegister and waits for WorkerRegistered, skipping anything
-// else, for at most ConnectTimeout.
+// else, for at most ConnectTimeout. A close with 1008 before it is a
+// [RegistrationRefusedError].
 func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
 	defer cancel()
@@ -132,6 +160,14 @@ func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger)
 		frame, err := t.receive(ctx)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fmt.Errorf("no WorkerRegistered within %v", c.ConnectTimeout)
+		}
+		var closed websocket.CloseError
+		if errors.As(err, &closed) && closed.Code == websocket.StatusPolicyViolation {
+			reason := closed.Reason
+			if reason == "" {
+				reason = "no reason given"
+			}
+			return &RegistrationRefusedError{Reason: reason}
 		}
 		if err != nil {
 			return err

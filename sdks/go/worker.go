@@ -16,6 +16,7 @@ package triopipe
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -76,6 +77,15 @@ type Options struct {
 	// NoSignalHandler keeps RunWebSocket and RunStdio from handling SIGTERM and
 	// SIGINT, for a program that handles them itself and calls [Worker.Drain].
 	NoSignalHandler bool
+	// Token is sent in every WebSocket opening handshake as the header
+	// "Authorization: Bearer <token>" (never in the URL, never logged). Default:
+	// the environment variable TRIO_PIPE_TOKEN. A stdio worker has no handshake
+	// and ignores it.
+	Token string
+	// TLSConfig verifies a wss:// dispatcher's certificate (RootCAs: your CA) and
+	// presents the worker's client certificate for mutual TLS (Certificates).
+	// Default: the system's roots, no client certificate. See [LoadTLSConfig].
+	TLSConfig *tls.Config
 	// MaxConcurrencyByType limits the tasks of some types that may run at once,
 	// within MaxConcurrency: {"render": 2}. Each limit is 1 to MaxConcurrency, for
 	// a type that has a handler. It is sent in the registration (WebSocket), and a
@@ -148,6 +158,10 @@ func (w *Worker) config(defaultHeartbeat time.Duration) (*config, error) {
 				c.DrainTimeout = time.Duration(ms) * time.Millisecond
 			}
 		}
+	}
+	setDefault(&c.Token, os.Getenv(tokenVariable))
+	if problem := checkToken(c.Token); problem != "" {
+		problems = append(problems, problem)
 	}
 	setDefault(&c.MaxConcurrency, 10)
 	setDefault(&c.HeartbeatInterval, defaultHeartbeat)

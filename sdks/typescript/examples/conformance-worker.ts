@@ -3,10 +3,12 @@
  * serves `echo`, `sleep` and `fail`, over WebSocket when a ws:// URL is the last
  * argument or in TRIO_PIPE_URL, else over stdin/stdout. SIGTERM and SIGINT drain it
  * (the SDK's own signal handling), within TRIO_PIPE_DRAIN_TIMEOUT_MS when that is set.
+ * It sends TRIO_PIPE_TOKEN in its handshake, and for wss:// trusts TRIO_PIPE_CAFILE and
+ * presents TRIO_PIPE_CERTFILE / TRIO_PIPE_KEYFILE; a refused handshake ends it with status 1.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 
-import { defineHandler, runWorker, serveStdio } from "trio-pipe-worker";
+import { defineHandler, runWorker, serveStdio, WorkerConnectionError } from "trio-pipe-worker";
 import type { Handlers } from "trio-pipe-worker";
 
 const handlers: Handlers = {
@@ -47,5 +49,19 @@ const url = [process.argv.slice(2).at(-1), process.env["TRIO_PIPE_URL"]].find((a
 if (url === undefined) {
   await serveStdio(options);
 } else {
-  await runWorker({ url, ...options });
+  // The SDK takes the token from TRIO_PIPE_TOKEN; TLS files come from the environment too.
+  const tls = url.startsWith("wss://")
+    ? {
+        ca: process.env["TRIO_PIPE_CAFILE"] || undefined,
+        cert: process.env["TRIO_PIPE_CERTFILE"] || undefined,
+        key: process.env["TRIO_PIPE_KEYFILE"] || undefined,
+      }
+    : {};
+  try {
+    await runWorker({ url, ...options, ...tls });
+  } catch (error) {
+    if (!(error instanceof WorkerConnectionError)) throw error;
+    process.stderr.write(`conformance-worker: ${error.message}\n`); // a refused token: "... (HTTP 401): ..."
+    process.exitCode = 1;
+  }
 }

@@ -4,8 +4,15 @@
  * serving ({@link startWorker}, {@link startStdio}) and drain when you choose.
  */
 
-export { runWorker, startWorker, WorkerConnectionError } from "./websocket.js";
-export type { ReconnectOptions, RunWorkerOptions } from "./websocket.js";
+export {
+  checkToken,
+  HandshakeRefusedError,
+  RegistrationRefusedError,
+  runWorker,
+  startWorker,
+  WorkerConnectionError,
+} from "./websocket.js";
+export type { ReconnectOptions, RunWorkerOptions, TlsFiles } from "./websocket.js";
 export { serveStdio, startStdio } from "./stdio.js";
 export type { StdioOptions } from "./stdio.js";
 export type { RunningWorker } from "./drain.js";

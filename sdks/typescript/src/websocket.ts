@@ -1,5 +1,7 @@
 /** WebSocket mode: connect, register, serve, reconnect with backoff. */
 
+import { readFileSync } from "node:fs";
+import type { IncomingMessage } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import WebSocket from "ws";
@@ -46,14 +48,72 @@ export interface RunWorkerOptions extends WorkerOptions {
    * Default: 3 heartbeat intervals, at least 15 000.
    */
   readonly silenceTimeoutMs?: number | undefined;
-  /** Passed to the `ws` client: TLS settings (`ca`, `cert`), `headers`, an `agent`, ... */
+  /**
+   * The worker's token, sent in every opening handshake as `Authorization: Bearer
+   * <token>` (never in the URL, never logged). Default: `TRIO_PIPE_TOKEN` from the
+   * environment, when set and not empty.
+   */
+  readonly token?: string | undefined;
+  /** `wss://`: the CA certificates to trust instead of Node's own: PEM contents, or the path of a PEM file. */
+  readonly ca?: TlsFiles | undefined;
+  /** `wss://`: the worker's client certificate (mutual TLS): PEM contents, or the path of a PEM file. */
+  readonly cert?: TlsFiles | undefined;
+  /** `wss://`: the private key of `cert`: PEM contents, or the path of a PEM file. */
+  readonly key?: TlsFiles | undefined;
+  /** Passed to the `ws` client: more TLS settings, `headers`, an `agent`, ... */
   readonly webSocketOptions?: ClientOptions | undefined;
 }
 
+/**
+ * PEM as node's `tls` takes it (a string or a `Buffer`, or several), where a string
+ * that holds no `-----BEGIN` line is the path of a file to read.
+ */
+export type TlsFiles = string | Buffer | ReadonlyArray<string | Buffer>;
+
 /** The worker could not connect or register, or lost its connection, and may not (or no longer) reconnect. */
 export class WorkerConnectionError extends Error {
-  override readonly name = "WorkerConnectionError";
+  override readonly name: string = "WorkerConnectionError";
 }
+
+/**
+ * The dispatcher answered the opening handshake with HTTP 401 (no token, or one it
+ * does not accept) or 403 (a valid token that may not connect). The worker does not
+ * reconnect: the same credential cannot succeed.
+ */
+export class HandshakeRefusedError extends WorkerConnectionError {
+  override readonly name = "HandshakeRefusedError";
+
+  constructor(
+    /** The HTTP status. */
+    readonly status: number,
+    /** The answer's body, on one line (its status text when it has none). */
+    readonly reason: string,
+  ) {
+    super(`the dispatcher refused the connection (HTTP ${status}): ${reason}`);
+  }
+}
+
+/**
+ * The dispatcher closed the connection with code 1008 before it accepted the
+ * registration (a task type or tag outside the token's scope, a worker id in use).
+ * The worker does not reconnect.
+ */
+export class RegistrationRefusedError extends WorkerConnectionError {
+  override readonly name = "RegistrationRefusedError";
+
+  constructor(
+    /** The close reason. */
+    readonly reason: string,
+  ) {
+    super(`the dispatcher refused the registration: ${reason}`);
+  }
+}
+
+/** Handshake answers that end the worker instead of a reconnection. */
+const FATAL_STATUSES: ReadonlySet<number> = new Set([401, 403]);
+/** What is read of a refusal's body, and kept of it for the reason. */
+const MAX_REFUSAL_BYTES = 4096;
+const MAX_REASON_CHARS = 200;
 
 const LANGUAGE = "TypeScript";
 const MAX_FRAME_BYTES = 16 * 1024 * 1024;
@@ -61,6 +121,7 @@ const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 interface Config extends Settings {
   readonly reconnect: ReconnectPolicy;
   readonly url: string;
+  readonly address: string; // host:port, for messages
   readonly tags: readonly string[];
   readonly heartbeatIntervalMs: number;
   readonly connectTimeoutMs: number;
@@ -74,6 +135,8 @@ interface Attempt {
   readonly registered: boolean;
   readonly lost: boolean;
   readonly reason: string;
+  /** Why the worker must stop instead of reconnecting, if it must. */
+  readonly fatal?: WorkerConnectionError | undefined;
 }
 
 /**
@@ -138,6 +201,7 @@ async function serve(config: Config, signal: AbortSignal | undefined, drain: Dra
   try {
     while (!stopped()) {
       const attempt = await serveConnection(config, signal, drain);
+      if (attempt.fatal !== undefined) throw attempt.fatal;
       if (!attempt.lost || stopped()) return;
       if (attempt.registered) failures = 0;
       if (failures >= policy.maxRetries) {
@@ -168,10 +232,12 @@ function configure(options: RunWorkerOptions): Config {
   const tags = [...(options.tags ?? [])];
   if (!tags.every((tag) => typeof tag === "string")) throw new TypeError("tags must be strings");
   const heartbeatIntervalMs = checkPositive("heartbeatIntervalMs", options.heartbeatIntervalMs ?? 5_000);
+  const port = parsed.port || (parsed.protocol === "wss:" ? "443" : "80");
   return {
     ...base,
     reconnect: reconnectPolicy(options.reconnect),
     url,
+    address: `${parsed.hostname.replace(/^\[(.*)\]$/, "$1")}:${port}`,
     tags,
     heartbeatIntervalMs,
     connectTimeoutMs: checkPositive("connectTimeoutMs", options.connectTimeoutMs ?? 10_000),
@@ -179,9 +245,55 @@ function configure(options: RunWorkerOptions): Config {
       "silenceTimeoutMs",
       options.silenceTimeoutMs ?? Math.max(15_000, 3 * heartbeatIntervalMs),
     ),
-    webSocketOptions: options.webSocketOptions ?? {},
+    webSocketOptions: credentials(options, parsed.protocol === "wss:"),
     startedAt: performance.now(),
   };
+}
+
+/**
+ * `webSocketOptions` with the token's header and the TLS files added; throws
+ * `TypeError` for a token that cannot be a header, TLS options for `ws://`, and a
+ * file that cannot be read.
+ */
+function credentials(options: RunWorkerOptions, secure: boolean): ClientOptions {
+  const given = options.webSocketOptions ?? {};
+  const tls = { ca: options.ca, cert: options.cert, key: options.key };
+  const named = Object.entries(tls).filter(([, value]) => value !== undefined);
+  if (named.length > 0 && !secure) {
+    throw new TypeError(`${named.map(([name]) => name).join(", ")}: TLS options are for wss:// URLs only`);
+  }
+  const result: ClientOptions = { ...given };
+  for (const [name, value] of named) {
+    Object.assign(result, { [name]: readPem(name, value as TlsFiles) });
+  }
+  const token = options.token ?? (process.env["TRIO_PIPE_TOKEN"] || undefined);
+  if (token !== undefined) {
+    result.headers = { ...given.headers, Authorization: `Bearer ${checkToken(token)}` };
+  }
+  return result;
+}
+
+/** `token` if it can go in an HTTP header; throws `TypeError` (without showing it) otherwise. */
+export function checkToken(token: string): string {
+  if (typeof token !== "string") throw new TypeError("the token must be a string");
+  if (token === "") throw new TypeError("the token is empty");
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    throw new TypeError("the token may hold only printable ASCII characters without spaces");
+  }
+  return token;
+}
+
+/** PEM contents for node's `tls`: strings that hold no PEM block are paths, read now. */
+function readPem(name: string, value: TlsFiles): string | Buffer | Array<string | Buffer> {
+  const read = (item: string | Buffer): string | Buffer => {
+    if (typeof item !== "string" || item.includes("-----BEGIN")) return item;
+    try {
+      return readFileSync(item);
+    } catch (error) {
+      throw new TypeError(`${name}: cannot read ${item}: ${(error as Error).message}`);
+    }
+  };
+  return Array.isArray(value) ? value.map(read) : read(value as string | Buffer);
 }
 
 interface ReconnectPolicy {
@@ -232,7 +344,7 @@ async function serveConnection(
     } catch (error) {
       if (!(error instanceof TransportClosed)) throw error;
       link.terminate(error.message);
-      return { registered: false, lost: true, reason: error.message };
+      return { registered: false, lost: true, reason: error.message, fatal: link.refusal() };
     }
     logger.info(`registered as ${config.workerId} for ${[...config.handlers.keys()].join(", ")}`);
     const current = new Session(link, { ...config, flushTimeoutMs: config.connectTimeoutMs, linesMayBeLog: false });
@@ -323,6 +435,13 @@ class SocketLink implements Link {
   private readonly held: string[] = [];
   /** Why we dropped the connection ourselves, if we did. */
   private droppedBecause: string | undefined;
+  /** The dispatcher's answer to the handshake, if it was an HTTP error. */
+  private refused: HandshakeRefusedError | undefined;
+  /** The last error the connection met (a TLS failure, for one). */
+  private lastError: Error | undefined;
+  /** The code and reason of the close frame that ended the connection. */
+  private closeCode: number | undefined;
+  private closeReason = "";
 
   constructor(config: Config) {
     this.logger = config.logger;
@@ -336,7 +455,11 @@ class SocketLink implements Link {
       () => this.terminate(`no message from the dispatcher within ${config.silenceTimeoutMs} ms`),
       config.silenceTimeoutMs,
     );
-    this.socket.on("error", (error) => this.logger.debug(`WebSocket error: ${error.message}`));
+    this.socket.on("error", (error) => {
+      this.lastError = error;
+      this.logger.debug(`WebSocket error: ${error.message}`);
+    });
+    this.socket.on("unexpected-response", (request, response) => this.onRefused(request, response));
     this.socket.on("message", (data, isBinary) => {
       this.watchdog.refresh();
       if (isBinary) {
@@ -350,13 +473,55 @@ class SocketLink implements Link {
     this.closed = new Promise((resolve) =>
       this.socket.once("close", (code, reason) => {
         clearTimeout(this.watchdog);
-        resolve(this.droppedBecause ?? describeClose(config.url, code, reason.toString("utf8")));
+        this.closeCode = code;
+        this.closeReason = reason.toString("utf8");
+        resolve(
+          this.refused?.message ??
+            this.droppedBecause ??
+            describeTlsFailure(config.address, this.lastError) ??
+            describeClose(config.url, code, this.closeReason),
+        );
       }),
     );
     this.opened = new Promise((resolve, reject) => {
       this.socket.once("open", () => resolve());
       void this.closed.then((reason) => reject(new TransportClosed(reason)));
     });
+  }
+
+  /**
+   * Why the worker must stop, once the connection is over: the dispatcher refused
+   * the handshake with 401 or 403, or closed with 1008 before the registration was
+   * accepted (call it only then).
+   */
+  refusal(): WorkerConnectionError | undefined {
+    if (this.refused !== undefined) return FATAL_STATUSES.has(this.refused.status) ? this.refused : undefined;
+    if (this.closeCode === 1008) {
+      return new RegistrationRefusedError(this.closeReason || "no reason given");
+    }
+    return undefined;
+  }
+
+  /** An HTTP error instead of the upgrade: read the reason in its body, then drop the connection. */
+  private onRefused(request: { destroy(): void }, response: IncomingMessage): void {
+    const status = response.statusCode ?? 0;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (): void => {
+      const text = Buffer.concat(chunks).subarray(0, MAX_REFUSAL_BYTES).toString("utf8");
+      let reason = text.split(/\s+/).filter(Boolean).join(" ") || response.statusMessage || "no reason given";
+      if (reason.length > MAX_REASON_CHARS) reason = `${reason.slice(0, MAX_REASON_CHARS - 3)}...`;
+      this.refused ??= new HandshakeRefusedError(status, reason);
+      request.destroy();
+      this.socket.terminate();
+    };
+    response.on("data", (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size >= MAX_REFUSAL_BYTES) done();
+    });
+    response.once("end", done);
+    response.once("error", done);
   }
 
   /** Deliver text frames to `receiver`, those held back first; `undefined` holds them back. */
@@ -392,6 +557,37 @@ class SocketLink implements Link {
     await this.closed;
     clearTimeout(timer);
   }
+}
+
+/** OpenSSL's certificate verification failures, as node names them. */
+const VERIFY_CODES = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_REVOKED",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "INVALID_CA",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/** A failed TLS handshake, named for people; `undefined` for any other error. */
+function describeTlsFailure(address: string, error: Error | undefined): string | undefined {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (error === undefined || code === undefined) return undefined;
+  let why: string | undefined;
+  if (VERIFY_CODES.has(code)) {
+    why = `certificate verify failed: ${error.message}`;
+  } else if (code.startsWith("ERR_SSL_")) {
+    // "...:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:..."
+    why = code.slice("ERR_SSL_".length).toLowerCase().replaceAll("_", " ");
+    if (code.endsWith("CERTIFICATE_REQUIRED")) why += " (the server requires a client certificate)";
+  }
+  return why === undefined ? undefined : `TLS handshake with ${address} failed: ${why}`;
 }
 
 function describeClose(url: string, code: number, reason: string): string {

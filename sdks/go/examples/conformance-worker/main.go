@@ -8,12 +8,15 @@
 // With a ws:// or wss:// URL as its last argument or in TRIO_PIPE_URL it connects
 // to that dispatcher; without one it serves on stdin and stdout. It reads
 // TRIO_PIPE_WORKER_ID, TRIO_PIPE_MAX_CONCURRENCY and TRIO_PIPE_HEARTBEAT_MS, and the
-// SDK reads TRIO_PIPE_DRAIN_TIMEOUT_MS. On SIGTERM or SIGINT it drains and exits 0
-// (130 after SIGINT).
+// SDK reads TRIO_PIPE_DRAIN_TIMEOUT_MS and TRIO_PIPE_TOKEN; for a wss:// URL it
+// trusts TRIO_PIPE_CAFILE and presents TRIO_PIPE_CERTFILE and TRIO_PIPE_KEYFILE. On
+// SIGTERM or SIGINT it drains and exits 0 (130 after SIGINT); a refused handshake or
+// registration ends it with status 1 and the reason on stderr.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,17 +74,26 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	url := dispatcherURL()
+	var tlsConfig *tls.Config // the SDK takes the token from TRIO_PIPE_TOKEN itself
+	if strings.HasPrefix(url, "wss://") {
+		tlsConfig, err = triopipe.LoadTLSConfig(os.Getenv("TRIO_PIPE_CAFILE"), os.Getenv("TRIO_PIPE_CERTFILE"), os.Getenv("TRIO_PIPE_KEYFILE"))
+		if err != nil {
+			return err
+		}
+	}
 	w := triopipe.NewWorker(triopipe.Options{
 		WorkerID:          os.Getenv("TRIO_PIPE_WORKER_ID"),
 		MaxConcurrency:    maxConcurrency,
 		HeartbeatInterval: time.Duration(heartbeatMs) * time.Millisecond,
+		TLSConfig:         tlsConfig,
 	})
 	w.Handle("echo", echo)
 	w.Handle("sleep", triopipe.Typed(sleep))
 	w.Handle("fail", triopipe.Typed(fail))
 
 	ctx := context.Background()
-	if url := dispatcherURL(); url != "" {
+	if url != "" {
 		return w.RunWebSocket(ctx, url)
 	}
 	return w.RunStdio(ctx, os.Stdin, os.Stdout)

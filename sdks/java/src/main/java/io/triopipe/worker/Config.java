@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
+import javax.net.ssl.SSLContext;
 
 /** A worker's validated settings, shared by all its sessions. */
 record Config(
@@ -18,6 +19,8 @@ record Config(
         Duration connectTimeout,
         Duration drainTimeout,
         boolean handleSignals,
+        String token,
+        SSLContext sslContext,
         Map<String, TypedHandler<?>> handlers,
         ObjectMapper json) {
 

@@ -5,15 +5,21 @@ import static java.lang.System.Logger.Level.WARNING;
 import java.io.IOException;
 import java.net.URI;
 import java.net.http.HttpClient;
+import java.net.http.HttpResponse;
 import java.net.http.WebSocket;
+import java.net.http.WebSocketHandshakeException;
 import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.security.cert.CertificateException;
 import java.time.Duration;
+import java.util.Objects;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.CompletionStage;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import javax.net.ssl.SSLException;
 
 /**
  * A connection over {@link java.net.http.WebSocket}: one protocol message per text
@@ -23,7 +29,10 @@ import java.util.concurrent.TimeoutException;
 final class WebSocketTransport implements Transport, WebSocket.Listener {
     private static final System.Logger LOG = System.getLogger("io.triopipe.worker");
 
+    private static final int POLICY_VIOLATION = 1008;
+
     private final Duration timeout;
+    private volatile String policyViolation;
     /** Completes when the connection is over: the dispatcher's Close, a failure, or {@link #abort}. */
     private final CompletableFuture<Void> closed = new CompletableFuture<>();
     private final StringBuilder message = new StringBuilder();
@@ -39,18 +48,38 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
     /**
      * Opens a connection; nothing is read before {@link #start}.
      *
+     * @param token sent as {@code Authorization: Bearer <token>}; null for none
      * @param giveUp completes when the connection is no longer wanted
-     * @throws IOException if the connection cannot be made within {@code timeout}, or
-     *     {@code giveUp} completes first
+     * @throws HandshakeRefusedException if the dispatcher answers with an HTTP error
+     * @throws IOException if the connection cannot be made within {@code timeout} (a
+     *     failed TLS handshake says so), or {@code giveUp} completes first
      */
-    static WebSocketTransport connect(HttpClient client, URI url, Duration timeout, CompletableFuture<?> giveUp)
+    static WebSocketTransport connect(
+            HttpClient client, URI url, Duration timeout, String token, CompletableFuture<?> giveUp)
             throws IOException, InterruptedException {
         WebSocketTransport transport = new WebSocketTransport(timeout);
-        CompletableFuture<WebSocket> opening =
-                client.newWebSocketBuilder().connectTimeout(timeout).buildAsync(url, transport);
+        WebSocket.Builder builder = client.newWebSocketBuilder().connectTimeout(timeout);
+        if (token != null) {
+            builder.header("Authorization", "Bearer " + token);
+        }
+        CompletableFuture<WebSocket> opening = builder.buildAsync(url, transport);
         try {
             CompletableFuture.anyOf(opening, giveUp).get(timeout.toNanos(), TimeUnit.NANOSECONDS);
         } catch (ExecutionException e) {
+            if (e.getCause() instanceof WebSocketHandshakeException refused) {
+                HttpResponse<?> response = refused.getResponse();
+                Object body = response.body();
+                throw HandshakeRefusedException.of(
+                        response.statusCode(),
+                        body instanceof byte[] bytes
+                                ? new String(bytes, StandardCharsets.UTF_8)
+                                : body == null ? null : body.toString());
+            }
+            String tls = tlsFailure(e.getCause());
+            if (tls != null) {
+                int port = url.getPort() != -1 ? url.getPort() : 443;
+                throw new IOException("TLS handshake with " + url.getHost() + ":" + port + " failed: " + tls, e);
+            }
             throw new IOException(describe(e.getCause()), e.getCause());
         } catch (TimeoutException e) {
             opening.cancel(true);
@@ -140,8 +169,19 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
         return null;
     }
 
+    /**
+     * The reason of the dispatcher's close frame if it closed with code 1008 (policy
+     * violation); null otherwise (not closed, closed otherwise).
+     */
+    String policyViolation() {
+        return policyViolation;
+    }
+
     @Override
     public CompletionStage<?> onClose(WebSocket webSocket, int statusCode, String reason) {
+        if (statusCode == POLICY_VIOLATION) {
+            policyViolation = reason.isEmpty() ? "no reason given" : reason;
+        }
         closed.complete(null);
         String why = reason.isEmpty() ? "" : ": " + reason;
         // Nothing can be delivered after the dispatcher's Close, even during a shutdown.
@@ -159,6 +199,30 @@ final class WebSocketTransport implements Transport, WebSocket.Listener {
         if (error != null) {
             session.onBroken("sending failed: " + describe(error));
         }
+    }
+
+    /** Why TLS failed, for people, if an {@link SSLException} is behind {@code error}; else null. */
+    private static String tlsFailure(Throwable error) {
+        Throwable cause = error;
+        while (cause != null && !(cause instanceof SSLException)) {
+            cause = cause.getCause();
+        }
+        if (cause == null) {
+            return null;
+        }
+        String message = Objects.requireNonNullElse(cause.getMessage(), cause.getClass().getSimpleName());
+        if (message.startsWith("PKIX path") || cause.getCause() instanceof CertificateException) {
+            // "PKIX path building failed: ...: unable to find valid certification path to requested target"
+            int detail = message.lastIndexOf(": ");
+            return "certificate verify failed: " + (detail < 0 ? message : message.substring(detail + 2));
+        }
+        if (message.contains("certificate_required")) {
+            return message + " (the server requires a client certificate)";
+        }
+        if (message.contains("fatal alert: bad_certificate")) {
+            return message + " (the server refused the client certificate, or the lack of one)";
+        }
+        return message;
     }
 
     private static String describe(Throwable error) {

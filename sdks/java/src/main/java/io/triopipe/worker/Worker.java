@@ -25,6 +25,7 @@ import java.util.OptionalInt;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.atomic.AtomicReference;
+import javax.net.ssl.SSLContext;
 
 /**
  * A trio_pipe worker: typed handlers by task type, served to a dispatcher over
@@ -62,6 +63,8 @@ public final class Worker {
     private static final Duration DEFAULT_DRAIN_TIMEOUT = Duration.ofSeconds(30);
     /** Sets the drain timeout, in milliseconds, of a worker whose builder does not. */
     static final String DRAIN_TIMEOUT_ENV = "TRIO_PIPE_DRAIN_TIMEOUT_MS";
+    /** Holds the token of a worker whose builder sets none. */
+    static final String TOKEN_ENV = "TRIO_PIPE_TOKEN";
 
     private final Config config;
     private final AtomicReference<Run> running = new AtomicReference<>();
@@ -111,17 +114,31 @@ public final class Worker {
      * Without reconnection ({@link Builder#reconnect}) it throws instead.
      *
      * @param url the dispatcher's {@code ws://} or {@code wss://} URL
+     * <p>The handshake carries the token ({@link Builder#token}) as {@code
+     * Authorization: Bearer <token>}, and a {@code wss://} connection is verified with
+     * the {@link Builder#sslContext}. A failed TLS handshake is reported as one ("TLS
+     * handshake with HOST:PORT failed: ...") and retried like any failed connection.
+     *
+     * @throws HandshakeRefusedException at once, without reconnecting, if the
+     *     dispatcher refuses the handshake with HTTP 401 or 403
+     * @throws RegistrationRefusedException at once, without reconnecting, if the
+     *     dispatcher closes the connection with code 1008 before {@code
+     *     WorkerRegistered}
      * @throws WorkerConnectionException if the connection failed or was lost and the
      *     worker may not reconnect
      * @throws InterruptedException if the calling thread is interrupted: every handler
      *     is interrupted and the connection aborted
-     * @throws IllegalArgumentException if the URL is not a WebSocket URL
+     * @throws IllegalArgumentException if the URL is not a WebSocket URL, or an
+     *     SSLContext was given for a {@code ws://} URL
      * @throws IllegalStateException if the worker is running already
      */
     public void runWebSocket(URI url) throws WorkerConnectionException, InterruptedException {
         String scheme = url.getScheme();
         if (!"ws".equalsIgnoreCase(scheme) && !"wss".equalsIgnoreCase(scheme)) {
             throw new IllegalArgumentException("expected a ws:// or wss:// URL, got " + url);
+        }
+        if (config.sslContext() != null && !"wss".equalsIgnoreCase(scheme)) {
+            throw new IllegalArgumentException("an SSLContext is for wss:// URLs, got " + url);
         }
         Run run = begin();
         try {
@@ -132,8 +149,11 @@ public final class Worker {
     }
 
     private void runWebSocket(URI url, Run run) throws WorkerConnectionException, InterruptedException {
-        HttpClient client =
-                HttpClient.newBuilder().connectTimeout(config.connectTimeout()).build();
+        HttpClient.Builder clientBuilder = HttpClient.newBuilder().connectTimeout(config.connectTimeout());
+        if (config.sslContext() != null) {
+            clientBuilder.sslContext(config.sslContext());
+        }
+        HttpClient client = clientBuilder.build();
         Backoff backoff = new Backoff(config.backoffInitial(), config.backoffMax());
         long startedAt = System.nanoTime();
         Duration heartbeat = Objects.requireNonNullElse(config.heartbeatInterval(), DEFAULT_HEARTBEAT);
@@ -141,16 +161,28 @@ public final class Worker {
             while (!run.isDraining()) {
                 Session session = null;
                 SessionEnd end;
+                String refusedRegistration = null;
                 try {
-                    WebSocketTransport transport =
-                            WebSocketTransport.connect(client, url, config.connectTimeout(), run.draining());
+                    WebSocketTransport transport = WebSocketTransport.connect(
+                            client, url, config.connectTimeout(), config.token(), run.draining());
                     session = new Session(config, transport, threads, startedAt, heartbeat);
                     transport.start(session);
                     session.register(config.connectTimeout());
                     run.attach(session);
                     end = serve(session, transport);
+                    if (!session.wasRegistered()) {
+                        refusedRegistration = transport.policyViolation();
+                    }
+                } catch (HandshakeRefusedException e) {
+                    if (e.isFatal()) {
+                        throw e;
+                    }
+                    end = new SessionEnd(false, e.getMessage());
                 } catch (IOException e) {
                     end = new SessionEnd(false, "could not connect to " + url + ": " + e.getMessage());
+                }
+                if (refusedRegistration != null) {
+                    throw new RegistrationRefusedException(refusedRegistration);
                 }
                 if (end.shutdown() || run.isDraining()) {
                     LOG.log(INFO, "worker {0} shut down: {1}", workerId(), end.reason());
@@ -336,6 +368,8 @@ public final class Worker {
         private Duration connectTimeout = Duration.ofSeconds(10);
         private Duration drainTimeout;
         private boolean handleSignals = true;
+        private String token;
+        private SSLContext sslContext;
         private ObjectMapper json;
         private final Map<String, TypedHandler<?>> handlers = new LinkedHashMap<>();
 
@@ -494,6 +528,36 @@ public final class Worker {
         }
 
         /**
+         * The token sent in every WebSocket opening handshake as {@code Authorization:
+         * Bearer <token>}, never in the URL and never logged (default: the environment
+         * variable {@code TRIO_PIPE_TOKEN}, if set and not empty). A stdio worker has no
+         * handshake and ignores it.
+         *
+         * @param token printable ASCII without spaces
+         * @return this builder
+         * @throws IllegalArgumentException if the token cannot be an HTTP header value
+         *     (the message does not show it)
+         */
+        public Builder token(String token) {
+            this.token = checkToken(token, "the token");
+            return this;
+        }
+
+        /**
+         * The TLS context of {@code wss://} connections: the CAs it trusts and the
+         * client certificate it presents, for mutual TLS (default: the JDK's; see {@link
+         * PemTls#sslContext}). {@link Worker#runWebSocket} refuses it for a {@code ws://}
+         * URL.
+         *
+         * @param sslContext an initialised context
+         * @return this builder
+         */
+        public Builder sslContext(SSLContext sslContext) {
+            this.sslContext = Objects.requireNonNull(sslContext, "sslContext");
+            return this;
+        }
+
+        /**
          * The Jackson mapper that binds payloads and writes results (default: a plain
          * {@link JsonMapper} that ignores unknown properties).
          *
@@ -532,8 +596,9 @@ public final class Worker {
          *
          * @return the worker
          * @throws IllegalStateException if no handler was registered, a per-type limit
-         *     names a type without a handler or exceeds {@code maxConcurrency}, or {@code
-         *     TRIO_PIPE_DRAIN_TIMEOUT_MS} is needed and not a whole number of milliseconds
+         *     names a type without a handler or exceeds {@code maxConcurrency}, {@code
+         *     TRIO_PIPE_DRAIN_TIMEOUT_MS} is needed and not a whole number of milliseconds,
+         *     or {@code TRIO_PIPE_TOKEN} is needed and cannot be a header
          */
         public Worker build() {
             if (handlers.isEmpty()) {
@@ -560,6 +625,8 @@ public final class Worker {
                     connectTimeout,
                     drainTimeout != null ? drainTimeout : drainTimeoutFromEnv(System.getenv(DRAIN_TIMEOUT_ENV)),
                     handleSignals,
+                    token != null ? token : tokenFromEnv(System.getenv(TOKEN_ENV)),
+                    sslContext,
                     Collections.unmodifiableMap(new LinkedHashMap<>(handlers)),
                     json != null
                             ? json
@@ -591,6 +658,27 @@ public final class Worker {
             }
             throw new IllegalStateException(
                     DRAIN_TIMEOUT_ENV + " must be a whole number of milliseconds >= 0, got '" + value + "'");
+        }
+
+        /** The token in {@code TRIO_PIPE_TOKEN}: none when unset or empty. */
+        static String tokenFromEnv(String value) {
+            if (value == null || value.isEmpty()) {
+                return null;
+            }
+            try {
+                return checkToken(value, TOKEN_ENV);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalStateException(e.getMessage(), e);
+            }
+        }
+
+        private static String checkToken(String token, String what) {
+            Objects.requireNonNull(token, "token");
+            if (token.isEmpty() || !token.chars().allMatch(c -> c >= 0x21 && c <= 0x7e)) {
+                throw new IllegalArgumentException(
+                        what + " must be printable ASCII characters without spaces, and not empty");
+            }
+            return token;
         }
 
         private static String defaultWorkerId() {

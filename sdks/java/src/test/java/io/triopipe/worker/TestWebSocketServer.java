@@ -16,24 +16,54 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.Arrays;
 import java.util.Base64;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLServerSocket;
 
 /**
  * A minimal RFC 6455 server on 127.0.0.1, for tests: accepts one connection at a time
  * and hands it over as a {@link Peer} that can also send fragmented messages and close
- * the connection with a code.
+ * the connection with a code; records every handshake's head, can refuse a handshake
+ * with an HTTP error, and can listen over TLS.
  */
 final class TestWebSocketServer implements AutoCloseable {
     private static final String GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     private static final Pattern KEY = Pattern.compile("(?im)^sec-websocket-key:\\s*(\\S+)\\s*$");
 
     private final ServerSocket server;
+    private final String scheme;
+    /** The head (request line and headers) of every opening handshake received, in order. */
+    private final List<String> requests = new CopyOnWriteArrayList<>();
 
     /** Listens on {@code port}, or on a free port if it is 0. */
     TestWebSocketServer(int port) throws IOException {
-        server = new ServerSocket();
+        this(new ServerSocket(), "ws");
+        listen(port);
+    }
+
+    private TestWebSocketServer(ServerSocket server, String scheme) {
+        this.server = server;
+        this.scheme = scheme;
+    }
+
+    /**
+     * Listens for {@code wss://} connections on a free port, with {@code context}'s
+     * certificate; {@code needClientAuth} requires a client certificate that {@code
+     * context} trusts.
+     */
+    static TestWebSocketServer tls(SSLContext context, boolean needClientAuth) throws IOException {
+        SSLServerSocket socket = (SSLServerSocket) context.getServerSocketFactory().createServerSocket();
+        socket.setNeedClientAuth(needClientAuth);
+        TestWebSocketServer server = new TestWebSocketServer(socket, "wss");
+        server.listen(0);
+        return server;
+    }
+
+    private void listen(int port) throws IOException {
         server.setReuseAddress(true);
         server.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), port));
         server.setSoTimeout((int) Peer.WAIT.toMillis());
@@ -44,14 +74,40 @@ final class TestWebSocketServer implements AutoCloseable {
     }
 
     URI url() {
-        return URI.create("ws://127.0.0.1:" + port() + "/");
+        return URI.create(scheme + "://127.0.0.1:" + port() + "/");
+    }
+
+    /** The heads of the opening handshakes received so far. */
+    List<String> requests() {
+        return requests;
+    }
+
+    /** Accepts the next connection and refuses its opening handshake with an HTTP error. */
+    void refuse(int status, String body) throws IOException {
+        try (Socket socket = server.accept()) {
+            requests.add(readHeaders(socket.getInputStream()));
+            byte[] content = body.getBytes(StandardCharsets.UTF_8);
+            String head = "HTTP/1.1 " + status + " Refused\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                    + "Content-Length: " + content.length + "\r\nConnection: close\r\n\r\n";
+            OutputStream out = socket.getOutputStream();
+            out.write(head.getBytes(StandardCharsets.US_ASCII));
+            out.write(content);
+            out.flush();
+        }
     }
 
     /** Accepts the next connection and completes its opening handshake. */
     Connection accept() throws IOException {
         Socket socket = server.accept();
         InputStream in = socket.getInputStream();
-        String request = readHeaders(in);
+        String request;
+        try {
+            request = readHeaders(in); // over TLS, the TLS handshake first
+        } catch (IOException e) {
+            socket.close();
+            throw e;
+        }
+        requests.add(request);
         Matcher key = KEY.matcher(request);
         if (!key.find()) {
             socket.close();
@@ -134,8 +190,16 @@ final class TestWebSocketServer implements AutoCloseable {
 
         /** Sends a Close frame with {@code code}, then drops the connection. */
         void closeWith(int code) {
+            closeWith(code, "");
+        }
+
+        /** Sends a Close frame with {@code code} and {@code reason}, then drops the connection. */
+        void closeWith(int code, String reason) {
+            byte[] text = reason.getBytes(StandardCharsets.UTF_8);
             writeFrame(
-                    true, CLOSE, ByteBuffer.allocate(2).putShort((short) code).array());
+                    true,
+                    CLOSE,
+                    ByteBuffer.allocate(2 + text.length).putShort((short) code).put(text).array());
             close();
         }
 

@@ -1,8 +1,11 @@
 package io.triopipe.worker.examples;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.triopipe.worker.PemTls;
 import io.triopipe.worker.Worker;
+import io.triopipe.worker.WorkerConnectionException;
 import java.net.URI;
+import java.nio.file.Path;
 import java.time.Duration;
 
 /**
@@ -10,8 +13,11 @@ import java.time.Duration;
  * {@code echo}, {@code sleep} and {@code fail}, over WebSocket when given a {@code ws://}
  * URL (last argument, or {@code TRIO_PIPE_URL}), over stdio otherwise. Reads {@code
  * TRIO_PIPE_WORKER_ID}, {@code TRIO_PIPE_MAX_CONCURRENCY} and {@code
- * TRIO_PIPE_HEARTBEAT_MS}; the builder reads {@code TRIO_PIPE_DRAIN_TIMEOUT_MS}, the
- * drain timeout of SIGTERM and SIGINT, which the SDK handles.
+ * TRIO_PIPE_HEARTBEAT_MS}, and for a {@code wss://} URL {@code TRIO_PIPE_CAFILE}, {@code
+ * TRIO_PIPE_CERTFILE} and {@code TRIO_PIPE_KEYFILE}; the builder reads {@code
+ * TRIO_PIPE_DRAIN_TIMEOUT_MS}, the drain timeout of SIGTERM and SIGINT, which the SDK
+ * handles, and {@code TRIO_PIPE_TOKEN}. A refused handshake or registration ends it
+ * with one line on stderr and status 1.
  */
 public final class ConformanceWorker {
     record Sleep(long ms) {}
@@ -21,6 +27,11 @@ public final class ConformanceWorker {
     record Fail(String message) {}
 
     private ConformanceWorker() {}
+
+    private static Path path(String variable) {
+        String value = System.getenv(variable);
+        return value == null || value.isEmpty() ? null : Path.of(value);
+    }
 
     public static void main(String[] args) throws Exception {
         Worker.Builder builder = Worker.builder()
@@ -44,11 +55,20 @@ public final class ConformanceWorker {
         if (heartbeatMs != null) {
             builder.heartbeatInterval(Duration.ofMillis(Long.parseLong(heartbeatMs)));
         }
+        String url = args.length > 0 ? args[args.length - 1] : System.getenv("TRIO_PIPE_URL");
+        if (url != null && url.startsWith("wss://")) { // the builder reads TRIO_PIPE_TOKEN itself
+            builder.sslContext(PemTls.sslContext(
+                    path("TRIO_PIPE_CAFILE"), path("TRIO_PIPE_CERTFILE"), path("TRIO_PIPE_KEYFILE")));
+        }
         Worker worker = builder.build();
 
-        String url = args.length > 0 ? args[args.length - 1] : System.getenv("TRIO_PIPE_URL");
         if (url != null && (url.startsWith("ws://") || url.startsWith("wss://"))) {
-            worker.runWebSocket(URI.create(url));
+            try {
+                worker.runWebSocket(URI.create(url));
+            } catch (WorkerConnectionException e) { // refused: "... (HTTP 401): ...", or gave up
+                System.err.println("conformance-worker: " + e.getMessage());
+                System.exit(1);
+            }
         } else {
             worker.serveStdio();
         }
