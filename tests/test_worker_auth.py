@@ -1,9 +1,11 @@
 """The worker's side of authentication and TLS: the token in the handshake, refusals
-that end the worker, and certificates, against a real trio-websocket server.
+that end the worker, and certificates, against real servers.
 
-The server here plays a dispatcher that checks credentials: it answers each handshake
-as the test says (accept, or an HTTP error), and after ``WorkerRegister`` either
-registers the worker and shuts it down, or closes the connection with 1008.
+Most tests run a trio-websocket server that plays a dispatcher checking credentials:
+it answers each handshake as the test says (accept, or an HTTP error), and after
+``WorkerRegister`` either registers the worker and shuts it down, or closes the
+connection with 1008. Mutual TLS is tested against trio_pipe's own dispatcher, and a
+TLS alert against the standard library's OpenSSL server, which sends one.
 """
 
 from __future__ import annotations
