@@ -8,7 +8,7 @@ import ssl
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -53,6 +53,36 @@ async def start_python_worker(
         partial(trio.run_process, argv, check=False, stdin=subprocess.DEVNULL, cwd=ROOT)
     )
     return process
+
+
+async def worker_cli(
+    *options: str, env: Mapping[str, str] | None = None, log_level: str = "INFO"
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``trio-pipe worker`` with tests/worker_handlers.py and *options* to its end
+    (the caller bounds it), its stdout and stderr captured, *env* added to the
+    environment."""
+    argv = [
+        sys.executable, "-m", "trio_pipe", "--log-level", log_level, "worker",
+        "--handlers", "tests.worker_handlers:HANDLERS", *options,
+    ]  # fmt: skip
+    return await trio.run_process(
+        argv,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
+def error_line(completed: subprocess.CompletedProcess[bytes]) -> str:
+    """The one error line of a failed ``trio-pipe worker`` (the rest of stderr is its
+    log), checking that there is exactly one, and no traceback."""
+    err = completed.stderr.decode()
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("trio-pipe worker: ")]
+    assert len(errors) == 1, err
+    return errors[0]
 
 
 def child_processes() -> list[str]:

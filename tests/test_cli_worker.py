@@ -13,6 +13,7 @@ import pytest
 import trio
 import trustme
 from _scripted_dispatcher import ScriptedDispatcher
+from helpers import error_line, worker_cli
 
 import trio_pipe
 from trio_pipe.cli import main
@@ -251,25 +252,6 @@ def test_bad_new_options_are_one_line_and_status_2(
     assert err.count("\n") == 1 and message in err
 
 
-async def _worker_cli(*options: str) -> subprocess.CompletedProcess[bytes]:
-    argv = [
-        sys.executable, "-m", "trio_pipe", "worker", "--handlers",
-        "tests.worker_handlers:HANDLERS", "--no-reconnect", *options,
-    ]  # fmt: skip
-    return await trio.run_process(
-        argv, capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT
-    )
-
-
-def _error_line(completed: subprocess.CompletedProcess[bytes]) -> str:
-    """The one error line of a failed worker (the rest of stderr is its log)."""
-    err = completed.stderr.decode()
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("trio-pipe worker: ")]
-    assert len(errors) == 1, err
-    return errors[0]
-
-
 async def test_a_server_that_never_answers_the_handshake_is_named_as_such(
     nursery: trio.Nursery,
 ) -> None:
@@ -283,11 +265,11 @@ async def test_a_server_that_never_answers_the_handshake_is_named_as_such(
 
     nursery.start_soon(trio.serve_listeners, hold, listeners)
     with trio.fail_after(WAIT):
-        completed = await _worker_cli(
-            "--url", f"ws://127.0.0.1:{port}", "--connect-timeout", "0.5"
+        completed = await worker_cli(
+            "--no-reconnect", "--url", f"ws://127.0.0.1:{port}", "--connect-timeout", "0.5"
         )
     assert completed.returncode == 1
-    assert _error_line(completed).endswith(
+    assert error_line(completed).endswith(
         f"connecting to ws://127.0.0.1:{port} failed: the server accepted the connection "
         "but did not answer the WebSocket handshake within 0.5 s"
     )
@@ -300,9 +282,9 @@ async def test_an_untrusted_certificate_is_named_as_such() -> None:
     authority.issue_cert("127.0.0.1").configure_cert(server_context)
     async with trio_pipe.open_dispatcher(ssl_context=server_context) as d:
         with trio.fail_after(WAIT):
-            completed = await _worker_cli("--url", d.url)
+            completed = await worker_cli("--no-reconnect", "--url", d.url)
     assert completed.returncode == 1
-    line = _error_line(completed)
+    line = error_line(completed)
     port = d.url.rsplit(":", 1)[1].split("/")[0]
     assert line.endswith(
         f"TLS handshake with 127.0.0.1:{port} failed: certificate verify failed: "

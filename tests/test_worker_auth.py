@@ -1,20 +1,20 @@
 """The worker's side of authentication and TLS: the token in the handshake, refusals
-that end the worker, and certificates, against a real trio-websocket server.
+that end the worker, and certificates, against real servers.
 
-The server here plays a dispatcher that checks credentials: it answers each handshake
-as the test says (accept, or an HTTP error), and after ``WorkerRegister`` either
-registers the worker and shuts it down, or closes the connection with 1008.
+Most tests run a trio-websocket server that plays a dispatcher checking credentials:
+it answers each handshake as the test says (accept, or an HTTP error), and after
+``WorkerRegister`` either registers the worker and shuts it down, or closes the
+connection with 1008. Mutual TLS is tested against trio_pipe's own dispatcher, and a
+TLS alert against the standard library's OpenSSL server, which sends one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -24,6 +24,7 @@ import attrs
 import pytest
 import trio
 import trustme
+from helpers import error_line, worker_cli
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
@@ -44,7 +45,6 @@ from trio_pipe.protocol import (
 from trio_pipe.worker import Handlers, run_worker
 
 WAIT = 20  # seconds: a generous bound on every real-time wait (subprocesses too)
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ3b3JrZXIifQ.c2lnbmF0dXJl"
 
 Answer = Callable[[WebSocketRequest, int], Awaitable[None]]
@@ -336,24 +336,14 @@ def server_context(pki: Pki, *, require_client_certificate: bool) -> ssl.SSLCont
     return context
 
 
-async def _worker_cli(*options: str) -> subprocess.CompletedProcess[bytes]:
-    argv = [
-        sys.executable, "-m", "trio_pipe", "worker", "--handlers",
-        "tests.worker_handlers:HANDLERS", "--no-reconnect", *options,
-    ]  # fmt: skip
+async def _worker_cli(
+    *options: str, env: dict[str, str] | None = None, reconnect: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    """``trio-pipe worker`` run to its end, logging at DEBUG, with ``--no-reconnect``
+    unless *reconnect*."""
+    no_reconnect = [] if reconnect else ["--no-reconnect"]
     with trio.fail_after(WAIT):
-        return await trio.run_process(
-            argv, capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT
-        )
-
-
-def _error_line(completed: subprocess.CompletedProcess[bytes]) -> str:
-    """The one error line of a failed worker (the rest of stderr is its log)."""
-    err = completed.stderr.decode()
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("trio-pipe worker: ")]
-    assert len(errors) == 1, err
-    return errors[0]
+        return await worker_cli(*options, *no_reconnect, env=env, log_level="DEBUG")
 
 
 @pytest.mark.parametrize("key_in_certfile", [False, True], ids=["keyfile", "combined"])
@@ -389,7 +379,7 @@ async def test_mutual_tls_refuses_a_worker_without_a_client_certificate(
         completed = await _worker_cli("--url", dispatcher.url, "--cafile", str(pki.cafile))
         assert dispatcher.workers() == []
     assert completed.returncode == 1
-    assert _error_line(completed).endswith(
+    assert error_line(completed).endswith(
         "(after the TLS handshake: a server that requires a client certificate hangs "
         "up on a worker without one)"
     )
@@ -429,19 +419,12 @@ async def test_the_tls_files_may_come_from_the_environment(
 ) -> None:
     server = AuthServer(register_then_shut_down)
     url = await server.start(nursery, server_context(pki, require_client_certificate=True))
-    argv = [
-        sys.executable, "-m", "trio_pipe", "worker", "--url", url,
-        "--handlers", "tests.worker_handlers:HANDLERS", "--no-reconnect",
-    ]  # fmt: skip
     env = {
         "TRIO_PIPE_CAFILE": str(pki.cafile),
         "TRIO_PIPE_CERTFILE": str(pki.certfile),
         "TRIO_PIPE_KEYFILE": str(pki.keyfile),
     }
-    with trio.fail_after(WAIT):
-        completed = await trio.run_process(
-            argv, capture_stderr=True, check=False, cwd=ROOT, env={**os.environ, **env}
-        )
+    completed = await _worker_cli("--url", url, env=env)
     assert completed.returncode == 0, completed.stderr.decode()
 
 
@@ -522,27 +505,16 @@ async def test_the_cli_reads_the_token_file_whole_and_stripped(
 
 
 async def test_the_cli_reports_a_refused_token_in_one_line_and_exits_1(
-    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+    nursery: trio.Nursery,
 ) -> None:
     server = AuthServer(reject(401, b"token revoked"))
     url = await server.start(nursery)
-    monkeypatch.setenv("TRIO_PIPE_TOKEN", TOKEN)
-    argv = [
-        sys.executable,
-        "-m",
-        "trio_pipe",
-        "--log-level",
-        "DEBUG",
-        "worker",
-        "--url",
-        url,
-        "--handlers",
-        "tests.worker_handlers:HANDLERS",
-    ]  # fmt: skip — and it may reconnect: a refusal ends it all the same
-    with trio.fail_after(WAIT):
-        completed = await trio.run_process(argv, capture_stderr=True, check=False, cwd=ROOT)
+    # It may reconnect: a refusal ends it all the same.
+    completed = await _worker_cli(
+        "--url", url, env={"TRIO_PIPE_TOKEN": TOKEN}, reconnect=True
+    )
     assert completed.returncode == 1
-    assert _error_line(completed) == (
+    assert error_line(completed) == (
         "trio-pipe worker: the dispatcher refused the connection (HTTP 401): token revoked"
     )
     assert TOKEN.encode() not in completed.stderr
@@ -559,14 +531,9 @@ async def test_the_cli_reports_a_refused_registration_in_one_line_and_exits_1(
 
     server = AuthServer(refuse_registration)
     url = await server.start(nursery)
-    argv = [
-        sys.executable, "-m", "trio_pipe", "worker", "--url", url,
-        "--handlers", "tests.worker_handlers:HANDLERS",
-    ]  # fmt: skip
-    with trio.fail_after(WAIT):
-        completed = await trio.run_process(argv, capture_stderr=True, check=False, cwd=ROOT)
+    completed = await _worker_cli("--url", url, reconnect=True)
     assert completed.returncode == 1
-    assert _error_line(completed) == (
+    assert error_line(completed) == (
         "trio-pipe worker: the dispatcher refused the registration: "
         "worker id held by a live connection"
     )

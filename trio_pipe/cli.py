@@ -540,8 +540,8 @@ def _add_conformance_parser(subparsers: Any) -> argparse.ArgumentParser:
             "to it: each named case checks one rule of the protocol. In WebSocket mode "
             "the dispatcher URL is appended to the command and set in TRIO_PIPE_URL; "
             "the worker also gets TRIO_PIPE_WORKER_ID, TRIO_PIPE_MAX_CONCURRENCY and "
-            "TRIO_PIPE_HEARTBEAT_MS. See docs/conformance.md. Exit status 1 if a "
-            "case failed."
+            "TRIO_PIPE_HEARTBEAT_MS (and TRIO_PIPE_TOKEN in the auth case). See "
+            "docs/conformance.md. Exit status 1 if a case failed."
         ),
     )
     parser.add_argument(

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -55,6 +56,10 @@ func (w *Worker) RunWebSocket(ctx context.Context, rawURL string) error {
 	}
 	if cfg.TLSConfig != nil && !strings.HasPrefix(rawURL, "wss://") {
 		return fmt.Errorf("%w: TLSConfig is for wss:// URLs, got %q", ErrInvalidOptions, rawURL)
+	}
+	setDefault(&cfg.Token, os.Getenv(tokenVariable)) // a stdio worker has no handshake, no token
+	if problem := checkToken(cfg.Token); problem != "" {
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, problem)
 	}
 	defer w.handleSignals(cfg)()
 	log := cfg.Logger.With("worker", cfg.WorkerID)

@@ -159,10 +159,6 @@ func (w *Worker) config(defaultHeartbeat time.Duration) (*config, error) {
 			}
 		}
 	}
-	setDefault(&c.Token, os.Getenv(tokenVariable))
-	if problem := checkToken(c.Token); problem != "" {
-		problems = append(problems, problem)
-	}
 	setDefault(&c.MaxConcurrency, 10)
 	setDefault(&c.HeartbeatInterval, defaultHeartbeat)
 	setDefault(&c.ConnectTimeout, 10*time.Second)

@@ -130,6 +130,8 @@ public final class Worker {
      *     is interrupted and the connection aborted
      * @throws IllegalArgumentException if the URL is not a WebSocket URL, or an
      *     SSLContext was given for a {@code ws://} URL
+     * @throws IllegalStateException if the token is taken from {@code TRIO_PIPE_TOKEN}
+     *     and cannot be a header
      * @throws IllegalStateException if the worker is running already
      */
     public void runWebSocket(URI url) throws WorkerConnectionException, InterruptedException {
@@ -140,15 +142,18 @@ public final class Worker {
         if (config.sslContext() != null && !"wss".equalsIgnoreCase(scheme)) {
             throw new IllegalArgumentException("an SSLContext is for wss:// URLs, got " + url);
         }
+        // A stdio worker has no handshake: only this run reads the variable.
+        String token = config.token() != null ? config.token() : Builder.tokenFromEnv(System.getenv(TOKEN_ENV));
         Run run = begin();
         try {
-            runWebSocket(url, run);
+            runWebSocket(url, token, run);
         } finally {
             end(run);
         }
     }
 
-    private void runWebSocket(URI url, Run run) throws WorkerConnectionException, InterruptedException {
+    private void runWebSocket(URI url, String token, Run run)
+            throws WorkerConnectionException, InterruptedException {
         HttpClient.Builder clientBuilder = HttpClient.newBuilder().connectTimeout(config.connectTimeout());
         if (config.sslContext() != null) {
             clientBuilder.sslContext(config.sslContext());
@@ -164,7 +169,7 @@ public final class Worker {
                 String refusedRegistration = null;
                 try {
                     WebSocketTransport transport = WebSocketTransport.connect(
-                            client, url, config.connectTimeout(), config.token(), run.draining());
+                            client, url, config.connectTimeout(), token, run.draining());
                     session = new Session(config, transport, threads, startedAt, heartbeat);
                     transport.start(session);
                     session.register(config.connectTimeout());
@@ -597,8 +602,7 @@ public final class Worker {
          * @return the worker
          * @throws IllegalStateException if no handler was registered, a per-type limit
          *     names a type without a handler or exceeds {@code maxConcurrency}, {@code
-         *     TRIO_PIPE_DRAIN_TIMEOUT_MS} is needed and not a whole number of milliseconds,
-         *     or {@code TRIO_PIPE_TOKEN} is needed and cannot be a header
+         *     TRIO_PIPE_DRAIN_TIMEOUT_MS} is needed and not a whole number of milliseconds
          */
         public Worker build() {
             if (handlers.isEmpty()) {
@@ -625,7 +629,7 @@ public final class Worker {
                     connectTimeout,
                     drainTimeout != null ? drainTimeout : drainTimeoutFromEnv(System.getenv(DRAIN_TIMEOUT_ENV)),
                     handleSignals,
-                    token != null ? token : tokenFromEnv(System.getenv(TOKEN_ENV)),
+                    token,
                     sslContext,
                     Collections.unmodifiableMap(new LinkedHashMap<>(handlers)),
                     json != null
