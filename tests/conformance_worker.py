@@ -243,7 +243,7 @@ async def serve_websocket(url: str, faults: set[str]) -> int | None:
             "workerId": worker.worker_id,
             "supportedTasks": ["echo", "sleep", "fail"],
             "maxConcurrency": worker.capacity,
-            "language": "Python (by hand)",
+            "language": {"Other": "Python (by hand)"},
             "tags": [],
         }
         await send({"type": "WorkerRegister", "registration": registration})
