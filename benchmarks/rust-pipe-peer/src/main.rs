@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! rust-pipe-peer bench [--tasks N] [--latency-tasks N] [--in-flight N] [--task-type T] [--port P]
-//! rust-pipe-peer interop [--port P] STEP...        STEP: echo, fail or kill
+//! rust-pipe-peer interop [--port P] [--idle-seconds S] STEP...   STEP: idle, echo, fail or kill
 //! ```
 //!
 //! Both listen on 127.0.0.1 (a free port unless `--port` is given) and write JSON lines
@@ -27,6 +27,11 @@
 //! kit's task types, and writes one line per step: `{"step":S,...}` with the task's
 //! result, or with `"error"` when the step failed.
 //!
+//! - `idle`: nothing for `--idle-seconds` (default 21: longer than rust-pipe's 15 s
+//!   heartbeat timeout and its 5 s check, and than a worker's wait for an answer to its
+//!   registration); then the worker must still be `Active` under its first
+//!   registration (`registeredAt` unchanged: it neither reconnected nor was declared
+//!   dead). Writes `registeredAt`, `sameRegistration` and `status`.
 //! - `echo`: a payload with text, numbers, nesting and null; `sent` and `result`.
 //! - `fail`: a `fail` task; `result` (the worker's `Failed` result).
 //! - `kill`: a `sleep` task of 60 s; once a heartbeat shows it running, `kill_task`
@@ -52,7 +57,8 @@ const POLL: Duration = Duration::from_millis(5);
 
 const USAGE: &str = "usage: rust-pipe-peer bench [--tasks N] [--latency-tasks N] \
 [--in-flight N] [--task-type T] [--port P] [--worker-timeout S]\n       \
-rust-pipe-peer interop [--port P] [--worker-timeout S] STEP... (echo, fail, kill)";
+rust-pipe-peer interop [--port P] [--worker-timeout S] [--idle-seconds S] STEP... \
+(idle, echo, fail, kill)";
 
 struct Options {
     command: String,
@@ -62,6 +68,7 @@ struct Options {
     in_flight: usize,
     task_type: String,
     worker_timeout: Duration,
+    idle: Duration,
     steps: Vec<String>,
 }
 
@@ -78,13 +85,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
         in_flight: 256,
         task_type: "noop".into(),
         worker_timeout: Duration::from_secs(60),
+        idle: Duration::from_secs(21),
         steps: Vec::new(),
     };
     let mut rest = rest.iter();
     while let Some(arg) = rest.next() {
         if !arg.starts_with("--") {
             match arg.as_str() {
-                "echo" | "fail" | "kill" if command == "interop" => options.steps.push(arg.clone()),
+                "idle" | "echo" | "fail" | "kill" if command == "interop" => options.steps.push(arg.clone()),
                 _ => return Err(format!("unexpected argument {arg:?}")),
             }
             continue;
@@ -98,6 +106,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--in-flight" => options.in_flight = number()?.max(1) as usize,
             "--task-type" => options.task_type = value.clone(),
             "--worker-timeout" => options.worker_timeout = Duration::from_secs(number()?),
+            "--idle-seconds" => options.idle = Duration::from_secs(number()?),
             _ => return Err(format!("unknown option {arg}")),
         }
     }
@@ -163,6 +172,7 @@ async fn run(dispatcher: &Dispatcher, options: &Options) -> Result<(), String> {
     } else {
         for step in &options.steps {
             let line = match step.as_str() {
+                "idle" => idle(dispatcher, &worker, options.idle).await,
                 "echo" => echo(dispatcher).await,
                 "fail" => fail(dispatcher).await,
                 _ => kill(dispatcher, &worker.id).await,
@@ -304,6 +314,19 @@ fn completed(outcome: Result<TaskResult, DispatchError>) -> Result<TaskResult, S
 async fn result_of(dispatcher: &Dispatcher, task: Task) -> Result<TaskResult, String> {
     let handle = dispatcher.dispatch(task).await.map_err(|e| e.to_string())?;
     handle.await_with_timeout(RESULT_TIMEOUT).await.map_err(|e| e.to_string())
+}
+
+async fn idle(dispatcher: &Dispatcher, first: &WorkerInfo, idle: Duration) -> Result<Value, String> {
+    tokio::time::sleep(idle).await;
+    let now = dispatcher.workers().into_iter().find(|w| w.id == first.id);
+    let now = now.ok_or("the worker is no longer in the pool")?;
+    Ok(json!({
+        "step": "idle",
+        "seconds": idle.as_secs(),
+        "registeredAt": now.registered_at,
+        "sameRegistration": now.registered_at == first.registered_at,
+        "status": now.status,
+    }))
 }
 
 async fn echo(dispatcher: &Dispatcher) -> Result<Value, String> {
