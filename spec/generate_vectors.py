@@ -483,7 +483,7 @@ LENIENT: list[tuple[str, str]] = [
         '"language":{"Other":"Go"}}}',
     ),
     (
-        "language: another name as a plain string is written as {\"Other\": ...}",
+        'language: another name as a plain string is written as {"Other": ...}',
         '{"type":"WorkerRegister","registration":{"workerId":"w1","supportedTasks":[],'
         '"language":"Java"}}',
     ),

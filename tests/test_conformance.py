@@ -93,8 +93,7 @@ def test_check_canonical_holds_language_to_rust_pipes_form() -> None:
         'write {"Other": "Java"}'
     ]
     assert check_canonical(_registration_frame({"Other": "Go"}))[1] == [
-        'WorkerRegister.registration.language: {"Other": "Go"} is not canonical, '
-        'write "Go"'
+        'WorkerRegister.registration.language: {"Other": "Go"} is not canonical, write "Go"'
     ]
 
 
