@@ -28,6 +28,8 @@ from typing import Any
 
 import trio
 
+from .sdks import worker_env
+
 ROOT = Path(__file__).resolve().parent.parent
 RUST_PIPE_VERSION = "0.1.2"
 CRATE = ROOT / "benchmarks" / "rust-pipe-peer"
@@ -59,6 +61,22 @@ def build_peer(cargo_executable: str = "cargo") -> Path:
         check=True,
     )
     return PEER
+
+
+def rust_pipe_source(cargo_executable: str = "cargo") -> Path:
+    """Where Cargo keeps the source of the locked rust-pipe release (fetched by
+    :func:`build_peer`): its own example workers live there."""
+    metadata = subprocess.run(
+        [cargo_executable, "metadata", "--format-version=1", "--locked", "--quiet"],
+        cwd=CRATE,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    for package in json.loads(metadata.stdout)["packages"]:
+        if package["name"] == "rust-pipe":
+            return Path(package["manifest_path"]).parent
+    raise LookupError("rust-pipe is not in the crate's dependencies")
 
 
 def build_peer_worker(go_executable: str = "go") -> Path:
@@ -136,3 +154,40 @@ async def open_rust_pipe(*args: str, executable: Path = PEER) -> AsyncIterator[R
                 await process.stdin.aclose()
                 await process.wait()
             nursery.cancel_scope.cancel()
+
+
+async def measure_rust_pipe(
+    worker: list[str],
+    *,
+    tasks: int,
+    latency_tasks: int,
+    in_flight: int,
+    executable: Path = PEER,
+) -> tuple[list[float], list[float], int]:
+    """The harness's workload (``benchmarks/_measure.py``) through rust-pipe's
+    dispatcher to one process of *worker* (the URL appended) serving ``noop``, with
+    capacity *in_flight*: the three throughput runs' tasks/s, the latencies one task
+    at a time (µs), and how many times rust-pipe refused a task for want of a free
+    worker (each offered again)."""
+    args = [
+        "bench",
+        "--tasks", str(tasks),
+        "--latency-tasks", str(latency_tasks),
+        "--in-flight", str(in_flight),
+        "--task-type", "noop",
+    ]  # fmt: skip
+    async with (
+        open_rust_pipe(*args, executable=executable) as dispatcher,
+        trio.open_nursery() as nursery,
+    ):
+        env = worker_env(dispatcher.url, "bench-peer-worker", in_flight)
+        argv = [*worker, dispatcher.url]
+        await nursery.start(
+            partial(trio.run_process, argv, env=env, stdin=subprocess.DEVNULL, check=False)
+        )
+        await dispatcher.expect("worker")
+        rates = await dispatcher.expect("rates")
+        latencies = await dispatcher.expect("latencies")
+        await dispatcher.expect("stopped")
+        nursery.cancel_scope.cancel()
+    return rates["tasks_per_s"], latencies["samples_us"], rates["refused"]
