@@ -10,6 +10,8 @@ import itertools
 import logging
 import random
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -38,6 +40,7 @@ from trio_pipe.protocol import (
     WorkerRegistration,
     validate_worker_id,
 )
+from trio_pipe.transports import FrameChannel
 from trio_pipe.worker import (
     Handlers,
     TaskFailure,
@@ -256,6 +259,38 @@ async def test_a_dispatcher_that_never_answers_is_served_after_connect_timeout(
     assert (result.status, result.payload) == (TaskStatus.COMPLETED, "still here")
     with pytest.raises(trio.WouldBlock):
         dispatcher.peers.receive_nowait()  # no second connection
+
+
+class _StuckConnection:
+    """A connection on which nothing is ever written or read."""
+
+    peer = "stuck"
+    lenient = False
+
+    async def send_all(self, frames: Sequence[str]) -> None:
+        await trio.sleep_forever()
+
+    async def receive(self) -> str:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def aclose(self, reason: str = "", *, protocol_error: bool = False) -> None:
+        pass
+
+
+async def test_a_registration_that_cannot_be_written_fails_after_connect_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[FrameChannel]:
+        yield _StuckConnection()
+
+    start = trio.current_time()
+    with pytest.raises(
+        WorkerConnectionError, match="could not send WorkerRegister within 3 s"
+    ):
+        await run_worker_on(connect, make_handlers(), reconnect=False, connect_timeout=3.0)
+    assert trio.current_time() - start == pytest.approx(3.0)
 
 
 # -- heartbeats ------------------------------------------------------------------------

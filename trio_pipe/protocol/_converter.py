@@ -6,9 +6,8 @@ and ``worker_id`` read as ``taskId`` and ``workerId``; ``language`` as a string 
 ``{"Other": ...}``; a terminal result's ``progress`` and ``extendMs`` dropped), exact on
 output (camelCase fields, PascalCase enums, UUIDs, RFC 3339 timestamps in UTC,
 ``language`` in rust-pipe's own form, every field written but an extension field at its
-default). Scalar hooks are strict (no ``3``
-for a ``str``). :func:`describe_structure_error` says what the converter refused, and
-where.
+default). Scalar hooks are strict (no ``3`` for a ``str``).
+:func:`describe_structure_error` says what the converter refused, and where.
 
 JSON values, not JSON text: :mod:`._codec` reads and writes the text, and :mod:`._fast`
 reuses the hooks it needs.
