@@ -24,10 +24,11 @@ import (
 // dispatcher that refuses closes the connection), after which the first heartbeat
 // goes at once.
 //
-// When the connection cannot be made or is lost without Shutdown, handlers still running are
-// cancelled (the dispatcher retries their tasks) and the worker reconnects after a
-// random, growing delay (Options.BackoffInitial, BackoffMax), with the same worker
-// id; after Options.GiveUpAfter failures in a row it returns an error instead.
+// When the connection cannot be made or is lost without Shutdown, handlers still
+// running are cancelled (the dispatcher retries their tasks) and the worker
+// reconnects after a random, growing delay (Options.BackoffInitial, BackoffMax),
+// with the same worker id; after Options.GiveUpAfter failures in a row it returns an
+// error instead.
 //
 // On SIGTERM or SIGINT it drains (see [Worker.Drain]), with Options.DrainTimeout as
 // the grace, and a second signal cancels the tasks left at once; Options.NoSignalHandler
@@ -101,6 +102,7 @@ func (c *config) connection(ctx context.Context, rawURL string, log *slog.Logger
 		_ = conn.CloseNow()
 		return sessionEnd{err: err}, false
 	}
+	log.Info("registered", "tasks", c.supportedTasks())
 	end = serve(ctx, c, t, false, drain, start)
 	switch {
 	case end.shutdown:
@@ -141,7 +143,6 @@ func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			log.Debug("no answer to WorkerRegister in time (as from an idle rust-pipe 0.1 dispatcher): "+
 				"the registration is taken as accepted", "timeout", c.ConnectTimeout)
-			log.Info("registered", "tasks", tasks)
 			return sessionStart{beatAtOnce: true}, nil
 		}
 		if err != nil {
@@ -155,11 +156,9 @@ func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger)
 			if m.WorkerID != c.WorkerID {
 				log.Warn("the dispatcher acknowledged another worker id", "acknowledged", m.WorkerID)
 			}
-			log.Info("registered", "tasks", tasks)
 			return sessionStart{}, nil
 		case protocol.TaskDispatch:
 			log.Debug("a task came before WorkerRegistered (as from rust-pipe 0.1): the registration is accepted")
-			log.Info("registered", "tasks", tasks)
 			return sessionStart{early: []received{{frame: frame, at: time.Now()}}}, nil
 		default:
 			log.Warn("ignoring a message received before the registration was accepted", "type", m.Type())
