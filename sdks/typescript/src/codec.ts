@@ -420,13 +420,6 @@ const BODIES = new Map<string, (f: Fields) => Message>([
 // ---------------------------------------------------------------------------
 // encode
 
-/**
- * The canonical JSON text of `message`. Members are written in the protocol's
- * order whatever the order of the object's own properties; a payload is written
- * as `JSON.stringify` writes it (`undefined` as `null`). Throws `TypeError` for a
- * payload that is not JSON-serialisable (a BigInt, a cycle) and `RangeError` for a
- * `currentLoad` or progress `fraction` that is not finite.
- */
 /** The languages rust-pipe 0.1's dispatcher knows by name. */
 const RUST_PIPE_LANGUAGES: ReadonlySet<string> = new Set(["TypeScript", "Python", "Go"]);
 
@@ -439,6 +432,13 @@ function languageJson(language: string): string | { Other: string } {
   return RUST_PIPE_LANGUAGES.has(language) ? language : { Other: language };
 }
 
+/**
+ * The canonical JSON text of `message`. Members are written in the protocol's
+ * order whatever the order of the object's own properties; a payload is written
+ * as `JSON.stringify` writes it (`undefined` as `null`). Throws `TypeError` for a
+ * payload that is not JSON-serialisable (a BigInt, a cycle) and `RangeError` for a
+ * `currentLoad` or progress `fraction` that is not finite.
+ */
 export function encode(message: Message): string {
   switch (message.type) {
     case "TaskDispatch":
