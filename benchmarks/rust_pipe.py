@@ -162,19 +162,20 @@ async def measure_rust_pipe(
     tasks: int,
     latency_tasks: int,
     in_flight: int,
+    task_type: str = "noop",
     executable: Path = PEER,
 ) -> tuple[list[float], list[float], int]:
     """The harness's workload (``benchmarks/_measure.py``) through rust-pipe's
-    dispatcher to one process of *worker* (the URL appended) serving ``noop``, with
-    capacity *in_flight*: the three throughput runs' tasks/s, the latencies one task
-    at a time (µs), and how many times rust-pipe refused a task for want of a free
-    worker (each offered again)."""
+    dispatcher to one process of *worker* (the URL appended) serving no-op tasks of
+    *task_type*, with capacity *in_flight*: the three throughput runs' tasks/s, the
+    latencies one task at a time (µs), and how many times rust-pipe refused a task for
+    want of a free worker (each offered again)."""
     args = [
         "bench",
         "--tasks", str(tasks),
         "--latency-tasks", str(latency_tasks),
         "--in-flight", str(in_flight),
-        "--task-type", "noop",
+        "--task-type", task_type,
     ]  # fmt: skip
     async with (
         open_rust_pipe(*args, executable=executable) as dispatcher,
