@@ -420,6 +420,18 @@ const BODIES = new Map<string, (f: Fields) => Message>([
 // ---------------------------------------------------------------------------
 // encode
 
+/** The languages rust-pipe 0.1's dispatcher knows by name. */
+const RUST_PIPE_LANGUAGES: ReadonlySet<string> = new Set(["TypeScript", "Python", "Go"]);
+
+/**
+ * A worker's `language` as rust-pipe 0.1 writes it, so that its dispatcher can read
+ * the registration: one of the names it knows as a string, any other as
+ * `{"Other": name}` (it refuses `"Java"`).
+ */
+function languageJson(language: string): string | { Other: string } {
+  return RUST_PIPE_LANGUAGES.has(language) ? language : { Other: language };
+}
+
 /**
  * The canonical JSON text of `message`. Members are written in the protocol's
  * order whatever the order of the object's own properties; a payload is written
@@ -446,7 +458,7 @@ export function encode(message: Message): string {
         workerId: r.workerId,
         supportedTasks: r.supportedTasks,
         maxConcurrency: r.maxConcurrency,
-        language: r.language,
+        language: languageJson(r.language),
         tags: r.tags,
         ...(Object.keys(byType).length === 0 ? {} : { maxConcurrencyByType: byType }),
       };
