@@ -770,6 +770,9 @@ BAD_SETTINGS: list[tuple[str, Any, type[Exception]]] = [
     ("max_lifetime_by_type", {"render": "60"}, TypeError),
     ("max_lifetime_by_type", {"": 60}, TypeError),
     ("max_lifetime_by_type", ["render"], TypeError),
+    ("auth", "secret", TypeError),
+    ("insecure", 1, TypeError),
+    ("credentials_check_interval", 0, ValueError),
 ]
 
 

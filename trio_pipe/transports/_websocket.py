@@ -11,6 +11,7 @@ one write (docs/architecture.md says why; docs/performance.md what it bought).
 from __future__ import annotations
 
 import collections
+import errno
 import http
 import logging
 import ssl
@@ -52,6 +53,10 @@ _RECEIVE_SIZE = 65536
 _MAX_HANDSHAKE_SIZE = 65536
 _MAX_REFUSAL_BODY = 4096  # bytes of an HTTP error's body read for its reason
 _MAX_REFUSAL_REASON = 200  # characters of it kept
+_ACCEPT_CAPACITY_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+_ACCEPT_SLEEP = 0.1  # seconds: as trio.serve_listeners waits
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 log = logging.getLogger("trio_pipe.websocket")
@@ -507,7 +512,10 @@ async def serve_websocket_workers(
     """
 
     async def serve_stream(stream: trio.abc.Stream) -> None:
-        async with stream:
+        # Closed shielded and forcefully: an error of the handler's must leave this
+        # function as itself, not replaced by a Cancelled from closing the stream
+        # while the dispatcher is being cancelled (which would drop the error).
+        try:
             ws = None
             with trio.move_on_after(handshake_timeout):
                 try:
@@ -531,6 +539,9 @@ async def serve_websocket_workers(
             finally:
                 with trio.move_on_after(close_timeout, shield=True):
                     await ws.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
 
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
     if ssl_context is None:
@@ -546,4 +557,30 @@ async def serve_websocket_workers(
         listeners.extend(tls)
     # One listener per address of *host*; with port 0 each has a port of its own.
     task_status.started(tuple(sock.getsockname()[1] for sock in sockets))
-    await trio.serve_listeners(serve_stream, listeners, handler_nursery=handler_nursery)
+    # Not trio.serve_listeners: it closes each stream after its handler, unshielded,
+    # and so replaces the handler's error with a Cancelled if the dispatcher is being
+    # cancelled by then.
+    async with trio.open_nursery() as nursery:
+        for each in listeners:
+            nursery.start_soon(_accept, each, handler_nursery or nursery, serve_stream)
+
+
+async def _accept(
+    listener: trio.abc.Listener[trio.abc.Stream],
+    handler_nursery: trio.Nursery,
+    serve_stream: Callable[[trio.abc.Stream], Awaitable[None]],
+) -> None:
+    """Accept connections on *listener* until cancelled, each served by
+    *serve_stream* in *handler_nursery* (which closes it). Out of file descriptors or
+    memory, wait a little and go on, as ``trio.serve_listeners`` does."""
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("accept failed: %s; trying again in %s s", exc, _ACCEPT_SLEEP)
+                await trio.sleep(_ACCEPT_SLEEP)
+            else:
+                handler_nursery.start_soon(serve_stream, stream)
