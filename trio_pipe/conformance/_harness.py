@@ -389,8 +389,9 @@ class Harness:
             )
             refusal = self._check_token(request)
             if refusal is not None:
-                await request.reject(401, body=refusal.encode())
+                # Recorded first: the worker may exit before reject() returns here.
                 self._record(Received(trio.current_time(), event=f"refused 401: {refusal}"))
+                await request.reject(401, body=refusal.encode())
                 return
             ws = await request.accept()
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
