@@ -580,10 +580,10 @@ async def auth(harness: Harness) -> None:
     # A worker given a token sends it.
     harness.expected_token = secrets.token_urlsafe(24)
     try:
-        await harness.relaunch({"TRIO_PIPE_TOKEN": harness.expected_token})
+        since = await harness.relaunch({"TRIO_PIPE_TOKEN": harness.expected_token})
         handshake = await harness.expect(
             _is_handshake,
-            since=harness.mark(),
+            since=since,
             within=10,
             what="connection from the worker",
         )

@@ -126,11 +126,14 @@ class Harness:
             await nursery.start(self._listen)
         await self._launch({})
 
-    async def relaunch(self, env: dict[str, str]) -> None:
+    async def relaunch(self, env: dict[str, str]) -> int:
         """Stop the worker process (if it still runs) and launch it anew, with *env*
-        added to its environment."""
+        added to its environment. Returns the mark (:meth:`mark`) of what the new
+        process does: it may connect before this returns."""
         await self.stop()
+        since = self.mark()
         await self._launch(env)
+        return since
 
     def signal(self, signum: signal.Signals) -> None:
         """Send *signum* to the worker process (the command's own process: a wrapper
@@ -156,6 +159,9 @@ class Harness:
         if not self.stdio:
             env["TRIO_PIPE_URL"] = self.url
             argv.append(self.url)
+        # No process until the new one runs: a watcher of the old one that is still
+        # reading its last output must not take the old one's exit for the new one's.
+        self._process = None
         self.exit_status = None
         self.output = []
         self._registered = None
