@@ -92,13 +92,19 @@ fn parse(args: &[String]) -> Result<Options, String> {
     while let Some(arg) = rest.next() {
         if !arg.starts_with("--") {
             match arg.as_str() {
-                "idle" | "echo" | "fail" | "kill" if command == "interop" => options.steps.push(arg.clone()),
+                "idle" | "echo" | "fail" | "kill" if command == "interop" => {
+                    options.steps.push(arg.clone())
+                }
                 _ => return Err(format!("unexpected argument {arg:?}")),
             }
             continue;
         }
         let value = rest.next().ok_or(format!("{arg} needs a value"))?;
-        let number = || value.parse::<u64>().map_err(|_| format!("{arg}: not a number: {value:?}"));
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{arg}: not a number: {value:?}"))
+        };
         match arg.as_str() {
             "--port" => options.port = u16::try_from(number()?).map_err(|_| "--port: too large")?,
             "--tasks" => options.tasks = number()? as usize,
@@ -158,7 +164,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(dispatcher: &Dispatcher, options: &Options) -> Result<(), String> {
-    let task_type = if options.command == "bench" { options.task_type.as_str() } else { "echo" };
+    let task_type = if options.command == "bench" {
+        options.task_type.as_str()
+    } else {
+        "echo"
+    };
     let worker = wait_for_worker(dispatcher, task_type, options.worker_timeout).await?;
     emit(json!({
         "event": "worker",
@@ -202,7 +212,10 @@ async fn listen(port: u16) -> Result<(Dispatcher, u16), String> {
 
 fn free_port() -> Result<u16, String> {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    probe.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+    probe
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
 }
 
 async fn wait_for_worker(
@@ -219,7 +232,9 @@ async fn wait_for_worker(
             return Ok(worker);
         }
         if Instant::now() > give_up {
-            return Err(format!("no worker for {task_type:?} registered within {timeout:?}"));
+            return Err(format!(
+                "no worker for {task_type:?} registered within {timeout:?}"
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -229,18 +244,34 @@ async fn wait_for_worker(
 
 async fn bench(dispatcher: &Dispatcher, options: &Options) -> Result<(), String> {
     let task_type = options.task_type.as_str();
-    let refused = Arc::new(Mutex::new(0_u64));
-    throughput(dispatcher, task_type, options.tasks.min(500), options.in_flight, &refused).await?;
-    *refused.lock().unwrap() = 0;
+    let mut refused = 0;
+    throughput(
+        dispatcher,
+        task_type,
+        options.tasks.min(500),
+        options.in_flight,
+        &mut refused,
+    )
+    .await?;
+    refused = 0; // counted over the measured runs only
     let mut rates = Vec::new();
     for _ in 0..3 {
-        rates.push(throughput(dispatcher, task_type, options.tasks, options.in_flight, &refused).await?);
+        rates.push(
+            throughput(
+                dispatcher,
+                task_type,
+                options.tasks,
+                options.in_flight,
+                &mut refused,
+            )
+            .await?,
+        );
     }
-    emit(json!({"event": "rates", "tasks_per_s": rates, "refused": *refused.lock().unwrap()}));
+    emit(json!({"event": "rates", "tasks_per_s": rates, "refused": refused}));
     let mut samples = Vec::with_capacity(options.latency_tasks);
     for i in 0..options.latency_tasks {
         let started = Instant::now();
-        let handle = dispatch(dispatcher, task_type, json!(i), &refused).await?;
+        let handle = dispatch(dispatcher, task_type, json!(i), &mut refused).await?;
         completed(handle.await_with_timeout(RESULT_TIMEOUT).await)?;
         samples.push(started.elapsed().as_secs_f64() * 1e6);
     }
@@ -255,13 +286,17 @@ async fn throughput(
     task_type: &str,
     tasks: usize,
     in_flight: usize,
-    refused: &Arc<Mutex<u64>>,
+    refused: &mut u64,
 ) -> Result<f64, String> {
     let slots = Arc::new(Semaphore::new(in_flight));
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let started = Instant::now();
     for i in 0..tasks {
-        let slot = slots.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
         let handle = dispatch(dispatcher, task_type, json!(i), refused).await?;
         let failure = failure.clone();
         tokio::spawn(async move {
@@ -287,13 +322,16 @@ async fn dispatch(
     dispatcher: &Dispatcher,
     task_type: &str,
     payload: Value,
-    refused: &Arc<Mutex<u64>>,
+    refused: &mut u64,
 ) -> Result<DispatchResult, String> {
     loop {
-        match dispatcher.dispatch(Task::new(task_type, payload.clone())).await {
+        match dispatcher
+            .dispatch(Task::new(task_type, payload.clone()))
+            .await
+        {
             Ok(handle) => return Ok(handle),
             Err(DispatchError::NoWorkerAvailable { .. }) => {
-                *refused.lock().unwrap() += 1;
+                *refused += 1;
                 tokio::task::yield_now().await;
             }
             Err(error) => return Err(error.to_string()),
@@ -304,7 +342,10 @@ async fn dispatch(
 fn completed(outcome: Result<TaskResult, DispatchError>) -> Result<TaskResult, String> {
     let result = outcome.map_err(|e| e.to_string())?;
     if result.status != TaskStatus::Completed {
-        return Err(format!("task {} ended {:?}: {:?}", result.task_id, result.status, result.error));
+        return Err(format!(
+            "task {} ended {:?}: {:?}",
+            result.task_id, result.status, result.error
+        ));
     }
     Ok(result)
 }
@@ -313,10 +354,17 @@ fn completed(outcome: Result<TaskResult, DispatchError>) -> Result<TaskResult, S
 
 async fn result_of(dispatcher: &Dispatcher, task: Task) -> Result<TaskResult, String> {
     let handle = dispatcher.dispatch(task).await.map_err(|e| e.to_string())?;
-    handle.await_with_timeout(RESULT_TIMEOUT).await.map_err(|e| e.to_string())
+    handle
+        .await_with_timeout(RESULT_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())
 }
 
-async fn idle(dispatcher: &Dispatcher, first: &WorkerInfo, idle: Duration) -> Result<Value, String> {
+async fn idle(
+    dispatcher: &Dispatcher,
+    first: &WorkerInfo,
+    idle: Duration,
+) -> Result<Value, String> {
     tokio::time::sleep(idle).await;
     let now = dispatcher.workers().into_iter().find(|w| w.id == first.id);
     let now = now.ok_or("the worker is no longer in the pool")?;
@@ -340,7 +388,10 @@ async fn echo(dispatcher: &Dispatcher) -> Result<Value, String> {
 }
 
 async fn fail(dispatcher: &Dispatcher) -> Result<Value, String> {
-    let task = Task::new("fail", json!({"message": "failed on purpose for rust-pipe"}));
+    let task = Task::new(
+        "fail",
+        json!({"message": "failed on purpose for rust-pipe"}),
+    );
     let result = result_of(dispatcher, task).await?;
     Ok(json!({"step": "fail", "result": result}))
 }
