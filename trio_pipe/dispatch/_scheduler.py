@@ -139,7 +139,7 @@ class Scheduler:
     def count_active(self, task_type: str | None) -> int:
         return sum(
             r.state is WorkerState.ACTIVE
-            and (task_type is None or task_type in r.supported_tasks)
+            and (task_type is None or task_type in r.task_set)
             for r in self.pool
         )
 
@@ -351,9 +351,10 @@ class Scheduler:
         """Give a worker with free slots the best-ranked queued tasks it can run, then
         rank it anew in the pool (once, whatever changed before and here)."""
         taken = False
+        session = record.session
         while record.can_accept():
             entry = self.queue.pop_for(
-                record.accepting_tasks(), record.worker_id, record.tags
+                record.task_set, record.worker_id, record.tags, session.below_limit
             )
             if entry is None:
                 break
@@ -529,6 +530,7 @@ class Scheduler:
         protocol does not allow it now (the session layer then closes the worker)."""
         session = record.session
         was_throttled = session.throttled
+        load = session.load
         accepted = session.receive(message)
         if session.throttled != was_throttled and not session.draining:
             kind = (
@@ -566,6 +568,10 @@ class Scheduler:
             self.pool_changed.unpark_all()
             if session.registered_by_peer:
                 self._post(record, WorkerRegistered(worker_id=record.worker_id))
+        elif session.load == load and session.throttled == was_throttled:
+            # Nothing it could take changed (a heartbeat, a progress report...): the
+            # message costs constant work, however many task types the worker has.
+            return
         self._fill(record)  # and ranks the worker anew: its load may have changed
 
     def _on_progress_report(self, entry: TaskEntry, result: TaskResult) -> None:

@@ -34,6 +34,7 @@ from ..protocol import (
     RemoteProtocolError,
     SessionState,
     Shutdown,
+    WorkerRegister,
     WorkerRegistration,
     WorkerSession,
     decode,
@@ -112,6 +113,8 @@ async def _await_registration(
             message = None
             while message is None:
                 message = _decode(config, channel, await channel.receive(), channel.peer)
+            if isinstance(message, WorkerRegister):
+                _check_registration(config, message.registration)
             session.receive(message)
             return True
         except RemoteProtocolError as exc:
@@ -143,6 +146,8 @@ async def _read_loop(
                     continue
                 record.last_seen = trio.current_time()
                 record.watched = record.watched or isinstance(message, Heartbeat)
+                if isinstance(message, WorkerRegister):  # a spawned worker's own
+                    _check_registration(scheduler.config, message.registration)
                 scheduler.on_message(record, message)
             except RemoteProtocolError as exc:
                 log.warning("worker %s broke the protocol: %s", record.worker_id, exc)
@@ -162,7 +167,9 @@ def _decode(
     logged (under *who*) and ``None``; on any other, ``RemoteProtocolError``. (Not a
     coroutine around ``receive``: no extra frame per message on the hot path.)"""
     try:
-        return decode(frame, max_size=config.max_frame_size)
+        return decode(
+            frame, max_size=config.max_frame_size, max_depth=config.max_json_depth
+        )
     except NotAMessage:
         if not channel.lenient:
             raise
@@ -173,6 +180,37 @@ def _decode(
             raise
         log.warning("%s: ignored a malformed message: %s", who, exc)
     return None
+
+
+def _check_registration(
+    config: DispatcherConfig, registration: WorkerRegistration
+) -> None:
+    """Raise :class:`RemoteProtocolError` saying which limit *registration* exceeds:
+    how many task types or tags, how long one is, how much concurrency it declares
+    (docs/limits.md). What a worker declares is stored and consulted for as long as
+    it is connected: the limits bound that."""
+    limits = registration.max_concurrency_by_type
+    for what, names, most in (
+        ("task types", registration.supported_tasks, config.max_task_types),
+        ("tags", registration.tags, config.max_tags),
+        ("per-type limits", tuple(limits), config.max_task_types),
+    ):
+        if len(names) > most:
+            raise RemoteProtocolError(
+                f"registration declares {len(names)} {what} (the limit is {most})"
+            )
+        longest = max(names, key=len, default="")
+        if len(longest) > config.max_name_length:
+            raise RemoteProtocolError(
+                f"registration declares a name of {len(longest)} characters among its "
+                f"{what}, {longest[:32]!r}... (the limit is {config.max_name_length})"
+            )
+    most = config.max_worker_concurrency
+    if registration.max_concurrency > most:
+        raise RemoteProtocolError(
+            f"registration declares maxConcurrency {registration.max_concurrency} "
+            f"(the limit is {most})"
+        )
 
 
 async def _watchdog(
