@@ -106,10 +106,18 @@ class WorkerRecord:
     rank: int = 0  # bumped by Pool.changed: older entries in the pool's heaps are stale
     #: The task types it was indexed under (Pool._index), as a set.
     task_set: frozenset[str] = frozenset()
+    #: Its tasks whose deadline passed in a row, with no result between them.
+    consecutive_timeouts: int = 0
 
     @property
     def worker_id(self) -> str:
         return self.session.worker_id
+
+    def evict(self, reason: str) -> None:
+        """End its session on purpose: its connection is closed with *reason*."""
+        self.evicted = True
+        self.close_reason = reason
+        self.cancel_scope.cancel()
 
     @property
     def supported_tasks(self) -> tuple[str, ...]:
@@ -123,7 +131,11 @@ class WorkerRecord:
 
     def can_accept(self, task_type: str | None = None) -> bool:
         """Whether a task (of *task_type*, if given: within its limit) may go here."""
-        return self.state is WorkerState.ACTIVE and self.session.can_accept(task_type)
+        return (
+            self.state is WorkerState.ACTIVE
+            and not self.evicted
+            and self.session.can_accept(task_type)
+        )
 
     def info(self) -> WorkerInfo:
         registration = self.session.registration
@@ -304,6 +316,17 @@ class Pool:
             if key < best_key:
                 best, best_key = record, key
         return best
+
+    def has_other(self, task_type: str, avoid: frozenset[str], tag: str | None) -> bool:
+        """Whether a connected worker not in *avoid* (with *tag*, if given) takes
+        tasks of *task_type*, busy or not."""
+        return any(
+            record.state is WorkerState.ACTIVE
+            and not record.evicted
+            and record.worker_id not in avoid
+            and (tag is None or tag in record.tags)
+            for record in self._by_type.get(task_type, ())
+        )
 
     def infos(self) -> list[WorkerInfo]:
         return [r.info() for r in self._workers.values()] + list(self._dead.values())

@@ -100,9 +100,7 @@ async def serve_worker(
 
 def evict(record: WorkerRecord, reason: str) -> None:
     """End *record*'s session on purpose: its connection is closed with *reason*."""
-    record.evicted = True
-    record.close_reason = reason
-    record.cancel_scope.cancel()
+    record.evict(reason)
 
 
 async def _await_registration(
@@ -245,10 +243,11 @@ async def _write_loop(
         if await writes:
             record.close_reason = "closed by the dispatcher"
             await _close(config, channel, "dispatcher shutting down", protocol_error=False)
-        else:
+        elif not record.evicted:  # (else the write was cut short: its reason stands)
             record.close_reason = f"a send did not complete within {config.send_timeout} s"
     except ChannelClosed as exc:
-        record.close_reason = f"connection lost while sending: {exc}"
+        if not record.evicted:
+            record.close_reason = f"connection lost while sending: {exc}"
     record.cancel_scope.cancel()
 
 
