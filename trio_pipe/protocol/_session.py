@@ -11,7 +11,6 @@ else. It never performs I/O.
 from __future__ import annotations
 
 import enum
-import itertools
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -68,7 +67,7 @@ class WorkerSession:
         self.duplicate_results = 0
         self._rules = Session(Role.DISPATCHER, registered=registration is not None)
         self._slots: dict[uuid.UUID, _Slot] = {}
-        self._abandoned: dict[uuid.UUID, None] = {}  # those slots ABANDONED, in order
+        self._abandoned = 0  # slots ABANDONED
         # Limits per task type, and for the tasks of a limited type: each one's type,
         # and their count per type (nothing is tracked for a worker without limits).
         self._limits: Mapping[str, int] = (
@@ -198,8 +197,8 @@ class WorkerSession:
         return message
 
     def _finish(self, task_id: uuid.UUID) -> None:
-        del self._slots[task_id]
-        self._abandoned.pop(task_id, None)
+        if self._slots.pop(task_id) is _Slot.ABANDONED:
+            self._abandoned -= 1
         if self._type_of:
             self._release_type(task_id)
         self._finished[task_id] = None
@@ -209,9 +208,9 @@ class WorkerSession:
 
     def _reconcile(self, reported_active: int) -> None:
         excess = self.load - reported_active
-        if excess <= 0 or not self._abandoned:
+        if excess <= 0 or not self._abandoned:  # (most heartbeats: no walk)
             return
-        for task_id in list(itertools.islice(self._abandoned, excess)):
+        for task_id in [t for t, s in self._slots.items() if s is _Slot.ABANDONED][:excess]:
             self._finish(task_id)
 
     # -- our messages ------------------------------------------------------
@@ -250,16 +249,16 @@ class WorkerSession:
     def abandon(self, task_id: uuid.UUID) -> None:
         """The dispatcher has resolved *task_id* without the worker (timeout, kill).
         Its slot stays held until the worker reports or a heartbeat frees it."""
-        if task_id in self._slots:
+        if self._slots.get(task_id, _Slot.ABANDONED) is not _Slot.ABANDONED:
             self._slots[task_id] = _Slot.ABANDONED
-            self._abandoned[task_id] = None
+            self._abandoned += 1
 
     def close(self) -> list[uuid.UUID]:
         """The connection is gone; return the tasks that were still in flight."""
         lost = self.in_flight()
         self._rules.close()
         self._slots.clear()
-        self._abandoned.clear()
+        self._abandoned = 0
         self._type_of.clear()
         self._load_by_type.clear()
         return lost
