@@ -32,11 +32,11 @@ from helpers import start_python_worker
 from trio_pipe import Task
 
 SESSIONS = 400  # clients that register, then send a batch
-FRAMES_PER_SESSION = 250
+FRAMES_PER_SESSION = 260
 BROKEN_HANDSHAKES = 1000
 CLIENTS_AT_ONCE = 16
 MAX_FRAME = 64 * 1024
-RSS_BOUND = 100 * 1024 * 1024  # bytes: what the dispatcher (and these clients) may keep
+RSS_BOUND = 64 * 1024 * 1024  # bytes: what the dispatcher (and these clients) may keep
 WAIT = 60  # seconds: generous, for real processes on a busy machine
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
@@ -304,7 +304,7 @@ async def test_hostile_clients_cannot_stop_a_worker_or_grow_memory(
             grown = rss() - before
             nursery.cancel_scope.cancel()
     context = f"seed {seed}"
-    assert generator.frames + generator.handshakes >= 100_000, context
+    assert generator.frames >= 100_000, context
     assert completed >= 10, context
     assert states["legit"] is trio_pipe.WorkerState.ACTIVE, context
     assert grown < RSS_BOUND, f"{context}: RSS grew by {grown} bytes"
