@@ -63,16 +63,17 @@ async def register(port: int) -> None:
 
 async def flood_then_register(**settings: Any) -> None:
     async with trio_pipe.open_dispatcher(**settings) as d:
-        holder = subprocess.Popen(
+        holder = await trio.lowlevel.open_process(
             [sys.executable, "-c", HOLDER, str(d.port), str(IDLE)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         assert holder.stdout is not None and holder.stdin is not None
-        assert await trio.to_thread.run_sync(holder.stdout.readline) == b"held\n"
-        await trio.sleep(1.0)  # the dispatcher meets the flood meanwhile
-        holder.stdin.close()  # the holder exits: its connections close
-        await trio.to_thread.run_sync(holder.wait)
+        with trio.fail_after(30):
+            assert await holder.stdout.receive_some() == b"held\n"
+            await trio.sleep(1.0)  # the dispatcher meets the flood meanwhile
+            await holder.stdin.aclose()  # the holder exits: its connections close
+            await holder.wait()
         await register(d.port)
 
 

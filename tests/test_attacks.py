@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import start_python_worker
 
 import trio_pipe
-from helpers import start_python_worker
 from trio_pipe import Task, TaskStatus, WorkerEvent, WorkerEventKind, WorkerState
 from trio_pipe.protocol import (
     Heartbeat,
@@ -41,7 +41,9 @@ async def attacker(port: int, registration: WorkerRegistration) -> WebSocketStre
     return ws
 
 
-async def test_a_black_hole_is_drained_and_the_legitimate_worker_completes_everything() -> None:
+async def test_a_black_hole_is_drained_and_the_legitimate_worker_completes_everything() -> (
+    None
+):
     async with trio_pipe.open_dispatcher() as d, trio.open_nursery() as nursery:
         async with d.events() as events:
             # The most concurrency a registration may declare (10^9 is refused).
@@ -75,7 +77,9 @@ async def test_a_black_hole_is_drained_and_the_legitimate_worker_completes_every
         nursery.cancel_scope.cancel()
 
 
-async def test_a_registration_at_the_cap_then_heartbeats_cannot_freeze_the_dispatcher() -> None:
+async def test_a_registration_at_the_cap_then_heartbeats_cannot_freeze_the_dispatcher() -> (
+    None
+):
     """One registration at the limits (1,024 task types of 256 characters), then a
     flood of heartbeats: the legitimate worker, beating every 0.2 s against a 2 s
     heartbeat timeout, is never declared dead, and completes its tasks. The bound on

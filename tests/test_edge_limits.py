@@ -3,10 +3,10 @@ does not play by the rules can cost the dispatcher, and what it gets for it."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 import trio_pipe
-from trio_pipe import Task, TaskStatus, WorkerEvent, WorkerEventKind
+from trio_pipe import EventStream, Task, TaskStatus, WorkerEvent, WorkerEventKind
 from trio_pipe.protocol import (
     Heartbeat,
     HeartbeatPayload,
@@ -69,6 +69,18 @@ async def closed_with(ws: WebSocketStream) -> WebSocketClosed:
     return closed.value
 
 
+async def gone(events: EventStream, worker_id: str) -> None:
+    """Wait (bounded) until *worker_id*'s session has ended."""
+    with trio.fail_after(WAIT):
+        async for event in events:
+            if (
+                isinstance(event, WorkerEvent)
+                and event.worker_id == worker_id
+                and event.kind is WorkerEventKind.DEAD
+            ):
+                return
+
+
 def logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
@@ -93,16 +105,14 @@ async def test_the_handshake_timeout_is_a_setting(caplog: pytest.LogCaptureFixtu
 async def test_beyond_max_connections_a_new_connection_is_closed_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with trio_pipe.open_dispatcher(max_connections=2) as d:
+    async with trio_pipe.open_dispatcher(max_connections=2) as d, d.events() as events:
         workers = [await registered(d.port, f"w{i}") for i in range(2)]
         for _ in range(3):
             async with await trio.open_tcp_stream("127.0.0.1", d.port) as stream:
                 with trio.fail_after(WAIT):
                     assert await stream.receive_some() == b""
         await workers[0].aclose()
-        with trio.fail_after(WAIT):
-            while d.pool_stats().total != 1:
-                await trio.sleep(0.01)
+        await gone(events, "w0")
         replacement = await registered(d.port, "w2")  # room again
         for ws in [*workers[1:], replacement]:
             await ws.aclose()
@@ -269,12 +279,12 @@ async def test_a_heartbeat_and_a_result_cost_the_same_whatever_the_registration_
             assert record is not None
             beat = Heartbeat(HeartbeatPayload("w", active_tasks=1, capacity=1))
             scheduler.on_message(record, beat)  # (the codec's first use builds code)
-            heartbeat = count_lines(lambda: scheduler.on_message(record, beat))
+            heartbeat = count_lines(partial(scheduler.on_message, record, beat))
             done = TaskResultMessage(
                 TaskResult(dispatch.task.id, TaskStatus.COMPLETED, worker_id="w")
             )
             # A result frees the slot: the queued task is sent in the same step.
-            result = count_lines(lambda: scheduler.on_message(record, done))
+            result = count_lines(partial(scheduler.on_message, record, done))
             costs[declared] = (heartbeat, result)
             await worker.aclose()
     assert costs[cap] == costs[1]
@@ -284,15 +294,13 @@ async def test_a_heartbeat_and_a_result_cost_the_same_whatever_the_registration_
 
 
 async def test_a_dead_workers_record_keeps_only_a_summary(autojump_clock: object) -> None:
-    async with trio_pipe.open_dispatcher(port=None) as d:
+    async with trio_pipe.open_dispatcher(port=None) as d, d.events() as events:
         types = tuple(f"type-{i}" for i in range(1000))
         worker = await connect_memory_worker(d, "w", types, tags=("a",) * 20)
         (live,) = d.workers()
         assert len(live.supported_tasks) == 1000 and live.task_type_count == 1000
         await worker.aclose()
-        with trio.fail_after(5):
-            while d.workers()[0].state is not trio_pipe.WorkerState.DEAD:
-                await trio.sleep(0.01)
+        await gone(events, "w")
         (dead,) = d.workers()
     assert dead.supported_tasks == types[:16] and dead.tags == ("a",) * 16
     assert dead.task_type_count == 1000
@@ -304,7 +312,10 @@ async def test_a_dead_workers_record_keeps_only_a_summary(autojump_clock: object
 async def test_a_worker_that_does_not_read_is_disconnected_at_max_outbox_size(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with trio_pipe.open_dispatcher(max_outbox_size=2_000_000) as d:
+    async with (
+        trio_pipe.open_dispatcher(max_outbox_size=2_000_000) as d,
+        d.events() as events,
+    ):
         stream = await trio.open_tcp_stream("127.0.0.1", d.port)
         ws = await connect_websocket(stream, f"ws://127.0.0.1:{d.port}/")
         await ws.send_all([register("deaf", max_concurrency=1000)])
@@ -312,9 +323,7 @@ async def test_a_worker_that_does_not_read_is_disconnected_at_max_outbox_size(
         # It never reads again: what is sent to it piles up once the sockets are full.
         for _ in range(300):
             await d.submit(Task.new("t", payload, max_retries=0))
-        with trio.fail_after(WAIT):
-            while d.workers()[0].state is not trio_pipe.WorkerState.DEAD:
-                await trio.sleep(0.01)
+        await gone(events, "deaf")
         (info,) = d.workers()
         await stream.aclose()
     assert info.close_reason == "more than 2000000 characters queued for it, unread"
@@ -380,7 +389,7 @@ async def test_a_worker_whose_tasks_time_out_k_times_in_a_row_is_drained(
                 await d.dispatch_to("hole", Task.new("t", i, timeout_ms=1000))
                 for i in range(2)
             ]
-            assert [w.state for w in d.workers()][0] is trio_pipe.WorkerState.ACTIVE
+            assert d.workers()[0].state is trio_pipe.WorkerState.ACTIVE
             for handle in [first, *handles]:
                 assert (await handle.result()).status is TaskStatus.TIMED_OUT
             states = {w.worker_id: w.state for w in d.workers()}

@@ -147,6 +147,4 @@ class DispatcherConfig:
     max_outbox_size: int = attrs.field(default=64 * 1024 * 1024, validator=_count(1))
     #: A worker whose tasks time out this many times in a row is drained (``None``:
     #: never); those tasks are retried elsewhere, within their ``maxRetries``.
-    max_consecutive_timeouts: int | None = attrs.field(
-        default=3, validator=_optional_count
-    )
+    max_consecutive_timeouts: int | None = attrs.field(default=3, validator=_optional_count)

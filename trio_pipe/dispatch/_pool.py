@@ -264,11 +264,7 @@ class Pool:
         *avoid*; ``None`` if there is none."""
         if worker_id is not None:
             record = self._workers.get(worker_id)
-            ok = (
-                record
-                and record.can_accept(task_type)
-                and task_type in record.task_set
-            )
+            ok = record and record.can_accept(task_type) and task_type in record.task_set
             return record if ok else None
         if tag is None and not avoid:
             return self._least_loaded(task_type)

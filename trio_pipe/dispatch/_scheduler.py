@@ -138,8 +138,7 @@ class Scheduler:
 
     def count_active(self, task_type: str | None) -> int:
         return sum(
-            r.state is WorkerState.ACTIVE
-            and (task_type is None or task_type in r.task_set)
+            r.state is WorkerState.ACTIVE and (task_type is None or task_type in r.task_set)
             for r in self.pool
         )
 

@@ -180,9 +180,7 @@ def _decode(
     return None
 
 
-def _check_registration(
-    config: DispatcherConfig, registration: WorkerRegistration
-) -> None:
+def _check_registration(config: DispatcherConfig, registration: WorkerRegistration) -> None:
     """Raise :class:`RemoteProtocolError` saying which limit *registration* exceeds:
     how many task types or tags, how long one is, how much concurrency it declares
     (docs/limits.md). What a worker declares is stored and consulted for as long as

@@ -51,7 +51,9 @@ _RECEIVE_SIZE = 65536
 _MAX_HANDSHAKE_SIZE = 65536
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # accept(2) failing for want of resources (file descriptors, memory): back off.
-_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_CAPACITY_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
 _ACCEPT_BACKOFF = (0.01, 1.0)  # the first pause, and the longest, in seconds
 
 log = logging.getLogger("trio_pipe.websocket")
@@ -427,9 +429,7 @@ class _Episode:
     def fire(self, peer: str, detail: str) -> None:
         self._count += 1
         if self._count == 1:
-            log.warning(
-                "%s (%s): %s; logged once until it stops", self._what, peer, detail
-            )
+            log.warning("%s (%s): %s; logged once until it stops", self._what, peer, detail)
 
     def end(self) -> None:
         if self._count:
@@ -546,7 +546,9 @@ async def serve_websocket_workers(
         admission.unregistered[key] = scope = trio.CancelScope()
         try:
             with scope:
-                await _serve_connection(stream, lambda: admission.unregistered.pop(key, None))
+                await _serve_connection(
+                    stream, lambda: admission.unregistered.pop(key, None)
+                )
         finally:
             admission.connections -= 1
             admission.unregistered.pop(key, None)
@@ -592,12 +594,12 @@ async def serve_websocket_workers(
     # One listener per address of *host*; with port 0 each has a port of its own.
     task_status.started(tuple(sock.getsockname()[1] for sock in sockets))
     async with trio.open_nursery() as nursery:
-        for listener, sock in zip(listeners, sockets, strict=True):
-            host_port = sock.getsockname()[:2]
+        for each, sock in zip(listeners, sockets, strict=True):
+            address, bound = sock.getsockname()[:2]
             nursery.start_soon(
                 _accept_loop,
-                listener,
+                each,
                 handler_nursery or nursery,
                 serve_stream,
-                f"{host_port[0]}:{host_port[1]}",
+                f"{address}:{bound}",
             )
