@@ -215,8 +215,8 @@ def test_many_brackets_in_strings_do_not_count_as_depth() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["hello", "NaN", '{"a":-Infinity}', "[1e400]", b'"\xff"'],
-    ids=["not-json", "nan", "infinity", "beyond-float", "not-utf8"],
+    ["hello", "NaN", '{"a":-Infinity}', "[1e400]", "[" * DEEP + "]" * DEEP, b'"\xff"'],
+    ids=["not-json", "nan", "infinity", "beyond-float", "too-deep", "not-utf8"],
 )
 def test_parse_json_value_refuses_what_decode_refuses_for_the_same_reason(
     text: str | bytes,

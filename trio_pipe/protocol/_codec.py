@@ -165,7 +165,8 @@ def decode(
     (these three as :class:`NotAMessage`), not a known message, a field
     missing, mistyped or out of range, a string holding a lone surrogate (which no
     UTF-8 text can carry), a frame over *max_size*, arrays and objects nested deeper
-    than *max_depth* (at most 1024).
+    than *max_depth* (at most 1024; nesting too deep for the standard library's
+    ``json`` to read, about 1000 levels, is not JSON: :class:`NotAMessage`).
     """
     if len(data) > max_size:
         raise RemoteProtocolError(
@@ -174,9 +175,7 @@ def decode(
     max_depth = min(max_depth, _ORJSON_DEPTH_LIMIT)
     try:
         obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        if str(exc).startswith("depth limit exceeded"):
-            raise _too_deep(max_depth) from None
+    except orjson.JSONDecodeError:
         # The reference path says why, or reads what orjson cannot.
         return _decode_reference(data, max_depth=max_depth)
     _check_depth(data, obj, max_depth)
@@ -231,9 +230,7 @@ def _decode_reference(
     surrogate, and the search for one is skipped."""
     try:
         obj = parse_json_value(data)
-    except ValueError as exc:
-        if str(exc) == "nested too deeply":
-            raise _too_deep(max_depth) from None
+    except ValueError as exc:  # (JSON too deep to read at all is no message either)
         raise NotAMessage(f"not JSON: {exc}") from None
     _check_depth(data, obj, max_depth)  # (rarely walked twice: see _check_depth)
     if not isinstance(obj, dict):
