@@ -571,7 +571,11 @@ class SchedulerModel(RuleBasedStateMachine):
                 task.worker = None
                 self.retried += 1
                 self.expect(TaskEventKind.RETRYING, task)
-                task.where, task.status, task.worker_id = "backoff", TaskStatus.PENDING, None
+                task.where, task.status, task.worker_id = (
+                    "backoff",
+                    TaskStatus.PENDING,
+                    None,
+                )
                 task.backoff = (now, now)
             else:
                 self.resolve(task, TaskStatus.TIMED_OUT, ErrorCode.TIMEOUT)
