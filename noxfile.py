@@ -139,8 +139,10 @@ def bench_restart(session: nox.Session) -> None:
 
 @nox.session
 def bench_peers(session: nox.Session) -> None:
-    """trio_pipe next to Celery 5 + Redis in the same run (not in CI; installs Celery
-    into this session and redis-server with apt if missing; -- --full for real numbers)."""
+    """trio_pipe next to rust-pipe (both serving the same Go worker) and next to
+    Celery 5 + Redis, in the same run (not in CI). Builds rust-pipe from crates.io with
+    cargo and the Go worker, installs Celery into this session and redis-server with
+    apt if missing; -- --full for the real numbers."""
     _sync(session, groups=("peers",))
     if shutil.which("redis-server") is None:
         sudo = [] if os.geteuid() == 0 else ["sudo"]

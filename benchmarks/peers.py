@@ -1,17 +1,24 @@
-"""trio_pipe next to a peer, measured in the same run: Celery 5 with Redis as broker
-and result backend, against trio_pipe over WebSocket with one Python worker process.
+"""trio_pipe next to its peers, measured in the same run:
+
+- **rust-pipe**, the Rust dispatcher that trio_pipe re-imagines (the published crate,
+  ``benchmarks/rust-pipe-peer``), and trio_pipe's dispatcher, each serving one process
+  of the same minimal Go worker (``benchmarks/peer-worker``);
+- **Celery 5** with Redis as broker and result backend, and trio_pipe over WebSocket
+  with one Python worker process.
 
 python -m benchmarks.peers           # quick (small N)
 python -m benchmarks.peers --full    # the real numbers
 nox -s bench_peers [-- --full]       # the same, after installing Celery and redis-server
 
-Both sides run no-op tasks the same way as the main suite (``benchmarks/_measure.py``):
-a warm-up, three throughput runs with 256 tasks in flight (median, min-max), then
-latency one task at a time. Celery: one worker process (``--pool=solo``), tasks sent
-with ``apply_async`` and results collected with ``AsyncResult.get`` (oldest first:
-the solo pool finishes them in order); redis-server is started for the run on a free
-loopback port, without persistence, in a temporary directory. Every process started
-here is stopped on the way out, on failure, Ctrl-C and SIGTERM too.
+Every side runs no-op tasks the same way as the main suite (``benchmarks/_measure.py``;
+rust-pipe-peer does the same in Rust): a warm-up, three throughput runs with 256 tasks
+in flight (median, min-max), then latency one task at a time. rust-pipe-peer and the Go
+worker are built first (release; from ``Cargo.lock`` and ``go.sum``). Celery: one worker
+process (``--pool=solo``), tasks sent with ``apply_async`` and results collected with
+``AsyncResult.get`` (oldest first: the solo pool finishes them in order); redis-server
+is started for the run on a free loopback port, without persistence, in a temporary
+directory. Every process started here is stopped on the way out, on failure, Ctrl-C
+and SIGTERM too.
 """
 
 from __future__ import annotations
@@ -35,17 +42,21 @@ from functools import partial
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 import trio_pipe
 
-from . import ws_roundtrip
+from . import rust_pipe, ws_roundtrip
 from ._measure import machine
+from .sdks import measure_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_FLIGHT = 256
+RUST_PIPE = "rust-pipe"
+CELERY = "Celery"
+T = TypeVar("T")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -282,9 +293,7 @@ def measure_celery(
     }
 
 
-async def _stopped_by_sigterm(
-    measure: Callable[[], Awaitable[dict[str, Any]]],
-) -> dict[str, Any] | None:
+async def _stopped_by_sigterm(measure: Callable[[], Awaitable[T]]) -> T | None:
     """Run *measure*; on SIGTERM cancel it (so its processes are stopped by Trio)
     and return ``None``."""
     row = None
@@ -305,6 +314,14 @@ async def _stopped_by_sigterm(
     return row
 
 
+def _run_trio(measure: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run`` a measurement; SIGTERM stops it, and the benchmark."""
+    result = trio.run(_stopped_by_sigterm, measure)
+    if result is None:
+        raise SystemExit(128 + signal.SIGTERM)
+    return result
+
+
 def measure_trio_pipe(*, tasks: int, latency_tasks: int) -> dict[str, Any]:
     measure = partial(
         ws_roundtrip.measure,
@@ -313,36 +330,69 @@ def measure_trio_pipe(*, tasks: int, latency_tasks: int) -> dict[str, Any]:
         latency_tasks=latency_tasks,
         in_flight=IN_FLIGHT,
     )
-    row = trio.run(_stopped_by_sigterm, measure)
-    if row is None:
-        raise SystemExit(128 + signal.SIGTERM)
+    row = _run_trio(measure)
     return {**row, "scenario": f"trio_pipe {trio_pipe.__version__}: {row['scenario']}"}
 
 
-def with_ratios(trio_row: dict[str, Any], celery_row: dict[str, Any]) -> dict[str, Any]:
-    """*trio_row* with its throughput and p50 as multiples of Celery's."""
+def measure_against_rust_pipe(
+    peer: Path, worker: Path, *, tasks: int, latency_tasks: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """rust-pipe's dispatcher, then trio_pipe's, each serving one process of the Go
+    peer worker: (rust-pipe's row, trio_pipe's row)."""
+    workload = {"tasks": tasks, "latency_tasks": latency_tasks, "in_flight": IN_FLIGHT}
+    rates, samples, refused = _run_trio(
+        partial(rust_pipe.measure_rust_pipe, [str(worker)], executable=peer, **workload)
+    )
+    rust_row = {
+        "scenario": f"rust-pipe {rust_pipe.RUST_PIPE_VERSION} (Rust, tokio)",
+        **figures(rates, samples),
+        "refused": refused,
+    }
+    trio_row = _run_trio(
+        partial(
+            measure_worker, [str(worker)], "bench-peer-worker", task_type="noop", **workload
+        )
+    )
+    trio_row = {"scenario": f"trio_pipe {trio_pipe.__version__} (Python, Trio)", **trio_row}
+    return rust_row, trio_row
+
+
+def _key(peer: str) -> str:
+    return peer.lower().replace("-", "_")
+
+
+def with_ratios(
+    trio_row: dict[str, Any], peer_row: dict[str, Any], peer: str
+) -> dict[str, Any]:
+    """*trio_row* with its throughput, p50 and p99 as multiples of *peer_row*'s."""
+    key = _key(peer)
     return {
         **trio_row,
-        "ratio_to_celery": trio_row["tasks_per_s"] / celery_row["tasks_per_s"],
-        "p50_ratio_to_celery": trio_row["p50_us"] / celery_row["p50_us"],
+        f"ratio_to_{key}": trio_row["tasks_per_s"] / peer_row["tasks_per_s"],
+        f"p50_ratio_to_{key}": trio_row["p50_us"] / peer_row["p50_us"],
+        f"p99_ratio_to_{key}": trio_row["p99_us"] / peer_row["p99_us"],
     }
 
 
-def table(rows: Sequence[dict[str, Any]]) -> str:
+def table(rows: Sequence[dict[str, Any]], peer: str) -> str:
+    """Markdown: the peer's row, then trio_pipe's with its multiples of the peer's."""
+    key = _key(peer)
     lines = [
-        "| scenario | tasks/s (256 in flight; median of 3, min-max) | x Celery "
-        "| p50 µs | p50 x Celery | p99 µs |",
-        "|---|---|---|---|---|---|",
+        f"| scenario | tasks/s (256 in flight; median of 3, min-max) | x {peer} "
+        f"| p50 µs | p50 x {peer} | p99 µs | p99 x {peer} |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def ratio(row: dict[str, Any], name: str) -> str:
+        return f"{row[name]:.2f}" if name in row else "—"
+
     for row in rows:
-        ratio = f"{row['ratio_to_celery']:.2f}" if "ratio_to_celery" in row else "—"
-        p50_ratio = (
-            f"{row['p50_ratio_to_celery']:.2f}" if "p50_ratio_to_celery" in row else "—"
-        )
         lines.append(
             f"| {row['scenario']} | {row['tasks_per_s']:,.0f} "
-            f"({row['tasks_per_s_min']:,.0f}-{row['tasks_per_s_max']:,.0f}) | {ratio} "
-            f"| {row['p50_us']:,.0f} | {p50_ratio} | {row['p99_us']:,.0f} |"
+            f"({row['tasks_per_s_min']:,.0f}-{row['tasks_per_s_max']:,.0f}) "
+            f"| {ratio(row, f'ratio_to_{key}')} "
+            f"| {row['p50_us']:,.0f} | {ratio(row, f'p50_ratio_to_{key}')} "
+            f"| {row['p99_us']:,.0f} | {ratio(row, f'p99_ratio_to_{key}')} |"
         )
     return "\n".join(lines)
 
@@ -367,8 +417,24 @@ def redis_version(executable: str = "redis-server") -> str:
     return out.strip() or "unknown"
 
 
+def _tool_version(argv: Sequence[str | None]) -> str:
+    if argv[0] is None:
+        return "absent"
+    try:
+        out = subprocess.run(
+            list(map(str, argv)), capture_output=True, text=True, timeout=30
+        ).stdout
+    except OSError:
+        return "absent"
+    return out.strip() or "unknown"
+
+
 def _machine(redis_executable: str) -> dict[str, Any]:
     return machine() | {
+        "load_average": os.getloadavg(),
+        "rust_pipe": rust_pipe.RUST_PIPE_VERSION,
+        "rustc": _tool_version([shutil.which("rustc"), "--version"]),
+        "go": _tool_version([rust_pipe.go(), "version"]),
         "celery": _version("celery"),
         "kombu": _version("kombu"),
         "redis_py": _version("redis"),
@@ -379,6 +445,10 @@ def _machine(redis_executable: str) -> dict[str, Any]:
 def missing(redis_executable: str) -> list[str]:
     """What this benchmark needs and does not find."""
     absent = []
+    if rust_pipe.cargo() is None:
+        absent.append("cargo, to build rust-pipe (https://rustup.rs)")
+    if rust_pipe.go() is None:
+        absent.append("go, to build the peer worker (Go 1.23 or newer)")
     if shutil.which(redis_executable) is None:
         absent.append(f"{redis_executable} (apt-get install redis-server)")
     for module in ("celery", "redis"):
@@ -389,40 +459,62 @@ def missing(redis_executable: str) -> list[str]:
     return absent
 
 
-def run(full: bool, redis_executable: str = "redis-server") -> list[dict[str, Any]]:
-    """Both scenarios in one run; returns the rows, trio_pipe's with its ratios."""
+def run(
+    full: bool, redis_executable: str = "redis-server"
+) -> dict[str, list[dict[str, Any]]]:
+    """Both comparisons in one run: for each peer, its row and trio_pipe's (with its
+    ratios to the peer's)."""
     n = sizes(full)
     with terminated_on_sigterm():
+        peer = rust_pipe.build_peer(rust_pipe.cargo() or "cargo")
+        worker = rust_pipe.build_peer_worker(rust_pipe.go() or "go")
         # trio_pipe first, while nothing else of ours is running.
         trio_row = measure_trio_pipe(**n)
-        with redis_server(redis_executable) as url, celery_worker(url) as worker:
-            celery_row = measure_celery(worker, url, **n)
-    return [celery_row, with_ratios(trio_row, celery_row)]
+        rust_row, trio_go_row = measure_against_rust_pipe(peer, worker, **n)
+        with redis_server(redis_executable) as url, celery_worker(url) as celery_process:
+            celery_row = measure_celery(celery_process, url, **n)
+    return {
+        RUST_PIPE: [rust_row, with_ratios(trio_go_row, rust_row, RUST_PIPE)],
+        CELERY: [celery_row, with_ratios(trio_row, celery_row, CELERY)],
+    }
 
 
-def save(rows: Sequence[dict[str, Any]], full: bool, redis_executable: str) -> Path:
+def save(
+    comparisons: dict[str, list[dict[str, Any]]],
+    full: bool,
+    machine_then: dict[str, Any],
+) -> Path:
     out = ROOT / "benchmarks" / "results" / f"peers-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    document = {"machine": _machine(redis_executable), "full": full, "runs": list(rows)}
+    document = {"machine": machine_then, "full": full, "comparisons": comparisons}
     out.write_text(json.dumps(document, indent=2))
     return out
 
 
-def summary_line(rows: Sequence[dict[str, Any]]) -> str:
+def summary_line(rows: Sequence[dict[str, Any]], peer: str) -> str:
+    key = _key(peer)
     trio_row = rows[-1]
     return (
-        f"trio_pipe / Celery: x{trio_row['ratio_to_celery']:.1f} the tasks/s, "
-        f"x{trio_row['p50_ratio_to_celery']:.2f} the p50 latency"
+        f"trio_pipe / {peer}: x{trio_row[f'ratio_to_{key}']:.2f} the tasks/s, "
+        f"x{trio_row[f'p50_ratio_to_{key}']:.2f} the p50 latency, "
+        f"x{trio_row[f'p99_ratio_to_{key}']:.2f} the p99"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if absent := missing(args.redis_server):
-        sys.exit("missing: " + "; ".join(absent) + " (nox -s bench_peers installs both)")
-    rows = run(args.full, args.redis_server)
-    print(table(rows))
-    print(f"\n{summary_line(rows)}")
-    print(f"\nsaved {save(rows, args.full, args.redis_server)}")
+        sys.exit(
+            "missing: "
+            + "; ".join(absent)
+            + " (nox -s bench_peers installs Celery and redis-server)"
+        )
+    machine_then = _machine(args.redis_server)  # the load average before the run
+    comparisons = run(args.full, args.redis_server)
+    for peer, rows in comparisons.items():
+        print(f"{table(rows, peer)}\n")
+    for peer, rows in comparisons.items():
+        print(summary_line(rows, peer))
+    print(f"\nsaved {save(comparisons, args.full, machine_then)}")
 
 
 if __name__ == "__main__":

@@ -38,21 +38,39 @@ WORKERS: dict[str, list[str]] = {
 }  # fmt: skip
 
 
-async def measure(
-    language: str, *, tasks: int, latency_tasks: int, in_flight: int
+def worker_env(url: str, worker_id: str, capacity: int) -> dict[str, str]:
+    """The environment of a worker process, as the conformance kit sets it, with
+    heartbeats every 5 s."""
+    return os.environ | {
+        "TRIO_PIPE_URL": url,
+        "TRIO_PIPE_WORKER_ID": worker_id,
+        "TRIO_PIPE_MAX_CONCURRENCY": str(capacity),
+        "TRIO_PIPE_HEARTBEAT_MS": "5000",
+    }
+
+
+async def measure_worker(
+    argv: list[str],
+    worker_id: str,
+    *,
+    tasks: int,
+    latency_tasks: int,
+    in_flight: int,
+    task_type: str,
 ) -> dict[str, Any]:
-    """Figures for one worker process of *language*, as the conformance kit runs it
-    (the URL appended to its command), with capacity *in_flight*."""
+    """Figures for one worker process started with *argv* (the dispatcher's URL
+    appended, and in ``TRIO_PIPE_URL``, as the conformance kit starts it), with
+    capacity *in_flight*, serving no-op tasks of *task_type*."""
     async with trio_pipe.open_dispatcher() as dispatcher, trio.open_nursery() as nursery:
-        env = os.environ | {
-            "TRIO_PIPE_URL": dispatcher.url,
-            "TRIO_PIPE_WORKER_ID": f"bench-{language}",
-            "TRIO_PIPE_MAX_CONCURRENCY": str(in_flight),
-            "TRIO_PIPE_HEARTBEAT_MS": "5000",
-        }
-        argv = [*WORKERS[language], dispatcher.url]
+        env = worker_env(dispatcher.url, worker_id, in_flight)
         await nursery.start(
-            partial(trio.run_process, argv, check=False, stdin=subprocess.DEVNULL, env=env)
+            partial(
+                trio.run_process,
+                [*argv, dispatcher.url],
+                check=False,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         )
         with trio.fail_after(60):
             await dispatcher.wait_for_workers(1)
@@ -61,9 +79,24 @@ async def measure(
             tasks=tasks,
             latency_tasks=latency_tasks,
             in_flight=in_flight,
-            task_type="echo",
+            task_type=task_type,
         )
         nursery.cancel_scope.cancel()
+    return figures
+
+
+async def measure(
+    language: str, *, tasks: int, latency_tasks: int, in_flight: int
+) -> dict[str, Any]:
+    """Figures for one worker process of *language* serving ``echo``."""
+    figures = await measure_worker(
+        WORKERS[language],
+        f"bench-{language}",
+        tasks=tasks,
+        latency_tasks=latency_tasks,
+        in_flight=in_flight,
+        task_type="echo",
+    )
     return {"sdk": language, **figures}
 
 

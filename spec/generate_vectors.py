@@ -221,6 +221,17 @@ VALID: list[tuple[str, Message]] = [
         ),
     ),
     (
+        "WorkerRegister: a language rust-pipe v0.1 has no name for (Java)",
+        WorkerRegister(
+            WorkerRegistration(
+                worker_id="w1",
+                supported_tasks=("echo",),
+                max_concurrency=2,
+                language="Java",
+            )
+        ),
+    ),
+    (
         "WorkerRegister: edges (longest id, no task types, max concurrency, unicode)",
         WorkerRegister(
             WorkerRegistration(
@@ -465,6 +476,16 @@ LENIENT: list[tuple[str, str]] = [
         'language: {"Other": ...} (rust-pipe)',
         '{"type":"WorkerRegister","registration":{"workerId":"wasm-7",'
         '"supportedTasks":["hash"],"language":{"Other":"wasm"},"tags":null}}',
+    ),
+    (
+        'language: {"Other": ...} of a name rust-pipe knows is written as the name',
+        '{"type":"WorkerRegister","registration":{"workerId":"w1","supportedTasks":[],'
+        '"language":{"Other":"Go"}}}',
+    ),
+    (
+        'language: another name as a plain string is written as {"Other": ...}',
+        '{"type":"WorkerRegister","registration":{"workerId":"w1","supportedTasks":[],'
+        '"language":"Java"}}',
     ),
     (
         "language: any single-member object",

@@ -270,7 +270,7 @@ async def serve_connection(
             "workerId": worker.worker_id,
             "supportedTasks": ["echo", "sleep", "fail"],
             "maxConcurrency": worker.capacity,
-            "language": "Python (by hand)",
+            "language": {"Other": "Python (by hand)"},
             "tags": [],
         }
         await send({"type": "WorkerRegister", "registration": registration})

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from benchmarks import peers
+from benchmarks import peers, rust_pipe
 
 HAVE_REDIS = shutil.which("redis-server") is not None
 HAVE_CELERY = all(importlib.util.find_spec(m) is not None for m in ("celery", "redis"))
@@ -67,14 +67,32 @@ def test_figures_summarise_like_the_main_suite() -> None:
 
 def test_the_table_shows_trio_pipe_as_a_multiple_of_celery() -> None:
     celery = _row("Celery", 650, 1650)
-    trio_pipe = peers.with_ratios(_row("trio_pipe", 5200, 495), celery)
+    trio_pipe = peers.with_ratios(_row("trio_pipe", 5200, 495), celery, "Celery")
     assert trio_pipe["ratio_to_celery"] == 8 and trio_pipe["p50_ratio_to_celery"] == 0.3
-    lines = peers.table([celery, trio_pipe]).splitlines()
+    assert trio_pipe["p99_ratio_to_celery"] == 0.3
+    lines = peers.table([celery, trio_pipe], "Celery").splitlines()
     assert lines[0].startswith("| scenario |") and "x Celery" in lines[0]
-    assert lines[2] == "| Celery | 650 (585-715) | — | 1,650 | — | 4,950 |"
-    assert lines[3] == "| trio_pipe | 5,200 (4,680-5,720) | 8.00 | 495 | 0.30 | 1,485 |"
-    assert peers.summary_line([celery, trio_pipe]) == (
-        "trio_pipe / Celery: x8.0 the tasks/s, x0.30 the p50 latency"
+    assert lines[2] == "| Celery | 650 (585-715) | — | 1,650 | — | 4,950 | — |"
+    assert lines[3] == (
+        "| trio_pipe | 5,200 (4,680-5,720) | 8.00 | 495 | 0.30 | 1,485 | 0.30 |"
+    )
+    assert peers.summary_line([celery, trio_pipe], "Celery") == (
+        "trio_pipe / Celery: x8.00 the tasks/s, x0.30 the p50 latency, x0.30 the p99"
+    )
+
+
+def test_the_table_shows_trio_pipe_as_a_multiple_of_rust_pipe() -> None:
+    rust = _row("rust-pipe 0.1.2", 60_000, 130)
+    trio_pipe = peers.with_ratios(_row("trio_pipe", 7_800, 234), rust, "rust-pipe")
+    assert trio_pipe["ratio_to_rust_pipe"] == pytest.approx(0.13)
+    assert trio_pipe["p50_ratio_to_rust_pipe"] == pytest.approx(1.8)
+    lines = peers.table([rust, trio_pipe], "rust-pipe").splitlines()
+    assert "x rust-pipe" in lines[0] and "p99 x rust-pipe" in lines[0]
+    assert lines[3] == (
+        "| trio_pipe | 7,800 (7,020-8,580) | 0.13 | 234 | 1.80 | 702 | 1.80 |"
+    )
+    assert peers.summary_line([rust, trio_pipe], "rust-pipe").startswith(
+        "trio_pipe / rust-pipe: x0.13 the tasks/s, x1.80 the p50 latency"
     )
 
 
@@ -92,6 +110,22 @@ def test_a_child_that_ignores_sigterm_is_killed() -> None:
     peers.stop(process, timeout=0.5)
     process.stdout.close()
     assert process.returncode == -9 and time.monotonic() - started < 10
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the first build of rust-pipe-peer, on a busy machine
+@pytest.mark.skipif(rust_pipe.cargo() is None, reason="no cargo: rust-pipe is not built")
+@pytest.mark.skipif(rust_pipe.go() is None, reason="no go: the peer worker is not built")
+def test_rust_pipe_and_trio_pipe_serve_the_same_go_worker() -> None:
+    peer = rust_pipe.build_peer(rust_pipe.cargo() or "cargo")
+    worker = rust_pipe.build_peer_worker(rust_pipe.go() or "go")
+    rust, trio_row = peers.measure_against_rust_pipe(
+        peer, worker, tasks=300, latency_tasks=20
+    )
+    for row in (rust, trio_row):
+        assert row["tasks_per_s_min"] > 0 and 0 < row["p50_us"] <= row["p99_us"]
+    assert rust["scenario"].startswith("rust-pipe 0.1.2") and rust["refused"] >= 0
+    assert trio_row["scenario"].startswith("trio_pipe ")
 
 
 @pytest.mark.slow

@@ -79,6 +79,24 @@ def test_check_canonical_names_each_departure(frame: str, problems: list[str]) -
     assert found == problems
 
 
+def _registration_frame(language: object) -> str:
+    registration = {"workerId": "w1", "supportedTasks": [], "maxConcurrency": 1}
+    registration |= {"language": language, "tags": []}
+    return json.dumps({"type": "WorkerRegister", "registration": registration})
+
+
+def test_check_canonical_holds_language_to_rust_pipes_form() -> None:
+    assert check_canonical(_registration_frame("Go"))[1] == []
+    assert check_canonical(_registration_frame({"Other": "Java"}))[1] == []
+    assert check_canonical(_registration_frame("Java"))[1] == [
+        'WorkerRegister.registration.language: "Java" is not canonical, '
+        'write {"Other": "Java"}'
+    ]
+    assert check_canonical(_registration_frame({"Other": "Go"}))[1] == [
+        'WorkerRegister.registration.language: {"Other": "Go"} is not canonical, write "Go"'
+    ]
+
+
 def test_check_canonical_reports_what_the_dispatcher_refuses() -> None:
     message, problems = check_canonical('{"type":"TaskResult","result":{"status":"Done"}}')
     assert message is None

@@ -917,6 +917,25 @@ WIRE_SHAPES: dict[str, dict[tuple[str, ...], set[str]]] = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("language", "written"),
+    [
+        ("Python", '"Python"'),
+        ("TypeScript", '"TypeScript"'),
+        ("Go", '"Go"'),
+        ("Java", '{"Other":"Java"}'),
+        ("python", '{"Other":"python"}'),  # rust-pipe's names are case-sensitive
+        ("Unknown", '{"Other":"Unknown"}'),
+    ],
+)
+def test_language_is_written_as_rust_pipe_reads_it(language: str, written: str) -> None:
+    text = encode(WorkerRegister(WorkerRegistration("w1", ("x",), language=language)))
+    assert f'"language":{written},' in text
+    decoded = decode(text)
+    assert isinstance(decoded, WorkerRegister)
+    assert decoded.registration.language == language
+
+
 # The extensions of rust-pipe v0.1: written only when not at their default.
 EXTENSIONS: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {
     "WorkerRegister": {("registration",): {"maxConcurrencyByType": {}}},

@@ -131,6 +131,33 @@ def test_worker_registered_answers_the_worker_register_once() -> None:
         session.receive(EXAMPLES[WorkerRegistered])
 
 
+def test_worker_registered_accepts_the_registration() -> None:
+    session = registered_worker()
+    assert not session.registration_accepted
+    session.receive(EXAMPLES[WorkerRegistered])
+    assert session.registration_accepted
+
+
+def test_a_task_before_any_answer_accepts_the_registration_too() -> None:
+    # rust-pipe 0.1's dispatcher never sends WorkerRegistered: it dispatches at once.
+    session = registered_worker()
+    session.receive(EXAMPLES[TaskDispatch])
+    assert session.registration_accepted and not session.registration_answered
+    session.receive(EXAMPLES[WorkerRegistered])  # a late answer is still legal, once
+    assert session.registration_answered
+
+
+def test_the_dispatchers_side_sees_the_same_acceptance() -> None:
+    session = Session(Role.DISPATCHER)
+    session.receive(EXAMPLES[WorkerRegister])
+    session.send(EXAMPLES[TaskDispatch])
+    assert session.registration_accepted
+
+
+def test_a_spawned_worker_is_accepted_from_the_start() -> None:
+    assert spawned_worker().registration_accepted
+
+
 def test_worker_registered_that_answers_nothing_is_a_remote_error() -> None:
     with pytest.raises(RemoteProtocolError, match="answers one WorkerRegister"):
         spawned_worker().receive(EXAMPLES[WorkerRegistered])
@@ -261,6 +288,7 @@ class ConnectionModel:
         self.state = ACTIVE if spawned else AWAITING
         self.registered = False  # a WorkerRegister crossed
         self.answered = False  # a WorkerRegistered crossed
+        self.accepted = spawned  # answered, or a TaskDispatch crossed after WorkerRegister
 
     def legal(self, sender: Role, kind: type[Message]) -> bool:
         if kind not in MAY_SEND[sender][self.state]:
@@ -278,7 +306,9 @@ class ConnectionModel:
             if self.state is AWAITING:
                 self.state = ACTIVE
         elif kind is WorkerRegistered:
-            self.answered = True
+            self.answered = self.accepted = True
+        elif kind is TaskDispatch and self.registered:
+            self.accepted = True
         elif kind is Shutdown:
             self.state = CLOSING
         elif message == DRAINING and self.state is ACTIVE:
@@ -337,6 +367,7 @@ class ConnectionMachine(RuleBasedStateMachine):
             assert session.state is self.model.state
             assert session.worker_registered == self.model.registered
             assert session.registration_answered == self.model.answered
+            assert session.registration_accepted == self.model.accepted
 
 
 TestConnectionStateMachine = ConnectionMachine.TestCase

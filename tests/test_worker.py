@@ -10,6 +10,8 @@ import itertools
 import logging
 import random
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -38,6 +40,7 @@ from trio_pipe.protocol import (
     WorkerRegistration,
     validate_worker_id,
 )
+from trio_pipe.transports import FrameChannel
 from trio_pipe.worker import (
     Handlers,
     TaskFailure,
@@ -208,13 +211,84 @@ async def test_default_worker_id_is_generated_valid_and_stable_per_worker(
     assert default_worker_id() != default_worker_id()
 
 
-async def test_unanswered_registration_fails_after_connect_timeout(
+async def test_a_task_before_workerregistered_accepts_the_registration(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A rust-pipe 0.1 dispatcher never sends WorkerRegistered: it dispatches at once.
+    caplog.set_level(logging.DEBUG, logger="trio_pipe.worker")
+    dispatcher = ScriptedDispatcher(answer_registration=False)
+    url = await dispatcher.serve(nursery)
+    started = trio.Event()
+
+    async def start() -> None:
+        await nursery.start(partial(run_worker, url, make_handlers(), worker_id="w-1"))
+        started.set()
+
+    with trio.fail_after(WAIT):
+        nursery.start_soon(start)
+        peer = await dispatcher.peers.receive()
+        await peer.next(WorkerRegister)
+        result = await peer.run("echo", {"n": 1})
+        await started.wait()
+    assert (result.status, result.payload) == (TaskStatus.COMPLETED, {"n": 1})
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("before WorkerRegistered" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_dispatcher_that_never_answers_is_served_after_connect_timeout(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
+    # An idle rust-pipe 0.1 dispatcher sends nothing at all after WorkerRegister: the
+    # worker keeps the connection, and heartbeats at once so as not to be declared dead.
     dispatcher = ScriptedDispatcher(answer_registration=False)
     connect = dispatcher.memory_connector(nursery)
     start = trio.current_time()
-    with pytest.raises(WorkerConnectionError, match="did not answer WorkerRegister"):
+    run = partial(run_worker_on, connect, make_handlers(), worker_id="w-mem")
+    await nursery.start(
+        partial(run, reconnect=False, connect_timeout=3.0, heartbeat_interval=5.0)
+    )
+    assert trio.current_time() - start == pytest.approx(3.0)
+    peer = await dispatcher.peers.receive()
+    await peer.next(WorkerRegister)
+    times = []
+    for _ in range(2):
+        await peer.next(Heartbeat, skip=())
+        times.append(trio.current_time() - start)
+    assert times == pytest.approx([3.0, 8.0])
+    result = await peer.run("echo", "still here")
+    assert (result.status, result.payload) == (TaskStatus.COMPLETED, "still here")
+    with pytest.raises(trio.WouldBlock):
+        dispatcher.peers.receive_nowait()  # no second connection
+
+
+class _StuckConnection:
+    """A connection on which nothing is ever written or read."""
+
+    peer = "stuck"
+    lenient = False
+
+    async def send_all(self, frames: Sequence[str]) -> None:
+        await trio.sleep_forever()
+
+    async def receive(self) -> str:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def aclose(self, reason: str = "", *, protocol_error: bool = False) -> None:
+        pass
+
+
+async def test_a_registration_that_cannot_be_written_fails_after_connect_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[FrameChannel]:
+        yield _StuckConnection()
+
+    start = trio.current_time()
+    with pytest.raises(
+        WorkerConnectionError, match="could not send WorkerRegister within 3 s"
+    ):
         await run_worker_on(connect, make_handlers(), reconnect=False, connect_timeout=3.0)
     assert trio.current_time() - start == pytest.approx(3.0)
 

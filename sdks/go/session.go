@@ -64,13 +64,19 @@ type received struct {
 	err   error
 }
 
+// sessionStart is what the registration leaves for serve to do first.
+type sessionStart struct {
+	early      []received // tasks the dispatcher sent before accepting the registration
+	beatAtOnce bool       // the dispatcher answered nothing: say at once that we live
+}
+
 // serve runs tasks from conn until the dispatcher's Shutdown or the worker's drain
 // has been carried out (in-flight tasks finished, or cancelled and reported, and
 // their results flushed), the connection is lost, or ctx is done. In the last two
 // cases handlers are cancelled, serve waits for them to return (during a drain, no
 // longer than its deadline), and their results are dropped. serve does not close
 // conn.
-func serve(ctx context.Context, cfg *config, conn transport, quietNoise bool, drain *drainState) sessionEnd {
+func serve(ctx context.Context, cfg *config, conn transport, quietNoise bool, drain *drainState, start sessionStart) sessionEnd {
 	s := &session{
 		cfg:          cfg,
 		conn:         conn,
@@ -98,6 +104,12 @@ func serve(ctx context.Context, cfg *config, conn transport, quietNoise bool, dr
 	}
 	s.followDrain()
 	defer s.stopDrainTimer()
+	if start.beatAtOnce && beats != nil {
+		s.heartbeat()
+	}
+	for _, in := range start.early {
+		s.handle(tasksCtx, in.frame, in.at)
+	}
 	for !s.stopping() || len(s.active) > 0 {
 		select {
 		case <-ctx.Done():

@@ -42,7 +42,7 @@ func (w *Worker) RunStdio(ctx context.Context, stdin io.Reader, stdout io.Writer
 	}
 	defer w.handleSignals(cfg)()
 	cfg.Logger.Info("serving on stdin/stdout", "worker", cfg.WorkerID, "tasks", cfg.supportedTasks())
-	end := serve(ctx, cfg, &stdioTransport{in: bufio.NewReaderSize(stdin, 64<<10), out: stdout, log: cfg.Logger}, true, w.drain)
+	end := serve(ctx, cfg, &stdioTransport{in: bufio.NewReaderSize(stdin, 64<<10), out: stdout, log: cfg.Logger}, true, w.drain, sessionStart{})
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()

@@ -18,20 +18,25 @@ import (
 
 // RunWebSocket serves the worker's handlers to the dispatcher at rawURL (ws:// or
 // wss://). It connects, registers with Options.WorkerID and the task types that have
-// a handler, and once WorkerRegistered arrives runs each dispatched task in its own
-// goroutine, sends a heartbeat every Options.HeartbeatInterval and Backpressure
-// when the worker fills up or frees up.
+// a handler, and once the dispatcher accepts the registration runs each dispatched
+// task in its own goroutine, sends a heartbeat every Options.HeartbeatInterval and
+// Backpressure when the worker fills up or frees up. WorkerRegistered accepts the
+// registration; so does a TaskDispatch that comes first (a rust-pipe 0.1
+// dispatcher never answers: it dispatches at once), and so does silence for
+// Options.ConnectTimeout (an idle rust-pipe dispatcher sends nothing at all; a
+// dispatcher that refuses closes the connection), after which the first heartbeat
+// goes at once.
 //
 // Options.Token (default: TRIO_PIPE_TOKEN) goes in every opening handshake as
 // "Authorization: Bearer <token>", and Options.TLSConfig verifies a wss://
 // dispatcher (and holds the client certificate for mutual TLS). A handshake that
 // the dispatcher refuses with HTTP 401 or 403 ends the run at once with a
-// [HandshakeRefusedError], and a close with 1008 before WorkerRegistered with a
-// [RegistrationRefusedError]: neither is retried. A failed TLS handshake is
-// reported as one ("TLS handshake with HOST:PORT failed: ...") and retried.
+// [HandshakeRefusedError], and a close with 1008 before the registration is
+// accepted with a [RegistrationRefusedError]: neither is retried. A failed TLS
+// handshake is reported as one ("TLS handshake with HOST:PORT failed: ...") and
+// retried.
 //
-// When the connection cannot be made, is not registered within
-// Options.ConnectTimeout, or is lost without Shutdown, handlers still running are
+// When the connection cannot be made or is lost without Shutdown, handlers still running are
 // cancelled (the dispatcher retries their tasks) and the worker reconnects after a
 // random, growing delay (Options.BackoffInitial, BackoffMax), with the same worker
 // id; after Options.GiveUpAfter failures in a row it returns an error instead.
@@ -110,12 +115,14 @@ func (c *config) connection(ctx context.Context, rawURL string, log *slog.Logger
 		return sessionEnd{err: dialError(err, resp, address(rawURL))}, false
 	}
 	conn.SetReadLimit(protocol.MaxFrameSize)
-	t := &wsTransport{conn: conn, writeTimeout: c.ConnectTimeout, log: log}
-	if err := c.register(connectCtx, t, log); err != nil {
+	t := newWSTransport(conn, c.ConnectTimeout, log)
+	defer t.stopReading()
+	start, err := c.register(connectCtx, t, log)
+	if err != nil {
 		_ = conn.CloseNow()
 		return sessionEnd{err: err}, false
 	}
-	end = serve(ctx, c, t, false, drain)
+	end = serve(ctx, c, t, false, drain, start)
 	switch {
 	case end.shutdown:
 		_ = conn.Close(websocket.StatusNormalClosure, "")
@@ -139,10 +146,12 @@ func address(rawURL string) string {
 	return net.JoinHostPort(u.Hostname(), "80")
 }
 
-// register sends WorkerRegister and waits for WorkerRegistered, skipping anything
-// else, for at most ConnectTimeout. A close with 1008 before it is a
+// register sends WorkerRegister and waits, for at most ConnectTimeout, for the
+// dispatcher to accept it: WorkerRegistered, or a TaskDispatch that comes first (it
+// is served first), or no message at all until the timeout. Anything else before
+// that is logged and skipped. A close with 1008 before it is a
 // [RegistrationRefusedError].
-func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger) error {
+func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger) (sessionStart, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
 	defer cancel()
 	tasks := c.supportedTasks()
@@ -159,12 +168,15 @@ func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger)
 		MaxConcurrencyByType: limits,
 	}})
 	if err := t.send([][]byte{frame}); err != nil {
-		return err
+		return sessionStart{}, err
 	}
 	for {
 		frame, err := t.receive(ctx)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("no WorkerRegistered within %v", c.ConnectTimeout)
+			log.Debug("no answer to WorkerRegister in time (as from an idle rust-pipe 0.1 dispatcher): "+
+				"the registration is taken as accepted", "timeout", c.ConnectTimeout)
+			log.Info("registered", "tasks", tasks)
+			return sessionStart{beatAtOnce: true}, nil
 		}
 		var closed websocket.CloseError
 		if errors.As(err, &closed) && closed.Code == websocket.StatusPolicyViolation {
@@ -172,10 +184,10 @@ func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger)
 			if reason == "" {
 				reason = "no reason given"
 			}
-			return &RegistrationRefusedError{Reason: reason}
+			return sessionStart{}, &RegistrationRefusedError{Reason: reason}
 		}
 		if err != nil {
-			return err
+			return sessionStart{}, err
 		}
 		message, err := protocol.Decode(frame)
 		switch m := message.(type) {
@@ -186,27 +198,70 @@ func (c *config) register(ctx context.Context, t *wsTransport, log *slog.Logger)
 				log.Warn("the dispatcher acknowledged another worker id", "acknowledged", m.WorkerID)
 			}
 			log.Info("registered", "tasks", tasks)
-			return nil
+			return sessionStart{}, nil
+		case protocol.TaskDispatch:
+			log.Debug("a task came before WorkerRegistered (as from rust-pipe 0.1): the registration is accepted")
+			log.Info("registered", "tasks", tasks)
+			return sessionStart{early: []received{{frame: frame, at: time.Now()}}}, nil
 		default:
-			log.Warn("ignoring a message received before WorkerRegistered", "type", m.Type())
+			log.Warn("ignoring a message received before the registration was accepted", "type", m.Type())
 		}
 	}
 }
 
-// wsTransport is one message per WebSocket text frame.
+// wsTransport is one message per WebSocket text frame. One goroutine reads the
+// connection, so that a receive whose context ends (the wait for the answer to
+// WorkerRegister) leaves the connection open: a Read of the websocket package
+// whose context ends closes it.
 type wsTransport struct {
 	conn         *websocket.Conn
 	writeTimeout time.Duration
 	log          *slog.Logger
+	frames       chan received // from readFrames; closed after its last, an error
+	done         chan struct{} // closed by stopReading
+	lastErr      error         // what ended reading, once frames is closed
 }
 
-func (t *wsTransport) receive(ctx context.Context) ([]byte, error) {
+func newWSTransport(conn *websocket.Conn, writeTimeout time.Duration, log *slog.Logger) *wsTransport {
+	t := &wsTransport{conn: conn, writeTimeout: writeTimeout, log: log,
+		frames: make(chan received), done: make(chan struct{})}
+	go t.readFrames()
+	return t
+}
+
+func (t *wsTransport) readFrames() {
+	defer close(t.frames)
 	for {
-		kind, data, err := t.conn.Read(ctx)
-		if err != nil || kind == websocket.MessageText {
-			return data, err
+		// Not a caller's context: the connection's owner ends a read by closing it.
+		kind, data, err := t.conn.Read(context.Background())
+		if err == nil && kind != websocket.MessageText {
+			t.log.Warn("ignoring a binary frame from the dispatcher")
+			continue
 		}
-		t.log.Warn("ignoring a binary frame from the dispatcher")
+		if err != nil {
+			t.lastErr = err
+			return
+		}
+		select {
+		case t.frames <- received{frame: data, at: time.Now()}:
+		case <-t.done:
+			return
+		}
+	}
+}
+
+// stopReading lets the reading goroutine end once the connection is closed.
+func (t *wsTransport) stopReading() { close(t.done) }
+
+func (t *wsTransport) receive(ctx context.Context) ([]byte, error) {
+	select {
+	case in, ok := <-t.frames:
+		if !ok {
+			return nil, t.lastErr
+		}
+		return in.frame, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,15 +103,14 @@ func TestReconnectsWithTheSameID(t *testing.T) {
 	}
 }
 
-func TestWaitsForWorkerRegistered(t *testing.T) {
+func TestWaitsForTheAnswerToWorkerRegister(t *testing.T) {
 	d := newWSDispatcher(t)
 	w, _ := newWorker(triopipe.Options{BackoffInitial: time.Millisecond})
 	runWS(t, w, d.url)
 	p := d.accept()
 	nextOf[protocol.WorkerRegister](p.peer)
 	p.sendRaw("garbage")
-	p.send(protocol.HeartbeatAck{})
-	p.dispatch("echo", `"too early"`, 5000) // not served: it came before WorkerRegistered
+	p.send(protocol.HeartbeatAck{}) // skipped: it accepts nothing
 	p.send(protocol.WorkerRegistered{WorkerID: "another-id"})
 	id := p.dispatch("echo", `"registered"`, 5000)
 	if r := nextOf[protocol.TaskResultMessage](p.peer).Result; r.TaskID != id {
@@ -117,14 +118,74 @@ func TestWaitsForWorkerRegistered(t *testing.T) {
 	}
 }
 
-func TestRegistrationTimeout(t *testing.T) {
+// records keeps what a worker logs, level and message, for tests of what it says.
+type records struct {
+	mu   sync.Mutex
+	seen []slog.Record
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) Handle(_ context.Context, record slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, record)
+	return nil
+}
+func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *records) WithGroup(string) slog.Handler      { return r }
+
+// at returns the messages logged at level or above.
+func (r *records) at(level slog.Level) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var messages []string
+	for _, record := range r.seen {
+		if record.Level >= level {
+			messages = append(messages, record.Message)
+		}
+	}
+	return messages
+}
+
+func TestATaskBeforeWorkerRegisteredAcceptsTheRegistration(t *testing.T) {
+	// A rust-pipe 0.1 dispatcher never sends WorkerRegistered: it dispatches at once.
 	d := newWSDispatcher(t)
-	w, _ := newWorker(triopipe.Options{ConnectTimeout: 100 * time.Millisecond, GiveUpAfter: 1})
+	logs := &records{}
+	w, _ := newWorker(triopipe.Options{Logger: slog.New(logs)})
+	runWS(t, w, d.url)
+	p := d.accept()
+	nextOf[protocol.WorkerRegister](p.peer)
+	id := p.dispatch("echo", `"served"`, 5000)
+	if r := p.result(id); r.Status != protocol.StatusCompleted || string(r.Payload) != `"served"` {
+		t.Errorf("%+v", r)
+	}
+	if warnings := logs.at(slog.LevelWarn); len(warnings) > 0 {
+		t.Errorf("warned %q", warnings)
+	}
+	if debug := strings.Join(logs.at(slog.LevelDebug), "\n"); !strings.Contains(debug, "before WorkerRegistered") {
+		t.Errorf("no debug line about the early task in %q", debug)
+	}
+}
+
+func TestAnUnansweredRegistrationIsTakenAsAcceptedAfterConnectTimeout(t *testing.T) {
+	// An idle rust-pipe 0.1 dispatcher sends nothing at all: the worker keeps the
+	// connection and heartbeats at once (the interval here is far longer than the test).
+	d := newWSDispatcher(t)
+	w, _ := newWorker(triopipe.Options{ConnectTimeout: 100 * time.Millisecond, HeartbeatInterval: time.Hour, GiveUpAfter: 1})
 	ended := runWS(t, w, d.url)
-	d.accept() // and never answer
-	err := waitEnded(t, ended)
-	if err == nil || !strings.Contains(err.Error(), "no WorkerRegistered") {
+	p := d.accept() // and never answer
+	nextOf[protocol.WorkerRegister](p.peer)
+	if m := p.next(); reflect.TypeOf(m) != reflect.TypeOf(protocol.Heartbeat{}) {
+		t.Fatalf("after the timeout the worker sent %T, want a Heartbeat", m)
+	}
+	id := p.dispatch("echo", `"still here"`, 5000)
+	if r := p.result(id); r.Status != protocol.StatusCompleted {
+		t.Errorf("%+v", r)
+	}
+	select {
+	case err := <-ended:
 		t.Errorf("RunWebSocket returned %v", err)
+	default:
 	}
 }
 

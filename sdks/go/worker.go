@@ -53,17 +53,18 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// Tags describe the worker in its registration (WebSocket).
 	Tags []string
-	// ConnectTimeout bounds opening a WebSocket connection, waiting for
-	// WorkerRegistered, each write, and the flush of results at shutdown
-	// (default 10 s).
+	// ConnectTimeout bounds opening a WebSocket connection, the wait for the
+	// dispatcher to accept the registration (silence for this long counts as
+	// acceptance, see [Worker.RunWebSocket]), each write, and the flush of results
+	// at shutdown (default 10 s).
 	ConnectTimeout time.Duration
 	// BackoffInitial and BackoffMax bound the delay before reconnecting: it is
 	// drawn uniformly from [0, cap], where cap starts at BackoffInitial and doubles
 	// with each failed attempt up to BackoffMax (defaults 100 ms and 10 s). A
 	// successful registration resets it.
 	BackoffInitial, BackoffMax time.Duration
-	// GiveUpAfter is how many failed connections in a row (refused, not
-	// registered in time, or lost) make RunWebSocket return an error; 0, the
+	// GiveUpAfter is how many failed connections in a row (refused, closed
+	// before the registration was accepted, or lost) make RunWebSocket return an error; 0, the
 	// default, reconnects forever. 1 never reconnects.
 	GiveUpAfter int
 	// Logger receives the worker's log (default [slog.Default], which writes to

@@ -41,8 +41,13 @@ def check_canonical(frame: str) -> tuple[Message | None, list[str]]:
     return message, problems + _differences(received, canonical, canonical["type"])
 
 
+_NOT_FIELDS = frozenset({"payload", "language"})
+"""Members whose object values hold no field names: a payload (the user's own) and
+``language`` (``{"Other": name}``, rust-pipe's spelling of a variant)."""
+
+
 def _respelled(value: Any, path: str, problems: list[str]) -> Any:
-    """*value* with every field name camelCase, outside payloads (the user's own);
+    """*value* with every field name camelCase, outside payloads and ``language``;
     each name that had to change is added to *problems*."""
     if isinstance(value, list):
         return [_respelled(item, f"{path}[{i}]", problems) for i, item in enumerate(value)]
@@ -55,7 +60,7 @@ def _respelled(value: Any, path: str, problems: list[str]) -> Any:
         if camel != key:
             problems.append(f"{path}: field {key!r} must be spelled {camel!r}")
         inner = f"{path}.{camel}"
-        respelled[camel] = item if key == "payload" else _respelled(item, inner, problems)
+        respelled[camel] = item if key in _NOT_FIELDS else _respelled(item, inner, problems)
     return respelled
 
 

@@ -4,10 +4,10 @@ Liberal on input (enums in any ASCII case, and in snake_case for names of severa
 words, with a hint for a near miss; defaults for missing optional fields; ``task_id``
 and ``worker_id`` read as ``taskId`` and ``workerId``; ``language`` as a string or
 ``{"Other": ...}``; a terminal result's ``progress`` and ``extendMs`` dropped), exact on
-output (camelCase fields, PascalCase enums, UUIDs, RFC 3339 timestamps in UTC, every
-field written but an extension field at its default). Scalar hooks are strict (no ``3``
-for a ``str``). :func:`describe_structure_error` says what the converter refused, and
-where.
+output (camelCase fields, PascalCase enums, UUIDs, RFC 3339 timestamps in UTC,
+``language`` in rust-pipe's own form, every field written but an extension field at its
+default). Scalar hooks are strict (no ``3`` for a ``str``).
+:func:`describe_structure_error` says what the converter refused, and where.
 
 JSON values, not JSON text: :mod:`._codec` reads and writes the text, and :mod:`._fast`
 reuses the hooks it needs.
@@ -257,9 +257,19 @@ def _protocol_structure_factory(cls: type[T]) -> Callable[[Any, Any], T]:
     return structure
 
 
+_FIELD_WRITERS: Final[dict[tuple[type, str], Callable[[Any], Any]]] = {
+    (_types.WorkerRegistration, "language"): _types._language_on_wire,
+}
+"""Fields written in a form of their own, by the function that makes it."""
+
+
 def _protocol_unstructure_factory(cls: type[T]) -> Callable[[T], dict[str, Any]]:
     renames = {
-        a.name: override(rename=_camel(a.name), omit_if_default=a.metadata.get(EXTENSION))
+        a.name: override(
+            rename=_camel(a.name),
+            omit_if_default=a.metadata.get(EXTENSION),
+            unstruct_hook=_FIELD_WRITERS.get((cls, a.name)),
+        )
         for a in attrs.fields(cls)  # type: ignore[arg-type]
     }
     return make_dict_unstructure_fn(cls, converter, **renames)  # type: ignore[arg-type]

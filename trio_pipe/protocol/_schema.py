@@ -69,8 +69,12 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
     ),
     "Shutdown": "Dispatcher to worker: stop taking work, finish or stop the tasks in "
     "flight, report them, and exit.",
-    "WorkerRegistered": "Dispatcher to worker: the registration is accepted; tasks may "
-    "follow.",
+    "WorkerRegistered": (
+        "Dispatcher to worker: the registration is accepted; tasks may follow. A "
+        "dispatcher may send none (rust-pipe v0.1 never does): a TaskDispatch that "
+        "comes first accepts the registration as well, and so does silence, since a "
+        "dispatcher that refuses a registration closes the connection."
+    ),
     "HeartbeatAck": "Dispatcher to worker: the answer to every Heartbeat.",
     # Messages, worker to dispatcher
     "WorkerRegister": "Worker to dispatcher: the first message of a WebSocket worker.",
@@ -117,8 +121,10 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
 
 _FIELD_NOTES: Final[dict[tuple[type, str], str]] = {
     (_types.WorkerRegistration, "language"): (
-        'Receivers also read rust-pipe\'s object form `{"Other": "wasm"}`: an object '
-        "with a single member stands for that member's string value."
+        "Written as rust-pipe v0.1 writes it, so that its dispatcher can read every "
+        'registration: `"TypeScript"`, `"Python"` and `"Go"` as strings, any other '
+        'language as `{"Other": name}` (`{"Other": "Java"}`). Receivers read both '
+        "forms: an object with a single member stands for that member's string value."
     ),
     (_types.WorkerRegistration, "tags"): "Receivers read `null` as `[]`.",
     (_types.TaskResult, "worker_id"): "Informational: the dispatcher replaces it with "
@@ -144,6 +150,27 @@ _FIELD_NOTES: Final[dict[tuple[type, str], str]] = {
     "it takes no new task for the rest of this connection, and neither a later "
     "Backpressure nor a Heartbeat lifts that; the tasks it runs finish normally.",
 }
+
+_FIELD_SCHEMAS: Final[dict[tuple[type, str], dict[str, Any]]] = {
+    (_types.WorkerRegistration, "language"): {
+        "anyOf": [
+            {"enum": sorted(_types.RUST_PIPE_LANGUAGES)},
+            {
+                "type": "object",
+                "properties": {
+                    "Other": {
+                        "type": "string",
+                        "not": {"enum": sorted(_types.RUST_PIPE_LANGUAGES)},
+                    }
+                },
+                "required": ["Other"],
+                "additionalProperties": False,
+            },
+        ]
+    },
+}
+"""The schemas of the fields written in a form of their own
+(``_converter._FIELD_WRITERS``)."""
 
 _FACTORY_DEFAULTS: Final[dict[Any, str]] = {
     _types._utcnow: "the time the message is decoded (so senders always write it)",
@@ -262,7 +289,11 @@ class _Builder:
 
     def _field(self, cls: type, field: attrs.Attribute[Any], tp: Any) -> dict[str, Any]:
         extension = bool(field.metadata.get(_types.EXTENSION))
-        schema = self.type_schema(_written_type(tp) if extension else tp)
+        written = _FIELD_SCHEMAS.get((cls, field.name))
+        if written is not None:
+            schema = dict(written)
+        else:
+            schema = self.type_schema(_written_type(tp) if extension else tp)
         bounds = self._bounds(cls, field)
         schema = bounds if "$ref" in bounds else {**schema, **bounds}
         notes = []
@@ -279,7 +310,9 @@ class _Builder:
                 )
             else:
                 if not isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                    schema["default"] = converter.unstructure(default)
+                    write = _converter._FIELD_WRITERS.get((cls, field.name))
+                    value = converter.unstructure(default)
+                    schema["default"] = write(value) if write else value
                 notes.append(f"Optional on input: a missing value means {missing}.")
         alias = _input_alias(cls, _wire_name(field.name))
         if alias is not None:

@@ -27,6 +27,8 @@ not -- and differ in who stopped the work: the worker (draining), or the dispatc
 
 Two rules hold per connection rather than per state, and are checked beside the
 table: ``WorkerRegister`` crosses at most once, and ``WorkerRegistered`` answers it,
+once. The registration counts as accepted at that answer, or at a ``TaskDispatch``
+that crosses first: rust-pipe 0.1's dispatcher never answers, and dispatches at
 once. One move depends on a message's content rather than its type: a
 ``Backpressure`` whose ``draining`` is true leads from *active* to *draining*. What
 else depends on content (which tasks a worker holds, its capacity) is left to each
@@ -167,6 +169,7 @@ class Session:
         self.role = role
         self._worker_registered = False
         self._registration_answered = False
+        self._registration_accepted = registered
         self._state = _AWAITING
         self._may_send = _SENDS[role][_AWAITING]
         self._may_receive = _SENDS[role.peer][_AWAITING]
@@ -187,6 +190,14 @@ class Session:
         """``WorkerRegistered`` has answered the worker's ``WorkerRegister``."""
         return self._registration_answered
 
+    @property
+    def registration_accepted(self) -> bool:
+        """The dispatcher has accepted the worker: it answered ``WorkerRegister`` with
+        ``WorkerRegistered``, or sent a ``TaskDispatch`` after it before any answer (as
+        rust-pipe 0.1 does, which never answers); or it registered a spawned worker
+        itself (*registered*)."""
+        return self._registration_accepted
+
     def send(self, message: Message) -> None:
         """Record *message*, which we are about to send.
 
@@ -201,6 +212,8 @@ class Session:
             self._cross_once(kind, LocalProtocolError)
         elif kind is Backpressure:
             after = _moves_to(message, after)
+        elif kind is TaskDispatch and not self._registration_accepted:
+            self._registration_accepted = self._worker_registered
         if after is not self._state:
             self._enter(after)
 
@@ -226,6 +239,8 @@ class Session:
             self._cross_once(kind, RemoteProtocolError)
         elif kind is Backpressure:
             after = _moves_to(message, after)
+        elif kind is TaskDispatch and not self._registration_accepted:
+            self._registration_accepted = self._worker_registered
         if after is not self._state:
             self._enter(after)
 
@@ -248,6 +263,7 @@ class Session:
             if not self._worker_registered or self._registration_answered:
                 raise error("WorkerRegistered answers one WorkerRegister")
             self._registration_answered = True
+            self._registration_accepted = True
 
     def _send_refusal(self, kind: type[Message]) -> LocalProtocolError:
         if kind not in _SENT_BY[self.role]:

@@ -282,6 +282,18 @@ class _ConcurrencyLimits:
                 )
 
 
+RUST_PIPE_LANGUAGES: Final = frozenset({"TypeScript", "Python", "Go"})
+"""The languages rust-pipe 0.1's dispatcher knows by name: it reads any other
+``language`` only in its object form, ``{"Other": name}``."""
+
+
+def _language_on_wire(language: str) -> str | dict[str, str]:
+    """``language`` as it is written: as rust-pipe 0.1 writes it, so that a rust-pipe
+    dispatcher can read every registration (it refuses ``"Java"``, reads
+    ``{"Other": "Java"}``)."""
+    return language if language in RUST_PIPE_LANGUAGES else {"Other": language}
+
+
 @attrs.frozen
 class WorkerRegistration:
     worker_id: str = attrs.field(validator=_check_worker_id)

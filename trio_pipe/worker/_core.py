@@ -100,11 +100,14 @@ class Registered:
     """A connection that :func:`register` has registered, for :func:`serve_connection`."""
 
     session: Session
-    """The session rules, from the worker's side: past ``WorkerRegistered``."""
+    """The session rules, from the worker's side: past ``WorkerRegister``."""
     early: tuple[tuple[Message, float], ...] = ()
-    """Messages the dispatcher sent before ``WorkerRegistered`` that the rules allow
-    (it may send tasks once it has read ``WorkerRegister``), each with the time it
-    was received: served first."""
+    """Messages the dispatcher sent before accepting the registration that the rules
+    allow (it may send tasks once it has read ``WorkerRegister``), each with the time
+    it was received: served first."""
+    answered: bool = True
+    """``False``: the dispatcher sent nothing within ``connect_timeout`` (as an idle
+    rust-pipe 0.1 dispatcher does): the first heartbeat goes at once."""
 
 
 @attrs.frozen
@@ -188,16 +191,20 @@ def _decode(frame: str | bytes) -> Message | None:
 async def register(
     conn: FrameChannel, config: WorkerConfig, supported_tasks: tuple[str, ...]
 ) -> Registered:
-    """Send ``WorkerRegister`` and wait for ``WorkerRegistered``.
+    """Send ``WorkerRegister`` and wait, at most ``config.connect_timeout`` seconds,
+    for the dispatcher to accept it.
 
-    Returns the connection's session, and the messages the session rules let the
-    dispatcher send before its answer (tasks included), for :func:`serve_connection`
-    to act on first. Malformed frames, and messages the rules do not allow now, are
-    logged and ignored. Raises :class:`RegistrationRefused` if the dispatcher closes
-    the connection with code 1008 (policy violation) instead of answering, and
-    :class:`ChannelClosed` if the connection fails otherwise or no answer comes
-    within ``config.connect_timeout`` seconds. Cancellation leaves the connection
-    unusable.
+    ``WorkerRegistered`` accepts it; so does a ``TaskDispatch`` that comes first (a
+    rust-pipe 0.1 dispatcher never answers: it dispatches at once), and so does
+    silence until the timeout (an idle rust-pipe dispatcher sends nothing at all),
+    since a dispatcher that refuses a registration closes the connection. Returns the
+    connection's session, and the messages the session rules let the dispatcher send
+    before its answer (tasks included), for :func:`serve_connection` to act on first.
+    Malformed frames, and messages the rules do not allow now, are logged and ignored.
+    Raises :class:`RegistrationRefused` if the dispatcher closes the connection with
+    code 1008 (policy violation) instead of accepting it, and :class:`ChannelClosed`
+    if the connection fails otherwise, or ``WorkerRegister`` cannot be written within
+    the timeout. Cancellation leaves the connection unusable.
     """
     registration = WorkerRegistration(
         worker_id=config.worker_id,
@@ -211,9 +218,15 @@ async def register(
     request = WorkerRegister(registration)
     session.send(request)
     early: list[tuple[Message, float]] = []
-    with trio.move_on_after(config.connect_timeout):
+    deadline = trio.current_time() + config.connect_timeout
+    with trio.move_on_at(deadline) as sending:
         await conn.send_all([encode(request)])
-        while not session.registration_answered:
+    if sending.cancelled_caught:
+        raise ChannelClosed(
+            f"could not send WorkerRegister within {config.connect_timeout:g} s"
+        )
+    with trio.move_on_at(deadline):
+        while not session.registration_accepted:
             try:
                 frame = await conn.receive()
             except ChannelClosed as exc:
@@ -238,10 +251,18 @@ async def register(
                     message.worker_id,
                     config.worker_id,
                 )
+        if not session.registration_answered:
+            logger.debug(
+                "a task came before WorkerRegistered (as from rust-pipe 0.1): "
+                "the registration is accepted"
+            )
         return Registered(session, tuple(early))
-    raise ChannelClosed(
-        f"the dispatcher did not answer WorkerRegister within {config.connect_timeout:g} s"
+    logger.debug(
+        "no answer to WorkerRegister within %g s (as from an idle rust-pipe 0.1 "
+        "dispatcher): the registration is taken as accepted",
+        config.connect_timeout,
     )
+    return Registered(session, tuple(early), answered=False)
 
 
 async def serve_connection(
@@ -308,6 +329,7 @@ class _Session:
         self._started_at = started_at
         self._rules = registered.session
         self._early = registered.early
+        self._beat_at_once = not registered.answered
         self._active: dict[uuid.UUID, _Running] = {}
         # Tasks running per task type, for the types with a limit only.
         self._active_by_type = dict.fromkeys(config.max_concurrency_by_type, 0)
@@ -413,7 +435,7 @@ class _Session:
         interval = self._config.heartbeat_interval
         if interval is None:
             return
-        next_beat = trio.current_time() + interval
+        next_beat = trio.current_time() + (0 if self._beat_at_once else interval)
         while True:
             await trio.sleep_until(next_beat)
             now = trio.current_time()

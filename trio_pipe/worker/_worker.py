@@ -76,14 +76,17 @@ async def run_worker(
     Connects, registers as *worker_id* (default: :func:`default_worker_id`,
     generated once and kept across reconnections) supporting the task types of
     *handlers*, and calls ``task_status.started()`` once the first registration is
-    acknowledged. Then runs each dispatched task -- an ``async def`` handler in its
-    own Trio task, a plain function in a worker thread, an :func:`in_process` one in
-    a process (see :class:`HandlerKind`) -- at most *max_concurrency* at once, and at
-    most ``max_concurrency_by_type[t]`` of task type ``t`` (declared at registration;
-    a task beyond a limit fails ``WORKER_SATURATED``, retryable), each cancelled at
-    its ``timeoutMs`` deadline (counted from receipt, moved by
-    :func:`extend_deadline`) or on ``Kill``; sends a heartbeat every
-    *heartbeat_interval* seconds and ``Backpressure`` when it fills up or frees up.
+    accepted: by ``WorkerRegistered``, by a task that comes first, or by silence for
+    *connect_timeout* seconds (a rust-pipe 0.1 dispatcher never answers; a dispatcher
+    that refuses closes the connection). Then runs each dispatched task -- an
+    ``async def`` handler in its own Trio task, a plain function in a worker thread,
+    an :func:`in_process` one in a process (see :class:`HandlerKind`) -- at most
+    *max_concurrency* at once, and at most ``max_concurrency_by_type[t]`` of task
+    type ``t`` (declared at registration; a task beyond a limit fails
+    ``WORKER_SATURATED``, retryable), each cancelled at its ``timeoutMs`` deadline
+    (counted from receipt, moved by :func:`extend_deadline`) or on ``Kill``; sends a
+    heartbeat every *heartbeat_interval* seconds and ``Backpressure`` when it fills
+    up or frees up.
 
     Returns after the dispatcher's ``Shutdown`` (``None``): graceful, once in-flight
     tasks have finished and their results are flushed; not graceful, once they have
@@ -112,7 +115,8 @@ async def run_worker(
     credential would be refused again (any other HTTP status, 503 included, is).
 
     Connection handling: *connect_timeout* (seconds) bounds opening the connection,
-    waiting for ``WorkerRegistered``, each write, and the closing flush. If the
+    the wait for the dispatcher to accept the registration, each write, and the
+    closing flush. If the
     connection cannot be made, or is lost or closed by the dispatcher without
     ``Shutdown``, in-flight handlers are cancelled (their results cannot be
     delivered; the dispatcher re-queues the tasks) and, with *reconnect*, the worker

@@ -203,7 +203,7 @@ func (e *encoder) registration(r WorkerRegistration) {
 	e.strings(r.SupportedTasks)
 	e.integer("maxConcurrency", r.MaxConcurrency)
 	e.field("language")
-	e.buf = appendString(e.buf, r.Language)
+	e.language(r.Language)
 	e.field("tags")
 	e.strings(r.Tags)
 	if len(r.MaxConcurrencyByType) > 0 {
@@ -219,6 +219,19 @@ func (e *encoder) registration(r WorkerRegistration) {
 		e.close()
 	}
 	e.close()
+}
+
+// language writes a worker's language as rust-pipe 0.1 does, so that its dispatcher
+// can read the registration: one of the names it knows as a string, any other as
+// {"Other": name}.
+func (e *encoder) language(name string) {
+	if slices.Contains(rustPipeLanguages, name) {
+		e.buf = appendString(e.buf, name)
+		return
+	}
+	e.buf = append(e.buf, `{"Other":`...)
+	e.buf = appendString(e.buf, name)
+	e.buf = append(e.buf, '}')
 }
 
 func (e *encoder) heartbeat(p HeartbeatPayload) {

@@ -194,12 +194,18 @@ type Progress struct {
 	Message  *string  // nil (null) when there is none
 }
 
+// rustPipeLanguages are the languages that rust-pipe 0.1's dispatcher knows by name.
+// A registration writes its Language as one of these strings, or as
+// {"Other": name} for any other language (rust-pipe refuses "Java", reads
+// {"Other": "Java"}); a decoder reads both forms.
+var rustPipeLanguages = []string{"TypeScript", "Python", "Go"}
+
 // WorkerRegistration is who a worker is and what it runs.
 type WorkerRegistration struct {
 	WorkerID       string
 	SupportedTasks []string
 	MaxConcurrency int64
-	Language       string
+	Language       string   // "Go", "Python", "TypeScript" written as strings, any other as {"Other": name}
 	Tags           []string // nil is written as []
 	// MaxConcurrencyByType limits the tasks of some types (each 1 to
 	// MaxConcurrency); written only when not empty.

@@ -427,6 +427,18 @@ const BODIES = new Map<string, (f: Fields) => Message>([
  * payload that is not JSON-serialisable (a BigInt, a cycle) and `RangeError` for a
  * `currentLoad` or progress `fraction` that is not finite.
  */
+/** The languages rust-pipe 0.1's dispatcher knows by name. */
+const RUST_PIPE_LANGUAGES: ReadonlySet<string> = new Set(["TypeScript", "Python", "Go"]);
+
+/**
+ * A worker's `language` as rust-pipe 0.1 writes it, so that its dispatcher can read
+ * the registration: one of the names it knows as a string, any other as
+ * `{"Other": name}` (it refuses `"Java"`).
+ */
+function languageJson(language: string): string | { Other: string } {
+  return RUST_PIPE_LANGUAGES.has(language) ? language : { Other: language };
+}
+
 export function encode(message: Message): string {
   switch (message.type) {
     case "TaskDispatch":
@@ -446,7 +458,7 @@ export function encode(message: Message): string {
         workerId: r.workerId,
         supportedTasks: r.supportedTasks,
         maxConcurrency: r.maxConcurrency,
-        language: r.language,
+        language: languageJson(r.language),
         tags: r.tags,
         ...(Object.keys(byType).length === 0 ? {} : { maxConcurrencyByType: byType }),
       };

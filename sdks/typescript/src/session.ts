@@ -36,6 +36,8 @@ export interface SessionConfig {
   /** On stdio, lines that are not JSON objects with a `type` are the peer's log, not errors. */
   readonly linesMayBeLog: boolean;
   readonly logger: Logger;
+  /** Called on each `HeartbeatAck` and `WorkerRegistered`: the dispatcher answers. */
+  readonly onAnswer?: (() => void) | undefined;
 }
 
 /** How a session ended. */
@@ -123,7 +125,7 @@ export class Session {
         return this.onShutdown(message.graceful);
       case "HeartbeatAck":
       case "WorkerRegistered":
-        return;
+        return this.config.onAnswer?.();
       default:
         this.config.logger.debug(`ignoring ${message.type}: not a dispatcher message`);
     }
@@ -382,7 +384,8 @@ export class Session {
     );
   }
 
-  private heartbeat(): void {
+  /** Send a heartbeat now (it also goes every `heartbeatIntervalMs`). */
+  heartbeat(): void {
     const payload = {
       workerId: this.config.workerId,
       activeTasks: this.active.size,

@@ -40,12 +40,18 @@ export interface RunWorkerOptions extends WorkerOptions {
   readonly tags?: readonly string[] | undefined;
   /** `true` (default): reconnect forever; `false`: reject when the connection fails or is lost. */
   readonly reconnect?: boolean | ReconnectOptions | undefined;
-  /** Bounds opening the connection, the wait for `WorkerRegistered`, and the final flush and close. Default 10 000. */
+  /**
+   * Bounds opening the connection, the wait for the dispatcher to accept the
+   * registration (silence for this long counts as acceptance, as from a rust-pipe
+   * 0.1 dispatcher, which never answers), and the final flush and close. Default 10 000.
+   */
   readonly connectTimeoutMs?: number | undefined;
   /**
-   * A connection that brings no message at all for this long (the dispatcher
-   * answers every heartbeat) is taken as dead and reconnected.
-   * Default: 3 heartbeat intervals, at least 15 000.
+   * A connection that brings no message at all for this long, from a dispatcher that
+   * answers (it has sent `WorkerRegistered` or a `HeartbeatAck`: it then answers
+   * every heartbeat), is taken as dead and reconnected. A dispatcher that never
+   * answers (rust-pipe 0.1) is not watched. Default: 3 heartbeat intervals, at
+   * least 15 000.
    */
   readonly silenceTimeoutMs?: number | undefined;
   /**
@@ -338,17 +344,25 @@ async function serveConnection(
   signal?.addEventListener("abort", onAbort, { once: true });
   const unwatch = drain.watch(onDrain);
   try {
+    let accepted: Acceptance;
     try {
       await link.opened;
-      await register(link, config);
+      accepted = await register(link, config);
     } catch (error) {
       if (!(error instanceof TransportClosed)) throw error;
       link.terminate(error.message);
       return { registered: false, lost: true, reason: error.message, fatal: link.refusal() };
     }
     logger.info(`registered as ${config.workerId} for ${[...config.handlers.keys()].join(", ")}`);
-    const current = new Session(link, { ...config, flushTimeoutMs: config.connectTimeoutMs, linesMayBeLog: false });
+    const current = new Session(link, {
+      ...config,
+      flushTimeoutMs: config.connectTimeoutMs,
+      linesMayBeLog: false,
+      onAnswer: () => link.watchSilence(),
+    });
     session = current;
+    if (accepted.silent) current.heartbeat(); // a silent dispatcher must hear from us
+    for (const frame of accepted.early) current.receive(frame);
     link.receiveWith((frame) => current.receive(frame));
     void link.closed.then((reason) => current.lost(reason));
     if (drain.deadline !== undefined) current.drain(drain.deadline); // asked for while registering
@@ -367,10 +381,26 @@ async function serveConnection(
   }
 }
 
-/** Send `WorkerRegister` and wait for `WorkerRegistered`, ignoring anything else before it. */
-async function register(link: SocketLink, config: Config): Promise<void> {
+/** How the dispatcher accepted a registration. */
+interface Acceptance {
+  /** A task that came before any answer (rust-pipe 0.1 never answers): served first. */
+  readonly early: readonly string[];
+  /** Nothing came within `connectTimeoutMs`. */
+  readonly silent: boolean;
+}
+
+const SILENCE = Symbol("silence");
+
+/**
+ * Send `WorkerRegister` and wait, at most `connectTimeoutMs`, for the dispatcher to
+ * accept it: `WorkerRegistered`, a `TaskDispatch` that comes first (served first),
+ * or silence until the timeout (an idle rust-pipe 0.1 dispatcher sends nothing; a
+ * dispatcher that refuses closes the connection). Anything else before that is
+ * logged and ignored.
+ */
+async function register(link: SocketLink, config: Config): Promise<Acceptance> {
   const { logger, connectTimeoutMs } = config;
-  const acknowledged = new Promise<undefined>((resolve) => {
+  const answered = new Promise<Acceptance>((resolve) => {
     link.receiveWith((frame) => {
       let message;
       try {
@@ -380,14 +410,19 @@ async function register(link: SocketLink, config: Config): Promise<void> {
         logger.warn(`ignoring a malformed message from the dispatcher: ${error.message}`);
         return;
       }
-      if (message.type !== "WorkerRegistered") {
-        logger.warn(`ignoring ${message.type} received before WorkerRegistered`);
-      } else {
+      if (message.type === "WorkerRegistered") {
         if (message.workerId !== config.workerId) {
           logger.warn(`the dispatcher acknowledged worker id ${message.workerId}, we registered ${config.workerId}`);
         }
+        link.watchSilence(); // a dispatcher that answers: its silence will mean something
         link.receiveWith(undefined); // hold what follows for the session
-        resolve(undefined);
+        resolve({ early: [], silent: false });
+      } else if (message.type === "TaskDispatch") {
+        logger.debug("a task came before WorkerRegistered (as from rust-pipe 0.1): the registration is accepted");
+        link.receiveWith(undefined);
+        resolve({ early: [frame], silent: false });
+      } else {
+        logger.warn(`ignoring ${message.type} received before the registration was accepted`);
       }
     });
   });
@@ -402,14 +437,19 @@ async function register(link: SocketLink, config: Config): Promise<void> {
   link.send(encode({ type: "WorkerRegister", registration }));
   const timeout = new AbortController();
   try {
-    const failure = await Promise.race([
-      acknowledged,
-      link.closed,
-      sleep(connectTimeoutMs, `the dispatcher did not answer WorkerRegister within ${connectTimeoutMs} ms`, {
-        signal: timeout.signal,
-      }),
+    const outcome = await Promise.race([
+      answered,
+      link.closed.then((reason) => new TransportClosed(reason)),
+      sleep(connectTimeoutMs, SILENCE, { signal: timeout.signal }),
     ]);
-    if (failure !== undefined) throw new TransportClosed(failure);
+    if (outcome instanceof TransportClosed) throw outcome;
+    if (outcome !== SILENCE) return outcome;
+    link.receiveWith(undefined);
+    logger.debug(
+      `no answer to WorkerRegister within ${connectTimeoutMs} ms (as from an idle rust-pipe 0.1 dispatcher): ` +
+        "the registration is taken as accepted",
+    );
+    return { early: [], silent: true };
   } finally {
     timeout.abort();
   }
@@ -426,7 +466,10 @@ class SocketLink implements Link {
   readonly closed: Promise<string>;
 
   private readonly socket: WebSocket;
-  private readonly watchdog: NodeJS.Timeout;
+  /** Drops the connection after `silenceTimeoutMs` without a message; armed by {@link watchSilence}. */
+  private watchdog: NodeJS.Timeout | undefined;
+  private readonly silenceTimeoutMs: number;
+  private isClosed = false;
   private readonly logger: Logger;
   private readonly closeTimeoutMs: number;
   private lastWrite: Promise<void> = Promise.resolve();
@@ -451,17 +494,14 @@ class SocketLink implements Link {
       maxPayload: MAX_FRAME_BYTES,
       ...config.webSocketOptions,
     });
-    this.watchdog = setTimeout(
-      () => this.terminate(`no message from the dispatcher within ${config.silenceTimeoutMs} ms`),
-      config.silenceTimeoutMs,
-    );
+    this.silenceTimeoutMs = config.silenceTimeoutMs;
     this.socket.on("error", (error) => {
       this.lastError = error;
       this.logger.debug(`WebSocket error: ${error.message}`);
     });
     this.socket.on("unexpected-response", (request, response) => this.onRefused(request, response));
     this.socket.on("message", (data, isBinary) => {
-      this.watchdog.refresh();
+      this.watchdog?.refresh();
       if (isBinary) {
         this.logger.warn("ignoring a binary frame from the dispatcher");
       } else {
@@ -472,6 +512,7 @@ class SocketLink implements Link {
     });
     this.closed = new Promise((resolve) =>
       this.socket.once("close", (code, reason) => {
+        this.isClosed = true;
         clearTimeout(this.watchdog);
         this.closeCode = code;
         this.closeReason = reason.toString("utf8");
@@ -500,6 +541,16 @@ class SocketLink implements Link {
       return new RegistrationRefusedError(this.closeReason || "no reason given");
     }
     return undefined;
+  }
+
+  /**
+   * From now on, drop the connection when no message comes for `silenceTimeoutMs`.
+   * Only for a dispatcher that answers (a heartbeat is answered within the time).
+   */
+  watchSilence(): void {
+    if (this.watchdog !== undefined || this.isClosed) return;
+    const silence = this.silenceTimeoutMs;
+    this.watchdog = setTimeout(() => this.terminate(`no message from the dispatcher within ${silence} ms`), silence);
   }
 
   /** An HTTP error instead of the upgrade: read the reason in its body, then drop the connection. */

@@ -41,11 +41,23 @@ const ACCEPTED_INVALID: Readonly<Record<string, string>> = {
   "maxConcurrencyByType limit with a fraction": "JSON.parse reads 2.0 as the number 2, an integer",
 };
 
+/**
+ * The message a vector's JSON value decodes to: the same, but for a registration's
+ * `language`, whose object form `{"Other": name}` is read as the name.
+ */
+function asDecoded(value: unknown): unknown {
+  const message = value as { type?: string; registration?: { language?: unknown } };
+  const language = message.registration?.language;
+  if (message.type !== "WorkerRegister" || typeof language !== "object" || language === null) return value;
+  const [name] = Object.values(language);
+  return { ...message, registration: { ...message.registration, language: name } };
+}
+
 describe("valid vectors: decode, then encode to the same text", () => {
   for (const vector of vectors<Valid>("valid")) {
     test(vector.name, () => {
       const message = decode(vector.message);
-      assert.deepEqual(message, vector.decoded);
+      assert.deepEqual(message, asDecoded(vector.decoded));
       const encoded = encode(message);
       assert.deepEqual(JSON.parse(encoded), vector.decoded);
       assert.equal(encoded, vector.message);

@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 
 import { runWorker, startWorker, WorkerConnectionError } from "trio-pipe-worker";
 import type { Handlers, RunWorkerOptions, TaskAbortedError, WorkerMessage } from "trio-pipe-worker";
@@ -156,12 +157,9 @@ describe("a WebSocket worker", () => {
     await assert.rejects(worker, WorkerConnectionError);
   });
 
-  test("an unanswered WorkerRegister and a silent dispatcher both count as lost connections", async () => {
+  test("a dispatcher that answered, then falls silent, counts as a lost connection", async () => {
     const dispatcher = await FakeDispatcher.start({ ackHeartbeats: false });
-    const worker = runWorker(options(dispatcher, { connectTimeoutMs: 300, silenceTimeoutMs: 600 }));
-    const mute = await dispatcher.accept();
-    await mute.next((m) => m.type === "WorkerRegister"); // never answered
-    assert.equal(await mute.closed, 1006);
+    const worker = runWorker(options(dispatcher, { silenceTimeoutMs: 600 }));
     const silent = await dispatcher.accept();
     await silent.register(); // then never a word, not even HeartbeatAck
     await silent.next((m) => m.type === "Heartbeat");
@@ -169,6 +167,41 @@ describe("a WebSocket worker", () => {
     const fine = await dispatcher.accept();
     await fine.register();
     fine.send({ type: "Shutdown" });
+    await worker;
+    await dispatcher.stop();
+  });
+
+  test("a task before WorkerRegistered accepts the registration (rust-pipe 0.1 never answers)", async () => {
+    const dispatcher = await FakeDispatcher.start({ ackHeartbeats: false });
+    const logger = new RecordingLogger();
+    const worker = runWorker(options(dispatcher, { logger }));
+    const peer = await dispatcher.accept();
+    await peer.next((m) => m.type === "WorkerRegister");
+    const echo = dispatch("echo", "served");
+    peer.send(echo.frame);
+    assert.equal((await peer.result(echo.id)).payload, "served");
+    assert.deepEqual(logger.lines.filter((line) => line.startsWith("warn:")), []);
+    await logger.logged("debug: a task came before WorkerRegistered");
+    peer.send({ type: "Shutdown" });
+    await worker;
+    await dispatcher.stop();
+  });
+
+  test("an unanswered WorkerRegister is taken as accepted, and a dispatcher that never answers is not watched for silence", async () => {
+    // An idle rust-pipe 0.1 dispatcher sends nothing at all, not even HeartbeatAck.
+    const dispatcher = await FakeDispatcher.start({ ackHeartbeats: false });
+    const silenceTimeoutMs = 300;
+    const worker = runWorker(options(dispatcher, { connectTimeoutMs: 200, silenceTimeoutMs, heartbeatIntervalMs: 60_000 }));
+    const mute = await dispatcher.accept();
+    await mute.next((m) => m.type === "WorkerRegister"); // never answered
+    // The first heartbeat goes at once after the timeout: the interval is far longer.
+    assert.equal((await mute.next(() => true)).type, "Heartbeat");
+    await sleep(3 * silenceTimeoutMs); // long past the silence timeout, not watched
+    const echo = dispatch("echo", "still here");
+    mute.send(echo.frame);
+    assert.equal((await mute.result(echo.id)).payload, "still here");
+    assert.equal(dispatcher.connections, 1);
+    mute.send({ type: "Shutdown" });
     await worker;
     await dispatcher.stop();
   });

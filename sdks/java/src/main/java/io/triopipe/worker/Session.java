@@ -80,8 +80,11 @@ final class Session {
     // -- lifecycle, driven by the Worker --------------------------------------------
 
     /**
-     * Sends {@code WorkerRegister}; tasks are served once {@code WorkerRegistered}
-     * arrives. Without it within {@code timeout}, the session is lost.
+     * Sends {@code WorkerRegister}; tasks are served once the dispatcher accepts it:
+     * {@code WorkerRegistered}, or a {@code TaskDispatch} that comes first (served; a
+     * rust-pipe 0.1 dispatcher never answers), or silence for {@code timeout} (an idle
+     * rust-pipe dispatcher sends nothing; one that refuses closes the connection),
+     * after which the first heartbeat goes at once.
      */
     void register(Duration timeout) {
         Map<String, Long> limits = new LinkedHashMap<>();
@@ -99,7 +102,7 @@ final class Session {
 
     /** Serves at once, without registering (a spawned stdio worker). */
     void serveUnregistered() {
-        onRegistered();
+        onRegistered(false);
     }
 
     /** Completes when the session is over: shut down, or lost and every handler returned. */
@@ -107,7 +110,7 @@ final class Session {
         return ended;
     }
 
-    /** Whether {@code WorkerRegistered} arrived, or registration was not needed. */
+    /** Whether the registration was accepted, or was not needed. */
     boolean wasRegistered() {
         return registered.isDone();
     }
@@ -197,8 +200,12 @@ final class Session {
         synchronized (lock) {
             if (isOver()) {
                 LOG.log(DEBUG, "ignoring {0} received after the session ended", message.type());
+            } else if (!registered.isDone() && message instanceof TaskDispatch early) {
+                LOG.log(DEBUG, "a task came before WorkerRegistered (as from rust-pipe 0.1): the registration is accepted");
+                accepted(false);
+                onDispatch(early.task(), receivedAt);
             } else if (!registered.isDone() && !(message instanceof WorkerRegistered)) {
-                LOG.log(WARNING, "ignoring {0} received before WorkerRegistered", message.type());
+                LOG.log(WARNING, "ignoring {0} received before the registration was accepted", message.type());
             } else if (message instanceof TaskDispatch dispatch) {
                 onDispatch(dispatch.task(), receivedAt);
             } else if (message instanceof Kill kill) {
@@ -245,28 +252,36 @@ final class Session {
                     message.workerId(),
                     config.workerId());
         }
-        LOG.log(
-                INFO,
-                "registered as {0} for {1}",
-                config.workerId(),
-                config.handlers().keySet());
-        onRegistered();
+        accepted(false);
     }
 
     private void registrationTimedOut(Duration timeout) {
         synchronized (lock) {
-            if (!registered.isDone()) {
-                lose("the dispatcher did not answer WorkerRegister within " + timeout.toMillis() + " ms");
+            if (!registered.isDone() && !isOver()) {
+                LOG.log(
+                        DEBUG,
+                        "no answer to WorkerRegister within {0} ms (as from an idle rust-pipe 0.1 dispatcher): "
+                                + "the registration is taken as accepted",
+                        timeout.toMillis());
+                accepted(true);
             }
         }
     }
 
-    private void onRegistered() {
+    /** The dispatcher accepted the registration; {@code silently}: it said nothing at all. */
+    private void accepted(boolean silently) {
+        LOG.log(INFO, "registered as {0} for {1}", config.workerId(), config.handlers().keySet());
+        onRegistered(silently);
+    }
+
+    /** Serves from now on; the first heartbeat goes at once if {@code beatAtOnce}. */
+    private void onRegistered(boolean beatAtOnce) {
         synchronized (lock) {
             registered.complete(null);
             if (heartbeatInterval != null) {
                 long nanos = heartbeatInterval.toNanos();
-                heartbeats = threads.timers().scheduleAtFixedRate(this::heartbeat, nanos, nanos, TimeUnit.NANOSECONDS);
+                long first = beatAtOnce ? 0 : nanos;
+                heartbeats = threads.timers().scheduleAtFixedRate(this::heartbeat, first, nanos, TimeUnit.NANOSECONDS);
             }
         }
     }

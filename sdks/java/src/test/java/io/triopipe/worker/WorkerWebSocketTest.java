@@ -27,9 +27,14 @@ import java.time.Instant;
 import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
+import java.util.logging.Handler;
+import java.util.logging.Level;
+import java.util.logging.LogRecord;
+import java.util.logging.Logger;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
@@ -176,16 +181,62 @@ class WorkerWebSocketTest {
     }
 
     @Test
-    void withoutReconnectionAnUnansweredRegistrationThrows() throws Exception {
-        server = new TestWebSocketServer(0);
-        Worker worker =
-                worker().reconnect(false).connectTimeout(Duration.ofSeconds(2)).build();
-        CompletableFuture<Void> outcome = run(worker, server.url());
-        server.accept().await(WorkerRegister.class, m -> true);
-        ExecutionException failure = assertThrowsCause(outcome);
+    void aTaskBeforeWorkerRegisteredAcceptsTheRegistration() throws Exception {
+        // A rust-pipe 0.1 dispatcher never sends WorkerRegistered: it dispatches at once.
+        List<LogRecord> records = new CopyOnWriteArrayList<>();
+        Handler recorder = new Handler() {
+            @Override
+            public void publish(LogRecord record) {
+                records.add(record);
+            }
+
+            @Override
+            public void flush() {}
+
+            @Override
+            public void close() {}
+        };
+        Logger log = Logger.getLogger("io.triopipe.worker");
+        Level level = log.getLevel();
+        log.setLevel(Level.ALL);
+        log.addHandler(recorder);
+        try {
+            server = new TestWebSocketServer(0);
+            run(worker().build(), server.url());
+            TestWebSocketServer.Connection connection = server.accept();
+            connection.await(WorkerRegister.class, m -> true);
+            UUID id = connection.dispatch("echo", TextNode.valueOf("served"));
+            TaskResult result = connection.result(id);
+            assertEquals(TaskStatus.COMPLETED, result.status());
+            assertEquals(TextNode.valueOf("served"), result.payload());
+        } finally {
+            log.removeHandler(recorder);
+            log.setLevel(level);
+        }
         assertTrue(
-                failure.getCause().getMessage().contains("did not answer WorkerRegister"),
-                failure.getCause()::getMessage);
+                records.stream().noneMatch(r -> r.getLevel().intValue() >= Level.WARNING.intValue()),
+                () -> "warned: " + records.stream().map(LogRecord::getMessage).toList());
+        assertTrue(records.stream()
+                .anyMatch(r -> r.getLevel().equals(Level.FINE) && r.getMessage().contains("before WorkerRegistered")));
+    }
+
+    @Test
+    void anUnansweredRegistrationIsTakenAsAcceptedAfterTheConnectTimeout() throws Exception {
+        // An idle rust-pipe 0.1 dispatcher sends nothing at all: the worker keeps the
+        // connection and heartbeats at once (the interval is far longer than the test).
+        server = new TestWebSocketServer(0);
+        Worker worker = worker().reconnect(false)
+                .connectTimeout(Duration.ofMillis(200))
+                .heartbeatInterval(Duration.ofHours(1))
+                .build();
+        CompletableFuture<Void> outcome = run(worker, server.url());
+        TestWebSocketServer.Connection connection = server.accept();
+        connection.await(WorkerRegister.class, m -> true);
+        connection.await(Heartbeat.class, m -> true);
+        UUID id = connection.dispatch("echo", TextNode.valueOf("still here"));
+        assertEquals(TaskStatus.COMPLETED, connection.result(id).status());
+        assertFalse(outcome.isDone(), "the worker keeps the connection");
+        assertEquals(3, connection.received().size(), () -> "received " + connection.received());
     }
 
     @Test

@@ -13,6 +13,7 @@ import java.time.Instant;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Set;
 import java.util.UUID;
 import java.util.function.Function;
 import java.util.stream.Collectors;
@@ -287,12 +288,30 @@ public final class Codec {
         out.writeEndObject();
     }
 
+    /** The languages rust-pipe 0.1's dispatcher knows by name. */
+    private static final Set<String> RUST_PIPE_LANGUAGES = Set.of("TypeScript", "Python", "Go");
+
+    /**
+     * Writes a worker's language as rust-pipe 0.1 does, so that its dispatcher can read
+     * the registration: one of the names it knows as a string, any other as
+     * {@code {"Other": name}} (it refuses {@code "Java"}).
+     */
+    private static void writeLanguage(JsonGenerator out, String language) throws IOException {
+        if (RUST_PIPE_LANGUAGES.contains(language)) {
+            out.writeStringField("language", language);
+        } else {
+            out.writeObjectFieldStart("language");
+            out.writeStringField("Other", language);
+            out.writeEndObject();
+        }
+    }
+
     private static void write(JsonGenerator out, WorkerRegistration registration) throws IOException {
         out.writeStartObject();
         out.writeStringField("workerId", registration.workerId());
         writeStrings(out, "supportedTasks", registration.supportedTasks());
         out.writeNumberField("maxConcurrency", registration.maxConcurrency());
-        out.writeStringField("language", registration.language());
+        writeLanguage(out, registration.language());
         writeStrings(out, "tags", registration.tags());
         if (!registration.maxConcurrencyByType().isEmpty()) {
             out.writeObjectFieldStart("maxConcurrencyByType");
