@@ -631,7 +631,10 @@ async def serve_websocket_workers(
     async def _serve_connection(
         stream: trio.abc.Stream, on_first_message: Callable[[], object]
     ) -> None:
-        async with stream:
+        # Closed shielded and forcefully: an error of the handler's must leave this
+        # function as itself, not replaced by a Cancelled from closing the stream
+        # while the dispatcher is being cancelled (which would drop the error).
+        try:
             ws = None
             with trio.move_on_after(handshake_timeout):
                 try:
@@ -655,6 +658,9 @@ async def serve_websocket_workers(
             finally:
                 with trio.move_on_after(close_timeout, shield=True):
                     await ws.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
 
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
     if ssl_context is None:
