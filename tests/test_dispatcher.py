@@ -773,6 +773,17 @@ BAD_SETTINGS: list[tuple[str, Any, type[Exception]]] = [
     ("auth", "secret", TypeError),
     ("insecure", 1, TypeError),
     ("credentials_check_interval", 0, ValueError),
+    ("handshake_timeout", 0, ValueError),
+    ("max_connections", 0, ValueError),
+    ("max_unregistered", None, TypeError),
+    ("max_json_depth", 1, ValueError),
+    ("max_json_depth", 1025, ValueError),
+    ("max_task_types", 0, ValueError),
+    ("max_tags", -1, ValueError),
+    ("max_name_length", 0, ValueError),
+    ("max_worker_concurrency", 2.5, TypeError),
+    ("max_outbox_size", 0, ValueError),
+    ("max_consecutive_timeouts", 0, ValueError),
 ]
 
 

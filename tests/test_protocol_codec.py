@@ -30,6 +30,7 @@ from strategies import (
 )
 
 from trio_pipe.protocol import (
+    DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_MS,
     Backpressure,
@@ -42,6 +43,7 @@ from trio_pipe.protocol import (
     NotAMessage,
     Priority,
     ProtocolError,
+    RemoteProtocolError,
     Shutdown,
     Task,
     TaskDispatch,
@@ -167,6 +169,48 @@ DEEP = 100_000
 def test_deeply_nested_json_is_a_protocol_error(frame: str) -> None:
     with pytest.raises(ProtocolError, match="nested too deeply"):
         decode(frame)
+
+
+def nested_payload(depth: int) -> str:
+    """A TaskResult whose frame nests *depth* levels (its envelope takes two)."""
+    payload = "[" * (depth - 2) + "]" * (depth - 2)
+    return (
+        f'{{"type":"TaskResult","result":{{"taskId":"{U}","status":"Completed",'
+        f'"payload":{payload}}}}}'
+    )
+
+
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["str", "bytes"])
+def test_nesting_up_to_max_depth_is_read_and_one_level_more_is_refused(
+    as_bytes: bool,
+) -> None:
+    def frame(depth: int) -> str | bytes:
+        text = nested_payload(depth)
+        return text.encode() if as_bytes else text
+
+    assert isinstance(decode(frame(10), max_depth=10), TaskResultMessage)
+    with pytest.raises(RemoteProtocolError) as refused:
+        decode(frame(11), max_depth=10)
+    assert refused.value.reason == "JSON nested too deeply (more than 10 levels)"
+    assert not isinstance(refused.value, NotAMessage)
+
+
+def test_the_depth_limit_holds_on_the_reference_path_too() -> None:
+    # A lone surrogate sends the frame past orjson, to the standard library's json.
+    frame = nested_payload(20).replace('"Completed"', '"Completed","x":"\\ud800"')
+    with pytest.raises(RemoteProtocolError, match="more than 10 levels"):
+        decode(frame, max_depth=10)
+
+
+def test_the_default_depth_limit_admits_deep_payloads_short_of_it() -> None:
+    assert isinstance(decode(nested_payload(DEFAULT_MAX_JSON_DEPTH)), TaskResultMessage)
+    with pytest.raises(RemoteProtocolError, match="nested too deeply"):
+        decode(nested_payload(DEFAULT_MAX_JSON_DEPTH + 1))
+
+
+def test_many_brackets_in_strings_do_not_count_as_depth() -> None:
+    frame = nested_payload(4).replace('"Completed"', '"Completed","x":"' + "[" * 500 + '"')
+    assert isinstance(decode(frame, max_depth=4), TaskResultMessage)
 
 
 @pytest.mark.parametrize(

@@ -107,8 +107,12 @@ MAX_WORKERS = 4  # connected at once, while the rules run
 TIMEOUTS_MS = (1_000, 4_000, 10_000, 30_000, 30_000)
 EPS = 1e-6  # float slack on backoff bounds only; everything else is compared exactly
 
+LIMIT_TIMEOUTS = 2  # a worker's tasks timing out in a row: it is drained
 CONFIG = DispatcherConfig(
-    aging_interval=AGING, retry_backoff=BACKOFF, retry_backoff_max=BACKOFF_MAX
+    aging_interval=AGING,
+    retry_backoff=BACKOFF,
+    retry_backoff_max=BACKOFF_MAX,
+    max_consecutive_timeouts=LIMIT_TIMEOUTS,
 )
 
 # Workers run both types more often than one, and have few slots: tasks compete for
@@ -195,6 +199,7 @@ class ModelWorker:
     connected: bool = True  # the pool's record for its id (not gone, not replaced)
     draining: bool = False
     throttled: bool = False
+    timeouts: int = 0  # its tasks timed out in a row (drained at the config's limit)
     #: Tasks holding a slot, in dispatch order: True while the dispatcher waits for
     #: the result, False once it gave up on it (timed out, cancelled).
     slots: dict[uuid.UUID, bool] = attrs.Factory(dict)
@@ -550,10 +555,30 @@ class SchedulerModel(RuleBasedStateMachine):
         now = self.now()
         due = [t for t in self.open_tasks() if t.deadline <= now]
         for task in sorted(due, key=lambda t: (t.deadline, t.admitted)):
-            if task.where == "worker":
-                assert task.worker is not None
-                task.worker.frames.append(("Kill", task, "timed out"))
-            self.resolve(task, TaskStatus.TIMED_OUT, ErrorCode.TIMEOUT)
+            worker = task.worker if task.where == "worker" else None
+            if worker is None:
+                self.resolve(task, TaskStatus.TIMED_OUT, ErrorCode.TIMEOUT)
+                continue
+            worker.frames.append(("Kill", task, "timed out"))
+            worker.timeouts += 1
+            if worker.timeouts >= LIMIT_TIMEOUTS and not worker.draining:
+                worker.draining = True
+            if self.may_retry_elsewhere(task, worker):
+                # That try counts; the task is retried at once, its timeout anew.
+                worker.slots[task.id] = False
+                task.deadline = now + task.task.metadata.timeout_ms / 1000
+                task.attempts.append((worker.id, TaskStatus.TIMED_OUT, ErrorCode.TIMEOUT))
+                task.worker = None
+                self.retried += 1
+                self.expect(TaskEventKind.RETRYING, task)
+                task.where, task.status, task.worker_id = (
+                    "backoff",
+                    TaskStatus.PENDING,
+                    None,
+                )
+                task.backoff = (now, now)
+            else:
+                self.resolve(task, TaskStatus.TIMED_OUT, ErrorCode.TIMEOUT)
         while self.log.events:
             task = self.tasks[self.log.events[0].task_id]
             assert task.where == "backoff", (
@@ -567,6 +592,25 @@ class SchedulerModel(RuleBasedStateMachine):
             else:
                 self.place(task, admitted_now=False)
         return upcoming
+
+    def may_retry_elsewhere(self, task: ModelTask, worker: ModelWorker) -> bool:
+        """Scheduler._may_retry_elsewhere: retries left, not pinned, and another
+        connected, undrained worker it has not been on runs its type (with its tag)."""
+        if len(task.attempts) >= task.task.metadata.max_retries:
+            return False
+        constraint = task.constraint
+        if isinstance(constraint, OnWorker):
+            return False
+        tag = constraint.tag if isinstance(constraint, WithTag) else None
+        avoid = {worker.id, *(worker_id for worker_id, _, _ in task.attempts)}
+        return any(
+            other.connected
+            and not other.draining
+            and other.id not in avoid
+            and task.task.task_type in other.types
+            and (tag is None or tag in other.tags)
+            for other in self.workers
+        )
 
     def advance(self, seconds: float) -> None:
         target = self.now() + seconds
@@ -739,6 +783,7 @@ class SchedulerModel(RuleBasedStateMachine):
         else:
             del worker.slots[task.id]
             if waited_for:
+                worker.timeouts = 0
                 code = error.code if error else None
                 self.ended(task, worker.id, status, code, retryable=retryable)
         self.fill(worker)
@@ -967,6 +1012,7 @@ class SchedulerModel(RuleBasedStateMachine):
             self.trio(self.scheduler.on_message, worker.record, TaskResultMessage(result))
             waited_for = worker.slots.pop(task.id)
             if waited_for:
+                worker.timeouts = 0
                 self.ended(task, worker.id, TaskStatus.COMPLETED, None, retryable=False)
             else:
                 self.stale_results += 1

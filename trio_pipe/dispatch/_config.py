@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import resource
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -10,10 +11,10 @@ from typing import Any
 import attrs
 
 from ..auth import Authenticator
-from ..protocol import DEFAULT_MAX_FRAME_SIZE
+from ..protocol import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_JSON_DEPTH
 from ._pool import PoolStats
 
-__all__ = ["DispatcherConfig"]
+__all__ = ["DispatcherConfig", "default_max_connections"]
 
 
 def _seconds(*, zero: bool) -> Callable[[Any, attrs.Attribute[Any], float], None]:
@@ -80,6 +81,15 @@ def _lifetimes(value: Mapping[str, float]) -> Mapping[str, float]:
     return types.MappingProxyType(dict(value))
 
 
+def default_max_connections() -> int:
+    """Three quarters of this process's file-descriptor limit (``RLIMIT_NOFILE``, soft),
+    at most 100,000: the rest stays for the application's own files and sockets."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(1, min(soft * 3 // 4, 100_000))
+
+
 @attrs.frozen(kw_only=True)
 class DispatcherConfig:
     """Every setting of a dispatcher; times are in seconds.
@@ -130,3 +140,30 @@ class DispatcherConfig:
     )
     #: How often live sessions' credentials are checked for expiry and revocation.
     credentials_check_interval: float = attrs.field(default=1.0, validator=_positive)
+
+    # -- limits at the edge (docs/limits.md) -------------------------------------
+
+    #: A WebSocket client must complete its opening handshake within this.
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: The most WebSocket connections at once; more are closed as soon as accepted.
+    max_connections: int = attrs.field(factory=default_max_connections, validator=_count(1))
+    #: The most connections still in their handshake or not yet registered; a new one
+    #: beyond that sheds the oldest of them.
+    max_unregistered: int = attrs.field(default=128, validator=_count(1))
+    #: The deepest nesting of arrays and objects in a frame from a worker.
+    max_json_depth: int = attrs.field(
+        default=DEFAULT_MAX_JSON_DEPTH, validator=[_count(2), attrs.validators.le(1024)]
+    )
+    #: The most task types, and tags, one registration may declare.
+    max_task_types: int = attrs.field(default=1024, validator=_count(1))
+    max_tags: int = attrs.field(default=64, validator=_count(0))
+    #: The longest task type or tag, in characters.
+    max_name_length: int = attrs.field(default=256, validator=_count(1))
+    #: The highest ``maxConcurrency`` (and per-type limit) a registration may declare.
+    max_worker_concurrency: int = attrs.field(default=10_000, validator=_count(1))
+    #: Frames queued for one worker and not yet written, in characters; beyond that
+    #: the worker (which does not read) is disconnected.
+    max_outbox_size: int = attrs.field(default=64 * 1024 * 1024, validator=_count(1))
+    #: A worker whose tasks time out this many times in a row is drained (``None``:
+    #: never); those tasks are retried elsewhere, within their ``maxRetries``.
+    max_consecutive_timeouts: int | None = attrs.field(default=3, validator=_optional_count)

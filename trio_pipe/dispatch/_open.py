@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..auth import Authenticator
-from ..protocol import DEFAULT_MAX_FRAME_SIZE
+from ..protocol import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_JSON_DEPTH
 from ..store import MemoryStore, Store, store_from_url
 from ..transports import WebSocketChannel, serve_websocket_workers
-from ._config import DispatcherConfig
+from ._config import DispatcherConfig, default_max_connections
 from ._dispatcher import Dispatcher
 from ._pool import PoolStats
 from ._sessions import evict
@@ -72,6 +72,9 @@ async def _listen(
             max_frame_size=dispatcher.config.max_frame_size,
             close_timeout=dispatcher.config.close_timeout,
             authenticator=dispatcher.config.auth,
+            handshake_timeout=dispatcher.config.handshake_timeout,
+            max_connections=dispatcher.config.max_connections,
+            max_unregistered=dispatcher.config.max_unregistered,
             task_status=task_status,
         )
 
@@ -170,6 +173,17 @@ async def open_dispatcher(
     auth: Authenticator | None = None,
     insecure: bool = False,
     credentials_check_interval: float = 1.0,
+    # Limits at the edge (docs/limits.md):
+    handshake_timeout: float = 10.0,
+    max_connections: int | None = None,
+    max_unregistered: int = 128,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    max_task_types: int = 1024,
+    max_tags: int = 64,
+    max_name_length: int = 256,
+    max_worker_concurrency: int = 10_000,
+    max_outbox_size: int = 64 * 1024 * 1024,
+    max_consecutive_timeouts: int | None = 3,
 ) -> AsyncIterator[Dispatcher]:
     """Open a dispatcher, listening for WebSocket workers on *host*:*port*.
 
@@ -178,7 +192,9 @@ async def open_dispatcher(
     :class:`~trio_pipe.store.Store`, or a URL (``"sqlite:///tasks.db"``); by default a
     new :class:`~trio_pipe.store.MemoryStore`. Opening a store that holds unfinished
     tasks resumes them (docs/durability.md). The other settings are those of
-    :class:`DispatcherConfig` (times in seconds), validated before anything starts.
+    :class:`DispatcherConfig` (times in seconds), validated before anything starts;
+    ``max_connections=None`` derives the limit from the process's file-descriptor
+    limit (``RLIMIT_NOFILE``).
 
     Everything the dispatcher does runs in one nursery tree under this block::
 
@@ -217,6 +233,18 @@ async def open_dispatcher(
         auth=auth,
         insecure=insecure,
         credentials_check_interval=credentials_check_interval,
+        handshake_timeout=handshake_timeout,
+        max_connections=(
+            default_max_connections() if max_connections is None else max_connections
+        ),
+        max_unregistered=max_unregistered,
+        max_json_depth=max_json_depth,
+        max_task_types=max_task_types,
+        max_tags=max_tags,
+        max_name_length=max_name_length,
+        max_worker_concurrency=max_worker_concurrency,
+        max_outbox_size=max_outbox_size,
+        max_consecutive_timeouts=max_consecutive_timeouts,
     )
     if port is not None:
         _check_exposure(host, config)

@@ -55,6 +55,27 @@ class WorkerInfo:
     connected_at: float
     last_seen: float
     close_reason: str | None
+    #: How many task types it supports: a dead worker's record keeps only the first
+    #: ``SUMMARY_TASK_TYPES`` of them in ``supported_tasks`` (and of its tags).
+    task_type_count: int = 0
+
+    def summary(self) -> WorkerInfo:
+        """This record as a dead worker's is kept: a bounded number of task types and
+        tags, whatever the worker declared."""
+        if (
+            len(self.supported_tasks) <= SUMMARY_TASK_TYPES
+            and len(self.tags) <= SUMMARY_TASK_TYPES
+        ):
+            return self
+        return attrs.evolve(
+            self,
+            supported_tasks=self.supported_tasks[:SUMMARY_TASK_TYPES],
+            tags=self.tags[:SUMMARY_TASK_TYPES],
+        )
+
+
+#: The most task types (and tags) a dead worker's record keeps.
+SUMMARY_TASK_TYPES = 16
 
 
 @attrs.frozen
@@ -102,10 +123,20 @@ class WorkerRecord:
     writing: bool = False  # its session's writer is in the middle of a write
     write_scope: trio.CancelScope | None = None  # bounds that write (write_batches)
     rank: int = 0  # bumped by Pool.changed: older entries in the pool's heaps are stale
+    #: The task types it was indexed under (Pool._index), as a set.
+    task_set: frozenset[str] = frozenset()
+    #: Its tasks whose deadline passed in a row, with no result between them.
+    consecutive_timeouts: int = 0
 
     @property
     def worker_id(self) -> str:
         return self.session.worker_id
+
+    def evict(self, reason: str) -> None:
+        """End its session on purpose: its connection is closed with *reason*."""
+        self.evicted = True
+        self.close_reason = reason
+        self.cancel_scope.cancel()
 
     @property
     def supported_tasks(self) -> tuple[str, ...]:
@@ -119,11 +150,11 @@ class WorkerRecord:
 
     def can_accept(self, task_type: str | None = None) -> bool:
         """Whether a task (of *task_type*, if given: within its limit) may go here."""
-        return self.state is WorkerState.ACTIVE and self.session.can_accept(task_type)
-
-    def accepting_tasks(self) -> tuple[str, ...]:
-        """The supported task types it may be sent one of now (below their limits)."""
-        return self.session.accepting(self.supported_tasks)
+        return (
+            self.state is WorkerState.ACTIVE
+            and not self.evicted
+            and self.session.can_accept(task_type)
+        )
 
     def info(self) -> WorkerInfo:
         registration = self.session.registration
@@ -142,6 +173,7 @@ class WorkerRecord:
             connected_at=self.connected_at,
             last_seen=self.last_seen,
             close_reason=self.close_reason,
+            task_type_count=len(registration.supported_tasks),
         )
 
 
@@ -156,7 +188,9 @@ class Pool:
     entry for each worker that could take a task when it last changed (its load,
     throttle or state, as the dispatcher reports with :meth:`changed`). Entries older
     than their worker's last change are dropped when they surface; a heap grown much
-    larger than the pool is rebuilt.
+    larger than the pool is rebuilt. There is a heap only for a task type that has been
+    asked for (by :meth:`select`): a change costs a push per type asked for and
+    supported, however many types the worker declared.
     """
 
     def __init__(self, *, max_size: int | None, remembered_dead: int = 1024) -> None:
@@ -225,8 +259,13 @@ class Pool:
             record.rank,
             record,
         )
-        for task_type in record.supported_tasks:
-            heap = self._free.setdefault(task_type, [])
+        supported, asked_for = record.task_set, self._free
+        if len(asked_for) <= len(supported):
+            task_types = [t for t in asked_for if t in supported]
+        else:
+            task_types = [t for t in supported if t in asked_for]
+        for task_type in task_types:
+            heap = asked_for[task_type]
             heapq.heappush(heap, entry)
             if len(heap) > 4 * len(self._by_type.get(task_type, ())) + 64:
                 self._rebuild(task_type)
@@ -238,7 +277,7 @@ class Pool:
         self._unindex(record)
         if dead:
             record.state = WorkerState.DEAD
-            self._dead[record.worker_id] = record.info()
+            self._dead[record.worker_id] = record.info().summary()
             while len(self._dead) > self._remembered_dead:
                 self._dead.popitem(last=False)
 
@@ -257,11 +296,7 @@ class Pool:
         *avoid*; ``None`` if there is none."""
         if worker_id is not None:
             record = self._workers.get(worker_id)
-            ok = (
-                record
-                and record.can_accept(task_type)
-                and task_type in record.supported_tasks
-            )
+            ok = record and record.can_accept(task_type) and task_type in record.task_set
             return record if ok else None
         if tag is None and not avoid:
             return self._least_loaded(task_type)
@@ -269,6 +304,17 @@ class Pool:
 
     def _least_loaded(self, task_type: str) -> WorkerRecord | None:
         heap = self._free.get(task_type)
+        if heap is None:  # first asked for: every worker that could take one now
+            workers = self._by_type.get(task_type)
+            if not workers:
+                return None
+            heap = self._free[task_type] = []
+            for record in workers:
+                if record.can_accept():
+                    session = record.session
+                    key = (session.load / session.capacity, -session.capacity)
+                    heap.append((*key, next(self._seq), record.rank, record))
+            heapq.heapify(heap)
         while heap:
             *_, rank, record = heap[0]
             if rank == record.rank and record.can_accept(task_type):
@@ -298,6 +344,17 @@ class Pool:
             if key < best_key:
                 best, best_key = record, key
         return best
+
+    def has_other(self, task_type: str, avoid: frozenset[str], tag: str | None) -> bool:
+        """Whether a connected worker not in *avoid* (with *tag*, if given) takes
+        tasks of *task_type*, busy or not."""
+        return any(
+            record.state is WorkerState.ACTIVE
+            and not record.evicted
+            and record.worker_id not in avoid
+            and (tag is None or tag in record.tags)
+            for record in self._by_type.get(task_type, ())
+        )
 
     def infos(self) -> list[WorkerInfo]:
         return [r.info() for r in self._workers.values()] + list(self._dead.values())
@@ -333,18 +390,19 @@ class Pool:
         )
 
     def _index(self, record: WorkerRecord) -> None:
-        for task_type in record.supported_tasks:
+        record.task_set = frozenset(record.supported_tasks)
+        for task_type in record.task_set:
             self._by_type.setdefault(task_type, []).append(record)
 
     def _unindex(self, record: WorkerRecord) -> None:
         record.rank += 1  # its heap entries are stale
-        # Scan every list: the record's supported tasks may have changed since indexing.
-        for task_type, workers in list(self._by_type.items()):
-            if record in workers:
-                workers.remove(record)
-                if not workers:
-                    del self._by_type[task_type]
-                    self._free.pop(task_type, None)
+        for task_type in record.task_set:
+            workers = self._by_type[task_type]
+            workers.remove(record)
+            if not workers:
+                del self._by_type[task_type]
+                self._free.pop(task_type, None)
+        record.task_set = frozenset()
 
     def _rebuild(self, task_type: str) -> None:
         """The heap of *task_type* without its stale entries."""

@@ -8,15 +8,17 @@ is first in, first out. A retried task keeps its original rank.
 
 Tasks are kept in one heap per (task type, constraint), where the constraint pins a
 task to one worker or to workers with a tag, so a worker that frees a slot looks only
-at the heads of the heaps it can serve. Entries that left the queue (resolved while
-waiting) are dropped lazily.
+at the heads of the heaps it can serve -- or, when the queue holds fewer heaps than
+that, at every heap: a worker that declared many task types costs no more than one
+that declared few. Entries that left the queue (resolved while waiting) are dropped
+lazily.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator, Set
 
 from ..protocol import Priority
 from ._entry import Constraint, OnWorker, TaskEntry, WithTag
@@ -62,23 +64,37 @@ class TaskQueue:
             self._depth[entry.handle.task.metadata.priority] -= 1
 
     def pop_for(
-        self, task_types: Iterable[str], worker_id: str, tags: Iterable[str]
+        self,
+        task_types: Set[str],
+        worker_id: str,
+        tags: tuple[str, ...],
+        accepts: Callable[[str], bool],
     ) -> TaskEntry | None:
-        """Take the best-ranked task a worker with these properties may run."""
+        """Take the best-ranked task a worker with these properties may run: of one of
+        *task_types* that it *accepts* now, unconstrained, pinned to it, or for one of
+        its *tags*."""
+        if not self._heaps:
+            return None
         constraints: list[Constraint] = [None, OnWorker(worker_id)]
         constraints += [WithTag(tag) for tag in tags]
+        if len(self._heaps) <= len(task_types) * len(constraints):
+            allowed = set(constraints)
+            keys = [
+                key for key in self._heaps if key[0] in task_types and key[1] in allowed
+            ]
+        else:
+            keys = [(t, c) for t in task_types for c in constraints]
         best: list[_Item] | None = None
-        for task_type in task_types:
-            for constraint in constraints:
-                heap = self._heaps.get((task_type, constraint))
-                if heap is None:
-                    continue
-                while heap and not heap[0][2].queued:
-                    heapq.heappop(heap)
-                if not heap:
-                    del self._heaps[(task_type, constraint)]
-                elif best is None or heap[0] < best[0]:
-                    best = heap
+        for key in keys:
+            heap = self._heaps.get(key)
+            if heap is None or not accepts(key[0]):
+                continue
+            while heap and not heap[0][2].queued:
+                heapq.heappop(heap)
+            if not heap:
+                del self._heaps[key]
+            elif best is None or heap[0] < best[0]:
+                best = heap
         if best is None:
             return None
         entry = heapq.heappop(best)[2]

@@ -140,8 +140,7 @@ class Scheduler:
 
     def count_active(self, task_type: str | None) -> int:
         return sum(
-            r.state is WorkerState.ACTIVE
-            and (task_type is None or task_type in r.supported_tasks)
+            r.state is WorkerState.ACTIVE and (task_type is None or task_type in r.task_set)
             for r in self.pool
         )
 
@@ -347,15 +346,28 @@ class Scheduler:
             frame = encode(message)
         record.session.send(message)
         # Dropped if the outbox is closed: the session is ending and accounts for it.
-        record.outbox.put(frame)
+        outbox = record.outbox
+        outbox.put(frame)
+        if outbox.size > self.config.max_outbox_size and not record.evicted:
+            limit = self.config.max_outbox_size
+            log.warning(
+                "worker %s at %s does not read: %d characters wait for it (the limit "
+                "is %d): disconnected",
+                record.worker_id,
+                record.peer,
+                outbox.size,
+                limit,
+            )
+            record.evict(f"more than {limit} characters queued for it, unread")
 
     def _fill(self, record: WorkerRecord) -> None:
         """Give a worker with free slots the best-ranked queued tasks it can run, then
         rank it anew in the pool (once, whatever changed before and here)."""
         taken = False
+        session = record.session
         while record.can_accept():
             entry = self.queue.pop_for(
-                record.accepting_tasks(), record.worker_id, record.tags
+                record.task_set, record.worker_id, record.tags, session.below_limit
             )
             if entry is None:
                 break
@@ -437,13 +449,16 @@ class Scheduler:
         self._kill(entry, reason)
         self._resolve_error(entry, TaskStatus.CANCELLED, ErrorCode.CANCELLED, reason)
 
-    def _on_task_ended(self, entry: TaskEntry, result: TaskResult) -> None:
+    def _on_task_ended(
+        self, entry: TaskEntry, result: TaskResult, *, expired: bool = False
+    ) -> None:
         """A try ended on a worker: retry it if it may be retried, else resolve.
 
         A retryable ``Failed`` is retried after a backoff. A retryable ``Cancelled``
         is one the dispatcher did not ask for (after its ``Kill`` the task is resolved
         already, and its result never comes here): a worker that drained stopped it,
-        and it is retried at once."""
+        and it is retried at once. So is a try whose deadline passed on its worker
+        (*expired*: see :meth:`_expire`)."""
         handle = entry.handle
         entry.worker = None
         now = time.time()
@@ -459,7 +474,7 @@ class Scheduler:
         )
         status = result.status
         if (
-            (status is TaskStatus.FAILED or status is TaskStatus.CANCELLED)
+            (expired or status is TaskStatus.FAILED or status is TaskStatus.CANCELLED)
             and result.error is not None
             and result.error.retryable
             and self._may_retry(entry)
@@ -502,13 +517,65 @@ class Scheduler:
             self._place(entry)
 
     def _expire(self, entry: TaskEntry) -> None:
-        if trio.current_time() < entry.deadline:
+        """The task's deadline passed. Waiting, it resolves ``TimedOut``. On a worker,
+        which is sent ``Kill``, it is retried on another worker if it has retries
+        left and another connected worker could run it, with its timeout anew (within
+        the caller's own deadline); otherwise it resolves ``TimedOut``. A worker on
+        which ``max_consecutive_timeouts`` tasks in a row time out is drained: one
+        silent worker cannot swallow the queue."""
+        now = trio.current_time()
+        if now < entry.deadline:
             return  # a worker extended it since this deadline was watched
         timeout_ms = entry.handle.task.metadata.timeout_ms
-        where = "on its worker" if entry.worker is not None else "waiting"
+        record = entry.worker
+        where = "waiting" if record is None else f"on worker {record.worker_id}"
         message = f"no result within its deadline ({timeout_ms} ms timeout; {where})"
         self._kill(entry, "timed out")
+        if record is not None:
+            self._count_timeout(record)
+            if self._may_retry_elsewhere(entry, record):
+                record.session.abandon(entry.handle.id)
+                entry.deadline = now + timeout_ms / 1000
+                self.deadlines.watch(entry, entry.deadline)
+                error = TaskError(code=ErrorCode.TIMEOUT, message=message, retryable=True)
+                result = TaskResult(
+                    entry.handle.id,
+                    TaskStatus.TIMED_OUT,
+                    error=error,
+                    worker_id=record.worker_id,
+                )
+                self._on_task_ended(entry, result, expired=True)
+                return
         self._resolve_error(entry, TaskStatus.TIMED_OUT, ErrorCode.TIMEOUT, message)
+
+    def _may_retry_elsewhere(self, entry: TaskEntry, record: WorkerRecord) -> bool:
+        handle = entry.handle
+        constraint = entry.constraint
+        if (
+            self.closing
+            or handle.retry_count >= handle.task.metadata.max_retries
+            or trio.current_time() >= entry.caller_deadline
+            or isinstance(constraint, OnWorker)
+        ):
+            return False
+        avoid = frozenset([record.worker_id, *(a.worker_id for a in handle.attempts)])
+        tag = constraint.tag if isinstance(constraint, WithTag) else None
+        return self.pool.has_other(handle.task.task_type, avoid, tag)
+
+    def _count_timeout(self, record: WorkerRecord) -> None:
+        """One more of *record*'s tasks timed out on it: drain it at the limit."""
+        record.consecutive_timeouts += 1
+        limit = self.config.max_consecutive_timeouts
+        if (
+            limit is not None
+            and record.consecutive_timeouts >= limit
+            and record.state is WorkerState.ACTIVE
+        ):
+            reason = f"{record.consecutive_timeouts} tasks in a row timed out on it"
+            log.warning(
+                "worker %s at %s: %s: drained", record.worker_id, record.peer, reason
+            )
+            self.drain(record, reason)
 
     # -------------------------------------------------------------- workers
 
@@ -532,6 +599,7 @@ class Scheduler:
         protocol does not allow it now (the session layer then closes the worker)."""
         session = record.session
         was_throttled = session.throttled
+        load = session.load
         accepted = session.receive(message)
         if session.throttled != was_throttled and not session.draining:
             kind = (
@@ -556,6 +624,7 @@ class Scheduler:
             elif not result.status.is_terminal:
                 self._on_progress_report(entry, result)
             else:
+                record.consecutive_timeouts = 0
                 self._on_task_ended(entry, result)
         elif isinstance(accepted, Heartbeat):
             self._post(record, HeartbeatAck())
@@ -569,6 +638,10 @@ class Scheduler:
             self.pool_changed.unpark_all()
             if session.registered_by_peer:
                 self._post(record, WorkerRegistered(worker_id=record.worker_id))
+        elif session.load == load and session.throttled == was_throttled:
+            # Nothing it could take changed (a heartbeat, a progress report...): the
+            # message costs constant work, however many task types the worker has.
+            return
         self._fill(record)  # and ranks the worker anew: its load may have changed
 
     def _on_progress_report(self, entry: TaskEntry, result: TaskResult) -> None:
@@ -604,11 +677,11 @@ class Scheduler:
             entry.deadline = deadline
             self.deadlines.watch(entry, deadline)
 
-    def drain(self, record: WorkerRecord) -> None:
+    def drain(self, record: WorkerRecord, reason: str | None = None) -> None:
         """Send *record* no new tasks; its running tasks finish normally."""
         record.state = WorkerState.DRAINING
         self.pool.changed(record)
-        self.worker_event(record.worker_id, WorkerEventKind.DRAINING)
+        self.worker_event(record.worker_id, WorkerEventKind.DRAINING, reason)
 
     def worker_gone(self, record: WorkerRecord, reason: str) -> None:
         """The worker's session ended: retry or resolve what it held, then update the

@@ -35,6 +35,7 @@ from ..protocol import (
     RemoteProtocolError,
     SessionState,
     Shutdown,
+    WorkerRegister,
     WorkerRegistration,
     WorkerSession,
     decode,
@@ -109,9 +110,7 @@ async def serve_worker(
 
 def evict(record: WorkerRecord, reason: str) -> None:
     """End *record*'s session on purpose: its connection is closed with *reason*."""
-    record.evicted = True
-    record.close_reason = reason
-    record.cancel_scope.cancel()
+    record.evict(reason)
 
 
 def _registered(session: WorkerSession) -> WorkerRegistration:
@@ -128,6 +127,8 @@ async def _await_registration(
             message = None
             while message is None:
                 message = _decode(config, channel, await channel.receive(), channel.peer)
+            if isinstance(message, WorkerRegister):
+                _check_registration(config, message.registration)
             session.receive(message)
             return True
         except RemoteProtocolError as exc:
@@ -160,6 +161,8 @@ async def _read_loop(
                     continue
                 record.last_seen = trio.current_time()
                 record.watched = record.watched or isinstance(message, Heartbeat)
+                if isinstance(message, WorkerRegister):  # a spawned worker's own
+                    _check_registration(scheduler.config, message.registration)
                 scheduler.on_message(record, message)
             except RemoteProtocolError as exc:
                 scheduler.rejected += 1
@@ -180,7 +183,9 @@ def _decode(
     logged (under *who*) and ``None``; on any other, ``RemoteProtocolError``. (Not a
     coroutine around ``receive``: no extra frame per message on the hot path.)"""
     try:
-        return decode(frame, max_size=config.max_frame_size)
+        return decode(
+            frame, max_size=config.max_frame_size, max_depth=config.max_json_depth
+        )
     except NotAMessage:
         if not channel.lenient:
             raise
@@ -191,6 +196,35 @@ def _decode(
             raise
         log.warning("%s: ignored a malformed message: %s", who, exc)
     return None
+
+
+def _check_registration(config: DispatcherConfig, registration: WorkerRegistration) -> None:
+    """Raise :class:`RemoteProtocolError` saying which limit *registration* exceeds:
+    how many task types or tags, how long one is, how much concurrency it declares
+    (docs/limits.md). What a worker declares is stored and consulted for as long as
+    it is connected: the limits bound that."""
+    limits = registration.max_concurrency_by_type
+    for what, names, most in (
+        ("task types", registration.supported_tasks, config.max_task_types),
+        ("tags", registration.tags, config.max_tags),
+        ("per-type limits", tuple(limits), config.max_task_types),
+    ):
+        if len(names) > most:
+            raise RemoteProtocolError(
+                f"registration declares {len(names)} {what} (the limit is {most})"
+            )
+        longest = max(names, key=len, default="")
+        if len(longest) > config.max_name_length:
+            raise RemoteProtocolError(
+                f"registration declares a name of {len(longest)} characters among its "
+                f"{what}, {longest[:32]!r}... (the limit is {config.max_name_length})"
+            )
+    most = config.max_worker_concurrency
+    if registration.max_concurrency > most:
+        raise RemoteProtocolError(
+            f"registration declares maxConcurrency {registration.max_concurrency} "
+            f"(the limit is {most})"
+        )
 
 
 async def _watchdog(
@@ -225,10 +259,11 @@ async def _write_loop(
         if await writes:
             record.close_reason = "closed by the dispatcher"
             await _close(config, channel, "dispatcher shutting down", protocol_error=False)
-        else:
+        elif not record.evicted:  # (else the write was cut short: its reason stands)
             record.close_reason = f"a send did not complete within {config.send_timeout} s"
     except ChannelClosed as exc:
-        record.close_reason = f"connection lost while sending: {exc}"
+        if not record.evicted:
+            record.close_reason = f"connection lost while sending: {exc}"
     record.cancel_scope.cancel()
 
 

@@ -5,6 +5,7 @@ Nothing here imports Trio or touches a socket; the Trio layer drives it.
 
 from ._codec import (
     DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_JSON_DEPTH,
     decode,
     encode,
     encode_dispatch,
@@ -54,6 +55,7 @@ __all__ = [
     "LineBuffer",
     "Overlong",
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT_MS",
     "DISPATCHER_MESSAGES",

@@ -36,6 +36,7 @@ from ._types import Task, _camel
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_JSON_DEPTH",
     "ProtocolError",
     "decode",
     "encode",
@@ -45,6 +46,11 @@ __all__ = [
 
 DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 """Largest frame :func:`decode` accepts by default, in bytes (or characters for ``str``)."""
+DEFAULT_MAX_JSON_DEPTH: Final = 128
+"""Deepest nesting of arrays and objects :func:`decode` accepts by default (a message's
+own envelope takes 2 or 3 levels; ``{}`` and ``[]`` are one level). Never above 1024,
+orjson's own limit."""
+_ORJSON_DEPTH_LIMIT: Final = 1024
 
 
 _BY_TAG: Final[dict[str, type[Message]]] = {
@@ -146,39 +152,87 @@ def parse_json_value(data: str | bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def decode(data: str | bytes, *, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> Message:
+def decode(
+    data: str | bytes,
+    *,
+    max_size: int = DEFAULT_MAX_FRAME_SIZE,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+) -> Message:
     """Parse one frame into a message.
 
     Raises only :class:`RemoteProtocolError` (the frame came from the peer), whose
     reason says what is wrong and where: not JSON, not an object or no ``"type"``
     (these three as :class:`NotAMessage`), not a known message, a field
     missing, mistyped or out of range, a string holding a lone surrogate (which no
-    UTF-8 text can carry), a frame over *max_size*.
+    UTF-8 text can carry), a frame over *max_size*, arrays and objects nested deeper
+    than *max_depth* (at most 1024; nesting too deep for the standard library's
+    ``json`` to read, about 1000 levels, is not JSON: :class:`NotAMessage`).
     """
     if len(data) > max_size:
         raise RemoteProtocolError(
             f"frame of {len(data)} bytes exceeds the limit of {max_size}"
         )
+    max_depth = min(max_depth, _ORJSON_DEPTH_LIMIT)
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return _decode_reference(data)  # which says why, or reads what orjson cannot
+        # The reference path says why, or reads what orjson cannot.
+        return _decode_reference(data, max_depth=max_depth)
+    _check_depth(data, obj, max_depth)
     message = _decode_fast(obj)
     if message is not None:
         return message
     # orjson read it, so it holds no lone surrogate: orjson refuses them all.
-    return _decode_reference(data, unicode_checked=True)
+    return _decode_reference(data, max_depth=max_depth, unicode_checked=True)
 
 
-def _decode_reference(data: str | bytes, *, unicode_checked: bool = False) -> Message:
+def _too_deep(max_depth: int) -> RemoteProtocolError:
+    return RemoteProtocolError(f"JSON nested too deeply (more than {max_depth} levels)")
+
+
+def _check_depth(data: str | bytes, obj: Any, max_depth: int) -> None:
+    """Raise :class:`RemoteProtocolError` if arrays and objects in *obj* (read from
+    *data*) nest deeper than *max_depth*. A frame with fewer opening brackets than
+    that (counted at C speed, in strings too) cannot: most frames skip the walk."""
+    if isinstance(data, str):
+        brackets = data.count("[") + data.count("{")
+    else:
+        brackets = data.count(b"[") + data.count(b"{")
+    if brackets <= max_depth:
+        return
+    # Iterative, over containers only: the walk is bounded by the frame's size.
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > max_depth:
+            raise _too_deep(max_depth)
+        if type(value) is dict:
+            children: Any = value.values()
+        elif type(value) is list:
+            children = value
+        else:
+            continue
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+
+
+def _decode_reference(
+    data: str | bytes,
+    *,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    unicode_checked: bool = False,
+) -> Message:
     """:func:`decode` by the reference way (the standard library's ``json``, then
     cattrs), which also raises only :class:`RemoteProtocolError`. With
     *unicode_checked*, the caller knows that no string in *data* holds a lone
     surrogate, and the search for one is skipped."""
     try:
         obj = parse_json_value(data)
-    except ValueError as exc:
+    except ValueError as exc:  # (JSON too deep to read at all is no message either)
         raise NotAMessage(f"not JSON: {exc}") from None
+    _check_depth(data, obj, max_depth)  # (rarely walked twice: see _check_depth)
     if not isinstance(obj, dict):
         raise NotAMessage(f"expected a JSON object, got {_type_name(obj)}")
     tag = obj.get("type")

@@ -70,6 +70,7 @@ class WorkerSession:
         # spawned one was given its id, and may call itself something else.
         self._named_by_peer = registration is None
         self._slots: dict[uuid.UUID, _Slot] = {}
+        self._abandoned = 0  # slots ABANDONED
         # Limits per task type, and for the tasks of a limited type: each one's type,
         # and their count per type (nothing is tracked for a worker without limits).
         self._limits: Mapping[str, int] = (
@@ -122,21 +123,18 @@ class WorkerSession:
             self._rules.state is SessionState.ACTIVE
             and not self.throttled
             and self.load < self.capacity
-            and (task_type is None or not self._limits or self._below_limit(task_type))
+            and (task_type is None or self.below_limit(task_type))
         )
-
-    def accepting(self, task_types: tuple[str, ...]) -> tuple[str, ...]:
-        """Those of *task_types* below their limit (all of them if none is set)."""
-        if not self._limits:
-            return task_types
-        return tuple(t for t in task_types if self._below_limit(t))
 
     def load_of(self, task_type: str) -> int:
         """Capacity units held by tasks of *task_type* (counted for a type with a
         limit only)."""
         return self._load_by_type.get(task_type, 0)
 
-    def _below_limit(self, task_type: str) -> bool:
+    def below_limit(self, task_type: str) -> bool:
+        """Whether *task_type* is below its limit on this worker (if it has one)."""
+        if not self._limits:
+            return True
         limit = self._limits.get(task_type)
         return limit is None or self._load_by_type.get(task_type, 0) < limit
 
@@ -217,7 +215,8 @@ class WorkerSession:
         return message
 
     def _finish(self, task_id: uuid.UUID) -> None:
-        del self._slots[task_id]
+        if self._slots.pop(task_id) is _Slot.ABANDONED:
+            self._abandoned -= 1
         if self._type_of:
             self._release_type(task_id)
         self._finished[task_id] = None
@@ -227,7 +226,7 @@ class WorkerSession:
 
     def _reconcile(self, reported_active: int) -> None:
         excess = self.load - reported_active
-        if excess <= 0:
+        if excess <= 0 or not self._abandoned:  # (most heartbeats: no walk)
             return
         for task_id in [t for t, s in self._slots.items() if s is _Slot.ABANDONED][:excess]:
             self._finish(task_id)
@@ -254,7 +253,7 @@ class WorkerSession:
                 raise LocalProtocolError(f"worker {self.worker_id} is at capacity")
             task_type = message.task.task_type
             if self._limits and task_type in self._limits:
-                if not self._below_limit(task_type):
+                if not self.below_limit(task_type):
                     raise LocalProtocolError(
                         f"worker {self.worker_id} is at its limit for task type "
                         f"{task_type!r}"
@@ -268,14 +267,16 @@ class WorkerSession:
     def abandon(self, task_id: uuid.UUID) -> None:
         """The dispatcher has resolved *task_id* without the worker (timeout, kill).
         Its slot stays held until the worker reports or a heartbeat frees it."""
-        if task_id in self._slots:
+        if self._slots.get(task_id, _Slot.ABANDONED) is not _Slot.ABANDONED:
             self._slots[task_id] = _Slot.ABANDONED
+            self._abandoned += 1
 
     def close(self) -> list[uuid.UUID]:
         """The connection is gone; return the tasks that were still in flight."""
         lost = self.in_flight()
         self._rules.close()
         self._slots.clear()
+        self._abandoned = 0
         self._type_of.clear()
         self._load_by_type.clear()
         return lost

@@ -86,11 +86,14 @@ class Outbox:
         self._writer = trio.lowlevel.ParkingLot()
         self._woken = False
         self.closed = False
+        #: Characters queued and not yet taken by the writer.
+        self.size = 0
 
     def put(self, frame: str) -> None:
         """Queue *frame* for the writer (dropped once the outbox is closed)."""
         if not self.closed:
             self._frames.append(frame)
+            self.size += len(frame)
             self.wake()
 
     def wake(self) -> None:
@@ -115,6 +118,7 @@ class Outbox:
         """Every queued frame (perhaps none), without waiting."""
         self._woken = False
         frames, self._frames = self._frames, []
+        self.size = 0
         return frames
 
 

@@ -14,6 +14,7 @@ import collections
 import errno
 import http
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
@@ -53,11 +54,12 @@ _RECEIVE_SIZE = 65536
 _MAX_HANDSHAKE_SIZE = 65536
 _MAX_REFUSAL_BODY = 4096  # bytes of an HTTP error's body read for its reason
 _MAX_REFUSAL_REASON = 200  # characters of it kept
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+# accept(2) failing for want of resources (file descriptors, memory): back off.
 _ACCEPT_CAPACITY_ERRNOS = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )
-_ACCEPT_SLEEP = 0.1  # seconds: as trio.serve_listeners waits
-_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_ACCEPT_BACKOFF = (0.01, 1.0)  # the first pause, and the longest, in seconds
 
 log = logging.getLogger("trio_pipe.websocket")
 
@@ -454,10 +456,14 @@ class WebSocketChannel:
 
     lenient = False
 
-    def __init__(self, ws: WebSocketStream) -> None:
+    def __init__(
+        self, ws: WebSocketStream, *, on_first_message: Callable[[], object] | None = None
+    ) -> None:
+        """*on_first_message* is called once, when the first message arrives."""
         self._ws = ws
         self.peer = ws.peer
         self.claims = ws.claims
+        self._on_first_message = on_first_message
 
     async def receive(self) -> str:
         try:
@@ -466,6 +472,9 @@ class WebSocketChannel:
             raise ChannelClosed(
                 f"WebSocket {exc}", close_code=exc.code, close_reason=exc.reason
             ) from None
+        if self._on_first_message is not None:
+            self._on_first_message()
+            self._on_first_message = None
         if isinstance(frame, bytes):
             raise RemoteProtocolError("binary frame: messages are JSON text frames")
         return frame
@@ -481,6 +490,89 @@ class WebSocketChannel:
         await self._ws.aclose(code, reason)  # which cuts it to fit a control frame
 
 
+class _Episode:
+    """A limit that fires again and again (a flood of connections): logged once when
+    it starts, with the first peer, and once when it ends, with how often it fired."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._count = 0
+
+    def fire(self, peer: str, detail: str) -> None:
+        self._count += 1
+        if self._count == 1:
+            log.warning("%s (%s): %s; logged once until it stops", self._what, peer, detail)
+
+    def end(self) -> None:
+        if self._count:
+            log.warning("%s: stopped after %d times", self._what, self._count)
+            self._count = 0
+
+
+class _Admission:
+    """Who may connect: at most *max_connections* at once, of which at most
+    *max_unregistered* have not sent their first message. A new connection beyond
+    either limit sheds the oldest connection without a message, if there is one (idle
+    connections cannot keep a worker out, they can only take turns); else it is closed
+    as soon as accepted."""
+
+    def __init__(self, max_connections: int | None, max_unregistered: int | None) -> None:
+        self.max_connections = max_connections
+        self.max_unregistered = max_unregistered
+        self.connections = 0
+        # The scope of each connection without a first message, oldest first:
+        self.unregistered: dict[object, trio.CancelScope] = {}
+        self.refused = _Episode("too many connections: new ones closed at once")
+        self.shed = _Episode(
+            "too many connections: the oldest without a message closed for new ones"
+        )
+
+    def admit(self, peer: str) -> bool:
+        """Whether the new connection from *peer* may stay (after shedding another)."""
+        full = self.max_connections is not None and self.connections >= self.max_connections
+        if full and not self.unregistered:
+            self.refused.fire(peer, f"the limit is {self.max_connections}")
+            return False
+        self.refused.end()
+        most = self.max_unregistered
+        if full or (most is not None and len(self.unregistered) >= most):
+            oldest = next(iter(self.unregistered))
+            self.unregistered.pop(oldest).cancel()
+            limit = f"{self.max_connections} in all" if full else f"{most} without one"
+            self.shed.fire(peer, f"the limit is {limit}")
+        else:
+            self.shed.end()
+        return True
+
+
+async def _accept_loop(
+    listener: trio.abc.Listener[trio.abc.Stream],
+    handler_nursery: trio.Nursery,
+    serve_stream: Callable[[trio.abc.Stream], Awaitable[None]],
+    where: str,
+) -> None:
+    """Accept on *listener* until cancelled. When accept fails for want of file
+    descriptors or memory, back off (doubling, up to a second), and log once per
+    episode rather than once per try."""
+    episode = _Episode(f"accepting on {where} fails")
+    delay = _ACCEPT_BACKOFF[0]
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                name = errno.errorcode.get(exc.errno, str(exc.errno))
+                episode.fire(name, f"{os.strerror(exc.errno)}; backing off")
+                await trio.sleep(delay)
+                delay = min(delay * 2, _ACCEPT_BACKOFF[1])
+                continue
+            episode.end()
+            delay = _ACCEPT_BACKOFF[0]
+            handler_nursery.start_soon(serve_stream, stream)
+
+
 async def serve_websocket_workers(
     handler: Callable[[WebSocketChannel], Awaitable[None]],
     host: str,
@@ -492,6 +584,8 @@ async def serve_websocket_workers(
     handshake_timeout: float = 10.0,
     close_timeout: float = 2.0,
     authenticator: Authenticator | None = None,
+    max_connections: int | None = None,
+    max_unregistered: int | None = None,
     task_status: trio.TaskStatus[tuple[int, ...]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket workers on *host*:*port* until cancelled.
@@ -509,9 +603,34 @@ async def serve_websocket_workers(
     (*handshake_timeout*) opening handshake closes that connection only; so does
     one that *authenticator* refuses (see :func:`accept_websocket`), before any
     protocol message is read.
+
+    Limits (docs/limits.md): beyond *max_connections* open at once, a new connection
+    is closed as soon as it is accepted; beyond *max_unregistered* that have not yet
+    sent their first message (in the handshake, or not registered), a new one sheds
+    the oldest of those. Either is logged once per episode, as is accept failing for
+    want of file descriptors (it backs off meanwhile).
     """
+    admission = _Admission(max_connections, max_unregistered)
 
     async def serve_stream(stream: trio.abc.Stream) -> None:
+        if not admission.admit(_describe_peer(stream)):
+            await trio.aclose_forcefully(stream)
+            return
+        admission.connections += 1
+        key = object()
+        admission.unregistered[key] = scope = trio.CancelScope()
+        try:
+            with scope:
+                await _serve_connection(
+                    stream, lambda: admission.unregistered.pop(key, None)
+                )
+        finally:
+            admission.connections -= 1
+            admission.unregistered.pop(key, None)
+
+    async def _serve_connection(
+        stream: trio.abc.Stream, on_first_message: Callable[[], object]
+    ) -> None:
         # Closed shielded and forcefully: an error of the handler's must leave this
         # function as itself, not replaced by a Cancelled from closing the stream
         # while the dispatcher is being cancelled (which would drop the error).
@@ -535,7 +654,7 @@ async def serve_websocket_workers(
                 )
                 return
             try:
-                await handler(WebSocketChannel(ws))
+                await handler(WebSocketChannel(ws, on_first_message=on_first_message))
             finally:
                 with trio.move_on_after(close_timeout, shield=True):
                     await ws.aclose()
@@ -559,28 +678,14 @@ async def serve_websocket_workers(
     task_status.started(tuple(sock.getsockname()[1] for sock in sockets))
     # Not trio.serve_listeners: it closes each stream after its handler, unshielded,
     # and so replaces the handler's error with a Cancelled if the dispatcher is being
-    # cancelled by then.
+    # cancelled by then; nor does it back off when accept runs out of descriptors.
     async with trio.open_nursery() as nursery:
-        for each in listeners:
-            nursery.start_soon(_accept, each, handler_nursery or nursery, serve_stream)
-
-
-async def _accept(
-    listener: trio.abc.Listener[trio.abc.Stream],
-    handler_nursery: trio.Nursery,
-    serve_stream: Callable[[trio.abc.Stream], Awaitable[None]],
-) -> None:
-    """Accept connections on *listener* until cancelled, each served by
-    *serve_stream* in *handler_nursery* (which closes it). Out of file descriptors or
-    memory, wait a little and go on, as ``trio.serve_listeners`` does."""
-    async with listener:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                log.error("accept failed: %s; trying again in %s s", exc, _ACCEPT_SLEEP)
-                await trio.sleep(_ACCEPT_SLEEP)
-            else:
-                handler_nursery.start_soon(serve_stream, stream)
+        for each, sock in zip(listeners, sockets, strict=True):
+            address, bound = sock.getsockname()[:2]
+            nursery.start_soon(
+                _accept_loop,
+                each,
+                handler_nursery or nursery,
+                serve_stream,
+                f"{address}:{bound}",
+            )
