@@ -354,6 +354,57 @@ async def test_a_task_whose_deadline_passes_on_a_worker_is_retried_on_another(
         await good.aclose()
 
 
+async def test_a_retry_never_goes_back_to_the_worker_still_holding_its_slot(
+    autojump_clock: object,
+) -> None:
+    # "silent" keeps the slot of the try it was given up on until it lets it go: with
+    # a free slot beside it, it is still no place for the retry, which waits instead.
+    async with trio_pipe.open_dispatcher(port=None) as d:
+        silent = await connect_memory_worker(d, "silent", ["t"], max_concurrency=2)
+        busy = await connect_memory_worker(d, "busy", ["t"])
+        blocking = await d.dispatch_to("busy", Task.new("t", "v"))
+        first = await busy.receive_task()
+        handle = await d.submit(Task.new("t", 1, timeout_ms=1000))
+        assert (await silent.receive_task()).task.id == handle.id
+        await trio.sleep(1.5)
+        assert handle.status is TaskStatus.PENDING  # queued, not back on "silent"
+        await busy.complete(first, "v")
+        await blocking.result()
+        retry = await busy.receive_task()
+        assert retry.task.id == handle.id and retry.task.metadata.retry_count == 1
+        await busy.complete(retry, "done")
+        assert await handle.value() == "done"
+        await silent.aclose()
+        await busy.aclose()
+
+
+async def test_a_worker_freeing_a_slot_skips_a_queued_retry_it_still_holds(
+    autojump_clock: object,
+) -> None:
+    async with trio_pipe.open_dispatcher(port=None) as d:
+        silent = await connect_memory_worker(d, "silent", ["t"], max_concurrency=2)
+        busy = await connect_memory_worker(d, "busy", ["t"])
+        blocking = await d.dispatch_to("busy", Task.new("t", "v", timeout_ms=60_000))
+        first = await busy.receive_task()
+        handle = await d.submit(Task.new("t", 1, timeout_ms=1000))
+        other = await d.submit(Task.new("t", 2, timeout_ms=60_000))
+        assert (await silent.receive_task()).task.id == handle.id
+        other_dispatch = await silent.receive_task()
+        await trio.sleep(1.5)  # "handle" timed out on "silent": queued for a retry
+        await silent.complete(other_dispatch, 2)  # a slot frees beside the held one
+        assert await other.value() == 2
+        await trio.testing.wait_all_tasks_blocked()
+        assert handle.status is TaskStatus.PENDING
+        await busy.complete(first, "v")
+        await blocking.result()
+        retry = await busy.receive_task()
+        assert retry.task.id == handle.id
+        await busy.complete(retry, "done")
+        assert await handle.value() == "done"
+        await silent.aclose()
+        await busy.aclose()
+
+
 async def test_a_timed_out_task_with_no_retries_left_resolves_timed_out(
     autojump_clock: object,
 ) -> None:

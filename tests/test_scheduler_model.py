@@ -342,6 +342,7 @@ class SchedulerModel(RuleBasedStateMachine):
             worker.free()
             and task.task.task_type in worker.types
             and allows(task.constraint, worker)
+            and task.id not in worker.slots  # (a try given up on, not yet let go)
         )
 
     def name_of(self, task_id: uuid.UUID) -> str:

@@ -6,6 +6,7 @@ import enum
 import heapq
 import itertools
 import math
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 
@@ -291,16 +292,25 @@ class Pool:
         worker_id: str | None = None,
         tag: str | None = None,
         avoid: frozenset[str] = frozenset(),
+        task_id: uuid.UUID | None = None,
     ) -> WorkerRecord | None:
         """The least-loaded worker that can take a task now, preferring ones not in
-        *avoid*; ``None`` if there is none."""
+        *avoid*, and never one that still holds *task_id* (a try it was given up on,
+        whose slot it has not let go); ``None`` if there is none. A task retried has
+        tried workers to *avoid*, so only the first try of a task takes the fast
+        path, and it cannot be held anywhere."""
         if worker_id is not None:
             record = self._workers.get(worker_id)
-            ok = record and record.can_accept(task_type) and task_type in record.task_set
+            ok = (
+                record
+                and record.can_accept(task_type)
+                and task_type in record.task_set
+                and not (task_id is not None and record.session.holds(task_id))
+            )
             return record if ok else None
         if tag is None and not avoid:
             return self._least_loaded(task_type)
-        return self._scan(task_type, tag, avoid)
+        return self._scan(task_type, tag, avoid, task_id)
 
     def _least_loaded(self, task_type: str) -> WorkerRecord | None:
         heap = self._free.get(task_type)
@@ -324,15 +334,21 @@ class Pool:
         return None
 
     def _scan(
-        self, task_type: str, tag: str | None, avoid: frozenset[str]
+        self,
+        task_type: str,
+        tag: str | None,
+        avoid: frozenset[str],
+        task_id: uuid.UUID | None,
     ) -> WorkerRecord | None:
         """Least-loaded selection by looking at every worker (with a tag or workers to
         avoid: retries and tagged tasks)."""
         best: WorkerRecord | None = None
         best_key = (True, math.inf, 0)
         for record in self._by_type.get(task_type, ()):
-            if not record.can_accept(task_type) or (
-                tag is not None and tag not in record.tags
+            if (
+                not record.can_accept(task_type)
+                or (tag is not None and tag not in record.tags)
+                or (task_id is not None and record.session.holds(task_id))
             ):
                 continue
             session = record.session

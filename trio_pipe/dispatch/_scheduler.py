@@ -288,6 +288,7 @@ class Scheduler:
             worker_id=constraint.worker_id if isinstance(constraint, OnWorker) else None,
             tag=constraint.tag if isinstance(constraint, WithTag) else None,
             avoid=avoid,
+            task_id=handle.id if attempts else None,
         )
         admitted = handle.id not in self._entries
         if admitted:
@@ -365,12 +366,16 @@ class Scheduler:
         rank it anew in the pool (once, whatever changed before and here)."""
         taken = False
         session = record.session
+        held: list[TaskEntry] = []  # given up on here, still in a slot: not again
         while record.can_accept():
             entry = self.queue.pop_for(
                 record.task_set, record.worker_id, record.tags, session.below_limit
             )
             if entry is None:
                 break
+            if session.holds(entry.handle.id):
+                held.append(entry)
+                continue
             taken = True
             try:
                 self._send_task(entry, record, rank=False)
@@ -378,6 +383,9 @@ class Scheduler:
                 self._resolve_error(
                     entry, TaskStatus.FAILED, ErrorCode.INVALID_PAYLOAD, str(exc)
                 )
+        now = trio.current_time()
+        for entry in held:  # (their rank is kept: see TaskQueue)
+            self.queue.push(entry, now)
         self.pool.changed(record)
         if taken:
             self.queue_space.unpark(count=max(self.queue.max_queued - len(self.queue), 0))

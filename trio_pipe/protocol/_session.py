@@ -142,6 +142,11 @@ class WorkerSession:
         """Tasks this worker holds that the dispatcher still waits for."""
         return [t for t, slot in self._slots.items() if slot is not _Slot.ABANDONED]
 
+    def holds(self, task_id: uuid.UUID) -> bool:
+        """Whether *task_id* holds a slot here, waited for or abandoned: it cannot be
+        sent to this worker again until the worker lets it go."""
+        return task_id in self._slots
+
     def is_running(self, task_id: uuid.UUID) -> bool:
         return self._slots.get(task_id) is _Slot.RUNNING
 
