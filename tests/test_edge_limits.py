@@ -3,6 +3,7 @@ does not play by the rules can cost the dispatcher, and what it gets for it."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -316,16 +317,20 @@ async def test_a_worker_that_does_not_read_is_disconnected_at_max_outbox_size(
         trio_pipe.open_dispatcher(max_outbox_size=2_000_000) as d,
         d.events() as events,
     ):
-        stream = await trio.open_tcp_stream("127.0.0.1", d.port)
-        ws = await connect_websocket(stream, f"ws://127.0.0.1:{d.port}/")
-        await ws.send_all([register("deaf", max_concurrency=1000)])
-        payload = "x" * 100_000
-        # It never reads again: what is sent to it piles up once the sockets are full.
-        for _ in range(300):
-            await d.submit(Task.new("t", payload, max_retries=0))
-        await gone(events, "deaf")
-        (info,) = d.workers()
-        await stream.aclose()
+        # A small receive buffer, set before connecting: the kernel's own buffering
+        # (autotuned up to tens of MiB on loopback) cannot hide that it never reads.
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", d.port))
+        async with trio.SocketStream(sock) as stream:
+            ws = await connect_websocket(stream, f"ws://127.0.0.1:{d.port}/")
+            await ws.send_all([register("deaf", max_concurrency=1000)])
+            payload = "x" * 100_000
+            # It never reads again: what is sent to it piles up once the socket is full.
+            for _ in range(300):
+                await d.submit(Task.new("t", payload, max_retries=0))
+            await gone(events, "deaf")
+            (info,) = d.workers()
     assert info.close_reason == "more than 2000000 characters queued for it, unread"
     (line,) = logged(caplog, "does not read")
     assert "worker deaf at ws://127.0.0.1:" in line
