@@ -97,7 +97,28 @@ async def test_the_handshake_timeout_is_a_setting(caplog: pytest.LogCaptureFixtu
                 assert await stream.receive_some() == b""  # closed on us
             assert trio.current_time() - started >= 0.2
     (line,) = logged(caplog, "no WebSocket handshake within 0.2 s")
-    assert line.startswith("ws://127.0.0.1:")
+    assert "(ws://127.0.0.1:" in line
+
+
+async def test_a_flood_of_failing_handshakes_is_logged_once_per_episode(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with trio_pipe.open_dispatcher() as d:
+        for _ in range(5):
+            async with await trio.open_tcp_stream("127.0.0.1", d.port) as stream:
+                await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                with trio.fail_after(WAIT):
+                    while await stream.receive_some():
+                        pass
+        await (await registered(d.port, "w")).aclose()  # a handshake that works ends it
+        async with await trio.open_tcp_stream("127.0.0.1", d.port) as stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            with trio.fail_after(WAIT):
+                while await stream.receive_some():
+                    pass
+    begun = logged(caplog, "WebSocket handshakes fail (ws://127.0.0.1:")
+    assert len(begun) == 2 and all("logged once until it stops" in b for b in begun)
+    assert logged(caplog, "WebSocket handshakes fail: stopped after 5 times")
 
 
 # -- how many connections --------------------------------------------------------------

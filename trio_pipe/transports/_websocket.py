@@ -504,9 +504,9 @@ class _Episode:
             log.warning("%s (%s): %s; logged once until it stops", self._what, peer, detail)
 
     def end(self) -> None:
-        if self._count:
+        if self._count > 1:
             log.warning("%s: stopped after %d times", self._what, self._count)
-            self._count = 0
+        self._count = 0
 
 
 class _Admission:
@@ -607,10 +607,15 @@ async def serve_websocket_workers(
     Limits (docs/limits.md): beyond *max_connections* open at once, a new connection
     is closed as soon as it is accepted; beyond *max_unregistered* that have not yet
     sent their first message (in the handshake, or not registered), a new one sheds
-    the oldest of those. Either is logged once per episode, as is accept failing for
-    want of file descriptors (it backs off meanwhile).
+    the oldest of those. Either is logged once per episode, as are handshakes that
+    fail or time out, and accept failing for want of file descriptors (it backs off
+    meanwhile).
     """
     admission = _Admission(max_connections, max_unregistered)
+    # A flood of failing or idle handshakes is logged once per episode, which a
+    # handshake that succeeds ends.
+    failing = _Episode("WebSocket handshakes fail")
+    idle = _Episode(f"no WebSocket handshake within {handshake_timeout} s")
 
     async def serve_stream(stream: trio.abc.Stream) -> None:
         if not admission.admit(_describe_peer(stream)):
@@ -642,17 +647,13 @@ async def serve_websocket_workers(
                         stream, max_message_size=max_frame_size, authenticator=authenticator
                     )
                 except HandshakeFailed as exc:
-                    log.warning(
-                        "%s: WebSocket handshake failed: %s", _describe_peer(stream), exc
-                    )
+                    failing.fire(_describe_peer(stream), str(exc))
                     return
             if ws is None:
-                log.warning(
-                    "%s: no WebSocket handshake within %s s",
-                    _describe_peer(stream),
-                    handshake_timeout,
-                )
+                idle.fire(_describe_peer(stream), "closed")
                 return
+            failing.end()
+            idle.end()
             try:
                 await handler(WebSocketChannel(ws, on_first_message=on_first_message))
             finally:
