@@ -115,7 +115,9 @@ def test_the_heaps_pick_what_a_scan_of_every_worker_picks(
         getattr(workers, str(name))(*args)
         for task_type in TYPES:
             chosen = workers.pool.select(task_type)
-            assert key(chosen) == key(workers.pool._scan(task_type, None, frozenset()))
+            assert key(chosen) == key(
+                workers.pool._scan(task_type, None, frozenset(), None)
+            )
             if chosen is not None:
                 limit = chosen.session.registration.max_concurrency_by_type.get(task_type)  # type: ignore[union-attr]
                 assert limit is None or chosen.session.load_of(task_type) < limit
