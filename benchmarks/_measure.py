@@ -67,6 +67,18 @@ async def throughput_submitters(
     return tasks / (time.perf_counter() - started)
 
 
+async def throughput_map(
+    dispatcher: trio_pipe.Dispatcher, tasks: int, in_flight: int, task_type: str = "noop"
+) -> float:
+    """Tasks/s through :meth:`Dispatcher.map` with ``concurrency=in_flight``: the
+    batch path, one consumer for every result."""
+    started = time.perf_counter()
+    async with dispatcher.map(task_type, range(tasks), concurrency=in_flight) as results:
+        async for item in results:
+            item.value  # noqa: B018 -- raises if the task did not complete
+    return tasks / (time.perf_counter() - started)
+
+
 async def latencies(
     dispatcher: trio_pipe.Dispatcher, tasks: int, task_type: str = "noop"
 ) -> list[float]:
@@ -85,16 +97,37 @@ async def summary(
     latency_tasks: int,
     in_flight: int,
     task_type: str = "noop",
+    shapes: bool = False,
 ) -> dict[str, Any]:
     """Warm up, then three throughput runs and one latency run of no-op tasks (of
-    *task_type*, whose handler returns at once)."""
+    *task_type*, whose handler returns at once). With *shapes*, three runs of each
+    other way to keep *in_flight* tasks going come between (:func:`rates`): with
+    ``submitters_``, ``map_`` before each throughput key."""
     await throughput(dispatcher, min(tasks, 500), in_flight, task_type)
-    rates = [await throughput(dispatcher, tasks, in_flight, task_type) for _ in range(3)]
+    figures = rates(
+        [await throughput(dispatcher, tasks, in_flight, task_type) for _ in range(3)]
+    )
+    if shapes:
+        for name, measure in [
+            ("submitters", throughput_submitters),
+            ("map", throughput_map),
+        ]:
+            runs = [
+                await measure(dispatcher, tasks, in_flight, task_type) for _ in range(3)
+            ]
+            figures.update({f"{name}_{k}": v for k, v in rates(runs).items()})
     samples = sorted(await latencies(dispatcher, latency_tasks, task_type))
     return {
-        "tasks_per_s": statistics.median(rates),
-        "tasks_per_s_min": min(rates),
-        "tasks_per_s_max": max(rates),
+        **figures,
         "p50_us": statistics.median(samples),
         "p99_us": samples[int(len(samples) * 0.99) - 1],
+    }
+
+
+def rates(runs: list[float]) -> dict[str, float]:
+    """The median of throughput *runs*, and their range."""
+    return {
+        "tasks_per_s": statistics.median(runs),
+        "tasks_per_s_min": min(runs),
+        "tasks_per_s_max": max(runs),
     }

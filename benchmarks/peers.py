@@ -49,7 +49,7 @@ import trio
 import trio_pipe
 
 from . import rust_pipe, ws_roundtrip
-from ._measure import machine
+from ._measure import machine, rates
 from .sdks import measure_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,13 +211,11 @@ def celery_worker(redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
 # -- measuring --------------------------------------------------------------------
 
 
-def figures(rates: Sequence[float], samples: Sequence[float]) -> dict[str, float]:
-    """The summary of ``_measure.summary``: rates in tasks/s, samples in µs."""
+def figures(runs: Sequence[float], samples: Sequence[float]) -> dict[str, float]:
+    """The summary of ``_measure.summary``: *runs* in tasks/s, *samples* in µs."""
     ordered = sorted(samples)
     return {
-        "tasks_per_s": statistics.median(rates),
-        "tasks_per_s_min": min(rates),
-        "tasks_per_s_max": max(rates),
+        **rates(list(runs)),
         "p50_us": statistics.median(ordered),
         "p99_us": ordered[int(len(ordered) * 0.99) - 1],
     }
@@ -340,17 +338,23 @@ def measure_against_rust_pipe(
     """rust-pipe's dispatcher, then trio_pipe's, each serving one process of the Go
     peer worker: (rust-pipe's row, trio_pipe's row)."""
     workload = {"tasks": tasks, "latency_tasks": latency_tasks, "in_flight": IN_FLIGHT}
-    rates, samples, refused = _run_trio(
+    spawned, submitters, samples, refused = _run_trio(
         partial(rust_pipe.measure_rust_pipe, [str(worker)], executable=peer, **workload)
     )
     rust_row = {
         "scenario": f"rust-pipe {rust_pipe.RUST_PIPE_VERSION} (Rust, tokio)",
-        **figures(rates, samples),
+        **figures(spawned, samples),
+        **{f"submitters_{k}": v for k, v in rates(submitters).items()},
         "refused": refused,
     }
     trio_row = _run_trio(
         partial(
-            measure_worker, [str(worker)], "bench-peer-worker", task_type="noop", **workload
+            measure_worker,
+            [str(worker)],
+            "bench-peer-worker",
+            task_type="noop",
+            shapes=True,
+            **workload,
         )
     )
     trio_row = {"scenario": f"trio_pipe {trio_pipe.__version__} (Python, Trio)", **trio_row}
@@ -364,14 +368,32 @@ def _key(peer: str) -> str:
 def with_ratios(
     trio_row: dict[str, Any], peer_row: dict[str, Any], peer: str
 ) -> dict[str, Any]:
-    """*trio_row* with its throughput, p50 and p99 as multiples of *peer_row*'s."""
+    """*trio_row* with its throughput, p50 and p99 as multiples of *peer_row*'s; and,
+    where both rows have them, each other way of keeping tasks in flight as a
+    multiple of the peer's same way, and :meth:`Dispatcher.map` (trio_pipe's batch
+    path) as a multiple of the peer's best way."""
     key = _key(peer)
-    return {
-        **trio_row,
+    ratios = {
         f"ratio_to_{key}": trio_row["tasks_per_s"] / peer_row["tasks_per_s"],
         f"p50_ratio_to_{key}": trio_row["p50_us"] / peer_row["p50_us"],
         f"p99_ratio_to_{key}": trio_row["p99_us"] / peer_row["p99_us"],
     }
+    if "submitters_tasks_per_s" in trio_row and "submitters_tasks_per_s" in peer_row:
+        ratios[f"submitters_ratio_to_{key}"] = (
+            trio_row["submitters_tasks_per_s"] / peer_row["submitters_tasks_per_s"]
+        )
+    if "map_tasks_per_s" in trio_row:
+        best = max(peer_row[k] for k in _SHAPES if k in peer_row)
+        ratios[f"map_ratio_to_{key}"] = trio_row["map_tasks_per_s"] / best
+    return {**trio_row, **ratios}
+
+
+# Each way of keeping 256 tasks in flight, by the key of its median tasks/s:
+_SHAPES = {
+    "tasks_per_s": "a task spawned per task, and a semaphore",
+    "submitters_tasks_per_s": "256 submitters, each submitting and awaiting in turn",
+    "map_tasks_per_s": "the batch path (trio_pipe: `Dispatcher.map`)",
+}
 
 
 def table(rows: Sequence[dict[str, Any]], peer: str) -> str:
@@ -394,6 +416,43 @@ def table(rows: Sequence[dict[str, Any]], peer: str) -> str:
             f"| {row['p50_us']:,.0f} | {ratio(row, f'p50_ratio_to_{key}')} "
             f"| {row['p99_us']:,.0f} | {ratio(row, f'p99_ratio_to_{key}')} |"
         )
+    return "\n".join(lines)
+
+
+def shapes_table(rows: Sequence[dict[str, Any]], peer: str) -> str:
+    """Markdown: tasks/s of each way of keeping 256 tasks in flight (median of 3,
+    min-max) and latency one at a time, the peer's row first, then trio_pipe's with
+    its multiples of the peer's."""
+    key = _key(peer)
+    names = [name for name in _SHAPES if any(name in row for row in rows)]
+    header = "| dispatcher |"
+    for name in names:
+        header += f" {_SHAPES[name]}: tasks/s | x {peer} |"
+    header += f" p50 µs | p50 x {peer} | p99 µs | p99 x {peer} |"
+    lines = [header, "|---" * (1 + 2 * len(names) + 4) + "|"]
+
+    def ratio(row: dict[str, Any], name: str) -> str:
+        return f"{row[name]:.2f}" if name in row else "—"
+
+    for row in rows:
+        cells = [row["scenario"]]
+        for name in names:
+            prefix = name.removesuffix("tasks_per_s")
+            if name not in row:
+                cells += ["—", "—"]
+                continue
+            cells.append(
+                f"{row[name]:,.0f} ({row[prefix + 'tasks_per_s_min']:,.0f}-"
+                f"{row[prefix + 'tasks_per_s_max']:,.0f})"
+            )
+            cells.append(ratio(row, f"{prefix}ratio_to_{key}"))
+        cells += [
+            f"{row['p50_us']:,.0f}",
+            ratio(row, f"p50_ratio_to_{key}"),
+            f"{row['p99_us']:,.0f}",
+            ratio(row, f"p99_ratio_to_{key}"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -493,8 +552,16 @@ def save(
 def summary_line(rows: Sequence[dict[str, Any]], peer: str) -> str:
     key = _key(peer)
     trio_row = rows[-1]
+    shapes = "".join(
+        f", x{trio_row[name]:.2f} {what}"
+        for name, what in [
+            (f"submitters_ratio_to_{key}", "with 256 submitters"),
+            (f"map_ratio_to_{key}", "through map"),
+        ]
+        if name in trio_row
+    )
     return (
-        f"trio_pipe / {peer}: x{trio_row[f'ratio_to_{key}']:.2f} the tasks/s, "
+        f"trio_pipe / {peer}: x{trio_row[f'ratio_to_{key}']:.2f} the tasks/s{shapes}, "
         f"x{trio_row[f'p50_ratio_to_{key}']:.2f} the p50 latency, "
         f"x{trio_row[f'p99_ratio_to_{key}']:.2f} the p99"
     )
@@ -511,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     machine_then = _machine(args.redis_server)  # the load average before the run
     comparisons = run(args.full, args.redis_server)
     for peer, rows in comparisons.items():
-        print(f"{table(rows, peer)}\n")
+        print(f"{(shapes_table if peer == RUST_PIPE else table)(rows, peer)}\n")
     for peer, rows in comparisons.items():
         print(summary_line(rows, peer))
     print(f"\nsaved {save(comparisons, args.full, machine_then)}")

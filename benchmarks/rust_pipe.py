@@ -164,12 +164,13 @@ async def measure_rust_pipe(
     in_flight: int,
     task_type: str = "noop",
     executable: Path = PEER,
-) -> tuple[list[float], list[float], int]:
+) -> tuple[list[float], list[float], list[float], int]:
     """The harness's workload (``benchmarks/_measure.py``) through rust-pipe's
     dispatcher to one process of *worker* (the URL appended) serving no-op tasks of
-    *task_type*, with capacity *in_flight*: the three throughput runs' tasks/s, the
-    latencies one task at a time (µs), and how many times rust-pipe refused a task for
-    want of a free worker (each offered again)."""
+    *task_type*, with capacity *in_flight*: the tasks/s of the three throughput runs
+    with a spawned task per task, and of the three with *in_flight* submitters; the
+    latencies one task at a time (µs); and how many times rust-pipe refused a task
+    for want of a free worker (each offered again)."""
     args = [
         "bench",
         "--tasks", str(tasks),
@@ -188,7 +189,9 @@ async def measure_rust_pipe(
         )
         await dispatcher.expect("worker")
         rates = await dispatcher.expect("rates")
+        submitters = await dispatcher.expect("submitters")
         latencies = await dispatcher.expect("latencies")
         await dispatcher.expect("stopped")
         nursery.cancel_scope.cancel()
-    return rates["tasks_per_s"], latencies["samples_us"], rates["refused"]
+    refused = rates["refused"] + submitters["refused"]
+    return rates["tasks_per_s"], submitters["tasks_per_s"], latencies["samples_us"], refused

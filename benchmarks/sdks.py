@@ -57,10 +57,12 @@ async def measure_worker(
     latency_tasks: int,
     in_flight: int,
     task_type: str,
+    shapes: bool = False,
 ) -> dict[str, Any]:
     """Figures for one worker process started with *argv* (the dispatcher's URL
     appended, and in ``TRIO_PIPE_URL``, as the conformance kit starts it), with
-    capacity *in_flight*, serving no-op tasks of *task_type*."""
+    capacity *in_flight*, serving no-op tasks of *task_type* (and *shapes*: see
+    ``_measure.summary``)."""
     async with trio_pipe.open_dispatcher() as dispatcher, trio.open_nursery() as nursery:
         env = worker_env(dispatcher.url, worker_id, in_flight)
         await nursery.start(
@@ -80,6 +82,7 @@ async def measure_worker(
             latency_tasks=latency_tasks,
             in_flight=in_flight,
             task_type=task_type,
+            shapes=shapes,
         )
         nursery.cancel_scope.cancel()
     return figures

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ NO_CELERY = (
 )
 
 
-def _row(scenario: str, rate: float, p50: float) -> dict[str, object]:
+def _row(scenario: str, rate: float, p50: float) -> dict[str, Any]:
     return {
         "scenario": scenario,
         "tasks_per_s": rate,
@@ -81,18 +82,41 @@ def test_the_table_shows_trio_pipe_as_a_multiple_of_celery() -> None:
     )
 
 
+def _shapes(row: dict[str, Any], **medians: float) -> dict[str, Any]:
+    """*row* with the median tasks/s of other shapes (``submitters=...``, ``map=...``)
+    and their range, ±10 %."""
+    for name, median in medians.items():
+        row |= {
+            f"{name}_tasks_per_s": median,
+            f"{name}_tasks_per_s_min": median * 0.9,
+            f"{name}_tasks_per_s_max": median * 1.1,
+        }
+    return row
+
+
 def test_the_table_shows_trio_pipe_as_a_multiple_of_rust_pipe() -> None:
-    rust = _row("rust-pipe 0.1.2", 60_000, 130)
-    trio_pipe = peers.with_ratios(_row("trio_pipe", 7_800, 234), rust, "rust-pipe")
+    rust = _shapes(_row("rust-pipe 0.1.2", 60_000, 130), submitters=50_000)
+    trio_row = _shapes(_row("trio_pipe", 7_800, 234), submitters=20_000, map=30_000)
+    trio_pipe = peers.with_ratios(trio_row, rust, "rust-pipe")
     assert trio_pipe["ratio_to_rust_pipe"] == pytest.approx(0.13)
+    assert trio_pipe["submitters_ratio_to_rust_pipe"] == pytest.approx(0.4)
+    # The batch path against rust-pipe's best shape, whichever that is:
+    assert trio_pipe["map_ratio_to_rust_pipe"] == pytest.approx(0.5)
     assert trio_pipe["p50_ratio_to_rust_pipe"] == pytest.approx(1.8)
-    lines = peers.table([rust, trio_pipe], "rust-pipe").splitlines()
-    assert "x rust-pipe" in lines[0] and "p99 x rust-pipe" in lines[0]
-    assert lines[3] == (
-        "| trio_pipe | 7,800 (7,020-8,580) | 0.13 | 234 | 1.80 | 702 | 1.80 |"
+    lines = peers.shapes_table([rust, trio_pipe], "rust-pipe").splitlines()
+    assert lines[0].count("x rust-pipe") == 5 and "p99 x rust-pipe" in lines[0]
+    assert lines[1] == "|---" * 11 + "|"
+    assert lines[2] == (
+        "| rust-pipe 0.1.2 | 60,000 (54,000-66,000) | — | 50,000 (45,000-55,000) | — "
+        "| — | — | 130 | — | 390 | — |"
     )
-    assert peers.summary_line([rust, trio_pipe], "rust-pipe").startswith(
-        "trio_pipe / rust-pipe: x0.13 the tasks/s, x1.80 the p50 latency"
+    assert lines[3] == (
+        "| trio_pipe | 7,800 (7,020-8,580) | 0.13 | 20,000 (18,000-22,000) | 0.40 "
+        "| 30,000 (27,000-33,000) | 0.50 | 234 | 1.80 | 702 | 1.80 |"
+    )
+    assert peers.summary_line([rust, trio_pipe], "rust-pipe") == (
+        "trio_pipe / rust-pipe: x0.13 the tasks/s, x0.40 with 256 submitters, "
+        "x0.50 through map, x1.80 the p50 latency, x1.80 the p99"
     )
 
 
@@ -124,6 +148,8 @@ def test_rust_pipe_and_trio_pipe_serve_the_same_go_worker() -> None:
     )
     for row in (rust, trio_row):
         assert row["tasks_per_s_min"] > 0 and 0 < row["p50_us"] <= row["p99_us"]
+        assert row["submitters_tasks_per_s_min"] > 0
+    assert trio_row["map_tasks_per_s_min"] > 0
     assert rust["scenario"].startswith("rust-pipe 0.1.2") and rust["refused"] >= 0
     assert trio_row["scenario"].startswith("trio_pipe ")
 

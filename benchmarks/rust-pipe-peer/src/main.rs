@@ -17,8 +17,11 @@
 //!
 //! `bench` runs the workload of trio_pipe's harness (`benchmarks/_measure.py`): a
 //! warm-up of min(N, 500) tasks, three runs of N no-op tasks with at most `--in-flight`
-//! at once, then `--latency-tasks` tasks one at a time. It writes the raw figures --
-//! `{"event":"rates","tasks_per_s":[...],"refused":R}` and
+//! at once (one spawned task per dispatched task, and a semaphore), three runs of N
+//! by `--in-flight` tasks that each dispatch a task, await it and dispatch the next,
+//! then `--latency-tasks` tasks one at a time. It writes the raw figures --
+//! `{"event":"rates","tasks_per_s":[...],"refused":R}`,
+//! `{"event":"submitters","tasks_per_s":[...],"refused":R}` and
 //! `{"event":"latencies","samples_us":[...]}` -- for the caller to summarise as it does
 //! its own. rust-pipe refuses a task (`NoWorkerAvailable`) rather than queue it when
 //! the worker is full; such a task is offered again after a yield, and counted in `R`.
@@ -40,6 +43,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,7 +146,7 @@ async fn main() -> ExitCode {
     let dispatcher = match listen(options.port).await {
         Ok((dispatcher, port)) => {
             emit(json!({"event": "listening", "port": port}));
-            dispatcher
+            Arc::new(dispatcher)
         }
         Err(error) => {
             emit(json!({"event": "error", "error": error}));
@@ -163,7 +167,7 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn run(dispatcher: &Dispatcher, options: &Options) -> Result<(), String> {
+async fn run(dispatcher: &Arc<Dispatcher>, options: &Options) -> Result<(), String> {
     let task_type = if options.command == "bench" {
         options.task_type.as_str()
     } else {
@@ -242,7 +246,7 @@ async fn wait_for_worker(
 
 // -- bench ----------------------------------------------------------------------
 
-async fn bench(dispatcher: &Dispatcher, options: &Options) -> Result<(), String> {
+async fn bench(dispatcher: &Arc<Dispatcher>, options: &Options) -> Result<(), String> {
     let task_type = options.task_type.as_str();
     let mut refused = 0;
     throughput(
@@ -268,6 +272,15 @@ async fn bench(dispatcher: &Dispatcher, options: &Options) -> Result<(), String>
         );
     }
     emit(json!({"event": "rates", "tasks_per_s": rates, "refused": refused}));
+    refused = 0;
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let (rate, refusals) =
+            throughput_submitters(dispatcher, task_type, options.tasks, options.in_flight).await?;
+        rates.push(rate);
+        refused += refusals;
+    }
+    emit(json!({"event": "submitters", "tasks_per_s": rates, "refused": refused}));
     let mut samples = Vec::with_capacity(options.latency_tasks);
     for i in 0..options.latency_tasks {
         let started = Instant::now();
@@ -314,6 +327,41 @@ async fn throughput(
         Some(error) => Err(error),
         None => Ok(tasks as f64 / elapsed),
     }
+}
+
+/// Tasks per second for `tasks` no-op tasks run by `in_flight` tokio tasks that each
+/// dispatch one, await its result, and dispatch the next: as trio_pipe's
+/// `throughput_submitters`. Also how many times rust-pipe refused a task.
+async fn throughput_submitters(
+    dispatcher: &Arc<Dispatcher>,
+    task_type: &str,
+    tasks: usize,
+    in_flight: usize,
+) -> Result<(f64, u64), String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut submitters = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let dispatcher = dispatcher.clone();
+        let next = next.clone();
+        let task_type = task_type.to_owned();
+        submitters.spawn(async move {
+            let mut refused = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= tasks {
+                    return Ok::<u64, String>(refused);
+                }
+                let handle = dispatch(&dispatcher, &task_type, json!(i), &mut refused).await?;
+                completed(handle.await_with_timeout(RESULT_TIMEOUT).await)?;
+            }
+        });
+    }
+    let mut refused = 0;
+    while let Some(joined) = submitters.join_next().await {
+        refused += joined.map_err(|e| e.to_string())??;
+    }
+    Ok((tasks as f64 / started.elapsed().as_secs_f64(), refused))
 }
 
 /// `dispatch`, offering the task again (after a yield) for as long as rust-pipe
