@@ -367,6 +367,7 @@ class Dispatcher:
         done, finished = trio.open_memory_channel[TaskHandle[Any]](math.inf)
         items = enumerate(payloads)
         while True:
+            deadline = trio.current_effective_deadline()
             while len(in_flight) < concurrency:
                 item = next(items, None)
                 if item is None:
@@ -374,14 +375,17 @@ class Dispatcher:
                 entry = self._scheduler.new_entry(
                     new_task(task_type, item[1]),
                     {},
-                    caller_deadline=trio.current_effective_deadline(),
+                    caller_deadline=deadline,
                     on_done=done.send_nowait,
                 )
                 in_flight[entry.handle] = item
                 await self._admit(entry)
             if not in_flight:
                 return
-            handle = await finished.receive()
+            try:  # results that came together are taken without a wait each
+                handle = finished.receive_nowait()
+            except trio.WouldBlock:
+                handle = await finished.receive()
             index, payload = in_flight.pop(handle)
             yield BatchResult(index, payload, handle.result_nowait())
 
