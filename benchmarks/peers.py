@@ -48,7 +48,7 @@ import trio
 
 import trio_pipe
 
-from . import rust_pipe, ws_roundtrip
+from . import bare_trio, rust_pipe, ws_roundtrip
 from ._measure import machine, rates
 from .sdks import measure_worker
 
@@ -334,9 +334,10 @@ def measure_trio_pipe(*, tasks: int, latency_tasks: int) -> dict[str, Any]:
 
 def measure_against_rust_pipe(
     peer: Path, worker: Path, *, tasks: int, latency_tasks: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """rust-pipe's dispatcher, then trio_pipe's, each serving one process of the Go
-    peer worker: (rust-pipe's row, trio_pipe's row)."""
+) -> list[dict[str, Any]]:
+    """rust-pipe's dispatcher, then a bare Trio program (``bare_trio``: the ceiling
+    for Python and Trio), then trio_pipe's dispatcher, each serving one process of the
+    Go peer worker: their rows, in that order."""
     workload = {"tasks": tasks, "latency_tasks": latency_tasks, "in_flight": IN_FLIGHT}
     spawned, submitters, samples, refused = _run_trio(
         partial(rust_pipe.measure_rust_pipe, [str(worker)], executable=peer, **workload)
@@ -358,7 +359,8 @@ def measure_against_rust_pipe(
         )
     )
     trio_row = {"scenario": f"trio_pipe {trio_pipe.__version__} (Python, Trio)", **trio_row}
-    return rust_row, trio_row
+    bare_row = _run_trio(partial(bare_trio.measure, [str(worker)], **workload))
+    return [rust_row, bare_row, trio_row]
 
 
 def _key(peer: str) -> str:
@@ -529,11 +531,11 @@ def run(
         worker = rust_pipe.build_peer_worker(rust_pipe.go() or "go")
         # trio_pipe first, while nothing else of ours is running.
         trio_row = measure_trio_pipe(**n)
-        rust_row, trio_go_row = measure_against_rust_pipe(peer, worker, **n)
+        rust_row, *rows = measure_against_rust_pipe(peer, worker, **n)
         with redis_server(redis_executable) as url, celery_worker(url) as celery_process:
             celery_row = measure_celery(celery_process, url, **n)
     return {
-        RUST_PIPE: [rust_row, with_ratios(trio_go_row, rust_row, RUST_PIPE)],
+        RUST_PIPE: [rust_row, *(with_ratios(row, rust_row, RUST_PIPE) for row in rows)],
         CELERY: [celery_row, with_ratios(trio_row, celery_row, CELERY)],
     }
 

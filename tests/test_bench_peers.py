@@ -143,13 +143,15 @@ def test_a_child_that_ignores_sigterm_is_killed() -> None:
 def test_rust_pipe_and_trio_pipe_serve_the_same_go_worker() -> None:
     peer = rust_pipe.build_peer(rust_pipe.cargo() or "cargo")
     worker = rust_pipe.build_peer_worker(rust_pipe.go() or "go")
-    rust, trio_row = peers.measure_against_rust_pipe(
+    rust, bare, trio_row = peers.measure_against_rust_pipe(
         peer, worker, tasks=300, latency_tasks=20
     )
-    for row in (rust, trio_row):
+    for row in (rust, bare, trio_row):
         assert row["tasks_per_s_min"] > 0 and 0 < row["p50_us"] <= row["p99_us"]
+    for row in (rust, trio_row):
         assert row["submitters_tasks_per_s_min"] > 0
     assert trio_row["map_tasks_per_s_min"] > 0
+    assert bare["scenario"].startswith("bare Trio")
     assert rust["scenario"].startswith("rust-pipe 0.1.2") and rust["refused"] >= 0
     assert trio_row["scenario"].startswith("trio_pipe ")
 
