@@ -57,7 +57,7 @@ async def stall_first_attempt(payload: dict[str, Any]) -> str:
 @HANDLERS.handler("workflow-step")
 async def workflow_step(payload: dict[str, Any]) -> Any:
     """A step of tests/workflow_crash_dispatcher.py's workflow, logged by its
-    idempotency key (``workflow/<run id>/<step path>``): ``start KEY NS`` and
+    idempotency key (``workflow/squares/crash-run/<step path>``): ``start KEY NS`` and
     ``end KEY NS HOW``."""
     key = current_task().metadata.idempotency_key
     _log("start", key, time.monotonic_ns())

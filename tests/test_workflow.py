@@ -461,7 +461,7 @@ async def test_step_options_reach_the_task(autojump_clock: object) -> None:
     assert task.metadata.max_retries == 5
     assert task.metadata.timeout_ms == 1234
     assert task.metadata.priority is trio_pipe.Priority.HIGH
-    assert task.metadata.idempotency_key == "workflow/run-1/urgent"
+    assert task.metadata.idempotency_key == "workflow/options/run-1/urgent"
     assert task.metadata.trace_id == "run-1"
 
 

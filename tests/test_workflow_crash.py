@@ -3,7 +3,7 @@ random moments, over a SQLite store, with real worker processes attached over
 WebSocket. Each incarnation runs the workflow again with the same run id.
 
 After each kill the test reads from the store which steps had completed (their tasks,
-found by the idempotency key ``workflow/<run id>/<step path>``); the workers log the
+found by their idempotency keys, ``workflow/squares/crash-run/<step path>``); the workers log the
 start of every step they run (on the system-wide monotonic clock). No step that had
 completed at a kill is started after it, and the last incarnation, which is let
 finish, returns the right total. The random seed is printed;
@@ -95,7 +95,7 @@ def test_a_workflow_killed_with_sigkill_resumes_and_reruns_no_completed_step(
     with sqlite3.connect(db) as store:
         statuses = store.execute(
             "SELECT idempotency_key, status FROM tasks WHERE idempotency_key LIKE "
-            "'workflow/crash-run/%'"
+            "'workflow/squares/crash-run/%'"
         ).fetchall()
     assert len(statuses) == steps, "one task per step, whatever the incarnations"
     assert {status for _, status in statuses} == {"Completed"}

@@ -416,10 +416,10 @@ class Dispatcher:
         workflow is invalid or an input it uses is missing.
 
         *run_id* (default: a new one) names the run: each task carries the
-        idempotency key ``workflow/<run_id>/<step>``, so that running the same
-        workflow with the same inputs and *run_id* again -- after a crash, on a
-        durable store -- reuses the result of every step that completed (within the
-        store's retention) and runs only the rest.
+        idempotency key ``workflow/<workflow name>/<run_id>/<step path>``, so that
+        running the same workflow with the same inputs and *run_id* again -- after a
+        crash, on a durable store -- reuses the result of every step that completed
+        (within the store's retention) and runs only the rest.
         """
         from ..workflow._runner import run_workflow
 

@@ -8,9 +8,9 @@ and a step that is cancelled while its task runs cancels the task's handle -- th
 dispatcher sends ``Kill`` to its worker.
 
 Each task a step submits carries the idempotency key
-``workflow/<run id>/<step path>``: a run started again with the same run id (after
-a crash, on a durable store) gets the task a completed step already ran, with its
-result, instead of running it again.
+``workflow/<workflow name>/<run id>/<step path>``: a run started again with the same
+run id (after a crash, on a durable store) gets the task a completed step already
+ran, with its result, instead of running it again.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ async def run_workflow(
         run_id = str(uuid.uuid4())
     elif not isinstance(run_id, str) or not run_id:
         raise WorkflowError(f"run_id must be a non-empty str, not {run_id!r}")
-    return await _Run(dispatcher, workflow, inputs, run_id, prefix="").run()
+    key = f"workflow/{workflow.name}/{run_id}/"
+    return await _Run(dispatcher, workflow, inputs, run_id, key, prefix="").run()
 
 
 class _StepError(Exception):
@@ -76,6 +77,7 @@ class _Run:
         workflow: Workflow,
         inputs: Mapping[str, Any],
         run_id: str,
+        key: str,
         *,
         prefix: str,
     ) -> None:
@@ -91,6 +93,8 @@ class _Run:
         self.workflow = workflow
         self.inputs = dict(inputs)
         self.run_id = run_id
+        #: What each task's idempotency key starts with (then comes the step's path).
+        self.key = key
         self.prefix = prefix
         deps = workflow.dependencies()
         #: The dependencies of each step that have not ended yet.
@@ -261,7 +265,12 @@ class _Run:
             assert step.nested is not None
             inputs = self._resolve(step.payload, _NO_ITEM)
             nested = _Run(
-                self.dispatcher, step.nested, inputs, self.run_id, prefix=f"{path}/"
+                self.dispatcher,
+                step.nested,
+                inputs,
+                self.run_id,
+                self.key,
+                prefix=f"{path}/",
             )
             return await nested.run()
         if step.kind is StepKind.MAP:
@@ -328,7 +337,7 @@ class _Run:
             priority=step.priority,
             max_retries=step.max_retries,
             trace_id=self.run_id,
-            idempotency_key=f"workflow/{self.run_id}/{path}",
+            idempotency_key=f"{self.key}{path}",
         )
         dispatcher = self.dispatcher
         handle: TaskHandle[Any]
