@@ -146,7 +146,7 @@ class _Run:
                     else "pending"
                     for name in self.workflow.steps
                 },
-                {f"{self.prefix}{n}": v for n, v in self.outputs.items()},
+                {self._path(name): value for name, value in self.outputs.items()},
             )
         if not self.workflow.outputs:
             return dict(self.outputs)
@@ -162,13 +162,12 @@ class _Run:
 
     def _set(self, name: str, kind: StepEventKind, error: str | None = None) -> None:
         self.status[name] = kind
-        dispatcher = self.dispatcher
-        dispatcher._publish(
+        self.dispatcher._publish(
             StepEvent(
                 kind,
                 self.workflow.name,
                 self.run_id,
-                f"{self.prefix}{name}",
+                self._path(name),
                 trio.current_time(),
                 error,
             )
