@@ -709,3 +709,41 @@ async def test_fail_fast_kills_a_sibling_on_a_real_worker_process(tmp_path: Path
     assert failed.step == "bad"
     assert failed.statuses == {"slow": "cancelled", "bad": "failed"}
     assert marker.read_text() == "cancelled"
+
+
+async def test_an_empty_fan_out_completes_with_an_empty_list(
+    autojump_clock: object,
+) -> None:
+    wf = Workflow("empty")
+    wf.map("none", "job", over=[], payload=job("returns", item))
+    wf.batch("no-batches", "job", 0, size=10, payload=job("returns", item))
+    async with dispatcher_with({"returns": returns}) as d:
+        assert await d.run_workflow(wf) == {"none": [], "no-batches": []}
+        assert await d.tasks() == []
+
+
+async def test_a_typed_fan_out_structures_each_result(autojump_clock: object) -> None:
+    async def area(payload: dict[str, int]) -> dict[str, int]:
+        return {"square_metres": payload["width"] * payload["length"]}
+
+    wf = Workflow("typed-fan")
+    wf.map("rooms", Room, over=[1, 2, 3], payload={"width": item, "length": 10})
+    async with trio_pipe.open_dispatcher(port=None) as d, trio.open_nursery() as n:
+        w = await connect_memory_worker(d, "w", ["area"], max_concurrency=4)
+        n.start_soon(w.serve, area)
+        outputs = await d.run_workflow(wf)
+        n.cancel_scope.cancel()
+    assert outputs == {"rooms": [Area(10), Area(20), Area(30)]}
+
+
+async def test_in_continue_mode_a_failed_decision_blocks_its_branches(
+    autojump_clock: object,
+) -> None:
+    wf = Workflow("failed-decision", fail_fast=False)
+    wf.decision("pick", "job", job("fails", "undecided"), retries=0, branches={"a": ["x"]})
+    wf.step("x", "job", job("returns", 1))
+    wf.step("other", "job", job("returns", 2))
+    async with dispatcher_with({"fails": fails, "returns": returns}) as d:
+        with pytest.raises(WorkflowFailed) as failed:
+            await d.run_workflow(wf)
+    assert failed.value.statuses == {"pick": "failed", "x": "blocked", "other": "completed"}
