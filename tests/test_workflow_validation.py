@@ -192,6 +192,8 @@ def test_validate_refuses_an_invalid_workflow_naming_the_step(
          "step 'a': concurrency must be an int >= 1, not 0"),
         (lambda: Workflow("w").batch("a", "t", 10, size=0), "a",
          "step 'a': size must be an int >= 1, not 0"),
+        (lambda: Workflow("w").step("a", "t", priority="Urgent"), "a",  # type: ignore[arg-type]
+         "step 'a': priority must be a Priority, not 'Urgent'"),
         (lambda: Workflow("w").step("a", "t", tag="gpu", worker="w1"), "a",
          "step 'a' is pinned to worker 'w1' and to tag 'gpu'"),
         (lambda: Workflow("w").decision("a", "t", branches={}), "a",
@@ -241,3 +243,16 @@ async def test_run_workflow_validates_before_anything_runs() -> None:
         with pytest.raises(WorkflowError, match="run_id must be a non-empty str"):
             await d.run_workflow(valid(), run_id="")
         assert (await d.tasks()) == []
+
+
+def test_one_name_stands_for_a_list_of_one_in_depends_on_and_branches() -> None:
+    wf = Workflow("w")
+    wf.decision("pick", "t", branches={"left": "left-step", "right": ["right-step"]})
+    wf.step("left-step", "t", depends_on="other")
+    wf.step("right-step", "t")
+    other = wf.step("other", "t")
+    wf.step("last", "t", depends_on=other)
+    wf.validate()
+    assert wf.steps["pick"].branches == {"left": ("left-step",), "right": ("right-step",)}
+    assert wf.steps["left-step"].depends_on == ("other",)
+    assert wf.steps["last"].depends_on == ("other",)

@@ -110,7 +110,7 @@ class Step:
         *,
         task: str | type[TaskSpec[Any]] | TaskSpec[Any] | None = None,
         payload: Any = None,
-        depends_on: Sequence[str | Step] = (),
+        depends_on: str | Step | Sequence[str | Step] = (),
         retries: int | None = None,
         timeout_ms: int | None = None,
         priority: Priority | None = None,
@@ -120,7 +120,7 @@ class Step:
         concurrency: int = 16,
         over: Any = None,
         size: int = 1,
-        branches: Mapping[str, Sequence[str | Step]] | None = None,
+        branches: Mapping[str, str | Step | Sequence[str | Step]] | None = None,
         nested: Workflow | None = None,
     ) -> None:
         self.workflow = workflow
@@ -150,10 +150,15 @@ class Step:
                 step=name,
             )
         self.payload = payload
-        self.depends_on = tuple(d if isinstance(d, str) else d.name for d in depends_on)
+        self.depends_on = _names(depends_on)
         self.max_retries = _option(name, "retries", retries, DEFAULT_MAX_RETRIES, 0)
         self.timeout_ms = _option(name, "timeout_ms", timeout_ms, DEFAULT_TIMEOUT_MS, 1)
-        self.priority = Priority.NORMAL if priority is None else Priority(priority)
+        try:
+            self.priority = Priority.NORMAL if priority is None else Priority(priority)
+        except ValueError:
+            raise WorkflowError(
+                f"step {name!r}: priority must be a Priority, not {priority!r}", step=name
+            ) from None
         if tag is not None and worker is not None:
             raise WorkflowError(
                 f"step {name!r} is pinned to worker {worker!r} and to tag {tag!r}: "
@@ -177,9 +182,7 @@ class Step:
                         f"not {branch!r}",
                         step=name,
                     )
-                self.branches[branch] = tuple(
-                    m if isinstance(m, str) else m.name for m in members
-                )
+                self.branches[branch] = _names(members)
         self.nested = nested
 
     def __repr__(self) -> str:
@@ -190,10 +193,17 @@ class Step:
         """The reference to this step's output."""
         return Ref(self)
 
-    def templates(self) -> Iterator[Any]:
+    def _templates(self) -> Iterator[Any]:
         """Everything of this step that may hold references."""
         yield self.payload
         yield self.over
+
+
+def _names(steps: str | Step | Sequence[str | Step]) -> tuple[str, ...]:
+    """The names of *steps*: one step or name, or several."""
+    if isinstance(steps, (str, Step)):
+        steps = (steps,)
+    return tuple(step if isinstance(step, str) else step.name for step in steps)
 
 
 def _option(step: str, name: str, value: int | None, default: int, minimum: int) -> int:
@@ -267,7 +277,7 @@ class Workflow:
         task: str | type[TaskSpec[Any]] | TaskSpec[Any],
         payload: Any = None,
         *,
-        depends_on: Sequence[str | Step] = (),
+        depends_on: str | Step | Sequence[str | Step] = (),
         retries: int | None = None,
         timeout_ms: int | None = None,
         priority: Priority | None = None,
@@ -292,8 +302,8 @@ class Workflow:
         task: str | type[TaskSpec[Any]] | TaskSpec[Any],
         payload: Any = None,
         *,
-        branches: Mapping[str, Sequence[str | Step]],
-        depends_on: Sequence[str | Step] = (),
+        branches: Mapping[str, str | Step | Sequence[str | Step]],
+        depends_on: str | Step | Sequence[str | Step] = (),
         retries: int | None = None,
         timeout_ms: int | None = None,
         priority: Priority | None = None,
@@ -323,7 +333,7 @@ class Workflow:
         payload: Any = item,
         *,
         concurrency: int = 16,
-        depends_on: Sequence[str | Step] = (),
+        depends_on: str | Step | Sequence[str | Step] = (),
         retries: int | None = None,
         timeout_ms: int | None = None,
         priority: Priority | None = None,
@@ -355,7 +365,7 @@ class Workflow:
         size: int,
         payload: Any = item,
         concurrency: int = 16,
-        depends_on: Sequence[str | Step] = (),
+        depends_on: str | Step | Sequence[str | Step] = (),
         retries: int | None = None,
         timeout_ms: int | None = None,
         priority: Priority | None = None,
@@ -384,7 +394,7 @@ class Workflow:
         workflow: Workflow,
         inputs: Mapping[str, Any] | None = None,
         *,
-        depends_on: Sequence[str | Step] = (),
+        depends_on: str | Step | Sequence[str | Step] = (),
         converge: bool = False,
     ) -> Step:
         """A step that runs *workflow* (nested) with *inputs* (a template, like a
@@ -414,12 +424,12 @@ class Workflow:
 
     # ----------------------------------------------------------------- graph
 
-    def dependencies(self) -> dict[str, set[str]]:
+    def _dependencies(self) -> dict[str, set[str]]:
         """Each step's dependencies, by name (explicit, inferred from references,
         and the decision that gates it). Assumes a valid workflow."""
         deps = {name: set(step.depends_on) for name, step in self.steps.items()}
         for name, step in self.steps.items():
-            for template in step.templates():
+            for template in step._templates():
                 for ref in refs_in(template):
                     if isinstance(ref.source, Step):
                         deps[name].add(ref.source.name)
@@ -428,7 +438,7 @@ class Workflow:
                     deps[member].add(name)
         return deps
 
-    def gates(self) -> dict[str, str]:
+    def _gates(self) -> dict[str, str]:
         """The decision step that gates each step in a branch."""
         return {
             member: name
@@ -437,11 +447,11 @@ class Workflow:
             for member in members
         }
 
-    def input_names(self) -> dict[str, str]:
+    def _input_names(self) -> dict[str, str]:
         """Each input the workflow's steps use, and the first step that uses it."""
         used: dict[str, str] = {}
         for name, step in self.steps.items():
-            for template in step.templates():
+            for template in step._templates():
                 for ref in refs_in(template):
                     if isinstance(ref.source, _Input):
                         used.setdefault(ref.source.name, name)
@@ -498,7 +508,7 @@ class Workflow:
                     inner = f"{name}/{exc.step}" if exc.step else name
                     raise WorkflowError(f"in step {name!r}: {exc}", step=inner) from None
                 given = step.payload
-                for needed, user in step.nested.input_names().items():
+                for needed, user in step.nested._input_names().items():
                     if needed not in given:
                         where = f" (used by its step {user!r})" if user else ""
                         raise WorkflowError(
@@ -520,7 +530,7 @@ class Workflow:
                         f"output {output!r} of workflow {self.name!r} uses the output "
                         f"of {ref.source!r}, which is not a step of this workflow"
                     )
-        deps = self.dependencies()
+        deps = self._dependencies()
         for name, step in self.steps.items():
             if step.converge and not deps[name]:
                 raise WorkflowError(

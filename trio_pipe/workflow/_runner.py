@@ -81,7 +81,7 @@ class _Run:
         *,
         prefix: str,
     ) -> None:
-        for name, user in workflow.input_names().items():
+        for name, user in workflow._input_names().items():
             if name not in inputs:
                 by = f"step {user!r}" if user else "an output"
                 raise WorkflowError(
@@ -96,7 +96,7 @@ class _Run:
         #: What each task's idempotency key starts with (then comes the step's path).
         self.key = key
         self.prefix = prefix
-        deps = workflow.dependencies()
+        deps = workflow._dependencies()
         #: The dependencies of each step that have not ended yet.
         self.waiting = {name: set(names) for name, names in deps.items()}
         self.deps = deps
@@ -104,7 +104,7 @@ class _Run:
         for name, names in deps.items():
             for dep in names:
                 self.dependents[dep].append(name)
-        self.gates = workflow.gates()
+        self.gates = workflow._gates()
         #: Each step's status: a StepEventKind once it started or ended.
         self.status: dict[str, StepEventKind] = {}
         self.outputs: dict[str, Any] = {}
