@@ -64,12 +64,14 @@ async def workflow_step(payload: dict[str, Any]) -> Any:
     how = "cancelled"
     try:
         await trio.sleep(random.uniform(0.005, 0.05))
-        value = payload["value"]
-        result: Any = {
-            "range": lambda: list(range(value)),
-            "square": lambda: value * value,
-            "sum": lambda: sum(value),
-        }[payload["op"]]()
+        op, value = payload["op"], payload["value"]
+        result: Any
+        if op == "range":
+            result = list(range(value))
+        elif op == "square":
+            result = value * value
+        else:
+            result = sum(value)
         how = "completed"
         return result
     finally:
