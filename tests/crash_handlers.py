@@ -54,6 +54,30 @@ async def stall_first_attempt(payload: dict[str, Any]) -> str:
         _log("end", task.id, attempt, time.monotonic_ns(), how)
 
 
+@HANDLERS.handler("workflow-step")
+async def workflow_step(payload: dict[str, Any]) -> Any:
+    """A step of tests/workflow_crash_dispatcher.py's workflow, logged by its
+    idempotency key (``workflow/squares/crash-run/<step path>``): ``start KEY NS`` and
+    ``end KEY NS HOW``."""
+    key = current_task().metadata.idempotency_key
+    _log("start", key, time.monotonic_ns())
+    how = "cancelled"
+    try:
+        await trio.sleep(random.uniform(0.005, 0.05))
+        op, value = payload["op"], payload["value"]
+        result: Any
+        if op == "range":
+            result = list(range(value))
+        elif op == "square":
+            result = value * value
+        else:
+            result = sum(value)
+        how = "completed"
+        return result
+    finally:
+        _log("end", key, time.monotonic_ns(), how)
+
+
 if __name__ == "__main__":
     # python -m tests.crash_handlers URL WORKER_ID: a worker that reconnects quickly
     # (the dispatcher is down for well under a second at each kill).

@@ -36,6 +36,7 @@ def test_example_runs_and_prints_what_it_promises(example) -> None:  # type: ign
         ("stdio.md", "bash-worker.sh"),
         ("docker.md", "docker/docker_worker.py"),
         ("ssh.md", "ssh/ssh_workers.py"),
+        ("workflows.md", "workflows.py"),
     ],
 )
 def test_a_page_shows_its_example_as_it_is(page_name: str, name: str) -> None:

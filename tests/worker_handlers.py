@@ -43,6 +43,13 @@ async def hang(payload: dict[str, Any]) -> None:
             await trio.Path(payload["marker"]).write_text("cancelled")
 
 
+@HANDLERS.handler("hang-reporting")
+async def hang_reporting(payload: dict[str, Any]) -> None:
+    """:func:`hang`, saying first that it started (a progress report)."""
+    progress(0.0, "started")
+    await hang(payload)
+
+
 @HANDLERS.handler("metadata")
 async def metadata(payload: Any) -> dict[str, int]:
     """What the worker was told about the task it is running (after sleeping

@@ -27,6 +27,8 @@ from ._errors import (
     TrioPipeError,
     WorkerConnectionError,
     WorkerNotFound,
+    WorkflowError,
+    WorkflowFailed,
 )
 from ._typed import TaskSpec
 from ._version import __version__
@@ -59,6 +61,8 @@ _FROM_DISPATCH = (
     "PoolStats",
     "Restart",
     "RestartPolicy",
+    "StepEvent",
+    "StepEventKind",
     "TaskEvent",
     "TaskEventKind",
     "TaskHandle",
@@ -116,6 +120,8 @@ __all__ = [
     "TrioPipeError",
     "WorkerConnectionError",
     "WorkerNotFound",
+    "WorkflowError",
+    "WorkflowFailed",
     "__version__",
     *_FROM_DISPATCH,
     *_FROM_STORE,

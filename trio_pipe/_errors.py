@@ -29,6 +29,8 @@ __all__ = [
     "TrioPipeError",
     "WorkerConnectionError",
     "WorkerNotFound",
+    "WorkflowError",
+    "WorkflowFailed",
 ]
 
 
@@ -214,6 +216,45 @@ class RegistrationRefused(WorkerConnectionError):
 
     def __reduce__(self) -> tuple[type[RegistrationRefused], tuple[str]]:
         return type(self), (self.reason,)
+
+
+class WorkflowError(TrioPipeError, ValueError):
+    """A workflow is not valid (a cycle, an unknown step, a bad option...) or cannot
+    run with the inputs given. ``step`` names the step at fault (``None`` when the
+    fault is the workflow's own)."""
+
+    def __init__(self, message: str, *, step: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class WorkflowFailed(TrioPipeError):
+    """A workflow run ended with a failed step.
+
+    ``step`` is the path of the first step that failed (``"build/compile"`` inside
+    a nested workflow, ``"resize[17]"`` for one item of a fan-out); ``failures`` maps
+    the path of every failed step to its error (one with ``fail_fast``); ``statuses``
+    gives every step's final status (a ``StepEventKind`` value, ``"pending"`` for a
+    step never reached); ``outputs`` holds the output of each step that completed.
+    """
+
+    def __init__(
+        self,
+        workflow: str,
+        failures: dict[str, BaseException],
+        statuses: dict[str, str],
+        outputs: dict[str, object],
+    ) -> None:
+        step, error = next(iter(failures.items()))
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        super().__init__(
+            f"workflow {workflow!r} failed at step {step!r}: {describe(error)}{more}"
+        )
+        self.workflow = workflow
+        self.step = step
+        self.failures = failures
+        self.statuses = statuses
+        self.outputs = outputs
 
 
 def describe(exc: BaseException) -> str:

@@ -57,7 +57,7 @@ from ..transports._spawn import (
 )
 from ._config import DispatcherConfig
 from ._entry import Constraint, OnWorker, TaskEntry, WithTag
-from ._events import EventStream
+from ._events import Event, EventStream
 from ._handle import Attempt, BatchResult, TaskHandle
 from ._pool import PoolStats, WorkerInfo, WorkerState
 from ._scheduler import Scheduler
@@ -66,6 +66,7 @@ from ._supervisor import DEFAULT_RESTART, RestartPolicy, SupervisorSet
 
 if TYPE_CHECKING:
     from ..transports._ssh import KnownHosts
+    from ..workflow import Workflow
 
 __all__ = ["Dispatcher"]
 
@@ -157,6 +158,11 @@ class Dispatcher:
         if self._scheduler.closing:
             stream.close()
         return stream
+
+    def _publish(self, event: Event) -> None:
+        """Hand *event* to every listener (for events the scheduler does not make)."""
+        for listener in self._scheduler.listeners:
+            listener._deliver(event)
 
     async def wait_for_workers(
         self, count: int = 1, *, task_type: str | None = None
@@ -388,6 +394,40 @@ class Dispatcher:
                 handle = await finished.receive()
             index, payload = in_flight.pop(handle)
             yield BatchResult(index, payload, handle.result_nowait())
+
+    # ------------------------------------------------------------ workflows
+
+    async def run_workflow(
+        self,
+        workflow: Workflow,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Run *workflow* with *inputs* (by name) and return its outputs (by name).
+
+        Each step runs as soon as the steps it depends on have completed; its tasks
+        go through :meth:`submit` (or :meth:`dispatch_to` / :meth:`dispatch_with_tag`
+        for a pinned step) and any worker serving the task type may take them. Each
+        step's transitions are :class:`StepEvent` s on :meth:`events`.
+
+        Structured: every running step is a task in a nursery inside this call. If a
+        step fails, with ``fail_fast`` (the default) the others still running are
+        cancelled -- their tasks killed on their workers -- before this raises
+        :class:`WorkflowFailed`, which names the step; without, the steps that do not
+        depend on it run first. Cancelling the caller kills the running tasks too.
+        Raises :class:`WorkflowError` (naming the step) before anything runs if the
+        workflow is invalid or an input it uses is missing.
+
+        *run_id* (default: a new one) names the run: each task carries the
+        idempotency key ``workflow/<workflow name>/<run_id>/<step path>``, so that
+        running the same workflow with the same inputs and *run_id* again -- after a
+        crash, on a durable store -- reuses the result of every step that completed
+        (within the store's retention) and runs only the rest.
+        """
+        from ..workflow._runner import run_workflow
+
+        return await run_workflow(self, workflow, inputs or {}, run_id=run_id)
 
     # ---------------------------------------------------------------- store
 

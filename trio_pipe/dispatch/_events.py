@@ -24,6 +24,8 @@ __all__ = [
     "Event",
     "EventStream",
     "EventsDropped",
+    "StepEvent",
+    "StepEventKind",
     "TaskEvent",
     "TaskEventKind",
     "WorkerEvent",
@@ -105,6 +107,32 @@ class WorkerEvent:
     reason: str | None = None
 
 
+class StepEventKind(enum.Enum):
+    """What happened to one step of a workflow (``Dispatcher.run_workflow``)."""
+
+    STARTED = "started"  # the steps it depends on ended; it runs now
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a decision did not choose its branch, or a dependency skipped
+    BLOCKED = "blocked"  # ``fail_fast=False``: a step it depends on failed
+    CANCELLED = "cancelled"  # ran when another step failed (fail-fast) or the run was
+    # cancelled
+
+
+@attrs.frozen
+class StepEvent:
+    """A step of a workflow run changed state. ``step`` is its path: its name,
+    after the names of the nested-workflow steps it is in (``"build/compile"``);
+    ``error`` says why a step failed, was blocked or cancelled."""
+
+    kind: StepEventKind
+    workflow: str
+    run_id: str
+    step: str
+    time: float  # trio.current_time()
+    error: str | None = None
+
+
 @attrs.frozen
 class EventsDropped:
     """This listener fell behind and missed ``count`` events just before this one."""
@@ -112,7 +140,7 @@ class EventsDropped:
     count: int
 
 
-Event = TaskEvent | WorkerEvent | EventsDropped
+Event = TaskEvent | WorkerEvent | StepEvent | EventsDropped
 
 
 class EventStream:
