@@ -156,10 +156,15 @@ def raise_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def test_slowloris_2000_idle_connections_cannot_keep_a_worker_out() -> None:
+async def test_slowloris_2000_idle_connections_cannot_keep_a_worker_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     idle_count = 2000
     raise_file_limit(2 * idle_count + 200)  # both ends of each connection are here
-    timeout = 3.0
+    # Long enough that no idle connection times out while the worker registers, even
+    # when opening the 2,000 takes seconds on a busy machine: the 1 s bound is on the
+    # worker getting in past them, not on closing them meanwhile.
+    timeout = 10.0
     async with trio_pipe.open_dispatcher(
         handshake_timeout=timeout, max_unregistered=idle_count + 100
     ) as d:
@@ -178,6 +183,9 @@ async def test_slowloris_2000_idle_connections_cannot_keep_a_worker_out() -> Non
         await ws.aclose()
         for stream in idle:
             await stream.aclose()
-    # Closed by the handshake timeout, not sooner by another limit. (The dispatcher may
-    # accept one before the client notes the time it connected: a small allowance.)
-    assert min(lasted) >= timeout - 0.25
+    # Closed by the handshake timeout, not sooner by another limit (which would shed
+    # at once, and say so). The dispatcher may accept a connection well before this
+    # busy client notes the time it connected: an allowance for that.
+    assert min(lasted) >= timeout - 2
+    shed = [r for r in caplog.records if "too many connections" in r.getMessage()]
+    assert not shed
