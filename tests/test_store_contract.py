@@ -418,3 +418,27 @@ def test_sqlite_store_keeps_the_contract(sqlite_directories: Callable[[], Path])
             super().__init__()
 
     run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_tasks_are_listed_by_submission_time(kind: str, tmp_path: Path) -> None:
+    store: Store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "tasks.db")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        ids = []
+        for submitted_at in (100.0, 200.0, 300.0):
+            task = Task.new("job", None)
+            await store.add(
+                TaskRecord(task, TaskStatus.PENDING, submitted_at, time.time() + DAY, 0.0)
+            )
+            ids.append(task.id)
+
+        async def listed(after: float | None, before: float | None) -> list[uuid.UUID]:
+            page = await store.tasks(submitted_after=after, submitted_before=before)
+            return [record.id for record in page]
+
+        assert await listed(200.0, None) == ids[1:]
+        assert await listed(None, 200.0) == ids[:1]
+        assert await listed(150.0, 300.0) == ids[1:2]
+        assert await listed(None, None) == ids
+        nursery.cancel_scope.cancel()

@@ -102,6 +102,7 @@ class Dispatcher:
         )
         self._ports: tuple[int, ...] = ()
         self._url: str | None = None
+        self._http_url: str | None = None
 
     # ------------------------------------------------------------------ info
 
@@ -125,6 +126,13 @@ class Dispatcher:
         if self._url is None:
             raise RuntimeError("this dispatcher does not listen for WebSocket workers")
         return self._url
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` of the HTTP API (the real port if it was 0)."""
+        if self._http_url is None:
+            raise RuntimeError("this dispatcher does not serve the HTTP API (http=...)")
+        return self._http_url
 
     def _listening(self, ports: tuple[int, ...], base_url: str) -> None:
         self._ports = ports
@@ -417,16 +425,25 @@ class Dispatcher:
         *,
         status: TaskStatus | None = None,
         task_type: str | None = None,
+        submitted_after: float | None = None,
+        submitted_before: float | None = None,
         limit: int = 100,
         after: uuid.UUID | None = None,
     ) -> list[TaskRecord]:
         """A page of the store's tasks, in submission order: up to *limit*, starting
-        after task *after* (the last of the previous page), filtered by *status* and
-        *task_type*. A live task's record may lag its handle by one group commit."""
+        after task *after* (the last of the previous page), filtered by *status*,
+        *task_type* and submission time (wall-clock seconds: at or after
+        *submitted_after*, before *submitted_before*). A live task's record may lag
+        its handle by one group commit."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, not {limit!r}")
         return await self._store.tasks(
-            status=status, task_type=task_type, limit=limit, after=after
+            status=status,
+            task_type=task_type,
+            submitted_after=submitted_after,
+            submitted_before=submitted_before,
+            limit=limit,
+            after=after,
         )
 
     async def dead_letters(
