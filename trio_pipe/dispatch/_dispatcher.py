@@ -9,6 +9,7 @@ caller gives, waits where the caller must wait, and calls into them.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -144,6 +145,16 @@ class Dispatcher:
 
     def pool_stats(self) -> PoolStats:
         return self._scheduler.stats()
+
+    def queued_by_type(self) -> dict[tuple[str, Priority], int]:
+        """How many tasks wait for a worker, by task type and priority (counted now,
+        over the unfinished tasks: for metrics, at scrape time)."""
+        counts: collections.Counter[tuple[str, Priority]] = collections.Counter()
+        for entry in self._scheduler._entries.values():
+            if entry.queued:
+                task = entry.handle.task
+                counts[task.task_type, task.metadata.priority] += 1
+        return dict(counts)
 
     @property
     def store(self) -> Store:

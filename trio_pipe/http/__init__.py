@@ -5,6 +5,7 @@ Needs the ``http`` extra: ``pip install 'trio-pipe[http]'`` (docs/http.md).
 
 from ..auth import ApiAuth, ApiClaims, ApiScope
 from ._app import ApiError, create_app
+from ._metrics import DispatcherMetrics
 from ._openapi import openapi_document
 from ._serve import serve_http
 
@@ -13,6 +14,7 @@ __all__ = [
     "ApiClaims",
     "ApiError",
     "ApiScope",
+    "DispatcherMetrics",
     "create_app",
     "openapi_document",
     "serve_http",

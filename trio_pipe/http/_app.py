@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import orjson
 import trio
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from .._errors import (
 from ..auth import ApiAuth, ApiScope, AuthenticationFailed
 from ..dispatch import Dispatcher
 from ..protocol import Priority, Task, TaskStatus, parse_json_value
+from ._metrics import DispatcherMetrics
 from ._openapi import openapi_document
 from ._views import handle_view, record_view, stats_view, worker_view
 
@@ -226,8 +228,14 @@ def _new_task(body: Any) -> Task:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(dispatcher: Dispatcher, *, auth: ApiAuth | None = None) -> Starlette:
-    """The HTTP API over *dispatcher*, as an ASGI application.
+def create_app(
+    dispatcher: Dispatcher,
+    *,
+    auth: ApiAuth | None = None,
+    metrics: DispatcherMetrics | None = None,
+) -> Starlette:
+    """The HTTP API over *dispatcher*, as an ASGI application; ``/metrics`` too, given
+    *metrics* (whose :meth:`~DispatcherMetrics.run` the caller runs).
 
     With *auth*, every endpoint but ``/openapi.json`` needs a bearer token: a
     ``read`` one for ``GET``, an ``admin`` one for the rest. Without, every request
@@ -380,6 +388,11 @@ def create_app(dispatcher: Dispatcher, *, auth: ApiAuth | None = None) -> Starle
         _only(request, frozenset())
         return _json(stats_view(dispatcher.pool_stats()))
 
+    async def prometheus(request: Request) -> Response:
+        _only(request, frozenset())
+        assert metrics is not None
+        return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     async def openapi(request: Request) -> Response:
         return _json(openapi_document())
 
@@ -398,6 +411,8 @@ def create_app(dispatcher: Dispatcher, *, auth: ApiAuth | None = None) -> Starle
         "/dead-letters/{task_id}/requeue": {"POST": guarded(admin, requeue)},
         "/stats": {"GET": guarded(read, stats)},
     }
+    if metrics is not None:
+        endpoints["/metrics"] = {"GET": guarded(read, prometheus)}
     routes = [
         Route(path, _by_method(methods), methods=list(methods))
         for path, methods in endpoints.items()

@@ -384,6 +384,18 @@ _PATHS: Final[dict[str, Any]] = {
     "/stats": {
         "get": _operation("Pool statistics", {"200": _ok("Stats")}, scope="read"),
     },
+    "/metrics": {
+        "get": _operation(
+            "Prometheus metrics (docs/metrics.md)",
+            {
+                "200": {
+                    "description": "The Prometheus text format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+            scope="read",
+        ),
+    },
 }
 
 

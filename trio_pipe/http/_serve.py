@@ -1,5 +1,5 @@
-"""``serve_http``: the HTTP API (and ``/metrics``) on one address, served by
-Hypercorn's Trio worker in the caller's nursery."""
+"""``serve_http``: the HTTP API and ``/metrics`` on one address, served by Hypercorn's
+Trio worker in the caller's nursery, with the task that keeps the metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hypercorn.trio import serve
 from ..auth import ApiAuth
 from ..dispatch import Dispatcher
 from ._app import create_app
+from ._metrics import DispatcherMetrics
 
 __all__ = ["serve_http"]
 
@@ -49,7 +50,8 @@ async def serve_http(
     before anything is served. Resource handling: cancellation closes the listening
     socket and every connection; a request in progress is abandoned.
     """
-    app = create_app(dispatcher, auth=auth)
+    metrics = DispatcherMetrics(dispatcher)
+    app = create_app(dispatcher, auth=auth, metrics=metrics)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     config = Config()
@@ -58,6 +60,7 @@ async def serve_http(
     config.errorlog = log
     url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
     async with trio.open_nursery() as nursery:
+        await nursery.start(metrics.run)
         await nursery.start(serve, app, config)
         log.info("serving the HTTP API on %s", url)
         task_status.started(url)

@@ -108,6 +108,10 @@ class Store(abc.ABC):
         submission time (``submitted_after <= submitted_at < submitted_before``)."""
 
     @abc.abstractmethod
+    async def count(self, *, status: TaskStatus | None = None) -> int:
+        """How many tasks the store holds (with *status*, if given)."""
+
+    @abc.abstractmethod
     async def requeue(self, task_id: uuid.UUID, at: float) -> TaskRecord:
         """Send a task that ended without completing round again: a fresh deadline
         and retry budget; its earlier attempts stay in its history. Raises

@@ -258,6 +258,12 @@ class MemoryStore(Store):
                 page.append(row.record())
         return page
 
+    async def count(self, *, status: TaskStatus | None = None) -> int:
+        await trio.lowlevel.checkpoint()
+        if status is None:
+            return len(self._rows)
+        return sum(row.status is status for row in self._rows.values())
+
     async def requeue(self, task_id: uuid.UUID, at: float) -> TaskRecord:
         await trio.lowlevel.checkpoint()
         row = self._rows.get(task_id)

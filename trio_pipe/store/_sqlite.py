@@ -736,6 +736,18 @@ class SqliteStore(Store):
         clause = f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
         return await self._read(self._select, clause, (*args, limit))
 
+    async def count(self, *, status: TaskStatus | None = None) -> int:
+        def count(db: sqlite3.Connection) -> int:
+            if status is None:
+                row = db.execute("SELECT COUNT(*) FROM tasks").fetchone()
+            else:
+                row = db.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE status = ?", (status.value,)
+                ).fetchone()
+            return int(row[0])
+
+        return await self._read(count)
+
     async def requeue(self, task_id: uuid.UUID, at: float) -> TaskRecord:
         self._writable()
         return await self._read(self._requeue, task_id, at)
