@@ -23,6 +23,7 @@ import trio
 from helpers import ROOT, start_python_worker
 
 import trio_pipe
+from trio_pipe import StoreError
 from trio_pipe.auth import ApiAuth, TokenAuth, new_secret, revoke
 from trio_pipe.dispatch import Dispatcher, WorkerEvent, WorkerEventKind
 from trio_pipe.http import openapi_document
@@ -35,6 +36,7 @@ from trio_pipe.protocol import (
     TaskResultMessage,
     TaskStatus,
 )
+from trio_pipe.store import MemoryStore, TaskRecord
 from trio_pipe.testing import MemoryWorker, connect_memory_worker, open_memory_worker
 
 
@@ -611,3 +613,37 @@ async def test_schemathesis_finds_nothing_against_the_live_server(tmp_path: Path
             assert done.returncode == 0, output  # any failure or error is non-zero
             assert re.search(r"\d+ generated, \d+ passed", output), output
             nursery.cancel_scope.cancel()
+
+
+# -- failures behind the API ----------------------------------------------------------
+
+
+class BrokenStore(MemoryStore):
+    """A store whose listing fails as a full disk would, and whose count has a bug."""
+
+    async def tasks(self, **filters: Any) -> list[TaskRecord]:
+        raise StoreError("task store /var/lib/tasks.db: database or disk is full")
+
+    async def count(self, *, status: TaskStatus | None = None) -> int:
+        raise RuntimeError("a bug")
+
+
+async def test_a_failing_store_is_503_and_a_bug_is_500_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_api(store=BrokenStore()) as (_, client):
+        response = await client.get("/tasks")
+        assert_error(response, 503, "STORE_UNAVAILABLE", "database or disk is full")
+        with caplog.at_level(logging.ERROR, "trio_pipe.http"):
+            response = await client.get("/metrics")
+        assert_error(response, 500, "INTERNAL_ERROR", "RuntimeError('a bug')")
+        assert "GET /metrics failed" in caplog.text
+        assert (await client.get("/stats")).status_code == 200
+
+
+async def test_an_http_auth_that_is_not_an_api_auth_is_refused() -> None:
+    with pytest.raises(TypeError, match="http_auth"):
+        async with trio_pipe.open_dispatcher(
+            port=None, http=("127.0.0.1", 0), http_auth="s"
+        ):  # type: ignore[arg-type]
+            pass  # pragma: no cover
