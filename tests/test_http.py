@@ -24,7 +24,8 @@ from helpers import ROOT, start_python_worker
 
 import trio_pipe
 from trio_pipe import StoreError
-from trio_pipe.auth import ApiAuth, TokenAuth, new_secret, revoke
+from trio_pipe.auth import ApiAuth, ApiScope, TokenAuth, new_secret, revoke
+from trio_pipe.cli import main
 from trio_pipe.dispatch import Dispatcher, WorkerEvent, WorkerEventKind
 from trio_pipe.http import openapi_document
 from trio_pipe.http._views import rfc3339
@@ -647,3 +648,29 @@ async def test_an_http_auth_that_is_not_an_api_auth_is_refused() -> None:
             port=None, http=("127.0.0.1", 0), http_auth="s"
         ):  # type: ignore[arg-type]
             pass  # pragma: no cover
+
+
+# -- the token command ------------------------------------------------------------------
+
+
+def test_the_token_command_makes_api_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(new_secret(), encoding="utf-8")
+    argv = ["token", "create", "--secret-file", str(secret), "--expires", "1h"]
+    assert main([*argv, "--api", "read", "--subject", "grafana", "--id", "g-1"]) == 0
+    out, err = capsys.readouterr()
+    claims = ApiAuth.from_file(secret).authenticate(
+        {"Authorization": f"Bearer {out.strip()}"}
+    )
+    assert (claims.scope, claims.subject, claims.token_id) == (
+        ApiScope.READ,
+        "grafana",
+        "g-1",
+    )
+    assert err.startswith("token g-1, expires ")
+    assert main([*argv, "--api", "admin", "--types", "scan"]) == 1
+    assert (
+        "--types, --tags and --worker-id are for worker tokens" in capsys.readouterr().err
+    )
