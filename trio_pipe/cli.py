@@ -798,7 +798,9 @@ def _names(text: str) -> list[str]:
 
 def _add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "token", help="make and revoke worker and API tokens", description=_TOKEN_DESCRIPTION
+        "token",
+        help="make and revoke worker and API tokens",
+        description=_TOKEN_DESCRIPTION,
     )
     actions = parser.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=_OneLineErrors
@@ -808,7 +810,9 @@ def _add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="print a new random secret (save it to a file only the dispatcher reads)",
     )
     create = actions.add_parser(
-        "create", help="print a token for a worker (or the API)", description=_TOKEN_DESCRIPTION
+        "create",
+        help="print a token for a worker (or the API)",
+        description=_TOKEN_DESCRIPTION,
     )
     create.add_argument("--secret-file", required=True, type=Path, metavar="FILE")
     create.add_argument(
