@@ -442,3 +442,20 @@ async def test_tasks_are_listed_by_submission_time(kind: str, tmp_path: Path) ->
         assert await listed(150.0, 300.0) == ids[1:2]
         assert await listed(None, None) == ids
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_tasks_are_counted_by_status(kind: str, tmp_path: Path) -> None:
+    store: Store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "tasks.db")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        records = [new_record() for _ in range(3)]
+        for record in records:
+            await store.add(record)
+        store.ended(records[0].id, None, failure(records[0].id, "X", retryable=False),
+                    time.time(), final=True)  # fmt: skip
+        assert await store.count() == 3
+        assert await store.count(status=TaskStatus.FAILED) == 1
+        assert await store.count(status=TaskStatus.PENDING) == 2
+        assert await store.count(status=TaskStatus.COMPLETED) == 0
+        nursery.cancel_scope.cancel()

@@ -459,9 +459,12 @@ _CODES: Final = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _CODES.get(exc.status_code, "HTTP_ERROR")
-    message = f"no endpoint {request.method} {request.url.path}"
-    if exc.status_code == 405:
+    if exc.status_code == 404:
+        message = f"no endpoint {request.method} {request.url.path}"
+    elif exc.status_code == 405:
         message = f"{request.url.path} does not take {request.method}"
+    else:
+        message = str(exc.detail)
     return _problem(ApiError(exc.status_code, code, message), exc.headers)
 
 
