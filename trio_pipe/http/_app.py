@@ -34,21 +34,13 @@ from ..auth import ApiAuth, ApiScope, AuthenticationFailed
 from ..dispatch import Dispatcher
 from ..protocol import Priority, Task, TaskStatus, parse_json_value
 from ._metrics import DispatcherMetrics
-from ._openapi import openapi_document
+from ._openapi import MAX_INT, MAX_NAME, MAX_PAGE, MAX_WAIT, openapi_document
 from ._views import handle_view, record_view, stats_view, worker_view
 
 __all__ = ["ApiError", "create_app"]
 
 log = logging.getLogger("trio_pipe.http")
 
-#: The most tasks one page lists.
-MAX_PAGE: Final = 1000
-#: The longest one wait request may wait, in seconds.
-MAX_WAIT: Final = 300.0
-#: The longest task type, idempotency key and trace id accepted.
-MAX_NAME: Final = 256
-#: The highest ``timeoutMs`` and ``maxRetries`` accepted (the SDKs' 32-bit int).
-MAX_INT: Final = 2**31 - 1
 #: The largest request body accepted, in bytes.
 MAX_BODY: Final = 1024 * 1024
 
@@ -92,8 +84,8 @@ def _problem(error: ApiError, headers: Mapping[str, str] | None = None) -> Respo
 # -- reading requests -----------------------------------------------------------------
 
 
-def _task_id(request: Request, name: str = "task_id") -> uuid.UUID:
-    text = request.path_params[name]
+def _task_id(request: Request) -> uuid.UUID:
+    text = request.path_params["task_id"]
     try:
         return uuid.UUID(text)
     except ValueError:

@@ -7,7 +7,17 @@ from typing import Any, Final
 
 from .._version import __version__
 
-__all__ = ["openapi_document"]
+__all__ = ["MAX_INT", "MAX_NAME", "MAX_PAGE", "MAX_WAIT", "openapi_document"]
+
+# The bounds the API holds requests to (``_app`` checks them; the document states them).
+#: The most tasks one page lists.
+MAX_PAGE: Final = 1000
+#: The longest one wait request may wait, in seconds.
+MAX_WAIT: Final = 300
+#: The longest task type, idempotency key and trace id accepted.
+MAX_NAME: Final = 256
+#: The highest ``timeoutMs`` and ``maxRetries`` accepted (the SDKs' 32-bit int).
+MAX_INT: Final = 2**31 - 1
 
 _REF = "#/components/schemas/"
 
@@ -33,7 +43,7 @@ def _object(
 
 _ANY: Final[dict[str, Any]] = {}
 _TIME: Final = {"type": "string", "format": "date-time"}
-_NAME: Final = {"type": "string", "minLength": 1, "maxLength": 256}
+_NAME: Final = {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
 _STATUS: Final = {
     "type": "string",
     "enum": [
@@ -48,7 +58,6 @@ _STATUS: Final = {
 }
 _PRIORITY: Final = {"type": "string", "enum": ["Low", "Normal", "High", "Critical"]}
 _COUNT: Final = {"type": "integer", "minimum": 0}
-_MAX_INT: Final = 2**31 - 1
 
 _SCHEMAS: Final[dict[str, Any]] = {
     "Error": _object(
@@ -109,13 +118,13 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "timeoutMs": {
                 "type": "integer",
                 "minimum": 1,
-                "maximum": _MAX_INT,
+                "maximum": MAX_INT,
                 "default": 300000,
             },
             "maxRetries": {
                 "type": "integer",
                 "minimum": 0,
-                "maximum": _MAX_INT,
+                "maximum": MAX_INT,
                 "default": 3,
             },
             "traceId": _nullable(_NAME),
@@ -254,7 +263,7 @@ _TASK_ID: Final = _path("task_id", {"type": "string", "format": "uuid"})
 _WORKER_ID: Final = _path("worker_id", {"type": "string", "minLength": 1})
 _LIMIT: Final = _query(
     "limit",
-    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100},
     "The most tasks in the page.",
 )
 _AFTER: Final = _query(
@@ -309,7 +318,7 @@ _PATHS: Final[dict[str, Any]] = {
                 _TASK_ID,
                 _query(
                     "timeout",
-                    {"type": "number", "minimum": 0, "maximum": 300, "default": 30},
+                    {"type": "number", "minimum": 0, "maximum": MAX_WAIT, "default": 30},
                     "The longest to wait, in seconds.",
                 ),
             ],

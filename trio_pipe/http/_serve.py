@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 import socket
+from functools import partial
+from typing import cast
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.typing import ASGIFramework
 
 from ..auth import ApiAuth
 from ..dispatch import Dispatcher
@@ -51,16 +55,21 @@ async def serve_http(
     socket and every connection; a request in progress is abandoned.
     """
     metrics = DispatcherMetrics(dispatcher)
-    app = create_app(dispatcher, auth=auth, metrics=metrics)
-    sock = _bind(host, port)
-    bound = sock.getsockname()[1]
     config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns the socket from now on
     config.accesslog = None
     config.errorlog = log
-    url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
-    async with trio.open_nursery() as nursery:
-        await nursery.start(metrics.run)
-        await nursery.start(serve, app, config)
-        log.info("serving the HTTP API on %s", url)
-        task_status.started(url)
+    # Starlette types the ASGI interface with plain mappings, Hypercorn with TypedDicts.
+    app = cast(ASGIFramework, create_app(dispatcher, auth=auth, metrics=metrics))
+    with _bind(host, port) as sock:  # closed here however serving ends
+        sock.listen(config.backlog)
+        sock.setblocking(False)
+        url = f"http://{f'[{host}]' if ':' in host else host}:{sock.getsockname()[1]}"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(metrics.run)
+            # Hypercorn's Trio worker, given the bound socket (its serve() would bind
+            # one itself, from text, and raise a bind error from inside its nurseries).
+            sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+            wrapped = ASGIWrapper(app)
+            await nursery.start(partial(worker_serve, wrapped, config, sockets=sockets))
+            log.info("serving the HTTP API on %s", url)
+            task_status.started(url)
