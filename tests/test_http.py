@@ -674,3 +674,12 @@ def test_the_token_command_makes_api_tokens(
     assert (
         "--types, --tags and --worker-id are for worker tokens" in capsys.readouterr().err
     )
+
+
+async def test_without_the_http_extra_open_dispatcher_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "trio_pipe.http", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'trio-pipe\[http\]'"):
+        async with trio_pipe.open_dispatcher(port=None, http=("127.0.0.1", 0)):
+            pass  # pragma: no cover
