@@ -30,6 +30,7 @@ from trio_pipe.dispatch import Dispatcher, WorkerEvent, WorkerEventKind
 from trio_pipe.http import openapi_document
 from trio_pipe.http._views import rfc3339
 from trio_pipe.protocol import (
+    Kill,
     Shutdown,
     TaskDispatch,
     TaskError,
@@ -252,7 +253,8 @@ async def test_cancel_kills_a_running_task_on_its_worker() -> None:
             cancelled = await client.post(f"/tasks/{task['id']}/cancel")
             assert cancelled.json()["status"] == "Cancelled"
             kill = await worker.receive()
-            assert kill.task_id == uuid.UUID(task["id"])  # type: ignore[attr-defined]
+            assert isinstance(kill, Kill)
+            assert kill.task_id == uuid.UUID(task["id"])
 
 
 async def test_tasks_are_listed_by_status_type_and_time_a_page_at_a_time() -> None:
@@ -646,7 +648,7 @@ async def test_an_http_auth_that_is_not_an_api_auth_is_refused() -> None:
     with pytest.raises(TypeError, match="http_auth"):
         async with trio_pipe.open_dispatcher(
             port=None, http=("127.0.0.1", 0), http_auth="s"
-        ):  # type: ignore[arg-type]
+        ):
             pass  # pragma: no cover
 
 

@@ -57,7 +57,7 @@ async def serve_http(
     metrics = DispatcherMetrics(dispatcher)
     config = Config()
     config.accesslog = None
-    config.errorlog = log
+    config.errorlog = log  # it says where it listens, at INFO
     # Starlette types the ASGI interface with plain mappings, Hypercorn with TypedDicts.
     app = cast(ASGIFramework, create_app(dispatcher, auth=auth, metrics=metrics))
     with _bind(host, port) as sock:  # closed here however serving ends
@@ -71,5 +71,4 @@ async def serve_http(
             sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
             wrapped = ASGIWrapper(app)
             await nursery.start(partial(worker_serve, wrapped, config, sockets=sockets))
-            log.info("serving the HTTP API on %s", url)
             task_status.started(url)
