@@ -110,8 +110,18 @@ async def test_a_task_submitted_over_http_runs_and_its_result_can_be_awaited() -
             nursery.cancel_scope.cancel()
 
 
-async def test_the_same_idempotency_key_returns_the_same_task_never_a_second() -> None:
-    async with open_api() as (_dispatcher, client):
+STORES = ["memory", "sqlite"]
+
+
+def store_url(kind: str, tmp_path: Path) -> str:
+    return "memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'tasks.db'}"
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_the_same_idempotency_key_returns_the_same_task_never_a_second(
+    store: str, tmp_path: Path
+) -> None:
+    async with open_api(store=store_url(store, tmp_path)) as (_dispatcher, client):
         body = {"taskType": "echo", "payload": 1, "idempotencyKey": "order-42"}
         first = await client.post("/tasks", json=body)
         again = await client.post("/tasks", json={**body, "payload": 2})
@@ -257,8 +267,11 @@ async def test_cancel_kills_a_running_task_on_its_worker() -> None:
             assert kill.task_id == uuid.UUID(task["id"])
 
 
-async def test_tasks_are_listed_by_status_type_and_time_a_page_at_a_time() -> None:
-    async with open_api() as (dispatcher, client):
+@pytest.mark.parametrize("store", STORES)
+async def test_tasks_are_listed_by_status_type_and_time_a_page_at_a_time(
+    store: str, tmp_path: Path
+) -> None:
+    async with open_api(store=store_url(store, tmp_path)) as (dispatcher, client):
         ids = []
         for task_type in ["a", "b", "a", "a"]:
             ids.append(
