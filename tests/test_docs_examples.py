@@ -31,6 +31,7 @@ def test_example_runs_and_prints_what_it_promises(example) -> None:  # type: ign
         ("getting-started.md", "typed_tasks.py"),
         ("scheduling.md", "scheduling.py"),
         ("durability.md", "durable.py"),
+        ("http.md", "http_api.py"),
         ("security.md", "secure_workers.py"),
         ("stdio.md", "stdio_workers.py"),
         ("stdio.md", "bash-worker.sh"),

@@ -418,3 +418,44 @@ def test_sqlite_store_keeps_the_contract(sqlite_directories: Callable[[], Path])
             super().__init__()
 
     run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_tasks_are_listed_by_submission_time(kind: str, tmp_path: Path) -> None:
+    store: Store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "tasks.db")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        ids = []
+        for submitted_at in (100.0, 200.0, 300.0):
+            task = Task.new("job", None)
+            await store.add(
+                TaskRecord(task, TaskStatus.PENDING, submitted_at, time.time() + DAY, 0.0)
+            )
+            ids.append(task.id)
+
+        async def listed(after: float | None, before: float | None) -> list[uuid.UUID]:
+            page = await store.tasks(submitted_after=after, submitted_before=before)
+            return [record.id for record in page]
+
+        assert await listed(200.0, None) == ids[1:]
+        assert await listed(None, 200.0) == ids[:1]
+        assert await listed(150.0, 300.0) == ids[1:2]
+        assert await listed(None, None) == ids
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_tasks_are_counted_by_status(kind: str, tmp_path: Path) -> None:
+    store: Store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "tasks.db")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        records = [new_record() for _ in range(3)]
+        for record in records:
+            await store.add(record)
+        store.ended(records[0].id, None, failure(records[0].id, "X", retryable=False),
+                    time.time(), final=True)  # fmt: skip
+        assert await store.count() == 3
+        assert await store.count(status=TaskStatus.FAILED) == 1
+        assert await store.count(status=TaskStatus.PENDING) == 2
+        assert await store.count(status=TaskStatus.COMPLETED) == 0
+        nursery.cancel_scope.cancel()

@@ -22,6 +22,7 @@ when it changed): the handshake calls :meth:`Authenticator.authenticate` directl
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import glob
 import os
@@ -40,6 +41,9 @@ from ._errors import AuthenticationFailed
 from .protocol import WorkerRegistration
 
 __all__ = [
+    "ApiAuth",
+    "ApiClaims",
+    "ApiScope",
     "AuthenticationFailed",
     "Authenticator",
     "CertificateAuth",
@@ -52,6 +56,8 @@ __all__ = [
 #: Who a worker token is for: a token minted for something else under the same secret
 #: is refused.
 AUDIENCE: Final = "trio-pipe-worker"
+#: Who an HTTP API token is for (:class:`ApiAuth`): neither kind is accepted as the other.
+API_AUDIENCE: Final = "trio-pipe-api"
 _ALGORITHM: Final = "HS256"
 _MIN_SECRET_BYTES: Final = 32  # RFC 7518 3.2: a key at least as long as the hash
 
@@ -160,13 +166,7 @@ class TokenAuth:
         revocations: str | os.PathLike[str] | None = None,
         leeway: float = 5.0,
     ) -> None:
-        key = secret.encode() if isinstance(secret, str) else bytes(secret)
-        if len(key) < _MIN_SECRET_BYTES:
-            raise ValueError(
-                f"a token secret must be at least {_MIN_SECRET_BYTES} bytes, not "
-                f"{len(key)} (trio-pipe token secret makes one)"
-            )
-        self._key = key
+        self._key = _secret_key(secret)
         self._revocations = None if revocations is None else _Revocations(revocations)
         self.leeway = leeway
 
@@ -205,20 +205,7 @@ class TokenAuth:
     def authenticate(
         self, headers: Mapping[str, str], certificate: dict[str, Any] | None
     ) -> Claims:
-        token = _bearer_token(headers)
-        try:
-            payload = jwt.decode(
-                token,
-                self._key,
-                algorithms=[_ALGORITHM],
-                audience=AUDIENCE,
-                leeway=self.leeway,
-                options={"require": ["exp", "iat", "jti", "sub"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthenticationFailed("the token has expired") from None
-        except jwt.InvalidTokenError as exc:
-            raise AuthenticationFailed(f"invalid token: {exc}") from None
+        payload = _decode(_bearer_token(headers), self._key, AUDIENCE, self.leeway)
         try:
             claims = Claims(
                 worker_id=_text(payload["sub"], "sub"),
@@ -241,10 +228,38 @@ class TokenAuth:
         )
 
 
-def _bearer_token(headers: Mapping[str, str]) -> str:
+def _secret_key(secret: str | bytes) -> bytes:
+    key = secret.encode() if isinstance(secret, str) else bytes(secret)
+    if len(key) < _MIN_SECRET_BYTES:
+        raise ValueError(
+            f"a token secret must be at least {_MIN_SECRET_BYTES} bytes, not "
+            f"{len(key)} (trio-pipe token secret makes one)"
+        )
+    return key
+
+
+def _decode(token: str, key: bytes, audience: str, leeway: float) -> dict[str, Any]:
+    """The claims of *token*, a JWT for *audience* signed under *key*."""
+    try:
+        payload: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[_ALGORITHM],
+            audience=audience,
+            leeway=leeway,
+            options={"require": ["exp", "iat", "jti", "sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthenticationFailed("the token has expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise AuthenticationFailed(f"invalid token: {exc}") from None
+    return payload
+
+
+def _bearer_token(headers: Mapping[str, str], kind: str = "a worker token") -> str:
     value = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
     if value is None:
-        raise AuthenticationFailed("no Authorization header (a worker token is needed)")
+        raise AuthenticationFailed(f"no Authorization header ({kind} is needed)")
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("the Authorization header is not 'Bearer <token>'")
@@ -337,6 +352,94 @@ def _serial(certificate: Mapping[str, Any]) -> str | None:
 def _not_after(certificate: Mapping[str, Any]) -> float | None:
     not_after = certificate.get("notAfter")
     return None if not_after is None else float(ssl.cert_time_to_seconds(not_after))
+
+
+class ApiScope(enum.Enum):
+    """What an HTTP API token may do: ``read`` (every ``GET``) or ``admin`` (also
+    submit, cancel, drain and remove workers, requeue and purge dead letters)."""
+
+    READ = "read"
+    ADMIN = "admin"
+
+
+@attrs.frozen
+class ApiClaims:
+    """What one HTTP API request may do, by the token it carried."""
+
+    scope: ApiScope
+    subject: str
+    token_id: str
+    expires_at: float
+
+    def allows(self, needed: ApiScope) -> bool:
+        return self.scope is ApiScope.ADMIN or needed is ApiScope.READ
+
+
+class ApiAuth:
+    """HTTP API tokens (``open_dispatcher(http=..., http_auth=ApiAuth(...))``): JWTs
+    signed with HMAC-SHA256 under *secret*, as :class:`TokenAuth`'s worker tokens, for
+    another audience -- neither kind of token is accepted as the other, even under one
+    secret. Each carries a scope (:class:`ApiScope`) and an id, revocable through
+    *revocations* (a file of token ids, read again when it changes; :func:`revoke`)."""
+
+    def __init__(
+        self,
+        secret: str | bytes,
+        *,
+        revocations: str | os.PathLike[str] | None = None,
+        leeway: float = 5.0,
+    ) -> None:
+        self._key = _secret_key(secret)
+        self._revocations = None if revocations is None else _Revocations(revocations)
+        self.leeway = leeway
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> ApiAuth:
+        """The secret is the file's content, surrounding whitespace stripped."""
+        return cls(Path(path).read_text(encoding="utf-8").strip(), **options)
+
+    def create(
+        self,
+        scope: ApiScope | str,
+        *,
+        expires_in: float,
+        subject: str = "api",
+        token_id: str | None = None,
+        now: float | None = None,
+    ) -> str:
+        """A token of *scope* for *subject* (who holds it: shown in logs), valid for
+        *expires_in* seconds from *now*."""
+        if expires_in <= 0:
+            raise ValueError("expires_in must be > 0")
+        issued = time.time() if now is None else now
+        payload = {
+            "aud": API_AUDIENCE,
+            "iat": int(issued),
+            "exp": int(issued + expires_in),
+            "jti": token_id or uuid.uuid4().hex,
+            "sub": subject,
+            "scope": ApiScope(scope).value,
+        }
+        return jwt.encode(payload, self._key, algorithm=_ALGORITHM)
+
+    def authenticate(self, headers: Mapping[str, str]) -> ApiClaims:
+        """The claims of the request with *headers* (``Authorization: Bearer``).
+        Raises :class:`AuthenticationFailed`."""
+        payload = _decode(
+            _bearer_token(headers, "an API token"), self._key, API_AUDIENCE, self.leeway
+        )
+        try:
+            claims = ApiClaims(
+                scope=ApiScope(payload.get("scope")),
+                subject=_text(payload["sub"], "sub"),
+                token_id=_text(payload["jti"], "jti"),
+                expires_at=float(payload["exp"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise AuthenticationFailed(f"invalid token: {exc}") from None
+        if self._revocations is not None and claims.token_id in self._revocations:
+            raise AuthenticationFailed(f"token {claims.token_id} has been revoked")
+        return claims
 
 
 def new_secret() -> str:

@@ -780,9 +780,10 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
 _TOKEN_DESCRIPTION = (
     "Worker tokens for a dispatcher opened with auth=TokenAuth.from_file(SECRET_FILE, "
-    "revocations=FILE) (docs/security.md). secret prints a new secret; create prints a "
-    "token (its id and expiry go to stderr); revoke adds an id to the revocation file, "
-    "which the dispatcher reads again without a restart."
+    "revocations=FILE) (docs/security.md), and with --api, HTTP API tokens for "
+    "http_auth=ApiAuth.from_file(...) (docs/http.md). secret prints a new secret; "
+    "create prints a token (its id and expiry go to stderr); revoke adds an id to the "
+    "revocation file, which the dispatcher reads again without a restart."
 )
 
 
@@ -797,7 +798,9 @@ def _names(text: str) -> list[str]:
 
 def _add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "token", help="make and revoke worker tokens", description=_TOKEN_DESCRIPTION
+        "token",
+        help="make and revoke worker and API tokens",
+        description=_TOKEN_DESCRIPTION,
     )
     actions = parser.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=_OneLineErrors
@@ -807,7 +810,9 @@ def _add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="print a new random secret (save it to a file only the dispatcher reads)",
     )
     create = actions.add_parser(
-        "create", help="print a token for a worker", description=_TOKEN_DESCRIPTION
+        "create",
+        help="print a token for a worker (or the API)",
+        description=_TOKEN_DESCRIPTION,
     )
     create.add_argument("--secret-file", required=True, type=Path, metavar="FILE")
     create.add_argument(
@@ -828,6 +833,15 @@ def _add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
     create.add_argument(
         "--id", dest="token_id", metavar="ID", help="its id, to revoke it (default: random)"
     )
+    create.add_argument(
+        "--api", choices=("read", "admin"), metavar="SCOPE",
+        help="an HTTP API token of this scope, read or admin, instead of a worker token "
+        "(--types, --tags and --worker-id do not apply)",
+    )  # fmt: skip
+    create.add_argument(
+        "--subject", default="api", metavar="NAME",
+        help="with --api: who holds it, named in refusals (default: api)",
+    )  # fmt: skip
     revoke = actions.add_parser(
         "revoke", help="revoke a token by its id", description=_TOKEN_DESCRIPTION
     )
@@ -847,15 +861,26 @@ def _cmd_token(args: argparse.Namespace) -> int:
         if args.action == "secret":
             print(auth.new_secret())
         elif args.action == "create":
-            tokens = auth.TokenAuth.from_file(args.secret_file)
             token_id = args.token_id or uuid.uuid4().hex
-            token = tokens.create(
-                expires_in=args.expires,
-                task_types=args.types,
-                tags=args.tags,
-                worker_id=args.worker_id,
-                token_id=token_id,
-            )
+            if args.api is not None:
+                if args.types is not None or args.tags is not None or args.worker_id != "*":
+                    raise ValueError(
+                        "--types, --tags and --worker-id are for worker tokens"
+                    )
+                token = auth.ApiAuth.from_file(args.secret_file).create(
+                    args.api,
+                    expires_in=args.expires,
+                    subject=args.subject,
+                    token_id=token_id,
+                )
+            else:
+                token = auth.TokenAuth.from_file(args.secret_file).create(
+                    expires_in=args.expires,
+                    task_types=args.types,
+                    tags=args.tags,
+                    worker_id=args.worker_id,
+                    token_id=token_id,
+                )
             expires = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(
                 time.time() + args.expires
             ))  # fmt: skip

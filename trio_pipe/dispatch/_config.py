@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from ..auth import Authenticator
+from ..auth import ApiAuth, Authenticator
 from ..protocol import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_JSON_DEPTH
 from ._pool import PoolStats
 
@@ -81,6 +81,25 @@ def _lifetimes(value: Mapping[str, float]) -> Mapping[str, float]:
     return types.MappingProxyType(dict(value))
 
 
+def _http_address(
+    _: Any, attribute: attrs.Attribute[Any], value: tuple[str, int] | None
+) -> None:
+    if value is None:
+        return
+    if not (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and value[0]
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+        and 0 <= value[1] < 65536
+    ):
+        raise ValueError(
+            f"http must be a (host, port) tuple with a port from 0 to 65535, not {value!r}"
+        )
+
+
 def default_max_connections() -> int:
     """Three quarters of this process's file-descriptor limit (``RLIMIT_NOFILE``, soft),
     at most 100,000: the rest stays for the application's own files and sockets."""
@@ -140,6 +159,22 @@ class DispatcherConfig:
     )
     #: How often live sessions' credentials are checked for expiry and revocation.
     credentials_check_interval: float = attrs.field(default=1.0, validator=_positive)
+
+    # -- the HTTP API (docs/http.md) ----------------------------------------------
+
+    #: Where to serve the HTTP API and ``/metrics``: ``(host, port)``, port 0 for a
+    #: free one; ``None``: nowhere. Needs the ``http`` extra.
+    http: tuple[str, int] | None = attrs.field(default=None, validator=_http_address)
+    #: Checks the API's bearer tokens (:class:`~trio_pipe.auth.ApiAuth`); ``None``:
+    #: none are asked for, and the API is served on loopback only.
+    http_auth: ApiAuth | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.instance_of(ApiAuth)),
+    )
+    #: Serve the API beyond loopback without ``http_auth`` (logged as a warning).
+    http_insecure: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
 
     # -- limits at the edge (docs/limits.md) -------------------------------------
 

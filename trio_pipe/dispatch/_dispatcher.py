@@ -9,6 +9,7 @@ caller gives, waits where the caller must wait, and calls into them.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -103,6 +104,7 @@ class Dispatcher:
         )
         self._ports: tuple[int, ...] = ()
         self._url: str | None = None
+        self._http_url: str | None = None
 
     # ------------------------------------------------------------------ info
 
@@ -127,6 +129,13 @@ class Dispatcher:
             raise RuntimeError("this dispatcher does not listen for WebSocket workers")
         return self._url
 
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` of the HTTP API (the real port if it was 0)."""
+        if self._http_url is None:
+            raise RuntimeError("this dispatcher does not serve the HTTP API (http=...)")
+        return self._http_url
+
     def _listening(self, ports: tuple[int, ...], base_url: str) -> None:
         self._ports = ports
         self._url = f"{base_url}:{ports[0]}"
@@ -137,6 +146,16 @@ class Dispatcher:
 
     def pool_stats(self) -> PoolStats:
         return self._scheduler.stats()
+
+    def queued_by_type(self) -> dict[tuple[str, Priority], int]:
+        """How many tasks wait for a worker, by task type and priority (counted now,
+        over the unfinished tasks: for metrics, at scrape time)."""
+        counts: collections.Counter[tuple[str, Priority]] = collections.Counter()
+        for entry in self._scheduler._entries.values():
+            if entry.queued:
+                task = entry.handle.task
+                counts[task.task_type, task.metadata.priority] += 1
+        return dict(counts)
 
     @property
     def store(self) -> Store:
@@ -461,16 +480,25 @@ class Dispatcher:
         *,
         status: TaskStatus | None = None,
         task_type: str | None = None,
+        submitted_after: float | None = None,
+        submitted_before: float | None = None,
         limit: int = 100,
         after: uuid.UUID | None = None,
     ) -> list[TaskRecord]:
         """A page of the store's tasks, in submission order: up to *limit*, starting
-        after task *after* (the last of the previous page), filtered by *status* and
-        *task_type*. A live task's record may lag its handle by one group commit."""
+        after task *after* (the last of the previous page), filtered by *status*,
+        *task_type* and submission time (wall-clock seconds: at or after
+        *submitted_after*, before *submitted_before*). A live task's record may lag
+        its handle by one group commit."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, not {limit!r}")
         return await self._store.tasks(
-            status=status, task_type=task_type, limit=limit, after=after
+            status=status,
+            task_type=task_type,
+            submitted_after=submitted_after,
+            submitted_before=submitted_before,
+            limit=limit,
+            after=after,
         )
 
     async def dead_letters(

@@ -8,10 +8,11 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 
-from ..auth import Authenticator
+from ..auth import ApiAuth, Authenticator
 from ..protocol import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_JSON_DEPTH
 from ..store import MemoryStore, Store, store_from_url
 from ..transports import WebSocketChannel, serve_websocket_workers
@@ -97,6 +98,33 @@ def _check_exposure(host: str, config: DispatcherConfig) -> None:
     )
 
 
+def _check_http_exposure(config: DispatcherConfig) -> None:
+    """Refuse to serve the HTTP API beyond loopback without API tokens, unless told
+    to; and fail now if the ``http`` extra is missing."""
+    assert config.http is not None
+    try:
+        import trio_pipe.http  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"http= needs Starlette, Hypercorn and prometheus-client ({exc}); install "
+            "them with: pip install 'trio-pipe[http]'"
+        ) from exc
+    host = config.http[0]
+    if config.http_auth is not None or _loopback(host):
+        return
+    if not config.http_insecure:
+        raise ValueError(
+            f"refusing to serve the HTTP API on {host!r} without API tokens: any "
+            "process that can reach it could submit, cancel and read tasks. Pass "
+            "http_auth=ApiAuth(...), or http_insecure=True to accept that (docs/http.md)"
+        )
+    log.warning(
+        "serving the HTTP API on %r with no authentication (http_insecure=True): any "
+        "process that can reach it may submit, cancel and read tasks",
+        host,
+    )
+
+
 def _loopback(host: str) -> bool:
     """Whether *host* names this machine's loopback interface only."""
     if host == "localhost":
@@ -173,6 +201,9 @@ async def open_dispatcher(
     auth: Authenticator | None = None,
     insecure: bool = False,
     credentials_check_interval: float = 1.0,
+    http: tuple[str, int] | None = None,
+    http_auth: ApiAuth | None = None,
+    http_insecure: bool = False,
     # Limits at the edge (docs/limits.md):
     handshake_timeout: float = 10.0,
     max_connections: int | None = None,
@@ -233,6 +264,9 @@ async def open_dispatcher(
         auth=auth,
         insecure=insecure,
         credentials_check_interval=credentials_check_interval,
+        http=http,
+        http_auth=http_auth,
+        http_insecure=http_insecure,
         handshake_timeout=handshake_timeout,
         max_connections=(
             default_max_connections() if max_connections is None else max_connections
@@ -248,6 +282,8 @@ async def open_dispatcher(
     )
     if port is not None:
         _check_exposure(host, config)
+    if http is not None:
+        _check_http_exposure(config)
     if store is None:
         store = MemoryStore()
     elif isinstance(store, str):
@@ -274,6 +310,16 @@ async def open_dispatcher(
                     await root.start(
                         _serve, dispatcher, host, port, ssl_context, listener_scope
                     )
+                    if http is not None:
+                        from ..http import serve_http
+
+                        try:
+                            dispatcher._http_url = await root.start(
+                                partial(serve_http, dispatcher, *http, auth=http_auth)
+                            )
+                        except OSError as exc:  # cannot bind: raised as itself
+                            body_error = exc
+                            raise
                     try:
                         yield dispatcher
                         await _shutdown(dispatcher, listener_scope)

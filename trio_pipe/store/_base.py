@@ -98,11 +98,18 @@ class Store(abc.ABC):
         *,
         status: TaskStatus | None = None,
         task_type: str | None = None,
+        submitted_after: float | None = None,
+        submitted_before: float | None = None,
         limit: int = 100,
         after: uuid.UUID | None = None,
     ) -> list[TaskRecord]:
         """Up to *limit* tasks in the order they were submitted, starting after the
-        task *after* (the last of the previous page), filtered by status and type."""
+        task *after* (the last of the previous page), filtered by status, type and
+        submission time (``submitted_after <= submitted_at < submitted_before``)."""
+
+    @abc.abstractmethod
+    async def count(self, *, status: TaskStatus | None = None) -> int:
+        """How many tasks the store holds (with *status*, if given)."""
 
     @abc.abstractmethod
     async def requeue(self, task_id: uuid.UUID, at: float) -> TaskRecord:

@@ -232,6 +232,8 @@ class MemoryStore(Store):
         *,
         status: TaskStatus | None = None,
         task_type: str | None = None,
+        submitted_after: float | None = None,
+        submitted_before: float | None = None,
         limit: int = 100,
         after: uuid.UUID | None = None,
     ) -> list[TaskRecord]:
@@ -247,11 +249,20 @@ class MemoryStore(Store):
         for _, row in rows:
             if len(page) >= limit:
                 break
-            if (status is None or row.status is status) and (
-                task_type is None or row.task.task_type == task_type
+            if (
+                (status is None or row.status is status)
+                and (task_type is None or row.task.task_type == task_type)
+                and (submitted_after is None or row.submitted_at >= submitted_after)
+                and (submitted_before is None or row.submitted_at < submitted_before)
             ):
                 page.append(row.record())
         return page
+
+    async def count(self, *, status: TaskStatus | None = None) -> int:
+        await trio.lowlevel.checkpoint()
+        if status is None:
+            return len(self._rows)
+        return sum(row.status is status for row in self._rows.values())
 
     async def requeue(self, task_id: uuid.UUID, at: float) -> TaskRecord:
         await trio.lowlevel.checkpoint()

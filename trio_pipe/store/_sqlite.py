@@ -709,6 +709,8 @@ class SqliteStore(Store):
         *,
         status: TaskStatus | None = None,
         task_type: str | None = None,
+        submitted_after: float | None = None,
+        submitted_before: float | None = None,
         limit: int = 100,
         after: uuid.UUID | None = None,
     ) -> list[TaskRecord]:
@@ -720,6 +722,12 @@ class SqliteStore(Store):
         if task_type is not None:
             where.append("task_type = ?")
             args.append(task_type)
+        if submitted_after is not None:
+            where.append("submitted_at >= ?")
+            args.append(submitted_after)
+        if submitted_before is not None:
+            where.append("submitted_at < ?")
+            args.append(submitted_before)
         if after is not None:
             where.append("seq > (SELECT seq FROM tasks WHERE id = ?)")
             args.append(str(after))
@@ -727,6 +735,18 @@ class SqliteStore(Store):
                 raise TaskNotFound(f"no task {after} to list after")
         clause = f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
         return await self._read(self._select, clause, (*args, limit))
+
+    async def count(self, *, status: TaskStatus | None = None) -> int:
+        def count(db: sqlite3.Connection) -> int:
+            if status is None:
+                row = db.execute("SELECT COUNT(*) FROM tasks").fetchone()
+            else:
+                row = db.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE status = ?", (status.value,)
+                ).fetchone()
+            return int(row[0])
+
+        return await self._read(count)
 
     async def requeue(self, task_id: uuid.UUID, at: float) -> TaskRecord:
         self._writable()
