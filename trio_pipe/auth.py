@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol, Self
 
 import attrs
 import jwt
@@ -150,14 +150,11 @@ def _token_ids(path: Path) -> Iterable[str]:
             yield token_id
 
 
-class TokenAuth:
-    """Worker tokens: JWTs signed with HMAC-SHA256 under *secret* (at least 32
-    bytes; :func:`new_secret` makes one), revocable through *revocations*, a file of
-    token ids (:func:`revoke` appends one; the dispatcher notices without a restart).
+class _SignedTokens:
+    """What worker and API tokens share: JWTs signed with HMAC-SHA256 under a secret,
+    for one audience, each with an id that a revocation file may list."""
 
-    ``TokenAuth.from_file(path)`` reads the secret from a file, as
-    ``trio-pipe token create --secret-file`` does.
-    """
+    _audience: ClassVar[str]
 
     def __init__(
         self,
@@ -171,9 +168,68 @@ class TokenAuth:
         self.leeway = leeway
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> TokenAuth:
+    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> Self:
         """The secret is the file's content, surrounding whitespace stripped."""
         return cls(Path(path).read_text(encoding="utf-8").strip(), **options)
+
+    def _sign(
+        self,
+        subject: str,
+        expires_in: float,
+        token_id: str | None,
+        now: float | None,
+        claims: Mapping[str, Any],
+    ) -> str:
+        if expires_in <= 0:
+            raise ValueError("expires_in must be > 0")
+        issued = time.time() if now is None else now
+        payload = {
+            "aud": self._audience,
+            "iat": int(issued),
+            "exp": int(issued + expires_in),
+            "jti": token_id or uuid.uuid4().hex,
+            "sub": subject,
+            **claims,
+        }
+        return jwt.encode(payload, self._key, algorithm=_ALGORITHM)
+
+    def _verify(self, headers: Mapping[str, str], kind: str) -> dict[str, Any]:
+        """The claims of the bearer token in *headers* (*kind* names it in the
+        refusal when there is none). Raises :class:`AuthenticationFailed`."""
+        token = _bearer_token(headers, kind)
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                audience=self._audience,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "jti", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationFailed("the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthenticationFailed(f"invalid token: {exc}") from None
+        return payload
+
+    def _is_revoked(self, token_id: str | None) -> bool:
+        return (
+            self._revocations is not None
+            and token_id is not None
+            and token_id in self._revocations
+        )
+
+
+class TokenAuth(_SignedTokens):
+    """Worker tokens: JWTs signed with HMAC-SHA256 under *secret* (at least 32
+    bytes; :func:`new_secret` makes one), revocable through *revocations*, a file of
+    token ids (:func:`revoke` appends one; the dispatcher notices without a restart).
+
+    ``TokenAuth.from_file(path)`` reads the secret from a file, as
+    ``trio-pipe token create --secret-file`` does.
+    """
+
+    _audience = AUDIENCE
 
     def create(
         self,
@@ -186,26 +242,17 @@ class TokenAuth:
         now: float | None = None,
     ) -> str:
         """A token for these claims, valid for *expires_in* seconds from *now*."""
-        if expires_in <= 0:
-            raise ValueError("expires_in must be > 0")
-        issued = time.time() if now is None else now
-        payload: dict[str, Any] = {
-            "aud": AUDIENCE,
-            "iat": int(issued),
-            "exp": int(issued + expires_in),
-            "jti": token_id or uuid.uuid4().hex,
-            "sub": worker_id,
-        }
+        claims: dict[str, Any] = {}
         if task_types is not None:
-            payload["types"] = sorted(set(task_types))
+            claims["types"] = sorted(set(task_types))
         if tags is not None:
-            payload["tags"] = sorted(set(tags))
-        return jwt.encode(payload, self._key, algorithm=_ALGORITHM)
+            claims["tags"] = sorted(set(tags))
+        return self._sign(worker_id, expires_in, token_id, now, claims)
 
     def authenticate(
         self, headers: Mapping[str, str], certificate: dict[str, Any] | None
     ) -> Claims:
-        payload = _decode(_bearer_token(headers), self._key, AUDIENCE, self.leeway)
+        payload = self._verify(headers, "a worker token")
         try:
             claims = Claims(
                 worker_id=_text(payload["sub"], "sub"),
@@ -221,11 +268,7 @@ class TokenAuth:
         return claims
 
     def revoked(self, claims: Claims) -> bool:
-        return (
-            self._revocations is not None
-            and claims.token_id is not None
-            and claims.token_id in self._revocations
-        )
+        return self._is_revoked(claims.token_id)
 
 
 def _secret_key(secret: str | bytes) -> bytes:
@@ -238,25 +281,7 @@ def _secret_key(secret: str | bytes) -> bytes:
     return key
 
 
-def _decode(token: str, key: bytes, audience: str, leeway: float) -> dict[str, Any]:
-    """The claims of *token*, a JWT for *audience* signed under *key*."""
-    try:
-        payload: dict[str, Any] = jwt.decode(
-            token,
-            key,
-            algorithms=[_ALGORITHM],
-            audience=audience,
-            leeway=leeway,
-            options={"require": ["exp", "iat", "jti", "sub"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise AuthenticationFailed("the token has expired") from None
-    except jwt.InvalidTokenError as exc:
-        raise AuthenticationFailed(f"invalid token: {exc}") from None
-    return payload
-
-
-def _bearer_token(headers: Mapping[str, str], kind: str = "a worker token") -> str:
+def _bearer_token(headers: Mapping[str, str], kind: str) -> str:
     value = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
     if value is None:
         raise AuthenticationFailed(f"no Authorization header ({kind} is needed)")
@@ -375,28 +400,14 @@ class ApiClaims:
         return self.scope is ApiScope.ADMIN or needed is ApiScope.READ
 
 
-class ApiAuth:
+class ApiAuth(_SignedTokens):
     """HTTP API tokens (``open_dispatcher(http=..., http_auth=ApiAuth(...))``): JWTs
     signed with HMAC-SHA256 under *secret*, as :class:`TokenAuth`'s worker tokens, for
     another audience -- neither kind of token is accepted as the other, even under one
     secret. Each carries a scope (:class:`ApiScope`) and an id, revocable through
     *revocations* (a file of token ids, read again when it changes; :func:`revoke`)."""
 
-    def __init__(
-        self,
-        secret: str | bytes,
-        *,
-        revocations: str | os.PathLike[str] | None = None,
-        leeway: float = 5.0,
-    ) -> None:
-        self._key = _secret_key(secret)
-        self._revocations = None if revocations is None else _Revocations(revocations)
-        self.leeway = leeway
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> ApiAuth:
-        """The secret is the file's content, surrounding whitespace stripped."""
-        return cls(Path(path).read_text(encoding="utf-8").strip(), **options)
+    _audience = API_AUDIENCE
 
     def create(
         self,
@@ -409,25 +420,13 @@ class ApiAuth:
     ) -> str:
         """A token of *scope* for *subject* (who holds it: shown in logs), valid for
         *expires_in* seconds from *now*."""
-        if expires_in <= 0:
-            raise ValueError("expires_in must be > 0")
-        issued = time.time() if now is None else now
-        payload = {
-            "aud": API_AUDIENCE,
-            "iat": int(issued),
-            "exp": int(issued + expires_in),
-            "jti": token_id or uuid.uuid4().hex,
-            "sub": subject,
-            "scope": ApiScope(scope).value,
-        }
-        return jwt.encode(payload, self._key, algorithm=_ALGORITHM)
+        claims = {"scope": ApiScope(scope).value}
+        return self._sign(subject, expires_in, token_id, now, claims)
 
     def authenticate(self, headers: Mapping[str, str]) -> ApiClaims:
         """The claims of the request with *headers* (``Authorization: Bearer``).
         Raises :class:`AuthenticationFailed`."""
-        payload = _decode(
-            _bearer_token(headers, "an API token"), self._key, API_AUDIENCE, self.leeway
-        )
+        payload = self._verify(headers, "an API token")
         try:
             claims = ApiClaims(
                 scope=ApiScope(payload.get("scope")),
@@ -437,7 +436,7 @@ class ApiAuth:
             )
         except (TypeError, ValueError) as exc:
             raise AuthenticationFailed(f"invalid token: {exc}") from None
-        if self._revocations is not None and claims.token_id in self._revocations:
+        if self._is_revoked(claims.token_id):
             raise AuthenticationFailed(f"token {claims.token_id} has been revoked")
         return claims
 
