@@ -62,7 +62,7 @@ from ._events import Event, EventStream
 from ._handle import Attempt, BatchResult, TaskHandle
 from ._pool import PoolStats, WorkerInfo, WorkerState
 from ._scheduler import Scheduler
-from ._sessions import evict, serve_worker
+from ._sessions import serve_worker
 from ._supervisor import DEFAULT_RESTART, RestartPolicy, SupervisorSet
 
 if TYPE_CHECKING:
@@ -795,7 +795,7 @@ class Dispatcher:
         record = self._scheduler.pool.get(worker_id)
         if record is not None:
             record.removed = True
-            evict(record, "removed by the dispatcher")
+            record.evict("removed by the dispatcher")
         spawned = self._supervisors.stop(worker_id)
         if (
             record is None

@@ -19,7 +19,6 @@ from ..transports import WebSocketChannel, serve_websocket_workers
 from ._config import DispatcherConfig, default_max_connections
 from ._dispatcher import Dispatcher
 from ._pool import PoolStats
-from ._sessions import evict
 
 __all__ = ["open_dispatcher"]
 
@@ -155,7 +154,7 @@ async def _check_credentials(dispatcher: Dispatcher) -> None:
             else:
                 continue
             log.warning("closing worker %s: %s", record.worker_id, reason)
-            evict(record, reason)
+            record.evict(reason)
 
 
 async def _shutdown(dispatcher: Dispatcher, listener_scope: trio.CancelScope) -> None:

@@ -84,7 +84,7 @@ async def serve_worker(
         await _close(config, channel, str(exc), protocol_error=True)
         return
     if replaced is not None:
-        evict(replaced, "replaced by a new connection with the same id")
+        replaced.evict("replaced by a new connection with the same id")
     reason = "dispatcher closed"
     ended = False  # on its own, or by our cancel scope: not cancelled from outside
     try:
@@ -106,11 +106,6 @@ async def serve_worker(
         if not ended:
             await _abort(config, record, channel)
         scheduler.worker_gone(record, record.close_reason or reason)
-
-
-def evict(record: WorkerRecord, reason: str) -> None:
-    """End *record*'s session on purpose: its connection is closed with *reason*."""
-    record.evict(reason)
 
 
 def _registered(session: WorkerSession) -> WorkerRegistration:
