@@ -138,4 +138,5 @@ def test_selection_looks_at_one_worker_whatever_the_size_of_the_pool(
     )
     chosen = workers.pool.select("t")
     assert chosen is not None and chosen.session.load == 3
-    assert len(looked_at) == 1
+    # The worker the last dispatch changed (ranked now, lazily), and the top of the heap.
+    assert len(looked_at) <= 2

@@ -191,7 +191,9 @@ class Pool:
     than their worker's last change are dropped when they surface; a heap grown much
     larger than the pool is rebuilt. There is a heap only for a task type that has been
     asked for (by :meth:`select`): a change costs a push per type asked for and
-    supported, however many types the worker declared.
+    supported, however many types the worker declared -- once, when a selection next
+    needs the heaps, however many times the worker changed since (a slot freed, then
+    filled: one push, not two).
     """
 
     def __init__(self, *, max_size: int | None, remembered_dead: int = 1024) -> None:
@@ -199,6 +201,8 @@ class Pool:
         self._workers: dict[str, WorkerRecord] = {}
         self._by_type: dict[str, list[WorkerRecord]] = {}
         self._free: dict[str, list[_Entry]] = {}
+        # Workers changed since the heaps were last brought up to date (an ordered set):
+        self._changed: dict[WorkerRecord, None] = {}
         self._seq = itertools.count()
         self._dead: OrderedDict[str, WorkerInfo] = OrderedDict()
         self._remembered_dead = remembered_dead
@@ -248,8 +252,19 @@ class Pool:
         self.changed(record)
 
     def changed(self, record: WorkerRecord) -> None:
-        """*record*'s load, throttle or state may have changed: rank it anew."""
+        """*record*'s load, throttle or state may have changed: rank it anew (its heap
+        entries are stale now; its new one is pushed when a selection needs it)."""
         record.rank += 1
+        self._changed[record] = None
+
+    def _rank_changed(self) -> None:
+        """A heap entry for each worker changed since the last selection that can
+        take a task now."""
+        changed, self._changed = self._changed, {}
+        for record in changed:
+            self._push(record)
+
+    def _push(self, record: WorkerRecord) -> None:
         if not record.can_accept() or self._workers.get(record.worker_id) is not record:
             return
         session = record.session
@@ -313,6 +328,8 @@ class Pool:
         return self._scan(task_type, tag, avoid, task_id)
 
     def _least_loaded(self, task_type: str) -> WorkerRecord | None:
+        if self._changed:
+            self._rank_changed()
         heap = self._free.get(task_type)
         if heap is None:  # first asked for: every worker that could take one now
             workers = self._by_type.get(task_type)
@@ -412,6 +429,7 @@ class Pool:
 
     def _unindex(self, record: WorkerRecord) -> None:
         record.rank += 1  # its heap entries are stale
+        self._changed.pop(record, None)
         for task_type in record.task_set:
             workers = self._by_type[task_type]
             workers.remove(record)
