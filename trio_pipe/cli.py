@@ -895,10 +895,17 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from ._cli_serve import add_parser
+
+    return add_parser(subparsers)
+
+
 # -- main ------------------------------------------------------------------------------
 
 _SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
     _add_worker_parser,
+    _add_serve_parser,
     _add_conformance_parser,
     _add_demo_parser,
     _add_tasks_parser,
