@@ -301,3 +301,28 @@ def test_unknown_keys_list_every_key_the_table_takes(tmp_path: Path) -> None:
         "max_outbox_size, max_tags, max_task_types, max_unregistered, "
         "max_worker_concurrency)"
     )
+
+
+def test_a_certificate_that_cannot_be_loaded_names_its_key(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    path = write(tmp_path, f'[workers.tls]\n\ncertfile = "{garbage}"\n')
+    with pytest.raises(ConfigError, match="cannot load it: SSLError") as caught:
+        load_config(path)
+    assert (caught.value.line, caught.value.key) == (3, "workers.tls.certfile")
+
+
+def test_a_client_ca_that_cannot_be_loaded_names_its_key(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    trustme.CA().issue_cert("x").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    (tmp_path / "ca.pem").write_text("not a CA")
+    path = write(
+        tmp_path,
+        f'[workers.tls]\ncertfile = "{tmp_path}/server.pem"\n'
+        f'client_cafile = "{tmp_path}/ca.pem"\n',
+    )
+    with pytest.raises(ConfigError, match="cannot load it: SSLError") as caught:
+        load_config(path)
+    assert (caught.value.line, caught.value.key) == (3, "workers.tls.client_cafile")

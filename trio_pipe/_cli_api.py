@@ -90,13 +90,14 @@ class ApiClient:
         raise CommandFailed(f"{self.url}{path} answered {response.status_code}: {body}")
 
 
-def add_api_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """``--url`` and ``--token``, which default to their environment variables."""
+def add_api_options(parser: argparse.ArgumentParser, *, beside_store: bool = False) -> None:
+    """``--url`` and ``--token``, which default to their environment variables
+    (*beside_store*: for a command that reads a store without ``--url``)."""
     parser.add_argument(
         "--url",
         metavar="URL",
         help=f"the dispatcher's HTTP API, http://HOST:PORT (default: ${URL_VARIABLE})"
-        + ("" if required else "; selects the API instead of a store"),
+        + ("; selects the API instead of a store" if beside_store else ""),
     )
     parser.add_argument(
         "--token",

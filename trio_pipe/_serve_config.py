@@ -478,7 +478,10 @@ def _store(table: _Table) -> Store:
         store = store_from_url(url)
     except ValueError as exc:
         raise table.error("url", str(exc)) from None
-    store.retention = Retention(completed=completed, failed=failed)  # type: ignore[attr-defined]
+    if not hasattr(store, "retention"):
+        raise table.error("url", f"a {type(store).__name__} takes no retention settings")
+    # Every store that prunes reads its (public) retention attribute as it runs.
+    store.retention = Retention(completed=completed, failed=failed)
     return store
 
 

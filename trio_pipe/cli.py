@@ -914,7 +914,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
 def _add_api_options(parser: argparse.ArgumentParser) -> None:
     from ._cli_api import add_api_options
 
-    add_api_options(parser, required=False)
+    add_api_options(parser, beside_store=True)
 
 
 def _add_submit_parser(subparsers: Any) -> argparse.ArgumentParser:
