@@ -186,7 +186,10 @@ async def test_submit_from_a_missing_file_exits_1() -> None:
         "submit", "--from", "/nonexistent.jsonl", "--url", "http://127.0.0.1:1"
     )
     assert done.returncode == 1
-    assert "cannot read /nonexistent.jsonl: FileNotFoundError" in done.stderr.decode()
+    assert lines(done.stderr) == [
+        "trio-pipe submit: cannot read /nonexistent.jsonl: FileNotFoundError: [Errno 2] "
+        "No such file or directory: '/nonexistent.jsonl'"
+    ]
 
 
 async def test_submit_from_stops_when_the_server_is_down(tmp_path: Path) -> None:

@@ -83,6 +83,10 @@ async def open_service(tmp_path: Path, extra: str = "") -> AsyncIterator[Service
             nursery.cancel_scope.cancel()
 
 
+def lines_of(output: bytes) -> list[str]:
+    return output.decode().splitlines()
+
+
 async def stored(store: str, task_id: str) -> dict[str, Any]:
     """The task as ``trio-pipe tasks show --json`` reads it from the store's file."""
     completed = await trio.run_process(
@@ -230,7 +234,11 @@ async def test_an_address_in_use_exits_1_naming_it(tmp_path: Path) -> None:
         with trio.fail_after(WAIT):
             await service.process.wait()
     assert completed.returncode == 1
-    assert f"cannot serve the HTTP API on 127.0.0.1:{port}" in completed.stderr.decode()
+    assert lines_of(completed.stderr)[-1] == (
+        f"trio-pipe serve: [Errno 98] cannot serve the HTTP API on 127.0.0.1:{port}: "
+        "Address already in use"
+    )
+    assert "Traceback" not in completed.stderr.decode()
 
 
 async def test_a_spawned_worker_that_cannot_start_exits_1_naming_its_entry(
@@ -249,8 +257,9 @@ tasks = ["echo"]
         serve_argv(path), capture_stderr=True, check=False, cwd=ROOT
     )
     assert completed.returncode == 1
-    last = completed.stderr.decode().splitlines()[-1]
+    last = lines_of(completed.stderr)[-1]
     assert last.startswith(f"trio-pipe serve: {path}:11: spawn[0]: cannot start it: ")
+    assert "Traceback" not in completed.stderr.decode()
 
 
 async def test_a_spawned_stdio_worker_serves_tasks(tmp_path: Path) -> None:

@@ -196,10 +196,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--from takes no TYPE, JSON or task options: each line has them"
             )
-        lines = _read_lines(args.source)
-        return _run(
-            "submit", args, lambda client: _submit_lines(client, args.source, lines)
-        )
+        return _run("submit", args, lambda client: _submit_lines(client, args.source))
     if args.task_type is None:
         raise UsageError("give TYPE and JSON, or --from FILE")
     body = {"taskType": args.task_type, "payload": args.payload, **given}
@@ -235,13 +232,14 @@ def _read_lines(source: str) -> list[tuple[int, str]]:
     return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-def _submit_lines(client: ApiClient, source: str, lines: list[tuple[int, str]]) -> int:
-    """Submit each line; a line that fails is reported and the rest go on, but a
-    failure that every line would meet (no server, a refused token) stops."""
+def _submit_lines(client: ApiClient, source: str) -> int:
+    """Submit each line of *source*; a line that fails is reported and the rest go
+    on, but a failure that every line would meet (no server, a refused token) stops."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     name = "stdin" if source == "-" else source
+    lines = _read_lines(source)
     new = 0
     failed: list[int] = []
     console = Console(stderr=True, highlight=False)
