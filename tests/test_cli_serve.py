@@ -152,7 +152,15 @@ async def test_sigterm_lets_the_task_in_flight_finish_then_exits_0(tmp_path: Pat
             await start_python_worker(nursery, service.workers, "py-drain")
             async with httpx.AsyncClient(base_url=service.http) as client:
                 task_id = await submit_gate(client, tmp_path)
-            service.process.send_signal(signal.SIGTERM)
+                service.process.send_signal(signal.SIGTERM)
+                # While it drains, the API still answers, and refuses new tasks.
+                with trio.fail_after(WAIT):
+                    while True:
+                        refused = await client.post("/tasks", json={"taskType": "echo"})
+                        if refused.status_code == 503:
+                            break
+                        await trio.sleep(0.01)  # the signal is not handled yet
+                assert refused.json()["error"] == "DISPATCHER_CLOSED"
             (tmp_path / "release").touch()
             with trio.fail_after(WAIT):
                 assert await service.process.wait() == 0
