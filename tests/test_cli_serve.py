@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 from helpers import ROOT, start_python_worker
 
@@ -288,3 +289,26 @@ async def test_a_spawned_stdio_worker_serves_tasks(tmp_path: Path) -> None:
         with trio.fail_after(WAIT):
             assert await service.process.wait() == 0
     assert uuid.UUID(task_id)
+
+
+async def test_a_spawned_wasm_worker_runs_with_its_limits(tmp_path: Path) -> None:
+    pytest.importorskip("wasmtime")
+    module = ROOT / "tests" / "wasm" / "infinite_loop.wat"
+    spawn = (
+        f'[[spawn]]\nkind = "wasm"\nmodule = "{module}"\ntasks = ["spin"]\nfuel = 1000000\n'
+    )
+    async with open_service(tmp_path, spawn) as service:
+        async with httpx.AsyncClient(base_url=service.http) as client:
+            submitted = await client.post(
+                "/tasks", json={"taskType": "spin", "maxRetries": 0}
+            )
+            task_id = submitted.json()["id"]
+            with trio.fail_after(WAIT):
+                body = (
+                    await client.get(f"/tasks/{task_id}/wait", params={"timeout": WAIT})
+                ).json()
+        assert body["status"] == TaskStatus.FAILED.value
+        assert body["result"]["error"]["code"] == "WASM_FUEL_EXHAUSTED"
+        service.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(WAIT):
+            assert await service.process.wait() == 0
