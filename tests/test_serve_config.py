@@ -326,3 +326,13 @@ def test_a_client_ca_that_cannot_be_loaded_names_its_key(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="cannot load it: SSLError") as caught:
         load_config(path)
     assert (caught.value.line, caught.value.key) == (3, "workers.tls.client_cafile")
+
+
+def test_key_lines_reads_escapes_and_non_ascii_in_quoted_keys() -> None:
+    text = '[t]\n"caf\\u00e9" = 1\n"naïve" = 2\n\'lit\\eral\' = 3\n'
+    assert key_lines(text) == {
+        ("t",): 1,
+        ("t", "café"): 2,
+        ("t", "naïve"): 3,
+        ("t", "lit\\eral"): 4,
+    }

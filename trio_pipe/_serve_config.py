@@ -17,6 +17,7 @@ their defaults and rules live in one place.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 import ssl
@@ -71,8 +72,7 @@ def _parse_key(text: str, start: int) -> tuple[list[str], int] | None:
                 end += 2 if quote == '"' and text[end] == "\\" else 1
             if end >= len(text):
                 return None
-            raw = text[i + 1 : end]
-            parts.append(raw.encode().decode("unicode_escape") if quote == '"' else raw)
+            parts.append(_unquoted(text[i + 1 : end], quote))
             i = end + 1
         else:
             match = _BARE_KEY.match(text, i)
@@ -86,6 +86,18 @@ def _parse_key(text: str, start: int) -> tuple[list[str], int] | None:
             i += 1
             continue
         return parts, i
+
+
+def _unquoted(raw: str, quote: str) -> str:
+    """The key written as *raw* between *quote* s: a literal key as it is, a basic
+    one with its escapes resolved (as JSON's, which TOML's are but ``\\U``)."""
+    if quote == "'":
+        return raw
+    try:
+        text: str = json.loads(f'"{raw}"')
+    except ValueError:
+        return raw
+    return text
 
 
 class _ValueScanner:
