@@ -45,11 +45,16 @@ class ConfigError(ValueError):
     and the key, and says what to change."""
 
     def __init__(self, file: str, line: int | None, key: str, message: str) -> None:
-        where = f"{file}:{line}" if line is not None else file
-        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+        super().__init__(f"{_located(file, line, key)}: {message}")
         self.file = file
         self.line = line
         self.key = key
+
+
+def _located(file: str, line: int | None, key: str) -> str:
+    """``file:line: key``, leaving out what is not known."""
+    where = f"{file}:{line}" if line is not None else file
+    return f"{where}: {key}" if key else where
 
 
 # -- where each key is written ---------------------------------------------------------
@@ -265,6 +270,9 @@ class _Source:
     def error(self, path: KeyPath, message: str) -> ConfigError:
         return ConfigError(self.file, line_of(self.lines, path), dotted(path), message)
 
+    def located(self, path: KeyPath) -> str:
+        return _located(self.file, line_of(self.lines, path), dotted(path))
+
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, dict):
@@ -447,7 +455,6 @@ def _server_tls(table: _Table) -> ssl.SSLContext | None:
     """``[workers.tls]``: the certificate the worker port presents, and the CA whose
     client certificates it requires, if any (mutual TLS)."""
     if not table.values:
-        table.finish()
         return None
     certfile = table.require("certfile", _readable_file)
     keyfile = table.get("keyfile", _readable_file)
@@ -470,7 +477,6 @@ def _server_tls(table: _Table) -> ssl.SSLContext | None:
 def _token_auth(table: _Table, kind: type[_Auth]) -> _Auth | None:
     """``[workers.auth]`` or ``[http.auth]``: a secret file and a revocation file."""
     if not table.values:
-        table.finish()
         return None
     secret_file = table.require("secret_file", _readable_file)
     revocations = table.get("revocations", _string)
@@ -605,8 +611,7 @@ def _spawned(table: _Table) -> SpawnedWorker:
     except InvalidSpec as exc:
         name = re.split(r"[\[ ]", exc.field, maxsplit=1)[0]
         raise table.error(name if name in options else "kind", str(exc)) from None
-    where = str(table.error(None, "")).removesuffix(": ")
-    return SpawnedWorker(kind, options, count, where)
+    return SpawnedWorker(kind, options, count, table.source.located(table.path))
 
 
 def _check_spec(kind: str, options: Mapping[str, Any]) -> None:
