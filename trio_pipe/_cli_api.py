@@ -24,11 +24,10 @@ from typing import Any
 
 from ._errors import describe
 from ._table import aligned
+from .cli import EXIT_FAILURE, EXIT_OK, UsageError
 
 __all__ = ["add_api_options", "add_stats_parser", "add_submit_parser", "api_url"]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
 URL_VARIABLE = "TRIO_PIPE_API_URL"
 TOKEN_VARIABLE = "TRIO_PIPE_API_TOKEN"
 _NONE = "-"
@@ -111,8 +110,6 @@ def api_url(args: argparse.Namespace) -> str | None:
     """The API's URL from ``--url`` or the environment, checked; ``None`` if neither."""
     url: str | None = args.url or os.environ.get(URL_VARIABLE) or None
     if url is not None and not url.startswith(("http://", "https://")):
-        from .cli import UsageError
-
         raise UsageError(f"--url: expected http://HOST:PORT or https://..., got {url!r}")
     return url
 
@@ -121,8 +118,6 @@ def api_url(args: argparse.Namespace) -> str | None:
 def _client(args: argparse.Namespace) -> Iterator[ApiClient]:
     url = api_url(args)
     if url is None:
-        from .cli import UsageError
-
         raise UsageError(f"give --url (or set {URL_VARIABLE})")
     client = ApiClient(url, args.token or os.environ.get(TOKEN_VARIABLE))
     try:
@@ -182,8 +177,6 @@ def add_submit_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-
     options = {
         "priority": args.priority,
         "timeoutMs": args.timeout_ms,

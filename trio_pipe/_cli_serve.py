@@ -21,16 +21,12 @@ import trio
 
 from ._errors import describe
 from ._serve_config import ConfigError, ServeConfig, SpawnedWorker, load_config
+from .cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .dispatch import Dispatcher, open_dispatcher
 
 __all__ = ["add_parser", "serve"]
 
 log = logging.getLogger("trio_pipe.serve")
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 _DESCRIPTION = (
     "Run a dispatcher as a service, as the TOML file given by --config describes it "
