@@ -130,6 +130,15 @@ def bench_auth(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_http(session: nox.Session) -> None:
+    """The HTTP API with /metrics scraped every second, and no HTTP at all, in the same
+    run: tasks/s with 256 in flight; p50 of submit + result in-process and through the
+    API (-- --full for the real numbers)."""
+    _sync(session, extras=("http",))
+    session.run("python", "-m", "benchmarks.http_api", *session.posargs)
+
+
+@nox.session
 def bench_restart(session: nox.Session) -> None:
     """A rolling restart of 3 Python workers under 1,000 tasks/s: tasks failed and
     retried (-- --rate N, --workers N, --nap-ms N)."""

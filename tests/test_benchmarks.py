@@ -78,3 +78,22 @@ async def test_the_store_section_runs_in_quick_mode_and_reports_every_figure(
     for row in (size, *restarts):
         assert f"| {row['scenario']} |" in printed
     assert child_processes() == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # seconds on an idle machine; minutes on a busy one
+async def test_the_http_api_benchmark_runs_and_reports_every_figure() -> None:
+    from benchmarks import http_api
+
+    row = await http_api.measure(tasks=100, latency_tasks=20, rounds=2)
+    for figure in (
+        "tasks_per_s_plain",
+        "tasks_per_s_http_metrics",
+        "p50_us_in_process",
+        "p50_us_http",
+    ):
+        assert row[figure] > 0, figure
+    assert [len(runs) for runs in row["tasks_per_s_rounds"].values()] == [2, 2]
+    assert row["scrapes"] >= 1
+    assert row["latency_samples"] == 20
+    assert child_processes() == []

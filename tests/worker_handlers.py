@@ -205,3 +205,13 @@ async def stubborn(payload: Any) -> dict[str, int]:
     if current_task().metadata.retry_count == 0:
         await trio.sleep(600)
     return {"retry_count": current_task().metadata.retry_count}
+
+
+@HANDLERS.handler("gate")
+async def gate(payload: dict[str, str]) -> str:
+    """Write ``started`` to the file *started*, then return once the file *release*
+    exists (a test's way to hold a task in flight for as long as it needs)."""
+    await trio.Path(payload["started"]).write_text("started")
+    while not await trio.Path(payload["release"]).exists():  # noqa: ASYNC110
+        await trio.sleep(0.01)
+    return "released"

@@ -615,7 +615,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 _TASKS_DESCRIPTION = (
     "Read and tend the tasks a dispatcher keeps in a durable store (--store "
-    "sqlite:///path/to/tasks.db, the URL given to open_dispatcher). list and show open "
+    "sqlite:///path/to/tasks.db, the URL given to open_dispatcher). With --url (or "
+    "TRIO_PIPE_API_URL) instead, list and show ask a running dispatcher's HTTP API, "
+    "which works with every store, the memory store included. list and show open "
     "the store read-only, so they work while a dispatcher runs; requeue and purge open "
     "it for writing, as a dispatcher does, and so fail while one has it open (use the "
     "dispatcher's own requeue() and purge() then). Errors are one line on stderr; the "
@@ -644,6 +646,9 @@ def _add_tasks_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="URL",
         help="the dispatcher's task store: sqlite:///relative.db or sqlite:////absolute.db",
     )
+    source = _OneLineErrors(add_help=False)  # list and show: a store, or the API
+    source.add_argument("--store", metavar="URL", help="the dispatcher's task store")
+    _add_api_options(source)
     as_json = _OneLineErrors(add_help=False)
     as_json.add_argument(
         "--json", action="store_true", help="print JSON (times in RFC 3339, UTC)"
@@ -654,7 +659,7 @@ def _add_tasks_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     listing = actions.add_parser(
         "list",
-        parents=[store, as_json],
+        parents=[source, as_json],
         help="a page of tasks, oldest first",
         description=(
             "Tasks in the order they were submitted, as a table (times are local) or, "
@@ -681,7 +686,7 @@ def _add_tasks_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     show = actions.add_parser(
         "show",
-        parents=[store, as_json],
+        parents=[source, as_json],
         help="one task: every field, every attempt, its payload and result",
         description="One task: every field, every attempt, its payload and its result.",
     )
@@ -744,6 +749,17 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         raise UsageError(
             "purge deletes tasks for good: add --yes (or --dry-run to count them)"
         )
+    if args.action in ("list", "show"):
+        from ._cli_api import api_url
+        from ._cli_api import list_tasks as list_api_tasks
+        from ._cli_api import show_task as show_api_task
+
+        if args.store is not None and args.url is not None:
+            raise UsageError("give --store or --url, not both")
+        if args.store is None:
+            if api_url(args) is None:
+                raise UsageError("give --store URL, or --url (or TRIO_PIPE_API_URL)")
+            return list_api_tasks(args) if args.action == "list" else show_api_task(args)
     actions: dict[str, Callable[[], int]] = {
         "list": lambda: tasks.list_tasks(
             args.store,
@@ -895,13 +911,40 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_api_options(parser: argparse.ArgumentParser) -> None:
+    from ._cli_api import add_api_options
+
+    add_api_options(parser, beside_store=True)
+
+
+def _add_submit_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from ._cli_api import add_submit_parser
+
+    return add_submit_parser(subparsers)
+
+
+def _add_stats_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from ._cli_api import add_stats_parser
+
+    return add_stats_parser(subparsers)
+
+
+def _add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from ._cli_serve import add_parser
+
+    return add_parser(subparsers)
+
+
 # -- main ------------------------------------------------------------------------------
 
 _SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
     _add_worker_parser,
+    _add_serve_parser,
     _add_conformance_parser,
     _add_demo_parser,
     _add_tasks_parser,
+    _add_submit_parser,
+    _add_stats_parser,
     _add_token_parser,
 )
 
