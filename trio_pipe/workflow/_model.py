@@ -20,7 +20,7 @@ from .._errors import WorkflowError
 from .._typed import TaskSpec
 from ..protocol import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS, Priority, converter
 
-__all__ = ["Ref", "Step", "StepKind", "Workflow", "item"]
+__all__ = ["Ref", "Step", "StepKind", "Text", "Workflow", "item"]
 
 #: Step names are what events, errors and resumed runs know a step by: short and
 #: plain, so that a path (``"outer/inner"``, ``"resize[3]"``) is unambiguous.
@@ -81,10 +81,31 @@ class Ref:
 item: Final = Ref(_Item())
 
 
+class Text:
+    """A string with references in it (``Text("out/", ref, ".txt")``), joined when
+    the step runs: a string value as it is, ``None`` as nothing, any other value as
+    its JSON."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, *parts: str | Ref) -> None:
+        for part in parts:
+            if not isinstance(part, (str, Ref)):
+                raise TypeError(f"Text parts are strs and Refs, not {part!r}")
+        self.parts = parts
+
+    def __repr__(self) -> str:
+        return f"<Text {self.parts!r}>"
+
+
 def refs_in(value: Any) -> Iterator[Ref]:
     """Every :class:`Ref` in a payload template."""
     if isinstance(value, Ref):
         yield value
+    elif isinstance(value, Text):
+        for part in value.parts:
+            if isinstance(part, Ref):
+                yield part
     elif isinstance(value, Mapping):
         for inner in value.values():
             yield from refs_in(inner)

@@ -21,12 +21,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import orjson
 import trio
 
 from .._errors import TaskFailed, WorkflowError, WorkflowFailed, describe
 from ..dispatch._events import StepEvent, StepEventKind
 from ..protocol import Task, TaskStatus, converter
-from ._model import Ref, Step, StepKind, Workflow, _Input, _Item
+from ._model import Ref, Step, StepKind, Text, Workflow, _Input, _Item
 
 if TYPE_CHECKING:
     from ..dispatch import Dispatcher, TaskHandle
@@ -367,6 +368,8 @@ class _Run:
     def _resolve(self, template: Any, item: Any) -> Any:
         if isinstance(template, Ref):
             return self._value(template, item)
+        if isinstance(template, Text):
+            return "".join(_text(self._resolve(part, item)) for part in template.parts)
         if isinstance(template, Mapping):
             return {key: self._resolve(value, item) for key, value in template.items()}
         if isinstance(template, (list, tuple)):
@@ -385,6 +388,15 @@ class _Run:
         for key in ref.path:
             value = _index(ref, value, key)
         return value
+
+
+def _text(value: Any) -> str:
+    """A resolved part of a :class:`Text`, as a string."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return orjson.dumps(converter.unstructure(value)).decode()
 
 
 def _index(ref: Ref, value: Any, key: str | int) -> Any:

@@ -1,0 +1,206 @@
+"""Running a pipeline: a dispatcher, the workers the pipeline declares, its workflow,
+a live display of its steps and a record of the run."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import attrs
+import trio
+
+from .._errors import WorkflowFailed
+from ..dispatch import Dispatcher, open_dispatcher
+from ..dispatch._events import StepEvent, StepEventKind
+from ..store import Store
+from ._runs import RunRecorder
+from ._shell import SHELL_TASK
+from ._spec import Pipeline
+
+__all__ = ["RunOutcome", "run_pipeline"]
+
+#: The shell steps' worker, one process running up to ``concurrency`` of them.
+SHELL_WORKER = "shell"
+
+
+@attrs.frozen
+class RunOutcome:
+    run_id: str
+    directory: str
+    #: Each completed step's output (a shell step's: its ``outputs``).
+    outputs: dict[str, Any]
+    #: Why the run failed (``None``: it completed).
+    error: str | None
+
+
+async def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    runs_dir: str,
+    run_id: str,
+    store: Store | str | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = 0,
+    on_event: Callable[[StepEvent], object] = lambda event: None,
+    on_listening: Callable[[str], object] = lambda url: None,
+) -> RunOutcome:
+    """Run *pipeline* as run *run_id*, recorded in ``runs_dir/run_id``.
+
+    Opens a dispatcher (listening on *host*:*port* for workers that serve the
+    pipeline's task types, ``port=None``: none; *store*, default in memory),
+    spawns the shell worker and the workers the pipeline declares, runs the
+    workflow, and closes it all. Each step event goes to the record and to
+    *on_event*. A failed step does not raise: the outcome says why the run failed.
+    Cancelled, the running steps are killed and the record says ``failed``.
+    """
+    recorder = RunRecorder(pipeline, runs_dir, run_id)
+    outputs: dict[str, Any] = {}
+    error: str | None = "the run was cancelled"
+    try:
+        async with open_dispatcher(host, port, store=store) as dispatcher:
+            if port is not None:
+                on_listening(dispatcher.url)
+            await _spawn_workers(dispatcher, pipeline)
+            async with dispatcher.events() as events:
+
+                async def follow() -> None:
+                    async for event in events:
+                        if isinstance(event, StepEvent) and event.run_id == run_id:
+                            recorder.step_event(event)
+                            on_event(event)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(follow)
+                    try:
+                        outputs = await dispatcher.run_workflow(
+                            pipeline.workflow, run_id=run_id
+                        )
+                        error = None
+                    except WorkflowFailed as exc:
+                        outputs = dict(exc.outputs)
+                        error = str(exc)
+                    finally:
+                        events.close()  # follow() ends once it has read them all
+    finally:
+        recorder.finish(outputs, error)
+    return RunOutcome(run_id, recorder.directory, _visible(pipeline, outputs), error)
+
+
+async def _spawn_workers(dispatcher: Dispatcher, pipeline: Pipeline) -> None:
+    directory = pipeline.directory
+    if pipeline.shell_steps:
+        await dispatcher.spawn_stdio(
+            [
+                sys.executable, "-m", "trio_pipe", "--log-level", "WARNING", "worker",
+                "--stdio", "--handlers", "trio_pipe.pipeline._shell:HANDLERS",
+                "--max-concurrency", str(pipeline.concurrency),
+            ],
+            [SHELL_TASK],
+            worker_id=SHELL_WORKER,
+            max_concurrency=pipeline.concurrency,
+            cwd=directory,
+        )  # fmt: skip
+    for worker in pipeline.workers:
+        if worker.command is not None:
+            await dispatcher.spawn_stdio(
+                list(worker.command),
+                list(worker.tasks),
+                worker_id=worker.name,
+                max_concurrency=worker.max_concurrency,
+                tags=worker.tags,
+                env=worker.env or None,
+                cwd=directory,
+            )
+        else:
+            assert worker.wasm is not None
+            await dispatcher.spawn_wasm(
+                worker.wasm,
+                list(worker.tasks),
+                worker_id=worker.name,
+                max_concurrency=worker.max_concurrency,
+                tags=worker.tags,
+            )
+
+
+def _visible(pipeline: Pipeline, outputs: dict[str, Any]) -> dict[str, Any]:
+    """Step outputs as the pipeline names them (``tasks.X.outputs``)."""
+    return {
+        name: value.get("outputs", {})
+        if name in pipeline.shell_steps and isinstance(value, dict)
+        else value
+        for name, value in outputs.items()
+    }
+
+
+class ProgressDisplay:
+    """The live table of a run's steps (rich), or one line per transition when the
+    output is not a terminal."""
+
+    _STYLE: ClassVar[dict[str, str]] = {
+        "pending": "dim",
+        StepEventKind.STARTED.value: "yellow",
+        StepEventKind.COMPLETED.value: "green",
+        StepEventKind.FAILED.value: "bold red",
+        StepEventKind.SKIPPED.value: "dim",
+        StepEventKind.BLOCKED.value: "red",
+        StepEventKind.CANCELLED.value: "magenta",
+    }
+
+    def __init__(self, pipeline: Pipeline, console: Any) -> None:
+        self.pipeline = pipeline
+        self.console = console
+        self.status = {name: "pending" for name in pipeline.workflow.steps}
+        self.started: dict[str, float] = {}
+        self.took: dict[str, float] = {}
+        self.notes: dict[str, str] = {}
+        self.live: Any = None
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self.table(), console=self.console, refresh_per_second=8)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.live is not None:
+            self.live.update(self.table())
+            self.live.__exit__(None, None, None)
+
+    def table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"pipeline {self.pipeline.name}", title_justify="left")
+        table.add_column("step")
+        table.add_column("status")
+        table.add_column("time", justify="right")
+        table.add_column("note", overflow="fold")
+        now = time.monotonic()
+        for name, status in self.status.items():
+            took = self.took.get(name)
+            if took is None and name in self.started:
+                took = now - self.started[name]
+            table.add_row(
+                name,
+                f"[{self._STYLE.get(status, '')}]{status}[/]",
+                "" if took is None else f"{took:.1f}s",
+                self.notes.get(name, ""),
+            )
+        return table
+
+    def __call__(self, event: StepEvent) -> None:
+        self.status[event.step] = event.kind.value
+        if event.kind is StepEventKind.STARTED:
+            self.started[event.step] = time.monotonic()
+        elif event.step in self.started:
+            self.took[event.step] = time.monotonic() - self.started[event.step]
+        if event.error:
+            self.notes[event.step] = event.error
+        if self.live is not None:
+            self.live.update(self.table())
+        else:
+            note = f": {event.error}" if event.error else ""
+            self.console.print(f"{event.step} {event.kind.value}{note}", markup=False)
