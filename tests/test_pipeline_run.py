@@ -381,3 +381,52 @@ async def test_an_invalid_file_exits_2_with_its_position(tmp_path: Path) -> None
     (tmp_path / "ok.yaml").write_text("tasks:\n  a: {run: x}\n")
     checked = await cli("run", "--check", "ok.yaml", cwd=tmp_path)
     assert (checked.returncode, checked.stdout) == (0, "ok.yaml: pipeline 'ok', 1 tasks\n")
+
+
+async def test_cached_steps_are_served_from_the_store_until_the_worker_version_changes(
+    tmp_path: Path,
+) -> None:
+    store = f"sqlite:///{tmp_path}/tasks.db"
+
+    def pipeline(version: str) -> str:
+        return f"""\
+            workers:
+              py:
+                command: [{sys.executable}, -m, trio_pipe, worker, --stdio, --handlers, "tests.worker_handlers:HANDLERS"]
+                env: {{PYTHONPATH: {ROOT}}}
+                tasks: [echo]
+                version: "{version}"
+            tasks:
+              count:
+                cache: true
+                run: 'echo ran >> ran.log; echo "n=1" >> "$TRIO_PIPE_OUTPUT"; echo said'
+              echo:
+                cache: true
+                type: echo
+                payload: {{n: '${{{{ tasks.count.outputs.n }}}}'}}
+            """
+
+    with trio.fail_after(90):
+        first, _ = await run(tmp_path, pipeline("1"), run_id="a", store=store)
+        second, events = await run(tmp_path, pipeline("1"), run_id="b", store=store)
+        third, _ = await run(tmp_path, pipeline("2"), run_id="c", store=store)
+    assert first.error is second.error is third.error is None
+    assert first.outputs == second.outputs == third.outputs
+    assert {e.step: e.cached for e in events if e.kind is StepEventKind.COMPLETED} == {
+        "count": True,
+        "echo": True,
+    }
+    cached = {
+        run_id: {name: s["cached"] for name, s in record(tmp_path, run_id)["steps"].items()}
+        for run_id in "abc"
+    }
+    assert cached == {
+        "a": {"count": False, "echo": False},
+        "b": {"count": True, "echo": True},
+        "c": {"count": True, "echo": False},  # the echo worker's version changed
+    }
+    assert (tmp_path / "ran.log").read_text() == "ran\n"  # the command ran once
+    # A cached shell step's logs are those of the run that produced them.
+    assert (tmp_path / "runs" / "b" / "steps" / "count" / "stdout.log").read_text() == (
+        "said\n"
+    )

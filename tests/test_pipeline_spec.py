@@ -320,6 +320,7 @@ def test_a_pipeline_compiles_to_a_workflow_in_dependency_order(tmp_path: Path) -
                 payload: {file: '${{ tasks.make.outputs.path }}', first: '${{ tasks.make.outputs.list.0 }}', n: 3}
                 retries: 2
                 timeout: 1.5
+                cache: true
               make:
                 run: 'echo path=x >> "$TRIO_PIPE_OUTPUT"'
             """
@@ -349,4 +350,5 @@ def test_a_pipeline_compiles_to_a_workflow_in_dependency_order(tmp_path: Path) -
     assert count.payload["n"] == 3
     assert (count.max_retries, count.timeout_ms) == (2, 1500)
     assert make.max_retries == 0  # no retries unless the file says
+    assert count.cache and not make.cache
     workflow.validate()

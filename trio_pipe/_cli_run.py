@@ -184,7 +184,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             (
                 name,
                 step["kind"],
-                step["status"],
+                step["status"] + (" (cached)" if step.get("cached") else ""),
                 _took(step["startedAt"], step["endedAt"]),
                 step["error"] or "",
             )

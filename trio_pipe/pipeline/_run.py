@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from .._errors import WorkflowFailed
+from .._version import __version__
 from ..dispatch import Dispatcher, open_dispatcher
 from ..dispatch._events import StepEvent, StepEventKind
 from ..store import Store
@@ -100,6 +101,7 @@ async def _spawn_workers(dispatcher: Dispatcher, pipeline: Pipeline) -> None:
             [SHELL_TASK],
             worker_id=SHELL_WORKER,
             max_concurrency=pipeline.concurrency,
+            tags=[f"version:{__version__}"],  # what cached shell steps are keyed by
             cwd=directory,
         )  # fmt: skip
     for worker in pipeline.workers:
@@ -199,8 +201,12 @@ class ProgressDisplay:
             self.took[event.step] = time.monotonic() - self.started[event.step]
         if event.error:
             self.notes[event.step] = event.error
+        elif event.cached:
+            self.notes[event.step] = "cached"
         if self.live is not None:
             self.live.update(self.table())
         else:
-            note = f": {event.error}" if event.error else ""
+            note = (
+                f": {event.error}" if event.error else " (cached)" if event.cached else ""
+            )
             self.console.print(f"{event.step} {event.kind.value}{note}", markup=False)

@@ -2,7 +2,7 @@
 and ``trio-pipe runs list|show`` reads back.
 
 A run's folder holds ``run.json`` (the metadata: pipeline, times, status, and each
-step's status, times and error), a copy of
+step's status, times, error and whether the result cache served it), a copy of
 the pipeline file as it ran (``pipeline.yaml``), and per step
 ``steps/<name>/outputs.json`` and, for a shell step, ``stdout.log`` and
 ``stderr.log``. ``run.json`` is replaced atomically at every step transition, so
@@ -75,6 +75,7 @@ class RunRecorder:
                     "startedAt": None,
                     "endedAt": None,
                     "error": None,
+                    "cached": False,
                 }
                 for name, step in pipeline.workflow.steps.items()
             },
@@ -95,6 +96,7 @@ class RunRecorder:
         else:
             step["endedAt"] = _now()
             step["error"] = event.error
+            step["cached"] = event.cached
         self._save()
 
     def finish(self, outputs: Mapping[str, Any], error: str | None) -> None:

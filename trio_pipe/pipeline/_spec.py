@@ -402,6 +402,8 @@ class _Parser:
                     node, f"timeout must be a number of seconds > 0, not {seconds!r}"
                 )
             options["timeout_ms"] = max(1, round(seconds * 1000))
+        if "cache" in entry:
+            options["cache"] = self.boolean(entry["cache"][1], "cache")
         depends_on = (
             [dep for dep, _ in self.strings(entry["depends_on"][1], "depends_on")]
             if ("depends_on" in entry)
