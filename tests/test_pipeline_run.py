@@ -4,6 +4,7 @@ processes, the two examples through the real command line, and the run records t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -31,12 +32,18 @@ async def run(
     path.write_text(textwrap.dedent(text))
     pipeline = parse_pipeline(path.read_text(), str(path))
     events: list[StepEvent] = []
+    also = options.pop("on_event", lambda event: None)
+
+    def on_event(event: StepEvent) -> None:
+        events.append(event)
+        also(event)
+
     options.setdefault("port", None)
     outcome = await run_pipeline(
         pipeline,
         runs_dir=str(tmp_path / "runs"),
         run_id=run_id,
-        on_event=events.append,
+        on_event=on_event,
         **options,
     )
     return outcome, events
@@ -430,3 +437,63 @@ async def test_cached_steps_are_served_from_the_store_until_the_worker_version_c
     assert (tmp_path / "runs" / "b" / "steps" / "count" / "stdout.log").read_text() == (
         "said\n"
     )
+
+
+async def test_a_cancelled_run_is_recorded_as_failed_and_its_steps_killed(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "child.pid"
+    with trio.move_on_after(60) as timeout, trio.CancelScope() as scope:
+
+        def cancel_once_started(event: StepEvent) -> None:
+            if event.step == "slow" and event.kind is StepEventKind.STARTED:
+                scope.cancel()
+
+        await run(
+            tmp_path,
+            f"""\
+            tasks:
+              warm: {{run: 'true'}}  # the shell worker is up when slow starts
+              slow:
+                depends_on: [warm]
+                run: 'sleep 60 & echo $! > {pid_file}; wait'
+            """,
+            on_event=cancel_once_started,
+        )
+    assert scope.cancelled_caught and not timeout.cancelled_caught
+    run_json = record(tmp_path)
+    assert (run_json["status"], run_json["error"]) == ("failed", "the run was cancelled")
+    assert run_json["steps"]["slow"]["status"] == "cancelled"
+    if pid_file.exists():  # the command had started when the run was cancelled
+        assert not _alive(int(pid_file.read_text()))
+
+
+def test_the_live_display_is_a_table_of_the_steps_on_a_terminal(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from trio_pipe.pipeline._run import ProgressDisplay
+
+    path = tmp_path / "p.yaml"
+    path.write_text("tasks:\n  a: {run: x}\n  b: {run: x}\n  c: {run: x, cache: true}\n")
+    pipeline = parse_pipeline(path.read_text(), str(path))
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+
+    def event(step: str, kind: StepEventKind, **extra: Any) -> StepEvent:
+        return StepEvent(kind, "p", "r", step, 0.0, **extra)
+
+    with ProgressDisplay(pipeline, console) as display:
+        assert display.live is not None
+        display(event("a", StepEventKind.STARTED))
+        display(event("a", StepEventKind.FAILED, error="exited with status 2"))
+        display(event("c", StepEventKind.COMPLETED, cached=True))
+    rows = {}  # the last drawing of each step's row: step -> (status, time, note)
+    for line in screen.getvalue().splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if len(cells) == 4 and cells[0] in ("a", "b", "c"):
+            rows[cells[0]] = (cells[1], cells[3])
+    assert rows == {
+        "a": ("failed", "exited with status 2"),
+        "b": ("pending", ""),
+        "c": ("completed", "cached"),
+    }

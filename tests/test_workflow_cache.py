@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 import trio_pipe
-from trio_pipe import StepEvent, StepEventKind
+from trio_pipe import StepEvent, StepEventKind, WorkflowError
 from trio_pipe.protocol import TaskDispatch, TaskResult, TaskResultMessage, TaskStatus
 from trio_pipe.store import SqliteStore
 from trio_pipe.testing import MemoryWorker, connect_memory_worker
@@ -149,3 +150,10 @@ async def test_cached_results_outlive_the_dispatcher_on_a_durable_store(
         assert outputs == {"first": {"n": 14}, "second": {"n": 28}}
         assert completed["first"].cached is expect_cached
     assert doubler.calls.count({"n": 7}) == 1
+
+
+def test_cache_must_be_a_bool() -> None:
+    wf = Workflow("w")
+    with pytest.raises(WorkflowError, match="step 'a': cache must be a bool") as caught:
+        wf.step("a", "double", {"n": 1}, cache="yes")  # type: ignore[arg-type]
+    assert caught.value.step == "a"
