@@ -314,7 +314,7 @@ def test_a_pipeline_compiles_to_a_workflow_in_dependency_order(tmp_path: Path) -
             tasks:
               report:
                 run: 'echo ${{ tasks.count.outputs.n }} ${{ tasks.make.outputs.path }}'
-                env: {WHERE: '${{ env.OUT }}'}
+                env: {WHERE: '${{ env.OUT }}', FLAG: true, N: '${{ tasks.count.outputs.n }}'}
               count:
                 type: count
                 payload: {file: '${{ tasks.make.outputs.path }}', first: '${{ tasks.make.outputs.list.0 }}', n: 3}
@@ -340,7 +340,9 @@ def test_a_pipeline_compiles_to_a_workflow_in_dependency_order(tmp_path: Path) -
     assert mod.wasm == str(tmp_path / "m.wat") and mod.tags == ()
     make, count, report = workflow.steps.values()
     assert make.task_type == report.task_type == SHELL_TASK
-    assert report.payload["env"] == {"OUT": "/home/x/out", "WHERE": "/home/x/out"}
+    env = report.payload["env"]  # every value a string, or a Text of one
+    assert (env["OUT"], env["WHERE"], env["FLAG"]) == ("/home/x/out", "/home/x/out", "true")
+    assert isinstance(env["N"], Text) and env["N"].parts[0].source is count
     assert report.payload["cwd"] == str(tmp_path)
     assert isinstance(report.payload["run"], Text)
     file_ref = count.payload["file"]  # a shell step's outputs are its "outputs"

@@ -385,6 +385,13 @@ class _Parser:
         def template(node: yaml.Node) -> Any:
             return self.template(node, output)
 
+        def text(node: yaml.Node) -> str | Text:
+            """A template that is a string when the step runs."""
+            value = template(node)
+            if isinstance(value, Ref):
+                return Text(value)
+            return value if isinstance(value, (str, Text)) else _json_scalar(value)
+
         options: dict[str, Any] = {}
         if "retries" in entry:
             options["retries"] = self.integer(entry["retries"][1], "retries", 0)
@@ -410,13 +417,13 @@ class _Parser:
             else []
         )
         if name in shell:
-            command = template(entry["run"][1])
-            if not isinstance(command, (str, Text)):
+            if not isinstance(self.scalar(entry["run"][1]), str):
                 raise self.error(entry["run"][1], f"task {name!r}: run must be a string")
+            command = text(entry["run"][1])
             env: dict[str, Any] = dict(self.env)
             if "env" in entry:
                 for var, node in self.environment(entry["env"][1], "env").items():
-                    env[var] = template(node)
+                    env[var] = text(node)
             shell_payload = {"run": command, "env": env, "cwd": self.directory}
             return workflow.step(
                 name, SHELL_TASK, shell_payload, depends_on=depends_on, **options
