@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_ssh
 import trio
 from helpers import ROOT, start_python_worker
+from test_ssh import SshServer
 
 from trio_pipe import StepEvent, StepEventKind
 from trio_pipe.pipeline import RunOutcome, list_runs, parse_pipeline, read_run, run_pipeline
 
 pytestmark = pytest.mark.timeout(120)
 EXAMPLES = ROOT / "examples"
+ssh_server = test_ssh.sshd  # the fixture: a real sshd on 127.0.0.1
 
 
 async def run(
@@ -497,3 +500,41 @@ def test_the_live_display_is_a_table_of_the_steps_on_a_terminal(tmp_path: Path) 
         "b": ("pending", ""),
         "c": ("completed", "cached"),
     }
+
+
+@pytest.mark.slow
+async def test_workers_over_ssh_serve_task_types_and_pinned_shell_tasks(
+    tmp_path: Path, ssh_server: SshServer
+) -> None:
+    keys = f"{{host: 127.0.0.1, user: {ssh_server.user}, port: {ssh_server.port}, known_hosts: {ssh_server.known_hosts}, client_keys: [{ssh_server.client_key}]}}"
+    python = f"[{sys.executable}, -m, trio_pipe, --log-level, WARNING, worker, --stdio, --handlers"
+    with trio.fail_after(90):
+        outcome, _ = await run(
+            tmp_path,
+            f"""\
+            workers:
+              remote-shell:
+                ssh: {keys}
+                command: {python}, "trio_pipe.pipeline._shell:HANDLERS"]
+                tasks: [trio-pipe.shell]
+                env: {{FROM_WORKER: remote}}
+              remote-echo:
+                ssh: {keys}
+                command: {python}, "tests.worker_handlers:HANDLERS"]
+                env: {{PYTHONPATH: {ROOT}}}
+                tasks: [echo]
+            tasks:
+              there:
+                worker: remote-shell
+                run: 'echo "where=$FROM_WORKER" >> "$TRIO_PIPE_OUTPUT"; echo "pwd=$PWD" >> "$TRIO_PIPE_OUTPUT"'
+              back:
+                type: echo
+                payload: {{where: '${{{{ tasks.there.outputs.where }}}}'}}
+            """,
+        )
+    assert outcome.error is None, outcome.error
+    assert outcome.outputs["there"]["where"] == "remote"
+    # Pinned to another host, a shell task runs where its worker starts, not in the
+    # pipeline's folder.
+    assert outcome.outputs["there"]["pwd"] != str(tmp_path)
+    assert outcome.outputs["back"] == {"where": "remote"}

@@ -16,14 +16,14 @@ from .._version import __version__
 from ..dispatch import Dispatcher, open_dispatcher
 from ..dispatch._events import StepEvent, StepEventKind
 from ..store import Store
-from ._runs import RunRecorder
+from ._runs import RunRecorder, step_outputs
 from ._shell import SHELL_TASK
-from ._spec import Pipeline
+from ._spec import SHELL_WORKER, Pipeline
 
 __all__ = ["RunOutcome", "run_pipeline"]
 
-#: The shell steps' worker, one process running up to ``concurrency`` of them.
-SHELL_WORKER = "shell"
+#: Events the recorder may fall behind by (each task adds a few of its own).
+_EVENT_BUFFER = 1 << 16
 
 
 @attrs.frozen
@@ -64,7 +64,7 @@ async def run_pipeline(
             if port is not None:
                 on_listening(dispatcher.url)
             await _spawn_workers(dispatcher, pipeline)
-            async with dispatcher.events() as events:
+            async with dispatcher.events(buffer=_EVENT_BUFFER) as events:
 
                 async def follow() -> None:
                     async for event in events:
@@ -86,7 +86,8 @@ async def run_pipeline(
                         events.close()  # follow() ends once it has read them all
     finally:
         recorder.finish(outputs, error)
-    return RunOutcome(run_id, recorder.directory, _visible(pipeline, outputs), error)
+    visible = {name: step_outputs(pipeline, name, value) for name, value in outputs.items()}
+    return RunOutcome(run_id, recorder.directory, visible, error)
 
 
 async def _spawn_workers(dispatcher: Dispatcher, pipeline: Pipeline) -> None:
@@ -105,7 +106,22 @@ async def _spawn_workers(dispatcher: Dispatcher, pipeline: Pipeline) -> None:
             cwd=directory,
         )  # fmt: skip
     for worker in pipeline.workers:
-        if worker.command is not None:
+        if worker.ssh is not None:
+            assert worker.command is not None
+            await dispatcher.spawn_ssh(
+                worker.ssh.host,
+                list(worker.command),
+                list(worker.tasks),
+                user=worker.ssh.user,
+                port=worker.ssh.port,
+                known_hosts=worker.ssh.known_hosts,
+                client_keys=list(worker.ssh.client_keys),
+                worker_id=worker.name,
+                max_concurrency=worker.max_concurrency,
+                tags=worker.tags,
+                env=worker.env or None,
+            )
+        elif worker.command is not None:
             await dispatcher.spawn_stdio(
                 list(worker.command),
                 list(worker.tasks),
@@ -124,16 +140,6 @@ async def _spawn_workers(dispatcher: Dispatcher, pipeline: Pipeline) -> None:
                 max_concurrency=worker.max_concurrency,
                 tags=worker.tags,
             )
-
-
-def _visible(pipeline: Pipeline, outputs: dict[str, Any]) -> dict[str, Any]:
-    """Step outputs as the pipeline names them (``tasks.X.outputs``)."""
-    return {
-        name: value.get("outputs", {})
-        if name in pipeline.shell_steps and isinstance(value, dict)
-        else value
-        for name, value in outputs.items()
-    }
 
 
 class ProgressDisplay:

@@ -24,10 +24,25 @@ from ..dispatch._events import StepEvent, StepEventKind
 from ..protocol import converter
 from ._spec import Pipeline
 
-__all__ = ["DEFAULT_RUNS_DIR", "RunRecorder", "list_runs", "new_run_id", "read_run"]
+__all__ = [
+    "DEFAULT_RUNS_DIR",
+    "RunRecorder",
+    "list_runs",
+    "new_run_id",
+    "read_run",
+    "step_outputs",
+]
 
 #: Where runs are recorded, relative to the current directory.
 DEFAULT_RUNS_DIR: Final = os.path.join(".trio-pipe", "runs")
+
+
+def step_outputs(pipeline: Pipeline, name: str, value: Any) -> Any:
+    """What ``${{ tasks.NAME.outputs }}`` is for step *name* whose result is *value*:
+    a shell step's ``outputs``, any other step's whole result."""
+    if name in pipeline.shell_steps and isinstance(value, dict):
+        return value.get("outputs", {})
+    return value
 
 
 def new_run_id() -> str:
@@ -110,8 +125,10 @@ class RunRecorder:
                 for stream in ("stdout", "stderr"):
                     with open(os.path.join(folder, f"{stream}.log"), "w") as file:
                         file.write(str(value.get(stream, "")))
-                value = value.get("outputs", {})
-            _write_json(os.path.join(folder, "outputs.json"), value)
+            _write_json(
+                os.path.join(folder, "outputs.json"),
+                step_outputs(self.pipeline, name, value),
+            )
         self.record["status"] = "failed" if error else "completed"
         self.record["error"] = error
         self.record["endedAt"] = _now()

@@ -23,30 +23,49 @@ from ._shell import SHELL_TASK
 if TYPE_CHECKING:
     import yaml
 
-__all__ = ["Pipeline", "WorkerDecl", "load_pipeline", "parse_pipeline"]
+__all__ = ["Pipeline", "SshDecl", "WorkerDecl", "load_pipeline", "parse_pipeline"]
 
 #: Task names: a plain word, so that ``tasks.NAME.outputs`` reads one way.
 _TASK_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 _EXPRESSION: Final = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]+")
+#: The worker id of the local worker that runs shell tasks.
+SHELL_WORKER: Final = "shell"
 #: Shell steps that may run at once when the pipeline does not say.
 DEFAULT_CONCURRENCY: Final = 4
 
 _TOP_KEYS: Final = ("name", "env", "concurrency", "fail_fast", "workers", "tasks")
 _TASK_KEYS: Final = (
     "run", "type", "payload", "env", "depends_on", "retries", "timeout", "cache",
+    "worker",
 )  # fmt: skip
-_WORKER_KEYS: Final = ("command", "wasm", "tasks", "max_concurrency", "version", "env")
+_WORKER_KEYS: Final = (
+    "command", "wasm", "ssh", "tasks", "max_concurrency", "version", "env",
+)  # fmt: skip
+_SSH_KEYS: Final = ("host", "user", "port", "known_hosts", "client_keys")
+
+
+@attrs.frozen
+class SshDecl:
+    """Where a worker's command runs over SSH (paths absolute)."""
+
+    host: str
+    user: str
+    known_hosts: str
+    client_keys: tuple[str, ...]
+    port: int = 22
 
 
 @attrs.frozen
 class WorkerDecl:
-    """A worker the pipeline starts: a command (a stdio worker) or a WASM module."""
+    """A worker the pipeline starts: a command (a stdio worker, run locally or, with
+    *ssh*, on another host) or a WASM module."""
 
     name: str
     tasks: tuple[str, ...]
     command: tuple[str, ...] | None = None
     wasm: str | None = None  # an absolute path
+    ssh: SshDecl | None = None
     max_concurrency: int = 1
     version: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
@@ -242,7 +261,7 @@ class _Parser:
                 top["name"][1] if "name" in top else root,
                 f"invalid pipeline name {name!r}: 1 to 64 of A-Z a-z 0-9 _ . -",
             ) from None
-        shell = self._tasks(workflow, tasks)
+        shell = self._tasks(workflow, tasks, {w.name: w for w in workers})
         return Pipeline(self.path, self.text, workflow, workers, concurrency, shell)
 
     def literal(self, node: yaml.Node) -> str:
@@ -256,9 +275,15 @@ class _Parser:
             what = f"worker {name!r}"
             if not _TASK_NAME.fullmatch(name):
                 raise self.error(key_node, f"invalid worker name {name!r}")
+            if name == SHELL_WORKER:
+                raise self.error(
+                    key_node, f"worker name {name!r} is the shell tasks' own worker"
+                )
             entries = self.mapping(value, what, _WORKER_KEYS)
             if ("command" in entries) == ("wasm" in entries):
                 raise self.error(value, f"{what} needs either command or wasm")
+            if "ssh" in entries and "command" not in entries:
+                raise self.error(entries["ssh"][0], f"{what}: ssh needs a command")
             if "tasks" not in entries:
                 raise self.error(value, f"{what} needs tasks (the task types it serves)")
             tasks = tuple(t for t, _ in self.strings(entries["tasks"][1], f"{what} tasks"))
@@ -280,6 +305,7 @@ class _Parser:
                     else {}
                 ).items()
             }
+            ssh = self._ssh(entries["ssh"][1], what) if "ssh" in entries else None
             version = None
             if "version" in entries:
                 version = str(self.scalar(entries["version"][1]))
@@ -288,12 +314,33 @@ class _Parser:
                 if "max_concurrency" in entries
                 else 1
             )
-            yield WorkerDecl(name, tasks, command, wasm, concurrency, version, env)
+            yield WorkerDecl(name, tasks, command, wasm, ssh, concurrency, version, env)
+
+    def _ssh(self, node: yaml.Node, what: str) -> SshDecl:
+        entries = self.mapping(node, f"{what} ssh", _SSH_KEYS)
+        for needed in ("host", "user", "known_hosts", "client_keys"):
+            if needed not in entries:
+                raise self.error(node, f"{what} ssh needs {needed}")
+
+        def path(value_node: yaml.Node, field: str) -> str:
+            return os.path.join(self.directory, self.string(value_node, field))
+
+        keys = self.strings(entries["client_keys"][1], f"{what} ssh client_keys")
+        return SshDecl(
+            self.string(entries["host"][1], "host"),
+            self.string(entries["user"][1], "user"),
+            path(entries["known_hosts"][1], "known_hosts"),
+            tuple(os.path.join(self.directory, key) for key, _ in keys),
+            self.integer(entries["port"][1], "port", 1) if "port" in entries else 22,
+        )
 
     # ----------------------------------------------------------------- tasks
 
     def _tasks(
-        self, workflow: Workflow, tasks: dict[str, tuple[yaml.Node, yaml.Node]]
+        self,
+        workflow: Workflow,
+        tasks: dict[str, tuple[yaml.Node, yaml.Node]],
+        workers: Mapping[str, WorkerDecl],
     ) -> frozenset[str]:
         """Add a step per task, in dependency order; return the shell steps' names."""
         entries: dict[str, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
@@ -350,7 +397,7 @@ class _Parser:
             raise self.error(tasks[exc.step][0], str(exc)) from None
         steps: dict[str, Step] = {}
         for name in _order(deps):
-            steps[name] = self._step(workflow, name, entries[name], steps, shell)
+            steps[name] = self._step(workflow, name, entries[name], steps, shell, workers)
         return frozenset(shell)
 
     def references(self, node: yaml.Node) -> Iterator[tuple[str, yaml.Node]]:
@@ -377,6 +424,7 @@ class _Parser:
         entry: dict[str, tuple[yaml.Node, yaml.Node]],
         steps: dict[str, Step],
         shell: set[str],
+        workers: Mapping[str, WorkerDecl],
     ) -> Step:
         def output(task: str, node: yaml.Node) -> Ref:
             ref = steps[task].output
@@ -411,6 +459,17 @@ class _Parser:
             options["timeout_ms"] = max(1, round(seconds * 1000))
         if "cache" in entry:
             options["cache"] = self.boolean(entry["cache"][1], "cache")
+        if "worker" in entry:
+            node = entry["worker"][1]
+            pinned = self.string(node, "worker")
+            served = SHELL_TASK if name in shell else self.scalar(entry["type"][1])
+            if pinned not in workers:
+                raise self.error(node, f"task {name!r}: no worker {pinned!r} in workers")
+            if served not in workers[pinned].tasks:
+                raise self.error(
+                    node, f"task {name!r}: worker {pinned!r} does not serve {served!r}"
+                )
+            options["worker"] = pinned
         depends_on = (
             [dep for dep, _ in self.strings(entry["depends_on"][1], "depends_on")]
             if ("depends_on" in entry)
@@ -424,7 +483,9 @@ class _Parser:
             if "env" in entry:
                 for var, node in self.environment(entry["env"][1], "env").items():
                     env[var] = text(node)
-            shell_payload = {"run": command, "env": env, "cwd": self.directory}
+            # On a worker of its own (another host), it runs where that worker starts.
+            cwd = None if "worker" in options else self.directory
+            shell_payload = {"run": command, "env": env, "cwd": cwd}
             return workflow.step(
                 name, SHELL_TASK, shell_payload, depends_on=depends_on, **options
             )
