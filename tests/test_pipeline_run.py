@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_docker
 import test_ssh
 import trio
 from helpers import ROOT, start_python_worker
@@ -26,6 +27,7 @@ from trio_pipe.pipeline import RunOutcome, list_runs, parse_pipeline, read_run, 
 pytestmark = pytest.mark.timeout(120)
 EXAMPLES = ROOT / "examples"
 ssh_server = test_ssh.sshd  # the fixture: a real sshd on 127.0.0.1
+docker_image = test_docker.image  # the fixture: an image of a Go worker, on an engine
 
 
 async def run(
@@ -538,3 +540,54 @@ async def test_workers_over_ssh_serve_task_types_and_pinned_shell_tasks(
     # pipeline's folder.
     assert outcome.outputs["there"]["pwd"] != str(tmp_path)
     assert outcome.outputs["back"] == {"where": "remote"}
+
+
+@pytest.mark.slow
+async def test_a_docker_worker_serves_its_task_types_and_is_cached_by_image_id(
+    tmp_path: Path, docker_image: str
+) -> None:
+    store = f"sqlite:///{tmp_path}/tasks.db"
+    pipeline = f"""\
+        workers:
+          box:
+            docker: {{image: "{docker_image}", network: none}}
+            command: [/worker]
+            tasks: [whoami, echo]
+        tasks:
+          where: {{type: whoami, cache: true}}
+          back: {{type: echo, payload: {{host: '${{{{ tasks.where.outputs }}}}'}}}}
+        """
+    with trio.fail_after(120):
+        first, _ = await run(tmp_path, pipeline, run_id="a", store=store)
+        second, events = await run(tmp_path, pipeline, run_id="b", store=store)
+    assert first.error is None, first.error
+    hostname = first.outputs["where"]
+    assert isinstance(hostname, str) and hostname != os.uname().nodename  # in a container
+    assert first.outputs["back"] == {"host": hostname}
+    # The second run's whoami came from the cache, keyed by the image's id.
+    assert second.outputs == first.outputs
+    assert [
+        e.cached for e in events if e.step == "where" and e.kind is StepEventKind.COMPLETED
+    ] == [True]
+    missing = pipeline.replace(docker_image, "trio-pipe-test/missing:0")
+    with pytest.raises(OSError, match=r"^docker image inspect"):
+        await run(tmp_path, missing, run_id="c", store=store)
+    assert record(tmp_path, "c")["error"].startswith("the run stopped: OSError: docker")
+
+
+async def test_a_worker_that_cannot_start_stops_the_run_and_is_recorded(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "workers:\n  w: {command: [./no-such-worker], tasks: [t]}\ntasks:\n  a: {type: t}\n"
+    )
+    with trio.fail_after(60):
+        completed = await cli("run", "p.yaml", "--run-id", "r", cwd=tmp_path)
+    assert completed.returncode == 1
+    assert completed.stderr.startswith("trio-pipe run: the run stopped: ")
+    assert "no-such-worker" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    run_json = read_run(str(tmp_path / ".trio-pipe" / "runs"), "r")
+    assert run_json["status"] == "failed"
+    assert run_json["error"] == completed.stderr.removeprefix("trio-pipe run: ").strip()
+    assert run_json["steps"]["a"]["status"] == "pending"

@@ -10,11 +10,15 @@ import datetime
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._errors import TrioPipeError
 from ._table import aligned
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline, RunOutcome
 
 __all__ = ["SUBCOMMANDS"]
 
@@ -97,8 +101,8 @@ SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .pipeline import PipelineError, load_pipeline, new_run_id, run_pipeline
-    from .pipeline._run import ProgressDisplay
+    from .pipeline import PipelineError, load_pipeline, new_run_id
+    from .pipeline._run import ProgressDisplay, why
 
     try:
         pipeline = load_pipeline(args.file)
@@ -117,24 +121,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run_id = args.run_id or new_run_id()
     console.print(f"run {run_id}", markup=False)
     with ProgressDisplay(pipeline, console) as display:
-        outcome = trio.run(
-            lambda: run_pipeline(
-                pipeline,
-                runs_dir=args.runs_dir,
-                run_id=run_id,
-                store=args.store,
-                host=args.host,
-                port=args.port,
-                on_event=display,
-                on_listening=lambda url: console.print(
-                    f"workers may connect to {url}", markup=False
-                ),
-            )
-        )
+        try:
+            outcome = _run(pipeline, args, run_id, console, display)
+        except (OSError, ValueError, TrioPipeError, ExceptionGroup) as exc:
+            # A worker that cannot start, a store that cannot open: the record
+            # says so too.
+            print(f"trio-pipe run: {why(exc)}", file=sys.stderr)
+            return _EXIT_FAILURE
     if outcome.error is not None:
         console.print(f"failed: {outcome.error}", markup=False)
     console.print(f"recorded in {outcome.directory}", markup=False)
     return _EXIT_FAILURE if outcome.error is not None else _EXIT_OK
+
+
+def _run(
+    pipeline: Pipeline, args: argparse.Namespace, run_id: str, console: Any, display: Any
+) -> RunOutcome:
+    from .pipeline import run_pipeline
+
+    return trio.run(
+        lambda: run_pipeline(
+            pipeline,
+            runs_dir=args.runs_dir,
+            run_id=run_id,
+            store=args.store,
+            host=args.host,
+            port=args.port,
+            on_event=display,
+            on_listening=lambda url: console.print(
+                f"workers may connect to {url}", markup=False
+            ),
+        )
+    )
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:

@@ -6,11 +6,19 @@ from .._errors import PipelineError
 from ._run import RunOutcome, run_pipeline
 from ._runs import DEFAULT_RUNS_DIR, list_runs, new_run_id, read_run
 from ._shell import SHELL_TASK
-from ._spec import Pipeline, SshDecl, WorkerDecl, load_pipeline, parse_pipeline
+from ._spec import (
+    DockerDecl,
+    Pipeline,
+    SshDecl,
+    WorkerDecl,
+    load_pipeline,
+    parse_pipeline,
+)
 
 __all__ = [
     "DEFAULT_RUNS_DIR",
     "SHELL_TASK",
+    "DockerDecl",
     "Pipeline",
     "PipelineError",
     "RunOutcome",

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
-from .._errors import WorkflowFailed
+from .._errors import WorkflowFailed, describe
 from .._version import __version__
 from ..dispatch import Dispatcher, open_dispatcher
 from ..dispatch._events import StepEvent, StepEventKind
@@ -20,7 +20,7 @@ from ._runs import RunRecorder, step_outputs
 from ._shell import SHELL_TASK
 from ._spec import SHELL_WORKER, Pipeline
 
-__all__ = ["RunOutcome", "run_pipeline"]
+__all__ = ["ProgressDisplay", "RunOutcome", "run_pipeline", "why"]
 
 #: Events the recorder may fall behind by (each task adds a few of its own).
 _EVENT_BUFFER = 1 << 16
@@ -54,11 +54,13 @@ async def run_pipeline(
     spawns the shell worker and the workers the pipeline declares, runs the
     workflow, and closes it all. Each step event goes to the record and to
     *on_event*. A failed step does not raise: the outcome says why the run failed.
-    Cancelled, the running steps are killed and the record says ``failed``.
+    Cancelled, the running steps are killed and the record says ``failed``; so it
+    does, with the error, if a worker cannot be started (``OSError``, ``InvalidSpec``
+    ..., raised, perhaps in an exception group from the dispatcher's nursery).
     """
     recorder = RunRecorder(pipeline, runs_dir, run_id)
     outputs: dict[str, Any] = {}
-    error: str | None = "the run was cancelled"
+    error: str | None = None
     try:
         async with open_dispatcher(host, port, store=store) as dispatcher:
             if port is not None:
@@ -84,10 +86,22 @@ async def run_pipeline(
                         error = str(exc)
                     finally:
                         events.close()  # follow() ends once it has read them all
+    except BaseException as exc:
+        error = why(exc)
+        raise
     finally:
         recorder.finish(outputs, error)
     visible = {name: step_outputs(pipeline, name, value) for name, value in outputs.items()}
     return RunOutcome(run_id, recorder.directory, visible, error)
+
+
+def why(exc: BaseException) -> str:
+    """Why a run stopped before its end, in one line."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, trio.Cancelled):
+        return "the run was cancelled"
+    return f"the run stopped: {describe(exc)}"
 
 
 async def _spawn_workers(dispatcher: Dispatcher, pipeline: Pipeline) -> None:
@@ -121,6 +135,18 @@ async def _spawn_workers(dispatcher: Dispatcher, pipeline: Pipeline) -> None:
                 tags=worker.tags,
                 env=worker.env or None,
             )
+        elif worker.docker is not None:
+            image = worker.docker.image
+            await dispatcher.spawn_docker(
+                image,
+                list(worker.tasks),
+                command=None if worker.command is None else list(worker.command),
+                worker_id=worker.name,
+                max_concurrency=worker.max_concurrency,
+                tags=(*worker.tags, f"digest:{await _image_id(image)}"),
+                env=worker.env or None,
+                network=worker.docker.network,
+            )
         elif worker.command is not None:
             await dispatcher.spawn_stdio(
                 list(worker.command),
@@ -140,6 +166,20 @@ async def _spawn_workers(dispatcher: Dispatcher, pipeline: Pipeline) -> None:
                 max_concurrency=worker.max_concurrency,
                 tags=worker.tags,
             )
+
+
+async def _image_id(image: str) -> str:
+    """The id of a local Docker image (``sha256:...``): what its workers' results are
+    cached by. Raises ``OSError`` if docker cannot say."""
+    found = await trio.run_process(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", image],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        raise OSError(f"docker image inspect {image}: {found.stderr.decode().strip()}")
+    return str(found.stdout.decode().strip())
 
 
 class ProgressDisplay:

@@ -23,7 +23,14 @@ from ._shell import SHELL_TASK
 if TYPE_CHECKING:
     import yaml
 
-__all__ = ["Pipeline", "SshDecl", "WorkerDecl", "load_pipeline", "parse_pipeline"]
+__all__ = [
+    "DockerDecl",
+    "Pipeline",
+    "SshDecl",
+    "WorkerDecl",
+    "load_pipeline",
+    "parse_pipeline",
+]
 
 #: Task names: a plain word, so that ``tasks.NAME.outputs`` reads one way.
 _TASK_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -40,8 +47,9 @@ _TASK_KEYS: Final = (
     "worker",
 )  # fmt: skip
 _WORKER_KEYS: Final = (
-    "command", "wasm", "ssh", "tasks", "max_concurrency", "version", "env",
+    "command", "wasm", "ssh", "docker", "tasks", "max_concurrency", "version", "env",
 )  # fmt: skip
+_DOCKER_KEYS: Final = ("image", "network")
 _SSH_KEYS: Final = ("host", "user", "port", "known_hosts", "client_keys")
 
 
@@ -57,15 +65,24 @@ class SshDecl:
 
 
 @attrs.frozen
+class DockerDecl:
+    """The image a worker runs in (its command, if any, is the container's)."""
+
+    image: str
+    network: str | None = None
+
+
+@attrs.frozen
 class WorkerDecl:
     """A worker the pipeline starts: a command (a stdio worker, run locally or, with
-    *ssh*, on another host) or a WASM module."""
+    *ssh*, on another host), a *docker* container, or a WASM module."""
 
     name: str
     tasks: tuple[str, ...]
     command: tuple[str, ...] | None = None
     wasm: str | None = None  # an absolute path
     ssh: SshDecl | None = None
+    docker: DockerDecl | None = None
     max_concurrency: int = 1
     version: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
@@ -280,8 +297,13 @@ class _Parser:
                     key_node, f"worker name {name!r} is the shell tasks' own worker"
                 )
             entries = self.mapping(value, what, _WORKER_KEYS)
-            if ("command" in entries) == ("wasm" in entries):
-                raise self.error(value, f"{what} needs either command or wasm")
+            kinds = [kind for kind in ("wasm", "ssh", "docker") if kind in entries]
+            if len(kinds) > 1:
+                raise self.error(value, f"{what} has more than one of wasm, ssh and docker")
+            if not kinds and "command" not in entries:
+                raise self.error(value, f"{what} needs a command, wasm or docker")
+            if "wasm" in entries and "command" in entries:
+                raise self.error(entries["command"][0], f"{what}: wasm takes no command")
             if "ssh" in entries and "command" not in entries:
                 raise self.error(entries["ssh"][0], f"{what}: ssh needs a command")
             if "tasks" not in entries:
@@ -293,7 +315,7 @@ class _Parser:
                 if not argv:
                     raise self.error(entries["command"][1], f"{what} has an empty command")
                 command = tuple(arg for arg, _ in argv)
-            else:
+            elif "wasm" in entries:
                 wasm = os.path.join(self.directory, self.string(entries["wasm"][1], "wasm"))
                 if not os.path.isfile(wasm):
                     raise self.error(entries["wasm"][1], f"{what}: no file {wasm}")
@@ -306,6 +328,19 @@ class _Parser:
                 ).items()
             }
             ssh = self._ssh(entries["ssh"][1], what) if "ssh" in entries else None
+            docker = None
+            if "docker" in entries:
+                settings = self.mapping(
+                    entries["docker"][1], f"{what} docker", _DOCKER_KEYS
+                )
+                if "image" not in settings:
+                    raise self.error(entries["docker"][1], f"{what} docker needs image")
+                docker = DockerDecl(
+                    self.string(settings["image"][1], "image"),
+                    self.string(settings["network"][1], "network")
+                    if "network" in settings
+                    else None,
+                )
             version = None
             if "version" in entries:
                 version = str(self.scalar(entries["version"][1]))
@@ -314,7 +349,9 @@ class _Parser:
                 if "max_concurrency" in entries
                 else 1
             )
-            yield WorkerDecl(name, tasks, command, wasm, ssh, concurrency, version, env)
+            yield WorkerDecl(
+                name, tasks, command, wasm, ssh, docker, concurrency, version, env
+            )
 
     def _ssh(self, node: yaml.Node, what: str) -> SshDecl:
         entries = self.mapping(node, f"{what} ssh", _SSH_KEYS)
