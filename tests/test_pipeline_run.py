@@ -391,6 +391,9 @@ async def test_an_invalid_file_exits_2_with_its_position(tmp_path: Path) -> None
     unreadable = await cli("run", "missing.yaml", cwd=tmp_path)
     assert unreadable.returncode == 2 and "cannot read missing.yaml" in unreadable.stderr
     (tmp_path / "ok.yaml").write_text("tasks:\n  a: {run: x}\n")
+    escaping = await cli("run", "ok.yaml", "--run-id", "../elsewhere", cwd=tmp_path)
+    assert escaping.returncode == 2 and "invalid run id '../elsewhere'" in escaping.stderr
+    assert not (tmp_path / ".trio-pipe").exists()
     checked = await cli("run", "--check", "ok.yaml", cwd=tmp_path)
     assert (checked.returncode, checked.stdout) == (0, "ok.yaml: pipeline 'ok', 1 tasks\n")
 

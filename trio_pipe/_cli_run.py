@@ -43,6 +43,7 @@ def _add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     _runs_dir_argument(parser)
     parser.add_argument(
         "--run-id",
+        type=_run_id,
         help="name the run (default: start time and a random suffix); running again "
         "with the same id and a durable --store resumes it, rerunning no step that "
         "completed",
@@ -80,6 +81,15 @@ def _add_runs_parser(subparsers: Any) -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print run.json")
     parser.set_defaults(run=_cmd_runs)
     return parser
+
+
+def _run_id(text: str) -> str:
+    from .pipeline._runs import check_run_id
+
+    try:
+        return check_run_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _runs_dir_argument(parser: argparse.ArgumentParser) -> None:

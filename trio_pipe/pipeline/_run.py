@@ -80,7 +80,6 @@ async def run_pipeline(
                         outputs = await dispatcher.run_workflow(
                             pipeline.workflow, run_id=run_id
                         )
-                        error = None
                     except WorkflowFailed as exc:
                         outputs = dict(exc.outputs)
                         error = str(exc)

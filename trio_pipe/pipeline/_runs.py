@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
@@ -27,6 +28,7 @@ from ._spec import Pipeline
 __all__ = [
     "DEFAULT_RUNS_DIR",
     "RunRecorder",
+    "check_run_id",
     "list_runs",
     "new_run_id",
     "read_run",
@@ -35,6 +37,18 @@ __all__ = [
 
 #: Where runs are recorded, relative to the current directory.
 DEFAULT_RUNS_DIR: Final = os.path.join(".trio-pipe", "runs")
+#: Run ids name folders: plain words only.
+_RUN_ID: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str) -> str:
+    """*run_id*, if it can name a run's folder; else ``ValueError``."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ValueError(
+            f"invalid run id {run_id!r}: 1 to 128 of A-Z a-z 0-9 _ . -, "
+            "starting with a letter, digit or _"
+        )
+    return run_id
 
 
 def step_outputs(pipeline: Pipeline, name: str, value: Any) -> Any:
@@ -67,7 +81,7 @@ class RunRecorder:
 
     def __init__(self, pipeline: Pipeline, runs_dir: str, run_id: str) -> None:
         self.pipeline = pipeline
-        self.directory = os.path.join(runs_dir, run_id)
+        self.directory = os.path.join(runs_dir, check_run_id(run_id))
         os.makedirs(os.path.join(self.directory, "steps"), exist_ok=True)
         with open(
             os.path.join(self.directory, "pipeline.yaml"), "w", encoding="utf-8"
@@ -137,7 +151,7 @@ class RunRecorder:
 
 def read_run(runs_dir: str, run_id: str) -> dict[str, Any]:
     """The ``run.json`` of run *run_id*. Raises ``FileNotFoundError``."""
-    if os.sep in run_id or run_id in (".", ".."):
+    if not _RUN_ID.fullmatch(run_id):
         raise FileNotFoundError(f"no run {run_id!r}")
     path = os.path.join(runs_dir, run_id, "run.json")
     with open(path, "rb") as file:
