@@ -95,9 +95,15 @@ async def run_pipeline(
 
 
 def why(exc: BaseException) -> str:
-    """Why a run stopped before its end, in one line."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    """Why a run stopped before its end, in one line: the first error that is not
+    a cancellation (the nurseries it went through may hold several)."""
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)
+        if rest is None:
+            return "the run was cancelled"
+        exc = rest
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
     if isinstance(exc, trio.Cancelled):
         return "the run was cancelled"
     return f"the run stopped: {describe(exc)}"
