@@ -431,3 +431,12 @@ def test_a_pipeline_compiles_to_a_workflow_in_dependency_order(tmp_path: Path) -
     assert make.max_retries == 0  # no retries unless the file says
     assert count.cache and not make.cache
     workflow.validate()
+
+
+def test_a_long_chain_is_ordered_without_recursion() -> None:
+    lines = ["tasks:"]
+    for index in range(3000, 0, -1):  # each task depends on the next one in the file
+        lines.append(f"  t{index}: {{run: x, depends_on: [t{index + 1}]}}")
+    lines.append("  t3001: {run: x}")
+    pipeline = parse_pipeline("\n".join(lines), "/p/chain.yaml")
+    assert list(pipeline.workflow.steps) == [f"t{i}" for i in range(3001, 0, -1)]

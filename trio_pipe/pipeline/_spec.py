@@ -419,8 +419,8 @@ class _Parser:
                             f"task {name!r} depends on {dep!r}, which is not a task",
                         )
                     deps[name].add(dep)
-            for _, node in entry.items():
-                for ref, ref_node in self.references(node[1]):
+            for _, value_node in entry.values():
+                for ref, ref_node in self.references(value_node):
                     if ref not in entries:
                         raise self.error(
                             ref_node,
@@ -604,20 +604,24 @@ class _Parser:
 
 def _order(deps: Mapping[str, set[str]]) -> list[str]:
     """The names of an acyclic graph, each after its dependencies (file order
-    otherwise)."""
+    otherwise). Iterative: a chain may be thousands of tasks long."""
     order: list[str] = []
     placed: set[str] = set()
-
-    def place(name: str) -> None:
-        if name in placed:
-            return
-        placed.add(name)
-        for dep in sorted(deps[name]):
-            place(dep)
-        order.append(name)
-
-    for name in deps:
-        place(name)
+    for root in deps:
+        if root in placed:
+            continue
+        placed.add(root)
+        stack = [(root, iter(sorted(deps[root])))]
+        while stack:
+            name, pending = stack[-1]
+            for dep in pending:
+                if dep not in placed:
+                    placed.add(dep)
+                    stack.append((dep, iter(sorted(deps[dep]))))
+                    break
+            else:
+                stack.pop()
+                order.append(name)
     return order
 
 
