@@ -27,8 +27,8 @@ import orjson
 import trio
 
 from .._errors import TaskFailed, WorkflowError, WorkflowFailed, describe
+from ..dispatch import WorkerState
 from ..dispatch._events import StepEvent, StepEventKind
-from ..dispatch._pool import WorkerState
 from ..protocol import Task, TaskStatus, converter
 from ..store import CachedResult
 from ._model import Ref, Step, StepKind, Text, Workflow, _Input, _Item
