@@ -33,7 +33,14 @@ from hypothesis.stateful import (
 )
 
 from trio_pipe import ErrorCode, Task, TaskError, TaskNotFound, TaskResult, TaskStatus
-from trio_pipe.store import MemoryStore, Retention, SqliteStore, Store, TaskRecord
+from trio_pipe.store import (
+    CachedResult,
+    MemoryStore,
+    Retention,
+    SqliteStore,
+    Store,
+    TaskRecord,
+)
 
 R = TypeVar("R")
 
@@ -459,3 +466,55 @@ async def test_tasks_are_counted_by_status(kind: str, tmp_path: Path) -> None:
         assert await store.count(status=TaskStatus.PENDING) == 2
         assert await store.count(status=TaskStatus.COMPLETED) == 0
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_cached_results_are_kept_replaced_and_pruned_by_retention(
+    kind: str, tmp_path: Path
+) -> None:
+    retention = Retention(cached=100.0)
+    store: Store = (
+        MemoryStore(retention=retention)
+        if kind == "memory"
+        else SqliteStore(tmp_path / "tasks.db", retention=retention)
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        assert await store.cache_get("k1") is None
+        old = CachedResult("k1", {"n": [1, "two"]}, "w1", 1000.0)
+        await store.cache_put(old)
+        await store.cache_put(CachedResult("k2", None, "w2", 1050.0))
+        assert await store.cache_get("k1") == old
+        newer = CachedResult("k1", "again", "w3", 1200.0)
+        await store.cache_put(newer)  # the same key: replaced
+        assert await store.cache_get("k1") == newer
+        # Retention counts from stored_at: at 1160, k2 (1050) is past 100 s; k1 not.
+        assert await store.prune(1160.0) == 1
+        assert await store.cache_get("k2") is None
+        assert await store.cache_get("k1") == newer
+        assert await store.prune(1160.0) == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_memory_store_keeps_at_most_max_finished_cached_results() -> None:
+    store = MemoryStore(max_finished=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        for index in range(3):
+            await store.cache_put(CachedResult(f"k{index}", index, "w", float(index)))
+        assert await store.cache_get("k0") is None  # the oldest went first
+        assert [(await store.cache_get(k)) is not None for k in ("k1", "k2")] == [True] * 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_sqlite_cached_results_survive_reopening(tmp_path: Path) -> None:
+    entry = CachedResult("k", {"deep": {"list": [1.5, None, True]}}, "w", time.time())
+    for put in (True, False):
+        store = SqliteStore(tmp_path / "tasks.db")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            if put:
+                await store.cache_put(entry)
+            else:
+                assert await store.cache_get("k") == entry
+            nursery.cancel_scope.cancel()

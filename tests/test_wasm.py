@@ -11,6 +11,7 @@ is a failure."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import math
 import os
@@ -236,7 +237,11 @@ async def test_the_worker_registers_as_a_wasm_worker(modules: Modules) -> None:
             "wasm",
             "wasm",
         )
-        assert (info.max_concurrency, info.tags) == (3, ("sandboxed",))
+        digest = hashlib.sha256(modules["text_stats"].read_bytes()).hexdigest()
+        assert (info.max_concurrency, info.tags) == (
+            3,
+            ("sandboxed", f"digest:sha256:{digest}"),
+        )
         assert info.supported_tasks == ("text-stats",)
 
 

@@ -228,6 +228,21 @@ class WorkflowError(TrioPipeError, ValueError):
         self.step = step
 
 
+class PipelineError(TrioPipeError, ValueError):
+    """A YAML pipeline file is not valid. ``path``, ``line`` and ``column`` (both
+    from 1) locate the fault; ``str()`` is ``path:line:column: message``."""
+
+    def __init__(self, path: str, line: int, column: int, message: str) -> None:
+        super().__init__(f"{path}:{line}:{column}: {message}")
+        self.path = path
+        self.line = line
+        self.column = column
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[PipelineError], tuple[str, int, int, str]]:
+        return type(self), (self.path, self.line, self.column, self.message)
+
+
 class WorkflowFailed(TrioPipeError):
     """A workflow run ended with a failed step.
 

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from . import _cli_run
 from ._errors import describe
 from .protocol import TaskStatus, converter, validate_worker_id
 from .worker import (
@@ -946,6 +947,7 @@ _SUBCOMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
     _add_submit_parser,
     _add_stats_parser,
     _add_token_parser,
+    *_cli_run.SUBCOMMANDS,
 )
 
 

@@ -10,6 +10,7 @@ caller gives, waits where the caller must wait, and calls into them.
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import math
 import os
@@ -664,7 +665,9 @@ class Dispatcher:
         running instance. See docs/wasm.md for the outcomes and their codes.
 
         The worker lives in the dispatcher's nursery tree until it is removed or the
-        dispatcher closes. Needs the ``wasm`` extra (``pip install 'trio-pipe[wasm]'``).
+        dispatcher closes. It registers with *tags* and ``digest:sha256:<hex>``, the
+        module's hash, by which workflow steps cache its results. Needs the ``wasm``
+        extra (``pip install 'trio-pipe[wasm]'``).
         Raises ``InvalidSpec`` for an invalid option, ``OSError`` if the module cannot
         be read, ``ValueError`` if it is not a WASI command.
         """
@@ -696,8 +699,13 @@ class Dispatcher:
             cache_dir=cache_dir,
             max_output_bytes=self.config.max_frame_size,
         )
+        digest = hashlib.sha256(await trio.Path(module_path).read_bytes()).hexdigest()
         registration = spawned_registration(
-            spec.worker_id, tasks, spec.max_concurrency, tags, language="wasm"
+            spec.worker_id,
+            tasks,
+            spec.max_concurrency,
+            (*tags, f"digest:sha256:{digest}"),
+            language="wasm",
         )
         await self._supervisors.start_wasm(spec, registration)
         return spec.worker_id

@@ -123,7 +123,9 @@ class StepEventKind(enum.Enum):
 class StepEvent:
     """A step of a workflow run changed state. ``step`` is its path: its name,
     after the names of the nested-workflow steps it is in (``"build/compile"``);
-    ``error`` says why a step failed, was blocked or cancelled."""
+    ``error`` says why a step failed, was blocked or cancelled; ``cached`` (on
+    ``completed``) that every task of the step was served from the result cache
+    instead of being dispatched (``Workflow.step(..., cache=True)``)."""
 
     kind: StepEventKind
     workflow: str
@@ -131,6 +133,7 @@ class StepEvent:
     step: str
     time: float  # trio.current_time()
     error: str | None = None
+    cached: bool = False
 
 
 @attrs.frozen

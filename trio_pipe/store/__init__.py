@@ -5,12 +5,13 @@ crash). See docs/durability.md for what each promises.
 
 from ._base import Store
 from ._memory import MemoryStore
-from ._records import AttemptRecord, Retention, TaskRecord
+from ._records import AttemptRecord, CachedResult, Retention, TaskRecord
 from ._sqlite import SqliteStore
 from ._url import store_from_url
 
 __all__ = [
     "AttemptRecord",
+    "CachedResult",
     "MemoryStore",
     "Retention",
     "SqliteStore",

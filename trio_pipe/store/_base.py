@@ -9,7 +9,7 @@ from typing import ClassVar
 import trio
 
 from ..protocol import TaskResult, TaskStatus
-from ._records import TaskRecord
+from ._records import CachedResult, TaskRecord
 
 __all__ = ["Store"]
 
@@ -130,4 +130,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def prune(self, now: float) -> int:
-        """Delete the finished tasks that retention no longer keeps; return how many."""
+        """Delete the finished tasks and the cached results that retention no longer
+        keeps; return how many (of both)."""
+
+    # -- cached results (workflow steps with ``cache=True``) ------------------------
+
+    @abc.abstractmethod
+    async def cache_get(self, key: str) -> CachedResult | None:
+        """The result cached under *key*, if retention still keeps it."""
+
+    @abc.abstractmethod
+    async def cache_put(self, entry: CachedResult) -> None:
+        """Keep *entry* under its key, replacing what was there. Durable (for a
+        durable store) on return. Raises :class:`StoreError` if it cannot be
+        written."""

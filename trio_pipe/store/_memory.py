@@ -14,6 +14,7 @@ from ..protocol import Task, TaskResult, TaskStatus
 from ._base import Store
 from ._records import (
     AttemptRecord,
+    CachedResult,
     Placement,
     Retention,
     TaskRecord,
@@ -73,7 +74,8 @@ class MemoryStore(Store):
     on it. The default of :func:`open_dispatcher`.
 
     It keeps unfinished tasks while they run, and finished ones by *retention*, at
-    most *max_finished* of them (the oldest go first), so that ``handle()``,
+    most *max_finished* of them (the oldest go first) -- and as many cached results
+    at most, likewise, so that ``handle()``,
     ``tasks()`` and ``dead_letters()`` see recent outcomes without memory growing
     with every task ever run. A completed task's payload is dropped when it ends.
     """
@@ -96,6 +98,7 @@ class MemoryStore(Store):
         self._rows: dict[uuid.UUID, _Row] = {}
         self._keys: dict[str, uuid.UUID] = {}
         self._finished: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._cache: OrderedDict[str, CachedResult] = OrderedDict()  # oldest put first
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -307,4 +310,24 @@ class MemoryStore(Store):
                 doomed.append(task_id)
         for task_id in doomed:
             self._forget(task_id)
+        return len(doomed) + self._prune_cache(now)
+
+    def _prune_cache(self, now: float) -> int:
+        if self.retention.cached is None:
+            return 0
+        cutoff = now - self.retention.cached
+        doomed = [key for key, entry in self._cache.items() if entry.stored_at < cutoff]
+        for key in doomed:
+            del self._cache[key]
         return len(doomed)
+
+    async def cache_get(self, key: str) -> CachedResult | None:
+        await trio.lowlevel.checkpoint()
+        return self._cache.get(key)
+
+    async def cache_put(self, entry: CachedResult) -> None:
+        await trio.lowlevel.checkpoint()
+        self._cache.pop(entry.key, None)
+        self._cache[entry.key] = entry
+        while len(self._cache) > self.max_finished:
+            self._cache.popitem(last=False)

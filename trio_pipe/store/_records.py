@@ -10,6 +10,7 @@ the process, and Trio's clock does not.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import attrs
 
@@ -18,6 +19,7 @@ from ..protocol import Task, TaskError, TaskResult, TaskStatus
 
 __all__ = [
     "AttemptRecord",
+    "CachedResult",
     "Placement",
     "Retention",
     "TaskRecord",
@@ -92,6 +94,20 @@ class TaskRecord:
 
 
 @attrs.frozen
+class CachedResult:
+    """The result payload of a completed task, kept under a cache key so that a
+    workflow step with ``cache=True`` whose key matches skips its dispatch. The key
+    covers the task type, the canonical payload and the serving worker's version."""
+
+    key: str
+    payload: Any
+    #: The worker that produced it.
+    worker_id: str
+    #: When it was stored (``time.time()``); retention counts from here.
+    stored_at: float
+
+
+@attrs.frozen
 class Retention:
     """How long finished tasks are kept (seconds after they finished), and so how long
     an idempotency key keeps meaning its task. ``None`` keeps them until purged."""
@@ -100,6 +116,8 @@ class Retention:
     completed: float | None = 24 * 3600.0
     #: Tasks that ended otherwise: dead letters (``Failed``), ``TimedOut``, ``Cancelled``.
     failed: float | None = 7 * 24 * 3600.0
+    #: Cached results of workflow steps (:class:`CachedResult`), after they were stored.
+    cached: float | None = 7 * 24 * 3600.0
 
     def cutoffs(self, now: float) -> tuple[float | None, float | None]:
         """The finish times before which (completed, other) tasks are pruned."""

@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
+import orjson
 import trio
 
 from .._backoff import backoff_delay
@@ -50,7 +51,14 @@ from ..protocol import (
     encode_dispatch,
 )
 from ._base import Store
-from ._records import AttemptRecord, Retention, TaskRecord, recover, requeued
+from ._records import (
+    AttemptRecord,
+    CachedResult,
+    Retention,
+    TaskRecord,
+    recover,
+    requeued,
+)
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -113,6 +121,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         host TEXT
     );
     INSERT INTO epochs (epoch) SELECT value FROM meta WHERE key = 'epoch' AND value > 0;
+    """,
+    # 3: cached results of workflow steps (payload: JSON).
+    """
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        payload BLOB NOT NULL,
+        worker_id TEXT NOT NULL,
+        stored_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX cache_by_time ON cache (stored_at);
     """,
 )
 
@@ -682,7 +700,9 @@ class SqliteStore(Store):
             await trio.sleep(self.prune_interval)
             pruned = await self.prune(time.time())
             if pruned:
-                log.info("%s: pruned %d finished tasks", self.path, pruned)
+                log.info(
+                    "%s: pruned %d finished tasks and cached results", self.path, pruned
+                )
 
     # -- waits -----------------------------------------------------------------------
 
@@ -803,11 +823,44 @@ class SqliteStore(Store):
         if failed is not None:
             where.append("(status != 'Completed' AND finished_at < ?)")
             args.append(failed)
-        if not where:
-            return 0
-        return await self._read(
-            self._delete, f"finished_at IS NOT NULL AND ({' OR '.join(where)})", args
+        pruned = 0
+        if where:
+            pruned += await self._read(
+                self._delete, f"finished_at IS NOT NULL AND ({' OR '.join(where)})", args
+            )
+        if self.retention.cached is not None:
+            cutoff = now - self.retention.cached
+            pruned += await self._read(self._prune_cache, cutoff)
+        return pruned
+
+    def _prune_cache(self, db: sqlite3.Connection, cutoff: float) -> int:
+        with self._transaction(db):
+            return db.execute("DELETE FROM cache WHERE stored_at < ?", (cutoff,)).rowcount
+
+    async def cache_get(self, key: str) -> CachedResult | None:
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT payload, worker_id, stored_at FROM cache WHERE key = ?", (key,)
+            ).fetchone()
         )
+        if row is None:
+            return None
+        return CachedResult(key, orjson.loads(row[0]), row[1], row[2])
+
+    async def cache_put(self, entry: CachedResult) -> None:
+        self._writable()
+        payload = orjson.dumps(entry.payload)  # raises here if not JSON
+        await self._read(self._cache_put, entry, payload)
+
+    def _cache_put(
+        self, db: sqlite3.Connection, entry: CachedResult, payload: bytes
+    ) -> None:
+        with self._transaction(db):
+            db.execute(
+                "INSERT OR REPLACE INTO cache (key, payload, worker_id, stored_at) "
+                "VALUES (?, ?, ?, ?)",
+                (entry.key, payload, entry.worker_id, entry.stored_at),
+            )
 
     def _delete(self, db: sqlite3.Connection, where: str, args: Sequence[Any]) -> int:
         with self._transaction(db):

@@ -4,7 +4,7 @@ dispatcher.run_workflow(workflow, inputs)``. See docs/workflows.md."""
 
 from .._errors import WorkflowError, WorkflowFailed
 from ..dispatch._events import StepEvent, StepEventKind
-from ._model import Ref, Step, StepKind, Workflow, item
+from ._model import Ref, Step, StepKind, Text, Workflow, item
 
 __all__ = [
     "Ref",
@@ -12,6 +12,7 @@ __all__ = [
     "StepEvent",
     "StepEventKind",
     "StepKind",
+    "Text",
     "Workflow",
     "WorkflowError",
     "WorkflowFailed",

@@ -20,7 +20,7 @@ from .._errors import WorkflowError
 from .._typed import TaskSpec
 from ..protocol import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS, Priority, converter
 
-__all__ = ["Ref", "Step", "StepKind", "Workflow", "item"]
+__all__ = ["Ref", "Step", "StepKind", "Text", "Workflow", "item"]
 
 #: Step names are what events, errors and resumed runs know a step by: short and
 #: plain, so that a path (``"outer/inner"``, ``"resize[3]"``) is unambiguous.
@@ -81,10 +81,31 @@ class Ref:
 item: Final = Ref(_Item())
 
 
+class Text:
+    """A string with references in it (``Text("out/", ref, ".txt")``), joined when
+    the step runs: a string value as it is, ``None`` as nothing, any other value as
+    its JSON."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, *parts: str | Ref) -> None:
+        for part in parts:
+            if not isinstance(part, (str, Ref)):
+                raise TypeError(f"Text parts are strs and Refs, not {part!r}")
+        self.parts = parts
+
+    def __repr__(self) -> str:
+        return f"<Text {self.parts!r}>"
+
+
 def refs_in(value: Any) -> Iterator[Ref]:
     """Every :class:`Ref` in a payload template."""
     if isinstance(value, Ref):
         yield value
+    elif isinstance(value, Text):
+        for part in value.parts:
+            if isinstance(part, Ref):
+                yield part
     elif isinstance(value, Mapping):
         for inner in value.values():
             yield from refs_in(inner)
@@ -122,6 +143,7 @@ class Step:
         size: int = 1,
         branches: Mapping[str, str | Step | Sequence[str | Step]] | None = None,
         nested: Workflow | None = None,
+        cache: bool = False,
     ) -> None:
         self.workflow = workflow
         self.name = name
@@ -184,6 +206,11 @@ class Step:
                     )
                 self.branches[branch] = _names(members)
         self.nested = nested
+        if not isinstance(cache, bool):
+            raise WorkflowError(
+                f"step {name!r}: cache must be a bool, not {cache!r}", step=name
+            )
+        self.cache = cache
 
     def __repr__(self) -> str:
         return f"<Step {self.name!r} ({self.kind.value}) of {self.workflow.name!r}>"
@@ -229,8 +256,11 @@ class Workflow:
     raises :class:`~trio_pipe.WorkflowFailed`.
 
     Per-step options: ``retries`` (the task's ``max_retries``), ``timeout_ms``,
-    ``priority``, and placement -- ``tag`` (any worker registered with that tag) or
-    ``worker`` (that one worker id). ``depends_on`` adds dependencies to those
+    ``priority``, placement -- ``tag`` (any worker registered with that tag) or
+    ``worker`` (that one worker id) -- and ``cache``: with ``cache=True``, a task
+    whose type, payload and worker version match a result in the dispatcher's store
+    is not dispatched; the stored result is its result (docs/workflows.md,
+    "Result caching"). ``depends_on`` adds dependencies to those
     inferred from the references in the payload (names or steps; a name may be that
     of a step added later). A ``converge=True`` step runs once each dependency has
     completed or been skipped (and at least one completed); references to a skipped
@@ -284,6 +314,7 @@ class Workflow:
         tag: str | None = None,
         worker: str | None = None,
         converge: bool = False,
+        cache: bool = False,
     ) -> Step:
         """A step that runs one task. *task* is a task type, a :class:`TaskSpec`
         class (*payload* then gives its fields, and is checked against it when the
@@ -292,7 +323,7 @@ class Workflow:
             Step(
                 self, self._name(name), StepKind.TASK, task=task, payload=payload,
                 depends_on=depends_on, retries=retries, timeout_ms=timeout_ms,
-                priority=priority, tag=tag, worker=worker, converge=converge,
+                priority=priority, tag=tag, worker=worker, converge=converge, cache=cache,
             )
         )  # fmt: skip
 
@@ -310,6 +341,7 @@ class Workflow:
         tag: str | None = None,
         worker: str | None = None,
         converge: bool = False,
+        cache: bool = False,
     ) -> Step:
         """A step whose task chooses which branches run. *branches* maps each branch
         name to the steps in it (names or steps; those depend on this one). The
@@ -320,7 +352,7 @@ class Workflow:
             Step(
                 self, self._name(name), StepKind.DECISION, task=task, payload=payload,
                 depends_on=depends_on, retries=retries, timeout_ms=timeout_ms,
-                priority=priority, tag=tag, worker=worker, converge=converge,
+                priority=priority, tag=tag, worker=worker, converge=converge, cache=cache,
                 branches=branches,
             )
         )  # fmt: skip
@@ -340,6 +372,7 @@ class Workflow:
         tag: str | None = None,
         worker: str | None = None,
         converge: bool = False,
+        cache: bool = False,
     ) -> Step:
         """Fan-out: one task per element of the list *over* (a reference, usually to
         another step's output), at most *concurrency* at a time. *payload* is the
@@ -352,7 +385,7 @@ class Workflow:
                 self, self._name(name), StepKind.MAP, task=task, payload=payload,
                 over=over, concurrency=concurrency, depends_on=depends_on,
                 retries=retries, timeout_ms=timeout_ms, priority=priority, tag=tag,
-                worker=worker, converge=converge,
+                worker=worker, converge=converge, cache=cache,
             )
         )  # fmt: skip
 
@@ -372,6 +405,7 @@ class Workflow:
         tag: str | None = None,
         worker: str | None = None,
         converge: bool = False,
+        cache: bool = False,
     ) -> Step:
         """Batches: split *count* items (an int, or a list whose length counts; a
         reference, usually) into ranges of *size* and run one task per range, at
@@ -384,7 +418,7 @@ class Workflow:
                 self, self._name(name), StepKind.BATCH, task=task, payload=payload,
                 over=count, size=size, concurrency=concurrency, depends_on=depends_on,
                 retries=retries, timeout_ms=timeout_ms, priority=priority, tag=tag,
-                worker=worker, converge=converge,
+                worker=worker, converge=converge, cache=cache,
             )
         )  # fmt: skip
 

@@ -15,18 +15,23 @@ ran, with its result, instead of running it again.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import orjson
 import trio
 
 from .._errors import TaskFailed, WorkflowError, WorkflowFailed, describe
+from ..dispatch import WorkerState
 from ..dispatch._events import StepEvent, StepEventKind
 from ..protocol import Task, TaskStatus, converter
-from ._model import Ref, Step, StepKind, Workflow, _Input, _Item
+from ..store import CachedResult
+from ._model import Ref, Step, StepKind, Text, Workflow, _Input, _Item
 
 if TYPE_CHECKING:
     from ..dispatch import Dispatcher, TaskHandle
@@ -111,6 +116,10 @@ class _Run:
         #: The branches each decision chose.
         self.chosen: dict[str, set[str]] = {}
         self.failures: dict[str, BaseException] = {}
+        #: Per step with ``cache=True``: how many tasks it ran, how many of those the
+        #: cache served.
+        self.tasks: dict[str, int] = {}
+        self.hits: dict[str, int] = {}
         self.running = 0
         self.done, self.ended = trio.open_memory_channel[_Outcome](math.inf)
 
@@ -160,7 +169,14 @@ class _Run:
             if self.status.get(name) is StepEventKind.STARTED:
                 self._set(name, StepEventKind.CANCELLED, reason)
 
-    def _set(self, name: str, kind: StepEventKind, error: str | None = None) -> None:
+    def _set(
+        self,
+        name: str,
+        kind: StepEventKind,
+        error: str | None = None,
+        *,
+        cached: bool = False,
+    ) -> None:
         self.status[name] = kind
         self.dispatcher._publish(
             StepEvent(
@@ -170,6 +186,7 @@ class _Run:
                 self._path(name),
                 trio.current_time(),
                 error,
+                cached,
             )
         )
 
@@ -179,7 +196,9 @@ class _Run:
         name = outcome.step
         if outcome.failures is None:
             self.outputs[name] = outcome.value
-            self._set(name, StepEventKind.COMPLETED)
+            hits = self.hits.get(name, 0)
+            cached = hits > 0 and hits == self.tasks[name]
+            self._set(name, StepEventKind.COMPLETED, cached=cached)
             return True
         self.failures.update(outcome.failures)
         path, error = next(iter(outcome.failures.items()))
@@ -329,6 +348,12 @@ class _Run:
         if step.spec is not None:  # check the payload against its class
             payload = converter.unstructure(converter.structure(payload, step.spec))
         assert step.task_type is not None
+        if step.cache:
+            self.tasks[step.name] = self.tasks.get(step.name, 0) + 1
+            hit = await self._cached(step, step.task_type, payload)
+            if hit is not None:
+                self.hits[step.name] = self.hits.get(step.name, 0) + 1
+                return self._structured(step, hit.payload)
         task = Task.new(
             step.task_type,
             payload,
@@ -358,15 +383,55 @@ class _Run:
             raise
         if result.status is not TaskStatus.COMPLETED:
             raise TaskFailed(result)
+        if step.cache:
+            version = _version_of(dispatcher, result.worker_id)
+            if version is not None:
+                await dispatcher.store.cache_put(
+                    CachedResult(
+                        cache_key(step.task_type, version, payload),
+                        result.payload,
+                        result.worker_id,
+                        time.time(),
+                    )
+                )
+        return self._structured(step, result.payload)
+
+    def _structured(self, step: Step, payload: Any) -> Any:
         if step.spec is not None:
-            return step.spec.structure_result(result.payload)
-        return result.payload
+            return step.spec.structure_result(payload)
+        return payload
+
+    async def _cached(
+        self, step: Step, task_type: str, payload: Any
+    ) -> CachedResult | None:
+        """A result the cache holds for *payload* from a version of the workers that
+        may serve *step* now (``None``: dispatch it)."""
+        versions = set()
+        for info in self.dispatcher.workers():
+            if (
+                info.state is not WorkerState.DEAD
+                and task_type in info.supported_tasks
+                and step.worker in (None, info.worker_id)
+                and (step.tag is None or step.tag in info.tags)
+            ):
+                version = worker_version(info.tags)
+                if version is not None:
+                    versions.add(version)
+        for version in sorted(versions):
+            hit = await self.dispatcher.store.cache_get(
+                cache_key(task_type, version, payload)
+            )
+            if hit is not None:
+                return hit
+        return None
 
     # ---------------------------------------------------------- references
 
     def _resolve(self, template: Any, item: Any) -> Any:
         if isinstance(template, Ref):
             return self._value(template, item)
+        if isinstance(template, Text):
+            return "".join(_text(self._resolve(part, item)) for part in template.parts)
         if isinstance(template, Mapping):
             return {key: self._resolve(value, item) for key, value in template.items()}
         if isinstance(template, (list, tuple)):
@@ -385,6 +450,37 @@ class _Run:
         for key in ref.path:
             value = _index(ref, value, key)
         return value
+
+
+def worker_version(tags: tuple[str, ...]) -> str | None:
+    """What a worker's results are cached by: its ``version:`` and ``digest:`` tags
+    (``None``: it declares neither, and its results are not cached)."""
+    versions = sorted(tag for tag in tags if tag.startswith(("version:", "digest:")))
+    return " ".join(versions) or None
+
+
+def _version_of(dispatcher: Dispatcher, worker_id: str) -> str | None:
+    for info in dispatcher.workers():
+        if info.worker_id == worker_id:
+            return worker_version(info.tags)
+    return None
+
+
+def cache_key(task_type: str, version: str, payload: Any) -> str:
+    """The key of a result: the task type, the worker version, and a hash of the
+    payload's canonical JSON (keys sorted, no spaces)."""
+    canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(canonical).hexdigest()
+    return hashlib.sha256(orjson.dumps([task_type, version, digest])).hexdigest()
+
+
+def _text(value: Any) -> str:
+    """A resolved part of a :class:`Text`, as a string."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return orjson.dumps(converter.unstructure(value)).decode()
 
 
 def _index(ref: Ref, value: Any, key: str | int) -> Any:
