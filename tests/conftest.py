@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import itertools
+import os
 import shutil
 import subprocess
 import threading
@@ -41,6 +43,8 @@ import pytest_timeout
 import trio
 import trio.testing
 from helpers import child_processes
+
+from benchmarks._postgres import Cluster, find_binaries, throwaway_cluster
 
 #: Seconds a Trio test's body may take unless its ``timeout`` marker says otherwise.
 TRIO_BOUND = 120.0
@@ -74,6 +78,48 @@ def nothing_is_left_behind() -> Iterator[None]:
     yield
     assert child_processes() == [], "processes outlived the test suite"
     assert _leftover_containers() == [], "containers outlived the test suite"
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the whole run (initdb and pg_ctl as the
+    ``postgres`` user, loopback, a temporary directory, stopped however the run ends).
+    Skipped where no PostgreSQL server binaries are installed, unless
+    ``TRIO_PIPE_REQUIRE_POSTGRES=1`` (as in CI, .ci/run), where that fails."""
+    bin_dir = find_binaries()
+    if bin_dir is None:
+        why = "no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql"
+        if os.environ.get("TRIO_PIPE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"TRIO_PIPE_REQUIRE_POSTGRES=1 but {why}")
+        pytest.skip(why)
+    with throwaway_cluster(bin_dir, durable=False) as cluster:
+        yield cluster
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def new_postgres_database(postgres_cluster: Cluster) -> Callable[[], str]:
+    """Makes an empty database in the run's cluster, and returns its URL."""
+    import psycopg
+
+    def new() -> str:
+        name = f"test_{os.getpid()}_{next(_databases)}"
+        with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return postgres_cluster.dsn(name)
+
+    return new
+
+
+@pytest.fixture
+def postgres_url(new_postgres_database: Callable[[], str]) -> str:
+    """The URL of an empty database in the run's cluster."""
+    return new_postgres_database()
 
 
 # -- time bounds --------------------------------------------------------------------------

@@ -252,8 +252,8 @@ async def test_submit_nowait_refuses_a_durable_store(tmp_path: Path) -> None:
 
 
 async def test_an_unknown_store_url_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown store; use memory:// or sqlite:///"):
-        async with open_dispatcher(store="postgres://localhost/x"):
+    with pytest.raises(ValueError, match="unknown store; use memory://, sqlite:///"):
+        async with open_dispatcher(store="redis://localhost/x"):
             pass  # pragma: no cover
 
 

@@ -420,9 +420,38 @@ def test_sqlite_store_keeps_the_contract(sqlite_directories: Callable[[], Path])
     run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_tasks_are_listed_by_submission_time(kind: str, tmp_path: Path) -> None:
-    store: Store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "tasks.db")
+@pytest.mark.timeout(600)
+def test_postgres_store_keeps_the_contract(
+    new_postgres_database: Callable[[], str],
+) -> None:
+    from trio_pipe.store import PostgresStore
+
+    class Machine(StoreMachine):
+        def __init__(self) -> None:
+            self.dsn = new_postgres_database()
+            super().__init__()
+
+        def make(self) -> Store:
+            return PostgresStore(self.dsn, retention=RETENTION)
+
+    run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Makes a store of each kind, on a fresh database."""
+    if request.param == "memory":
+        return MemoryStore
+    if request.param == "sqlite":
+        return lambda: SqliteStore(tmp_path / "tasks.db")
+    from trio_pipe.store import PostgresStore
+
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresStore(url)
+
+
+async def test_tasks_are_listed_by_submission_time(new_store: Callable[[], Store]) -> None:
+    store = new_store()
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         ids = []
@@ -444,9 +473,8 @@ async def test_tasks_are_listed_by_submission_time(kind: str, tmp_path: Path) ->
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_tasks_are_counted_by_status(kind: str, tmp_path: Path) -> None:
-    store: Store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "tasks.db")
+async def test_tasks_are_counted_by_status(new_store: Callable[[], Store]) -> None:
+    store = new_store()
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         records = [new_record() for _ in range(3)]
