@@ -110,7 +110,7 @@ async def test_a_second_dispatcher_on_the_same_database_is_refused_naming_the_fi
     async with opened(first := PostgresStore(postgres_url)):
         await first.add(record := new_record())
         with pytest.raises(
-            StoreError, match="in use by another dispatcher.*server process"
+            StoreError, match=r"in use by another dispatcher.*server process"
         ):
             async with opened(PostgresStore(postgres_url, lock_wait=0.2)):
                 pass  # pragma: no cover
@@ -141,22 +141,25 @@ async def test_the_lock_of_a_killed_dispatcher_goes_with_its_connection(
     postgres_url: str,
 ) -> None:
     """kill -9 leaves no lock behind: the server drops it with the connection."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", OPEN_AND_WAIT, postgres_url],
-        stdout=subprocess.PIPE,
-        text=True,
+    child = await trio.lowlevel.open_process(
+        [sys.executable, "-c", OPEN_AND_WAIT, postgres_url], stdout=subprocess.PIPE
     )
     try:
         assert child.stdout is not None
-        line = await trio.to_thread.run_sync(child.stdout.readline)
-        assert line == "open\n"
+        said = b""
+        while not said.endswith(b"\n"):
+            chunk = await child.stdout.receive_some()
+            assert chunk, "the child exited before opening the store"
+            said += chunk
+        assert said == b"open\n"
         with pytest.raises(StoreError, match="in use by another dispatcher"):
             async with opened(PostgresStore(postgres_url, lock_wait=0.2)):
                 pass  # pragma: no cover
     finally:
-        child.kill()
-        await trio.to_thread.run_sync(child.wait)
-        child.stdout.close()  # type: ignore[union-attr]
+        child.kill()  # SIGKILL
+        await child.wait()
+        assert child.stdout is not None
+        await child.stdout.aclose()
     # The server notices the closed socket at once; lock_wait covers the moment.
     async with opened(store := PostgresStore(postgres_url, lock_wait=10)):
         assert store.epoch == 2
@@ -167,21 +170,23 @@ def test_two_stores_migrating_at_once_do_not_race(
 ) -> None:
     """The schema is created under an advisory lock: without it, two concurrent
     ``CREATE SCHEMA IF NOT EXISTS`` collide on the catalog's unique index."""
+
+    def migrate(url: str, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+        store = PostgresStore(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            barrier.wait()
+            try:
+                store._migrate(conn)
+            except BaseException as exc:  # pragma: no cover (the failure)
+                errors.append(exc)
+
     for _ in range(5):
         url = new_postgres_database()
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
-
-        def migrate() -> None:
-            store = PostgresStore(url)
-            with psycopg.connect(url, autocommit=True) as conn:
-                barrier.wait()
-                try:
-                    store._migrate(conn)
-                except BaseException as exc:  # pragma: no cover (the failure)
-                    errors.append(exc)
-
-        threads = [threading.Thread(target=migrate) for _ in range(4)]
+        threads = [
+            threading.Thread(target=migrate, args=(url, barrier, errors)) for _ in range(4)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
