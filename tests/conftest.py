@@ -42,9 +42,9 @@ import pytest
 import pytest_timeout
 import trio
 import trio.testing
-from helpers import child_processes
+from helpers import child_processes, postgres_binaries
 
-from benchmarks._postgres import Cluster, find_binaries, throwaway_cluster
+from benchmarks._postgres import Cluster, throwaway_cluster
 
 #: Seconds a Trio test's body may take unless its ``timeout`` marker says otherwise.
 TRIO_BOUND = 120.0
@@ -89,13 +89,7 @@ def postgres_cluster() -> Iterator[Cluster]:
     ``postgres`` user, loopback, a temporary directory, stopped however the run ends).
     Skipped where no PostgreSQL server binaries are installed, unless
     ``TRIO_PIPE_REQUIRE_POSTGRES=1`` (as in CI, .ci/run), where that fails."""
-    bin_dir = find_binaries()
-    if bin_dir is None:
-        why = "no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql"
-        if os.environ.get("TRIO_PIPE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"TRIO_PIPE_REQUIRE_POSTGRES=1 but {why}")
-        pytest.skip(why)
-    with throwaway_cluster(bin_dir, durable=False) as cluster:
+    with throwaway_cluster(postgres_binaries(), durable=False) as cluster:
         yield cluster
 
 

@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 import trio_websocket
 
+from benchmarks import _postgres
 from trio_pipe.store import Store, TaskRecord
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,3 +157,16 @@ async def every_unfinished(store: Store) -> list[TaskRecord]:
         records.extend(page)
         if cursor is None:
             return records
+
+
+def postgres_binaries() -> Path:
+    """The PostgreSQL server binaries the tests' cluster runs. Where none are
+    installed the test is skipped, saying so -- or fails, under
+    ``TRIO_PIPE_REQUIRE_POSTGRES=1`` (as in CI, .ci/run)."""
+    bin_dir = _postgres.find_binaries()
+    if bin_dir is None:
+        why = "no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql"
+        if os.environ.get("TRIO_PIPE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"TRIO_PIPE_REQUIRE_POSTGRES=1 but {why}")
+        pytest.skip(why)
+    return bin_dir

@@ -20,8 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 import trio
-from helpers import every_unfinished
+from helpers import every_unfinished, postgres_binaries
 
+from benchmarks import _postgres
 from benchmarks._postgres import Cluster
 from trio_pipe import ErrorCode, StoreError, Task, TaskError, TaskResult, TaskStatus
 from trio_pipe.store import Retention, TaskRecord, store_from_url
@@ -292,3 +293,14 @@ def test_a_url_passes_libpq_options_through_and_keeps_the_stores() -> None:
     assert (store.commit_delay, store.writeback_delay) == (0.002, 0.01)
     with pytest.raises(ValueError, match="writeback_delay must be seconds"):
         store_from_url("postgres://u:pw@db/tasks?writeback_delay=x")
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_without_postgresql_the_tests_skip_saying_why_unless_it_is_required(
+    monkeypatch: pytest.MonkeyPatch, required: bool
+) -> None:
+    monkeypatch.setattr(_postgres, "find_binaries", lambda: None)
+    monkeypatch.setenv("TRIO_PIPE_REQUIRE_POSTGRES", "1" if required else "")
+    outcome = pytest.fail.Exception if required else pytest.skip.Exception
+    with pytest.raises(outcome, match="no PostgreSQL server binaries"):
+        postgres_binaries()
