@@ -145,7 +145,12 @@ _TASK_COLUMNS = (
 _Statement = tuple[str, Sequence[Any] | Mapping[str, Any]]
 
 _FROM = "FROM trio_pipe.tasks t LEFT JOIN trio_pipe.queue q ON q.id = t.id"
-_STATUS = "COALESCE(q.status, t.status)"
+
+
+def _status_is(status: TaskStatus) -> str:
+    """The condition for tasks with *status* (one parameter): a finished task's is in
+    ``tasks`` (indexed), an unfinished one's in its ``queue`` row."""
+    return "t.status = %s" if status.is_terminal else "q.status = %s"
 
 
 class PostgresStore(Store):
@@ -565,7 +570,7 @@ class PostgresStore(Store):
         where: list[str] = ["true"]
         args: list[Any] = []
         if status is not None:
-            where.append(f"{_STATUS} = %s")
+            where.append(_status_is(status))
             args.append(status.value)
         if task_type is not None:
             where.append("t.task_type = %s")
@@ -590,7 +595,7 @@ class PostgresStore(Store):
                 row = db.execute("SELECT count(*) FROM trio_pipe.tasks").fetchone()
             else:
                 row = db.execute(
-                    f"SELECT count(*) {_FROM} WHERE {_STATUS} = %s",
+                    f"SELECT count(*) {_FROM} WHERE {_status_is(status)}",
                     (status.value,),
                 ).fetchone()
             assert row is not None
