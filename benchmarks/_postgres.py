@@ -1,29 +1,36 @@
 """A throwaway PostgreSQL cluster on loopback, for the PostgreSQL benchmarks and tests.
 
-``initdb`` and ``pg_ctl`` come from the distribution's ``postgresql`` package
+``initdb`` and ``postgres`` come from the distribution's ``postgresql`` package
 (``/usr/lib/postgresql/<version>/bin``). The server refuses to run as root, so when
 this process is root they run as the ``postgres`` user, in a temporary directory that
-user owns. The cluster trusts local connections, listens on 127.0.0.1 only, on a free
-port, and is stopped (``pg_ctl stop -m immediate``) and deleted however the block
-ends.
+user owns. The cluster trusts local connections and listens on 127.0.0.1 only, on a
+free port.
+
+The server runs in the foreground as a child of this process (not daemonized by
+``pg_ctl``), with a parent-death signal: it is stopped when the block ends, and, if
+this process is killed instead (SIGTERM, SIGKILL), the kernel sends it SIGQUIT, its
+immediate shutdown. Only the temporary directory can then be left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import attrs
-
 __all__ = ["Cluster", "find_binaries", "throwaway_cluster"]
+
+_PR_SET_PDEATHSIG = 1
 
 
 def find_binaries() -> Path | None:
@@ -35,33 +42,98 @@ def find_binaries() -> Path | None:
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
+    return Path(initdb).parent if initdb and shutil.which("postgres") else None
 
 
-@attrs.frozen
 class Cluster:
-    bin: Path
-    data: Path
-    port: int
-    user: str | None  # who the server runs as (None: this process's user)
+    """A cluster in *directory*, its server a child of this process."""
+
+    def __init__(
+        self, bin_dir: Path, directory: Path, user: str | None, options: list[str]
+    ) -> None:
+        self.bin = bin_dir
+        self.directory = directory
+        self.data = directory / "data"
+        self.user = user  # who the server runs as (None: this process's user)
+        self.options = options
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self._server: subprocess.Popen[bytes] | None = None
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def pg_ctl(self, *args: str) -> None:
-        """Run ``pg_ctl`` on the cluster (``restart -m fast``, ``stop``...)."""
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", *args)
+    def initdb(self) -> None:
+        subprocess.run(
+            [str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
+             "-U", "postgres", "--no-sync"],
+            check=True, stdout=subprocess.DEVNULL, preexec_fn=self._as_user(), timeout=120,
+        )  # fmt: skip
 
-    def _run(self, *argv: str) -> None:
-        if self.user is not None:
-            argv = ("runuser", "-u", self.user, "--", *argv)
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, timeout=60)
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections. Call it from a
+        thread that lives as long as the server should: the parent-death signal comes
+        when the *thread* that started the server ends (the main thread, typically;
+        never a thread pool's)."""
+        with open(self.directory / "log", "ab") as log:
+            self._server = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(self.data),
+                 "-k", str(self.directory), "-h", "127.0.0.1", "-p", str(self.port),
+                 *self.options],
+                stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=self._as_user(dies_with_parent=True),
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._server.poll() is not None:
+                break
+            ready = subprocess.run(
+                [
+                    str(self.bin / "pg_isready"),
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                ],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.05)
+        log_text = (self.directory / "log").read_text(errors="replace")
+        self.stop(immediate=True)
+        raise RuntimeError(f"PostgreSQL did not start:\n{log_text}")
 
+    def stop(self, *, immediate: bool = False) -> None:
+        """Stop the server: a fast shutdown (SIGINT), or an immediate one (SIGQUIT)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.send_signal(signal.SIGQUIT if immediate else signal.SIGINT)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    def restart(self) -> None:
+        """What ``pg_ctl restart -m fast`` does: every connection is closed."""
+        self.stop()
+        self.start()
+
+    def _as_user(self, *, dies_with_parent: bool = False) -> Callable[[], None]:
+        user = None if self.user is None else pwd.getpwnam(self.user)
+
+        def demote() -> None:  # in the child, before exec
+            if user is not None:
+                os.setgid(user.pw_gid)
+                os.setuid(user.pw_uid)
+            if dies_with_parent:  # after setuid, which clears it
+                ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
+
+        return demote
 
 
 @contextlib.contextmanager
@@ -74,19 +146,15 @@ def throwaway_cluster(bin_dir: Path, *, durable: bool = True) -> Iterator[Cluste
         if user is not None:
             owner = pwd.getpwnam(user)
             os.chown(directory, owner.pw_uid, owner.pw_gid)
-        cluster = Cluster(bin_dir, directory / "data", _free_port(), user)
-        cluster._run(
-            str(bin_dir / "initdb"), "-D", str(cluster.data), "-A", "trust",
-            "-U", "postgres", "--no-sync",
-        )  # fmt: skip
-        options = f"-k {directory} -h 127.0.0.1 -p {cluster.port}"
-        if not durable:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        cluster.pg_ctl("-l", str(directory / "log"), "-o", options, "start")
+        options = [] if durable else [
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"
+        ]  # fmt: skip
+        cluster = Cluster(bin_dir, directory, user, options)
+        cluster.initdb()
+        cluster.start()
         try:
             yield cluster
         finally:
-            with contextlib.suppress(subprocess.SubprocessError):
-                cluster.pg_ctl("-m", "immediate", "stop")
+            cluster.stop(immediate=True)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

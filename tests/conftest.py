@@ -97,17 +97,24 @@ _databases = itertools.count()
 
 
 @pytest.fixture
-def new_postgres_database(postgres_cluster: Cluster) -> Callable[[], str]:
-    """Makes an empty database in the run's cluster, and returns its URL."""
+def new_postgres_database(postgres_cluster: Cluster) -> Iterator[Callable[[], str]]:
+    """Makes empty databases in the run's cluster (returning each one's URL), and
+    drops them after the test."""
     import psycopg
+
+    made: list[str] = []
 
     def new() -> str:
         name = f"test_{os.getpid()}_{next(_databases)}"
         with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
+        made.append(name)
         return postgres_cluster.dsn(name)
 
-    return new
+    yield new
+    with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
+        for name in made:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture

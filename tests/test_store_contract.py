@@ -421,18 +421,20 @@ def test_sqlite_store_keeps_the_contract(sqlite_directories: Callable[[], Path])
 
 
 @pytest.mark.timeout(600)
-def test_postgres_store_keeps_the_contract(
-    new_postgres_database: Callable[[], str],
-) -> None:
+def test_postgres_store_keeps_the_contract(postgres_url: str) -> None:
+    import psycopg
+
     from trio_pipe.store import PostgresStore
 
     class Machine(StoreMachine):
         def __init__(self) -> None:
-            self.dsn = new_postgres_database()
+            # Each example starts from an empty store: the last one's schema goes.
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute("DROP SCHEMA IF EXISTS trio_pipe CASCADE")
             super().__init__()
 
         def make(self) -> Store:
-            return PostgresStore(self.dsn, retention=RETENTION)
+            return PostgresStore(postgres_url, retention=RETENTION)
 
     run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
 

@@ -9,6 +9,7 @@ cluster); skipped where none is installed, unless TRIO_PIPE_REQUIRE_POSTGRES=1.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 import trio
-from helpers import every_unfinished, postgres_binaries
+from helpers import ROOT, every_unfinished, postgres_binaries
 
 from benchmarks import _postgres
 from benchmarks._postgres import Cluster
@@ -252,7 +253,9 @@ async def test_a_server_restart_fails_one_transaction_and_the_store_connects_aga
     store = PostgresStore(postgres_url)
     async with opened(store):
         queued = await store.add(new_record(1))
-        await trio.to_thread.run_sync(postgres_cluster.pg_ctl, "restart", "-m", "fast")
+        # On this thread, not a worker thread: the new server dies with the thread
+        # that started it (Cluster.start). The store is idle meanwhile.
+        postgres_cluster.restart()
         error = TaskError(ErrorCode.CANCELLED, "by the caller")
         cancelled = TaskResult(queued.id, TaskStatus.CANCELLED, error=error)
         store.ended(queued.id, None, cancelled, time.time(), final=True)
@@ -304,3 +307,51 @@ def test_without_postgresql_the_tests_skip_saying_why_unless_it_is_required(
     outcome = pytest.fail.Exception if required else pytest.skip.Exception
     with pytest.raises(outcome, match="no PostgreSQL server binaries"):
         postgres_binaries()
+
+
+CLUSTER_AND_WAIT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from benchmarks._postgres import find_binaries, throwaway_cluster
+
+with throwaway_cluster(find_binaries(), durable=False) as cluster:
+    print(cluster.port, cluster.directory, flush=True)
+    time.sleep(600)
+"""
+
+
+async def test_the_server_of_a_killed_run_stops_with_it(postgres_cluster: Cluster) -> None:
+    """The cluster's server dies with the process that started it, even by SIGKILL
+    (a parent-death signal), so a killed test run leaves no server behind."""
+    child = await trio.lowlevel.open_process(
+        [sys.executable, "-c", CLUSTER_AND_WAIT, str(ROOT)], stdout=subprocess.PIPE
+    )
+    assert child.stdout is not None
+    said = b""
+    while not said.endswith(b"\n"):
+        chunk = await child.stdout.receive_some()
+        assert chunk, "the child exited before starting its cluster"
+        said += chunk
+    port, directory = said.decode().split()
+    try:
+        await trio.to_thread.run_sync(
+            query, f"postgresql://postgres@127.0.0.1:{port}/postgres", "SELECT 1"
+        )
+        child.kill()
+        await child.wait()
+        with trio.fail_after(30):
+            # Not our child, so nothing to wait on but its port closing.
+            while await _accepts(int(port)):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+    finally:
+        await child.stdout.aclose()
+        shutil.rmtree(directory, ignore_errors=True)  # the one thing left behind
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
