@@ -85,8 +85,9 @@ def nothing_is_left_behind() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[Cluster]:
-    """A throwaway PostgreSQL cluster for the whole run (initdb and pg_ctl as the
-    ``postgres`` user, loopback, a temporary directory, stopped however the run ends).
+    """A throwaway PostgreSQL cluster for the whole run (initdb and the server as the
+    ``postgres`` user, loopback, a temporary directory; the server stops with the run
+    however it ends: benchmarks/_postgres.py).
     Skipped where no PostgreSQL server binaries are installed, unless
     ``TRIO_PIPE_REQUIRE_POSTGRES=1`` (as in CI, .ci/run), where that fails."""
     with throwaway_cluster(postgres_binaries(), durable=False) as cluster:

@@ -165,7 +165,7 @@ def postgres_binaries() -> Path:
     ``TRIO_PIPE_REQUIRE_POSTGRES=1`` (as in CI, .ci/run)."""
     bin_dir = _postgres.find_binaries()
     if bin_dir is None:
-        why = "no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql"
+        why = "no PostgreSQL server binaries (initdb, postgres): apt-get install postgresql"
         if os.environ.get("TRIO_PIPE_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"TRIO_PIPE_REQUIRE_POSTGRES=1 but {why}")
         pytest.skip(why)
