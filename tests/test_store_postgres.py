@@ -272,6 +272,29 @@ async def test_a_server_restart_fails_one_transaction_and_the_store_connects_aga
                 pass  # pragma: no cover (the lock was taken again)
 
 
+async def test_a_store_cut_off_does_not_write_once_another_took_the_lock(
+    postgres_url: str,
+) -> None:
+    """Its connection cut (the server ended it), a store connects again only with
+    the lock: if another dispatcher took the store meanwhile, it writes nothing."""
+    first = PostgresStore(postgres_url, lock_wait=0.2)
+    async with opened(first):
+        kept = await first.add(new_record(1))
+        ((pid,),) = query(
+            postgres_url,
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'trio_pipe'",
+        )
+        query(postgres_url, "SELECT pg_terminate_backend(%s)", pid)
+        async with opened(second := PostgresStore(postgres_url)):
+            with pytest.raises(StoreError, match="closed the connection"):
+                await first.add(new_record(2))
+            for attempt in (3, 4):  # each try connects again, and is refused again
+                with pytest.raises(StoreError, match="in use by another dispatcher"):
+                    await first.add(new_record(attempt))
+            assert [r.id for r in await second.tasks()] == [kept.id]
+            assert first.reconnects == 0
+
+
 async def test_an_unreachable_server_is_a_clear_error_without_the_password(
     postgres_cluster: Cluster,
 ) -> None:

@@ -260,7 +260,11 @@ class PostgresStore(Store):
         )
         self._db = db
         if not self.readonly:
-            self._lock(db)
+            try:
+                self._lock(db)
+            except BaseException:
+                self._close()  # never a connection without the lock
+                raise
         return db
 
     def _lock(self, db: psycopg.Connection[Any]) -> None:
