@@ -32,6 +32,9 @@ __all__ = ["Cluster", "find_binaries", "throwaway_cluster"]
 
 _PR_SET_PDEATHSIG = 1
 
+#: The process ids of the servers running now (the tests' leak checks leave them be).
+servers: set[int] = set()
+
 
 def find_binaries() -> Path | None:
     """The newest installed PostgreSQL's bin directory, or ``None``."""
@@ -84,6 +87,7 @@ class Cluster:
                 stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=self._as_user(dies_with_parent=True),
             )  # fmt: skip
+        servers.add(self._server.pid)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._server.poll() is not None:
@@ -117,6 +121,7 @@ class Cluster:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        servers.discard(server.pid)
 
     def restart(self) -> None:
         """What ``pg_ctl restart -m fast`` does: every connection is closed."""

@@ -88,7 +88,8 @@ def error_line(completed: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def child_processes() -> list[str]:
-    """Command lines of this process's living children (zombies excluded)."""
+    """Command lines of this process's living children (zombies excluded; and the
+    tests' PostgreSQL server, which lives for the whole run)."""
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -96,7 +97,11 @@ def child_processes() -> list[str]:
         except OSError:
             continue  # exited meanwhile
         state, ppid = fields[0], int(fields[1])
-        if ppid == os.getpid() and state != "Z":
+        if (
+            ppid == os.getpid()
+            and state != "Z"
+            and int(stat.parent.name) not in _postgres.servers
+        ):
             children.append(
                 (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             )
