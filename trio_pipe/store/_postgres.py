@@ -7,7 +7,8 @@ drives ``sqlite3``: one connection, used by one thread at a time under a one-tok
 that choice). Writes are **group-committed** as in SqliteStore: the scheduler's
 changes and the submissions waiting in ``add()`` collect while the previous
 transaction commits, and the writer sends them all in the next one, in psycopg's
-pipeline mode (one network round trip for the whole batch).
+pipeline mode: the batch costs the round trips of its transaction (begin, the
+statements together, commit), not one per statement.
 
 The schema lives in its own PostgreSQL schema, ``trio_pipe``:
 
