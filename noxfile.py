@@ -20,7 +20,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 # Sessions use the interpreter nox runs under: a fresh machine may have only one.
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
-ALL_EXTRAS = ("ssh", "wasm", "http", "pipelines")
+ALL_EXTRAS = ("ssh", "wasm", "http", "pipelines", "postgres")
 NOX_REQUIREMENTS = "requirements-nox.txt"
 
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import itertools
+import os
 import shutil
 import subprocess
 import threading
@@ -40,7 +42,9 @@ import pytest
 import pytest_timeout
 import trio
 import trio.testing
-from helpers import child_processes
+from helpers import child_processes, postgres_binaries
+
+from benchmarks._postgres import Cluster, throwaway_cluster
 
 #: Seconds a Trio test's body may take unless its ``timeout`` marker says otherwise.
 TRIO_BOUND = 120.0
@@ -74,6 +78,50 @@ def nothing_is_left_behind() -> Iterator[None]:
     yield
     assert child_processes() == [], "processes outlived the test suite"
     assert _leftover_containers() == [], "containers outlived the test suite"
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the whole run (initdb and the server as the
+    ``postgres`` user, loopback, a temporary directory; the server stops with the run
+    however it ends: benchmarks/_postgres.py).
+    Skipped where no PostgreSQL server binaries are installed, unless
+    ``TRIO_PIPE_REQUIRE_POSTGRES=1`` (as in CI, .ci/run), where that fails."""
+    with throwaway_cluster(postgres_binaries(), durable=False) as cluster:
+        yield cluster
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def new_postgres_database(postgres_cluster: Cluster) -> Iterator[Callable[[], str]]:
+    """Makes empty databases in the run's cluster (returning each one's URL), and
+    drops them after the test."""
+    import psycopg
+
+    made: list[str] = []
+
+    def new() -> str:
+        name = f"test_{os.getpid()}_{next(_databases)}"
+        with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        return postgres_cluster.dsn(name)
+
+    yield new
+    with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
+        for name in made:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(new_postgres_database: Callable[[], str]) -> str:
+    """The URL of an empty database in the run's cluster."""
+    return new_postgres_database()
 
 
 # -- time bounds --------------------------------------------------------------------------

@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 import trio_websocket
 
+from benchmarks import _postgres
 from trio_pipe.store import Store, TaskRecord
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +88,8 @@ def error_line(completed: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def child_processes() -> list[str]:
-    """Command lines of this process's living children (zombies excluded)."""
+    """Command lines of this process's living children (zombies excluded; and the
+    tests' PostgreSQL server, which lives for the whole run)."""
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -94,7 +97,11 @@ def child_processes() -> list[str]:
         except OSError:
             continue  # exited meanwhile
         state, ppid = fields[0], int(fields[1])
-        if ppid == os.getpid() and state != "Z":
+        if (
+            ppid == os.getpid()
+            and state != "Z"
+            and int(stat.parent.name) not in _postgres.servers
+        ):
             children.append(
                 (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             )
@@ -155,3 +162,16 @@ async def every_unfinished(store: Store) -> list[TaskRecord]:
         records.extend(page)
         if cursor is None:
             return records
+
+
+def postgres_binaries() -> Path:
+    """The PostgreSQL server binaries the tests' cluster runs. Where none are
+    installed the test is skipped, saying so -- or fails, under
+    ``TRIO_PIPE_REQUIRE_POSTGRES=1`` (as in CI, .ci/run)."""
+    bin_dir = _postgres.find_binaries()
+    if bin_dir is None:
+        why = "no PostgreSQL server binaries (initdb, postgres): apt-get install postgresql"
+        if os.environ.get("TRIO_PIPE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"TRIO_PIPE_REQUIRE_POSTGRES=1 but {why}")
+        pytest.skip(why)
+    return bin_dir

@@ -738,7 +738,8 @@ async def test_a_file_that_is_not_a_store_is_an_error_and_is_left_as_it_was(
     ("url", "message"),
     [
         ("memory://", "a memory:// store lives inside its dispatcher's process"),
-        ("postgres://db/tasks", "'postgres://db/tasks': unknown store"),
+        ("redis://db/tasks", "'redis://db/tasks': unknown store"),
+        ("postgresql://db/tasks?commit_delay=soon", "commit_delay must be seconds"),
         ("sqlite://", "'sqlite://': no database file given"),
         ("sqlite://host/tasks.db", "a SQLite URL has no host"),
         ("sqlite:///tasks.db?bogus=1", "unknown option(s) bogus"),

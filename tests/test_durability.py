@@ -26,6 +26,15 @@ from trio_pipe.store import MemoryStore, SqliteStore
 from trio_pipe.testing import connect_memory_worker, open_memory_worker
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty durable store of each kind (the same store every time it
+    is opened in the test)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tasks.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 def failed(dispatch_task: Task, worker_id: str, *, retryable: bool) -> TaskResultMessage:
     error = TaskError(ErrorCode.HANDLER_ERROR, "boom", retryable=retryable)
     return TaskResultMessage(
@@ -33,9 +42,8 @@ def failed(dispatch_task: Task, worker_id: str, *, retryable: bool) -> TaskResul
     )
 
 
-async def test_a_completed_task_is_readable_after_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "tasks.db"
-    async with open_dispatcher(store=f"sqlite:///{path}") as d:
+async def test_a_completed_task_is_readable_after_a_restart(durable_url: str) -> None:
+    async with open_dispatcher(store=durable_url) as d:
         async with open_memory_worker(d, "w1", ["double"]) as w:
             handle = await d.submit(Task.new("double", 21))
             dispatch = await w.receive_task()
@@ -43,7 +51,7 @@ async def test_a_completed_task_is_readable_after_a_restart(tmp_path: Path) -> N
             assert dispatch.task.metadata.epoch == d.store.epoch == 1
             await w.complete(dispatch, 42)
             assert await handle.value() == 42
-    async with open_dispatcher(store=SqliteStore(path)) as d:
+    async with open_dispatcher(store=durable_url) as d:
         assert d.store.epoch == 2
         again = await d.handle(handle.id)
         assert again.done and await again.value() == 42
@@ -61,16 +69,15 @@ async def test_a_completed_task_is_readable_after_a_restart(tmp_path: Path) -> N
 
 
 async def test_queued_tasks_survive_a_graceful_close_and_run_after_the_restart(
-    tmp_path: Path,
+    durable_url: str,
 ) -> None:
-    path = tmp_path / "tasks.db"
-    async with open_dispatcher(store=SqliteStore(path), shutdown_grace=0) as d:
+    async with open_dispatcher(store=durable_url, shutdown_grace=0) as d:
         handles = [await d.submit(Task.new("later", i)) for i in range(3)]
     for handle in handles:  # this process will not see them end...
         result = await handle.result()
         assert result.error is not None
         assert result.error.code == ErrorCode.DISPATCHER_CLOSED
-    async with open_dispatcher(store=SqliteStore(path)) as d:  # ...the next one does
+    async with open_dispatcher(store=durable_url) as d:  # ...the next one does
         assert [r.id for r in await d.tasks(status=TaskStatus.PENDING)] == [
             h.id for h in handles
         ]
@@ -84,14 +91,13 @@ async def test_queued_tasks_survive_a_graceful_close_and_run_after_the_restart(
 
 
 async def test_a_task_on_a_worker_when_the_dispatcher_stopped_is_retried(
-    tmp_path: Path,
+    durable_url: str,
 ) -> None:
-    path = tmp_path / "tasks.db"
-    async with open_dispatcher(store=SqliteStore(path), shutdown_grace=0) as d:
+    async with open_dispatcher(store=durable_url, shutdown_grace=0) as d:
         worker = await connect_memory_worker(d, "w1", ["slow"])
         handle = await d.submit(Task.new("slow", "x", max_retries=1))
         await worker.receive_task()  # ...and never answers
-    async with open_dispatcher(store=SqliteStore(path)) as d:
+    async with open_dispatcher(store=durable_url) as d:
         async with open_memory_worker(d, "w2", ["slow"]) as w:
             dispatch = await w.receive_task()
             assert dispatch.task.id == handle.id
@@ -111,9 +117,9 @@ async def test_a_task_on_a_worker_when_the_dispatcher_stopped_is_retried(
 
 
 async def test_a_task_that_fails_for_good_is_a_dead_letter_until_requeued_or_purged(
-    tmp_path: Path,
+    durable_url: str,
 ) -> None:
-    async with open_dispatcher(store=SqliteStore(tmp_path / "tasks.db")) as d:
+    async with open_dispatcher(store=durable_url) as d:
         async with open_memory_worker(d, "w1", ["flaky"]) as w:
             handle = await d.submit(Task.new("flaky", {"n": 1}, max_retries=1))
             for retryable in (True, True):  # tried twice: max_retries + 1
@@ -161,9 +167,10 @@ async def test_a_poison_task_stops_at_max_retries(autojump_clock: object) -> Non
         assert [r.id for r in await d.dead_letters()] == [handle.id]
 
 
-async def test_two_concurrent_submissions_with_one_key_are_one_task(tmp_path: Path) -> None:
-    path = tmp_path / "tasks.db"
-    async with open_dispatcher(store=SqliteStore(path, commit_delay=0.05)) as d:
+async def test_two_concurrent_submissions_with_one_key_are_one_task(
+    durable_url: str,
+) -> None:
+    async with open_dispatcher(store=f"{durable_url}?commit_delay=0.05") as d:
         handles = []
 
         async def submit(payload: int) -> None:
@@ -176,7 +183,7 @@ async def test_two_concurrent_submissions_with_one_key_are_one_task(tmp_path: Pa
         first, second = handles
         assert first is second  # the same live handle
         assert len(await d.tasks()) == 1
-    async with open_dispatcher(store=SqliteStore(path)) as d:
+    async with open_dispatcher(store=durable_url) as d:
         again = await d.submit(Task.new("charge", 3, idempotency_key="order-42"))
         assert again.id == first.id
 
@@ -245,15 +252,15 @@ async def test_a_full_disk_fails_submit_clearly_and_loses_nothing_accepted(
             assert [r.status for r in records] == [TaskStatus.COMPLETED] * 5
 
 
-async def test_submit_nowait_refuses_a_durable_store(tmp_path: Path) -> None:
-    async with open_dispatcher(store=SqliteStore(tmp_path / "tasks.db")) as d:
+async def test_submit_nowait_refuses_a_durable_store(durable_url: str) -> None:
+    async with open_dispatcher(store=durable_url) as d:
         with pytest.raises(RuntimeError, match=r"use await submit\(\)"):
             d.submit_nowait(Task.new("job"))
 
 
 async def test_an_unknown_store_url_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown store; use memory:// or sqlite:///"):
-        async with open_dispatcher(store="postgres://localhost/x"):
+    with pytest.raises(ValueError, match="unknown store; use memory://, sqlite:///"):
+        async with open_dispatcher(store="redis://localhost/x"):
             pass  # pragma: no cover
 
 

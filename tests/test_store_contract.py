@@ -427,9 +427,40 @@ def test_sqlite_store_keeps_the_contract(sqlite_directories: Callable[[], Path])
     run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_tasks_are_listed_by_submission_time(kind: str, tmp_path: Path) -> None:
-    store: Store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "tasks.db")
+@pytest.mark.timeout(600)
+def test_postgres_store_keeps_the_contract(postgres_url: str) -> None:
+    import psycopg
+
+    from trio_pipe.store import PostgresStore
+
+    class Machine(StoreMachine):
+        def __init__(self) -> None:
+            # Each example starts from an empty store: the last one's schema goes.
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute("DROP SCHEMA IF EXISTS trio_pipe CASCADE")
+            super().__init__()
+
+        def make(self) -> Store:
+            return PostgresStore(postgres_url, retention=RETENTION)
+
+    run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Makes a store of each kind, on a fresh database."""
+    if request.param == "memory":
+        return MemoryStore
+    if request.param == "sqlite":
+        return lambda: SqliteStore(tmp_path / "tasks.db")
+    from trio_pipe.store import PostgresStore
+
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresStore(url)
+
+
+async def test_tasks_are_listed_by_submission_time(new_store: Callable[[], Store]) -> None:
+    store = new_store()
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         ids = []
@@ -451,9 +482,8 @@ async def test_tasks_are_listed_by_submission_time(kind: str, tmp_path: Path) ->
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_tasks_are_counted_by_status(kind: str, tmp_path: Path) -> None:
-    store: Store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "tasks.db")
+async def test_tasks_are_counted_by_status(new_store: Callable[[], Store]) -> None:
+    store = new_store()
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         records = [new_record() for _ in range(3)]

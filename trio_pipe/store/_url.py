@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlsplit
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._base import Store
 from ._memory import MemoryStore
@@ -18,12 +19,32 @@ def store_from_url(url: str, *, readonly: bool = False) -> Store:
     - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the path is
       what follows ``sqlite:///``, as in SQLAlchemy), with ``?synchronous=FULL`` and
       ``?commit_delay=0.002`` and ``?writeback_delay=0.01`` as options: a
-      :class:`SqliteStore`.
+      :class:`SqliteStore`;
+    - ``postgresql://user:password@host:port/database`` (or ``postgres://``): a
+      :class:`~trio_pipe.store.PostgresStore` (the ``postgres`` extra). The URL goes
+      to libpq as it is, with its own options (``?sslmode=verify-full`` ...), except
+      ``?commit_delay=`` and ``?writeback_delay=``, which are the store's.
 
     Raises ``ValueError`` naming what is wrong with the URL.
     """
     parts = urlsplit(url)
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if parts.scheme in ("postgresql", "postgres"):
+        commit_delay, writeback_delay = _delays(redacted(url), options)
+        try:
+            from ._postgres import PostgresStore
+        except ImportError as exc:
+            raise ValueError(
+                f"a PostgreSQL store needs psycopg ({exc}): "
+                "pip install 'trio-pipe[postgres]'"
+            ) from None
+        dsn = urlunsplit(parts._replace(query=urlencode(options)))
+        return PostgresStore(
+            dsn,
+            commit_delay=commit_delay,
+            writeback_delay=writeback_delay,
+            readonly=readonly,
+        )
     if parts.scheme == "memory":
         if parts.netloc or parts.path or options or readonly:
             raise ValueError(f"{url!r}: a memory store takes no path or options")
@@ -38,13 +59,7 @@ def store_from_url(url: str, *, readonly: bool = False) -> Store:
         if not path:
             raise ValueError(f"{url!r}: no database file given (sqlite:///tasks.db)")
         synchronous = options.pop("synchronous", "NORMAL").upper()
-        delays = {}
-        for name, default in (("commit_delay", "0"), ("writeback_delay", "0.01")):
-            text = options.pop(name, default)
-            try:
-                delays[name] = float(text)
-            except ValueError:
-                raise ValueError(f"{url!r}: {name} must be seconds, not {text!r}") from None
+        commit_delay, writeback_delay = _delays(url, options)
         if options:
             raise ValueError(
                 f"{url!r}: unknown option(s) {', '.join(sorted(options))} "
@@ -53,8 +68,35 @@ def store_from_url(url: str, *, readonly: bool = False) -> Store:
         return SqliteStore(
             path,
             synchronous=synchronous,  # type: ignore[arg-type]  # SqliteStore checks it
-            commit_delay=delays["commit_delay"],
-            writeback_delay=delays["writeback_delay"],
+            commit_delay=commit_delay,
+            writeback_delay=writeback_delay,
             readonly=readonly,
         )
-    raise ValueError(f"{url!r}: unknown store; use memory:// or sqlite:///path/to/tasks.db")
+    raise ValueError(
+        f"{url!r}: unknown store; use memory://, sqlite:///path/to/tasks.db or "
+        "postgresql://user@host/database"
+    )
+
+
+def _delays(name: str, options: dict[str, str]) -> tuple[float, float]:
+    """``commit_delay`` and ``writeback_delay``, taken out of *options* (seconds)."""
+    delays = []
+    for option, default in (("commit_delay", "0"), ("writeback_delay", "0.01")):
+        text = options.pop(option, default)
+        try:
+            delays.append(float(text))
+        except ValueError:
+            raise ValueError(f"{name!r}: {option} must be seconds, not {text!r}") from None
+    return delays[0], delays[1]
+
+
+def redacted(dsn: str) -> str:
+    """A database URL or connection string without its password, to name a store in
+    messages and logs."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
