@@ -447,16 +447,29 @@ def test_postgres_store_keeps_the_contract(postgres_url: str) -> None:
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
-def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    """Makes a store of each kind, on a fresh database."""
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Store]:
+    """Makes a store of each kind (with the options given), on a fresh database."""
     if request.param == "memory":
         return MemoryStore
     if request.param == "sqlite":
-        return lambda: SqliteStore(tmp_path / "tasks.db")
+        return lambda **options: SqliteStore(tmp_path / "tasks.db", **options)
     from trio_pipe.store import PostgresStore
 
     url = request.getfixturevalue("postgres_url")
-    return lambda: PostgresStore(url)
+    return lambda **options: PostgresStore(url, **options)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_durable_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[..., Store]:
+    """Makes a durable store of each kind, each time on the same database."""
+    if request.param == "sqlite":
+        return lambda **options: SqliteStore(tmp_path / "tasks.db", **options)
+    from trio_pipe.store import PostgresStore
+
+    url = request.getfixturevalue("postgres_url")
+    return lambda **options: PostgresStore(url, **options)
 
 
 async def test_tasks_are_listed_by_submission_time(new_store: Callable[[], Store]) -> None:
@@ -498,16 +511,10 @@ async def test_tasks_are_counted_by_status(new_store: Callable[[], Store]) -> No
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_cached_results_are_kept_replaced_and_pruned_by_retention(
-    kind: str, tmp_path: Path
+    new_store: Callable[..., Store],
 ) -> None:
-    retention = Retention(cached=100.0)
-    store: Store = (
-        MemoryStore(retention=retention)
-        if kind == "memory"
-        else SqliteStore(tmp_path / "tasks.db", retention=retention)
-    )
+    store = new_store(retention=Retention(cached=100.0))
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         assert await store.cache_get("k1") is None
@@ -537,10 +544,12 @@ async def test_a_memory_store_keeps_at_most_max_finished_cached_results() -> Non
         nursery.cancel_scope.cancel()
 
 
-async def test_sqlite_cached_results_survive_reopening(tmp_path: Path) -> None:
+async def test_cached_results_survive_reopening(
+    new_durable_store: Callable[..., Store],
+) -> None:
     entry = CachedResult("k", {"deep": {"list": [1.5, None, True]}}, "w", time.time())
     for put in (True, False):
-        store = SqliteStore(tmp_path / "tasks.db")
+        store = new_durable_store()
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
             if put:

@@ -75,6 +75,7 @@ async def test_the_schema_is_made_once_and_each_opening_takes_a_new_epoch(
     )
     assert [t for (t,) in tables] == [
         "attempts",
+        "cache",
         "epochs",
         "queue",
         "schema_version",

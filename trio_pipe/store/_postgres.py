@@ -46,6 +46,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
+import orjson
 import psycopg
 import trio
 
@@ -53,7 +54,14 @@ from .._backoff import backoff_delay
 from .._errors import StoreError, TaskNotFound
 from ..protocol import TaskError, TaskResult, TaskResultMessage, TaskStatus, encode
 from ._base import Store
-from ._records import AttemptRecord, Retention, TaskRecord, recover, requeued
+from ._records import (
+    AttemptRecord,
+    CachedResult,
+    Retention,
+    TaskRecord,
+    recover,
+    requeued,
+)
 from ._sqlite import _DISPATCHED, _ENDED, _WRITE_ERROR_BACKOFF, _Add, _Change, _record
 from ._url import redacted
 
@@ -131,6 +139,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         pid integer NOT NULL,
         host text NOT NULL
     );
+    """,
+    # 2: cached results of workflow steps (payload: JSON text).
+    """
+    CREATE TABLE trio_pipe.cache (
+        key text PRIMARY KEY,
+        payload text NOT NULL,
+        worker_id text NOT NULL,
+        stored_at double precision NOT NULL
+    );
+    CREATE INDEX cache_by_time ON trio_pipe.cache (stored_at);
     """,
 )
 
@@ -666,11 +684,49 @@ class PostgresStore(Store):
         if failed is not None:
             where.append("(status <> 'Completed' AND finished_at < %s)")
             args.append(failed)
-        if not where:
-            return 0
-        return await self._read(
-            self._delete, f"finished_at IS NOT NULL AND ({' OR '.join(where)})", args
+        pruned = 0
+        if where:
+            pruned += await self._read(
+                self._delete, f"finished_at IS NOT NULL AND ({' OR '.join(where)})", args
+            )
+        if self.retention.cached is not None:
+            cutoff = now - self.retention.cached
+            pruned += await self._read(self._prune_cache, cutoff)
+        return pruned
+
+    def _prune_cache(self, db: psycopg.Connection[Any], cutoff: float) -> int:
+        with db.transaction():
+            return db.execute(
+                "DELETE FROM trio_pipe.cache WHERE stored_at < %s", (cutoff,)
+            ).rowcount
+
+    async def cache_get(self, key: str) -> CachedResult | None:
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT payload, worker_id, stored_at FROM trio_pipe.cache WHERE key = %s",
+                (key,),
+            ).fetchone()
         )
+        if row is None:
+            return None
+        return CachedResult(key, orjson.loads(row[0]), row[1], row[2])
+
+    async def cache_put(self, entry: CachedResult) -> None:
+        self._writable()
+        payload = orjson.dumps(entry.payload).decode()  # raises here if not JSON
+        await self._read(self._cache_put, entry, payload)
+
+    def _cache_put(
+        self, db: psycopg.Connection[Any], entry: CachedResult, payload: str
+    ) -> None:
+        with db.transaction():
+            db.execute(
+                "INSERT INTO trio_pipe.cache (key, payload, worker_id, stored_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+                "payload = EXCLUDED.payload, worker_id = EXCLUDED.worker_id, "
+                "stored_at = EXCLUDED.stored_at",
+                (entry.key, payload, entry.worker_id, entry.stored_at),
+            )
 
     def _delete(self, db: psycopg.Connection[Any], where: str, args: Sequence[Any]) -> int:
         # A finished task has no queue row; its attempts go with it (ON DELETE CASCADE).
