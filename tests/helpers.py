@@ -87,24 +87,30 @@ def error_line(completed: subprocess.CompletedProcess[bytes]) -> str:
     return errors[0]
 
 
-def child_processes() -> list[str]:
-    """Command lines of this process's living children (zombies excluded; and the
-    tests' PostgreSQL server, which lives for the whole run)."""
-    children = []
+def child_pids() -> list[int]:
+    """This process's living children (zombies excluded; and the tests' PostgreSQL
+    server, which lives for the whole run)."""
+    pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited meanwhile
-        state, ppid = fields[0], int(fields[1])
-        if (
-            ppid == os.getpid()
-            and state != "Z"
-            and int(stat.parent.name) not in _postgres.servers
-        ):
-            children.append(
-                (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            )
+        pid, state, ppid = int(stat.parent.name), fields[0], int(fields[1])
+        if ppid == os.getpid() and state != "Z" and pid not in _postgres.servers:
+            pids.append(pid)
+    return pids
+
+
+def child_processes() -> list[str]:
+    """Command lines of :func:`child_pids`."""
+    children = []
+    for pid in child_pids():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        children.append(cmdline.replace(b"\0", b" ").decode())
     return children
 
 

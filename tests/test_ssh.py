@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from helpers import ROOT, free_port
+from helpers import ROOT, child_pids, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -211,14 +211,9 @@ def _marked(marker: str) -> list[int]:
 
 
 def _local_children(server: SshServer) -> list[int]:
-    """This process's living children other than the sshd of the fixture."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        pid = int(stat.parent.name)
-        status = _living(pid)
-        if status is not None and status[0] == os.getpid() and pid != server.listener:
-            children.append(pid)
-    return children
+    """This process's living children other than the sshd of the fixture (and the
+    tests' PostgreSQL server)."""
+    return [pid for pid in child_pids() if pid != server.listener]
 
 
 async def _eventually(predicate: Callable[[], bool], seconds: float = 15) -> None:
